@@ -1,0 +1,91 @@
+package agent
+
+import (
+	"errors"
+	"time"
+
+	"github.com/pgwarden/pgwarden/dcs"
+)
+
+// Status is the snapshot of this node that the HA loop publishes after every
+// iteration (and the REST health checks read without any I/O of their own).
+// A published Status is never modified: the loop swaps in a new one.
+type Status struct {
+	Name  string
+	Scope string
+	// Role is "primary", "replica", "uninitialized" or "" (unknown).
+	Role string
+	// State is PostgreSQL's state: "running", "starting", "stopped",
+	// "crashed", "stopping", "restarting", "rewinding", "cloning", ...
+	State string
+	// IsLeader: this node holds the leader key.
+	IsLeader bool
+	// Running: PostgreSQL accepts connections.
+	Running bool
+	// InRecovery: PostgreSQL is a standby.
+	InRecovery bool
+	// Streaming: the WAL receiver is streaming from Upstream.
+	Streaming bool
+	Upstream  string
+	Timeline  uint32
+	// WALPosition: current LSN on a primary; received LSN on a replica.
+	WALPosition uint64
+	ReceivedLSN uint64
+	ReplayedLSN uint64
+	// LeaderLSN is the leader's last WAL position as the DCS reports it;
+	// replica lag = LeaderLSN - ReplayedLSN.
+	LeaderLSN uint64
+	// Synchronous: this replica is a synchronous standby.
+	Synchronous     bool
+	SyncMode        bool
+	Priority        int
+	NoFailover      bool
+	NoLoadBalance   bool
+	Tags            map[string]string
+	Pause           bool
+	ClusterUnlocked bool
+	Leader          string
+	ServerVersion   int
+	SystemID        string
+	// ReplicationConns are the standbys connected to this primary.
+	ReplicationConns int
+	PostmasterStart  time.Time
+	// LastLoop is when the HA loop last completed; LoopDuration how long it took.
+	LastLoop     time.Time
+	LoopDuration time.Duration
+	TTL          time.Duration
+	LoopWait     time.Duration
+	// LastDCSContact is when etcd last answered.
+	LastDCSContact time.Time
+	// Action and Reason are the last decision.
+	Action string
+	Reason string
+	// Pooler is the PgBouncer state ("", "ok", "error: ...").
+	Pooler string
+	// Counters since the agent started.
+	LeaseRenewals  uint64
+	LeaseFailures  uint64
+	Failovers      uint64
+	DCSClusterView *dcs.Cluster
+}
+
+// Lag is how far this replica's replay is behind the leader's last WAL
+// position, in bytes (0 when ahead or unknown).
+func (s *Status) Lag() uint64 {
+	if s.LeaderLSN > s.ReplayedLSN {
+		return s.LeaderLSN - s.ReplayedLSN
+	}
+	return 0
+}
+
+// Errors that cross into rest and cmd, mapped there to status codes and exit
+// codes. Wrap them with the reason: fmt.Errorf("%w: candidate %s is not
+// streaming", ErrPrecondition, name).
+var (
+	// ErrBadRequest: the request itself is malformed (400).
+	ErrBadRequest = errors.New("bad request")
+	// ErrPrecondition: the request is well formed but impossible now (412).
+	ErrPrecondition = errors.New("precondition failed")
+	// ErrNotCompleted: the action was started but did not complete in time (503).
+	ErrNotCompleted = errors.New("not completed")
+)

@@ -1,0 +1,183 @@
+package dcs
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Typed errors. Callers test them with errors.Is; etcd's own errors never
+// cross this package's boundary unwrapped.
+var (
+	// ErrNotLeader: the leader key does not hold this member's name.
+	ErrNotLeader = errors.New("dcs: not the leader")
+	// ErrKeyModified: a compare-and-swap lost to a concurrent writer.
+	ErrKeyModified = errors.New("dcs: key modified concurrently")
+	// ErrLeaseExpired: this member's lease is gone; a new one is made on the
+	// next Renew, and anything bound to the old one (leader key, member key)
+	// was deleted by etcd.
+	ErrLeaseExpired = errors.New("dcs: lease expired")
+	// ErrUnavailable: etcd could not be reached or did not answer in time.
+	ErrUnavailable = errors.New("dcs: etcd unavailable")
+)
+
+// Member is one node's record under members/<name>, bound to its lease.
+type Member struct {
+	Name    string `json:"name"`
+	ConnURL string `json:"conn_url"` // postgres://host:port/postgres
+	APIURL  string `json:"api_url"`  // http://host:port
+	// Role is "primary", "replica" or "uninitialized".
+	Role string `json:"role"`
+	// State is the PostgreSQL state: running, starting, stopped, crashed, ...
+	State    string `json:"state"`
+	Timeline uint32 `json:"timeline,omitempty"`
+	// WALPosition is the current LSN on a primary, the received (or else
+	// replayed) LSN on a replica.
+	WALPosition uint64 `json:"wal_position,omitempty"`
+	// ReplayedLSN is a replica's replayed position.
+	ReplayedLSN uint64            `json:"replayed_lsn,omitempty"`
+	Streaming   bool              `json:"streaming,omitempty"`
+	Priority    int               `json:"priority"`
+	Tags        map[string]string `json:"tags,omitempty"`
+	NoFailover  bool              `json:"nofailover,omitempty"`
+	Version     string            `json:"version,omitempty"`
+	// Revision is the key's ModRevision (not stored in the value).
+	Revision int64 `json:"-"`
+}
+
+// Leader is the holder of the leader key.
+type Leader struct {
+	Name     string
+	Revision int64 // ModRevision of the leader key
+	LeaseID  int64
+}
+
+// Failover is a pending switchover or failover request.
+type Failover struct {
+	// Kind is "switchover" or "failover".
+	Kind string `json:"kind"`
+	// Leader, when set, must be the current leader for the request to apply.
+	Leader    string `json:"leader,omitempty"`
+	Candidate string `json:"candidate,omitempty"`
+	// ScheduledAt is when a scheduled switchover is due (zero: now).
+	ScheduledAt time.Time `json:"scheduled_at,omitzero"`
+	RequestedAt time.Time `json:"requested_at,omitzero"`
+	Force       bool      `json:"force,omitempty"`
+	// Revision is the key's ModRevision (not stored in the value).
+	Revision int64 `json:"-"`
+}
+
+// Sync says which members are synchronous standbys of which leader.
+type Sync struct {
+	Leader      string   `json:"leader"`
+	SyncStandby []string `json:"sync_standby"`
+	Revision    int64    `json:"-"`
+}
+
+// HistoryEntry records one change of timeline.
+type HistoryEntry struct {
+	Timeline  uint32    `json:"timeline"`
+	LSN       uint64    `json:"lsn"`
+	Reason    string    `json:"reason"`
+	Time      time.Time `json:"time"`
+	NewLeader string    `json:"new_leader"`
+}
+
+// Status is the leader's last reported WAL position.
+type Status struct {
+	LSN  uint64    `json:"lsn"`
+	Time time.Time `json:"time,omitzero"`
+}
+
+// Cluster is everything under the cluster's prefix, read at one revision.
+type Cluster struct {
+	// Initialize is the cluster's system identifier in decimal; "" when no
+	// one has won the initialize race yet, "pending" style values are
+	// whatever the winner wrote first.
+	Initialize         string
+	InitializeRevision int64
+	// Config is the dynamic configuration as stored (JSON); nil when absent.
+	Config         []byte
+	ConfigRevision int64
+	Leader         *Leader
+	// Members sorted by name.
+	Members  []Member
+	Failover *Failover
+	Sync     *Sync
+	History  []HistoryEntry
+	Status   Status
+	// Revision is the store revision this view was read at.
+	Revision int64
+}
+
+// Member returns the named member, or nil.
+func (c *Cluster) Member(name string) *Member {
+	if c == nil {
+		return nil
+	}
+	for i := range c.Members {
+		if c.Members[i].Name == name {
+			return &c.Members[i]
+		}
+	}
+	return nil
+}
+
+// Store is what both implementations (Etcd and Memory) offer; the behavioural
+// test suite runs against this interface. Consumers declare the narrower
+// interfaces they need.
+type Store interface {
+	// Cluster reads every key of the cluster at one revision.
+	Cluster(ctx context.Context) (*Cluster, error)
+	// Renew keeps this member's lease alive (creating it when there is none)
+	// and returns its remaining TTL as etcd reports it. ErrLeaseExpired when
+	// the lease was gone: the caller lost whatever was bound to it.
+	Renew(ctx context.Context) (time.Duration, error)
+	// AcquireLeader creates the leader key with this member's name, bound to
+	// its lease, only if the key does not exist. It reports whether it won.
+	AcquireLeader(ctx context.Context) (bool, error)
+	// UpdateLeader checks that the leader key still holds this member's name
+	// (ErrNotLeader otherwise); the lease itself is kept alive by Renew.
+	UpdateLeader(ctx context.Context) error
+	// ReleaseLeader deletes the leader key only if it holds this member's
+	// name (ErrNotLeader otherwise).
+	ReleaseLeader(ctx context.Context) error
+	// TouchMember writes this member's record, bound to its lease.
+	TouchMember(ctx context.Context, m Member) error
+	// DeleteMember removes this member's record.
+	DeleteMember(ctx context.Context) error
+	// Initialize writes the initialize key if absent; it reports whether this
+	// call created it.
+	Initialize(ctx context.Context, sysid string) (bool, error)
+	// SetInitialize overwrites the initialize key only at prevRevision (used
+	// by the bootstrap winner to record the real system identifier).
+	SetInitialize(ctx context.Context, sysid string, prevRevision int64) error
+	// CancelInitialize deletes the initialize key (failed bootstrap) if it
+	// still has revision prevRevision.
+	CancelInitialize(ctx context.Context, prevRevision int64) error
+	// SetConfig writes the dynamic configuration if its ModRevision is still
+	// prevRevision (0: only if absent); ErrKeyModified otherwise.
+	SetConfig(ctx context.Context, raw []byte, prevRevision int64) error
+	// SetFailover writes a failover request if the key's ModRevision is
+	// prevRevision (0: only if absent); ErrKeyModified otherwise.
+	SetFailover(ctx context.Context, f Failover, prevRevision int64) error
+	// DeleteFailover deletes the failover key if its ModRevision is
+	// prevRevision (0: whatever it holds).
+	DeleteFailover(ctx context.Context, prevRevision int64) error
+	// SetSync writes the sync key if its ModRevision is prevRevision.
+	SetSync(ctx context.Context, s Sync, prevRevision int64) error
+	// AppendHistory adds an entry to the timeline history.
+	AppendHistory(ctx context.Context, e HistoryEntry) error
+	// SetStatus records the leader's last WAL position, only while this
+	// member holds the leader key (ErrNotLeader otherwise).
+	SetStatus(ctx context.Context, s Status) error
+	// Watch signals (coalesced, never blocking the store) whenever any key
+	// under the cluster prefix changes or expires, until ctx ends.
+	Watch(ctx context.Context) <-chan struct{}
+	// SetTTL changes the TTL of leases created from now on (the current
+	// lease keeps its TTL until it is replaced).
+	SetTTL(ttl time.Duration)
+	// Close revokes this member's lease (deleting what is bound to it) and
+	// releases resources.
+	Close(ctx context.Context) error
+}

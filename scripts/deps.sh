@@ -1,0 +1,25 @@
+#!/bin/sh
+# Installs what the tests need, only what is missing: PostgreSQL 15,
+# PgBouncer, HAProxy and etcd (Debian packages).
+set -eu
+PG_BIN_DIR=${PG_BIN_DIR:-/usr/lib/postgresql/15/bin}
+missing=""
+[ -x "$PG_BIN_DIR/postgres" ] || missing="$missing postgresql-15"
+command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing="$missing pgbouncer"
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing="$missing haproxy"
+command -v etcd >/dev/null 2>&1 || missing="$missing etcd-server"
+if [ -z "$missing" ]; then
+	exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+	echo "missing:$missing; install them with: sudo apt-get install$missing" >&2
+	exit 1
+fi
+echo "installing:$missing"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# The packages' own services are not wanted: the tests start their own.
+printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+chmod 755 /usr/sbin/policy-rc.d
+trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+apt-get install -y -qq --no-install-recommends $missing
