@@ -1,0 +1,395 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/pgwarden/pgwarden/config"
+	"github.com/pgwarden/pgwarden/dcs"
+)
+
+// DCS is the slice of the cluster store the agent uses.
+type DCS interface {
+	Cluster(ctx context.Context) (*dcs.Cluster, error)
+	Renew(ctx context.Context) (time.Duration, error)
+	AcquireLeader(ctx context.Context) (bool, error)
+	UpdateLeader(ctx context.Context) error
+	ReleaseLeader(ctx context.Context) error
+	TouchMember(ctx context.Context, m dcs.Member) error
+	Initialize(ctx context.Context, sysid string) (bool, error)
+	SetInitialize(ctx context.Context, sysid string, prevRevision int64) error
+	CancelInitialize(ctx context.Context, prevRevision int64) error
+	SetConfig(ctx context.Context, raw []byte, prevRevision int64) error
+	SetFailover(ctx context.Context, f dcs.Failover, prevRevision int64) error
+	DeleteFailover(ctx context.Context, prevRevision int64) error
+	AppendHistory(ctx context.Context, e dcs.HistoryEntry) error
+	SetStatus(ctx context.Context, s dcs.Status) error
+	Watch(ctx context.Context) <-chan struct{}
+	SetTTL(ttl time.Duration)
+	Close(ctx context.Context) error
+}
+
+// Upstream is a PostgreSQL server to replicate from.
+type Upstream struct {
+	Name string
+	Host string
+	Port int
+	// Slot is the replication slot to use on it ("" for none).
+	Slot string
+}
+
+// StopMode is how PostgreSQL is stopped.
+type StopMode string
+
+// Stop modes, as pg_ctl names them.
+const (
+	StopFast      StopMode = "fast"
+	StopImmediate StopMode = "immediate"
+)
+
+// Postgres is the local PostgreSQL as the agent drives it.
+type Postgres interface {
+	State(ctx context.Context) (PGState, error)
+	// Bootstrap creates a new cluster in the empty data directory and
+	// starts it as primary.
+	Bootstrap(ctx context.Context) error
+	// Start starts PostgreSQL: as a standby of up when up is non-nil (with
+	// no upstream when up.Host is ""), else as primary.
+	Start(ctx context.Context, up *Upstream) error
+	Stop(ctx context.Context, mode StopMode) error
+	// Promote makes a standby a primary and waits until it accepts writes.
+	Promote(ctx context.Context) error
+	// Follow makes PostgreSQL a standby of up: a running standby is
+	// repointed without a restart; a primary is stopped and restarted as
+	// standby.
+	Follow(ctx context.Context, up Upstream) error
+	// Clone copies up's data into the empty data directory.
+	Clone(ctx context.Context, up Upstream) error
+	// Rewind makes a stopped former primary fit to follow up.
+	Rewind(ctx context.Context, up Upstream) error
+	// Wipe removes the data directory (before a re-clone).
+	Wipe(ctx context.Context) error
+	// Checkpoint runs CHECKPOINT (so a clean shutdown is quick).
+	Checkpoint(ctx context.Context) error
+	// ShutdownCheckpoint is the checkpoint LSN of a cleanly stopped server.
+	ShutdownCheckpoint(ctx context.Context) (uint64, error)
+	// SyncSlots makes the physical replication slots exactly names.
+	SyncSlots(ctx context.Context, names []string) error
+}
+
+// Pooler is the local connection pooler, kept pointed at the leader.
+type Pooler interface {
+	// SetLeader points "primary" entries at addr (host:port; "" when there
+	// is no leader).
+	SetLeader(ctx context.Context, addr string) error
+	// Pause holds new transactions of "primary" entries (planned switchover).
+	Pause(ctx context.Context) error
+	Resume(ctx context.Context) error
+	State() string
+}
+
+// Watchdog fences PostgreSQL from outside the agent when it is not fed.
+type Watchdog interface {
+	// Arm: fence unless armed again within d.
+	Arm(d time.Duration) error
+	Disarm() error
+}
+
+// Peers asks other members for their state (REST GET /patroni).
+type Peers interface {
+	Fetch(ctx context.Context, members []dcs.Member) []Peer
+}
+
+// Hooks runs the operator's event command, asynchronously.
+type Hooks interface {
+	Fire(event string, success bool, details string)
+}
+
+// Clock is the time source; tests move it by hand.
+type Clock interface {
+	Now() time.Time
+	After(d time.Duration) <-chan time.Time
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time                         { return time.Now() }
+func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// Settings are the agent's static facts.
+type Settings struct {
+	Node
+	Scope string
+	// ConnectAddress is host:port of this node's PostgreSQL for others.
+	ConnectAddress string
+	// APIURL is this node's REST API base URL.
+	APIURL string
+	Tags   map[string]string
+	// Initial is the dynamic configuration written at bootstrap.
+	Initial config.Dynamic
+	// PeerTimeout bounds asking the other members for their WAL position.
+	PeerTimeout time.Duration
+	Version     string
+}
+
+// Deps are the agent's side effects. Pooler, Watchdog and Hooks may be nil.
+type Deps struct {
+	DCS      DCS
+	Postgres Postgres
+	Pooler   Pooler
+	Watchdog Watchdog
+	Peers    Peers
+	Hooks    Hooks
+	Clock    Clock
+}
+
+// Agent is the HA loop of one node.
+type Agent struct {
+	s    Settings
+	d    Deps
+	log  hclog.Logger
+	wake chan struct{}
+
+	status atomic.Pointer[Status]
+
+	// mu guards the loop's state; only the loop goroutine writes it, and
+	// shutdown takes it to wait for a running step.
+	mu            sync.Mutex
+	dynamic       config.Dynamic
+	leaseDeadline time.Time
+	crashedSince  time.Time
+	refused       string
+	last          Decision
+	lastTouch     time.Time
+	lastMember    dcs.Member
+	poolerLeader  string
+	poolerPaused  bool
+	renewals      uint64
+	renewFails    uint64
+	failovers     uint64
+	lastDCS       time.Time
+}
+
+// New builds an agent; Run starts it.
+func New(s Settings, d Deps, log hclog.Logger) *Agent {
+	if d.Clock == nil {
+		d.Clock = realClock{}
+	}
+	if s.PeerTimeout == 0 {
+		s.PeerTimeout = time.Second
+	}
+	a := &Agent{s: s, d: d, log: log, wake: make(chan struct{}, 1), dynamic: s.Initial}
+	a.status.Store(&Status{Name: s.Name, Scope: s.Scope, Priority: s.Priority})
+	return a
+}
+
+// Status is the last published snapshot; never nil, never modified.
+func (a *Agent) Status() *Status { return a.status.Load() }
+
+// Wake makes the loop run now instead of at its next tick.
+func (a *Agent) Wake() {
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+// Run runs the HA loop until ctx ends, then shuts down as DESIGN.md says: a
+// leader stops PostgreSQL cleanly and deletes its leader key; a replica
+// stops PostgreSQL.
+func (a *Agent) Run(ctx context.Context) error {
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	events := a.d.DCS.Watch(watchCtx)
+	for {
+		a.Step(ctx)
+		wait := a.loopWait()
+		select {
+		case <-ctx.Done():
+			return a.shutdown()
+		case <-a.wake:
+		case <-events:
+		case <-a.d.Clock.After(wait):
+		}
+	}
+}
+
+func (a *Agent) loopWait() time.Duration {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if w := a.dynamic.LoopWait.D(); w > 0 {
+		return w
+	}
+	return time.Second
+}
+
+// shutdown stops this node on SIGTERM.
+func (a *Agent) shutdown() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	st := a.Status()
+	if a.d.Watchdog != nil {
+		_ = a.d.Watchdog.Disarm()
+	}
+	var errs []error
+	if st.IsLeader && !a.dynamic.Pause {
+		a.log.Info("shutting down leader: stopping postgres cleanly, then releasing the leader key")
+		a.poolerFence(ctx)
+		if err := a.d.Postgres.Stop(ctx, StopFast); err != nil {
+			errs = append(errs, fmt.Errorf("stop postgres: %w", err))
+		}
+		if err := a.d.DCS.ReleaseLeader(ctx); err != nil && !errors.Is(err, dcs.ErrNotLeader) {
+			errs = append(errs, fmt.Errorf("release leader key: %w", err))
+		}
+	} else if !a.dynamic.Pause {
+		a.log.Info("shutting down replica: stopping postgres")
+		if err := a.d.Postgres.Stop(ctx, StopFast); err != nil {
+			errs = append(errs, fmt.Errorf("stop postgres: %w", err))
+		}
+	}
+	if err := a.d.DCS.Close(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("close dcs: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// Step runs one observe-decide-act iteration and returns the decision.
+func (a *Agent) Step(ctx context.Context) Decision {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	start := a.d.Clock.Now()
+	o := a.observe(ctx)
+	d := Decide(o)
+	if d != a.last {
+		a.log.Info("decision", "action", d.Action.String(), "target", d.Target, "reason", d.Reason)
+		a.last = d
+	}
+	a.execute(ctx, o, d)
+	a.feedWatchdog(o, d)
+	a.publish(ctx, o, d, start)
+	return d
+}
+
+func (a *Agent) observe(ctx context.Context) Observation {
+	sent := a.d.Clock.Now()
+	ttl, err := a.d.DCS.Renew(ctx)
+	if errors.Is(err, dcs.ErrLeaseExpired) {
+		a.log.Warn("lease expired; taking a new one")
+		a.leaseDeadline = time.Time{}
+		sent = a.d.Clock.Now()
+		ttl, err = a.d.DCS.Renew(ctx)
+	}
+	if err != nil {
+		a.renewFails++
+		a.log.Warn("lease renewal failed", "error", err)
+	} else {
+		a.renewals++
+		a.leaseDeadline = sent.Add(ttl)
+	}
+	o := Observation{Node: a.s.Node, LeaseDeadline: a.leaseDeadline, Refused: a.refused}
+	c, err := a.d.DCS.Cluster(ctx)
+	if err != nil {
+		o.DCSError = err.Error()
+	} else {
+		o.Cluster = c
+		a.lastDCS = a.d.Clock.Now()
+		if dyn, ok := a.readDynamic(c); ok {
+			a.dynamic = dyn
+		}
+	}
+	o.Dynamic = a.dynamic
+	pg, err := a.d.Postgres.State(ctx)
+	if err != nil {
+		o.PGError = err.Error()
+		a.log.Warn("cannot read postgres state", "error", err)
+	}
+	o.PG = pg
+	if c != nil && c.Leader == nil && pg.Running && pg.InRecovery && a.d.Peers != nil {
+		pctx, cancel := context.WithTimeout(ctx, a.s.PeerTimeout)
+		o.Peers = a.d.Peers.Fetch(pctx, c.Members)
+		cancel()
+	}
+	if c != nil && c.Leader != nil && c.Leader.Name == a.s.Name && !pg.Running {
+		if a.crashedSince.IsZero() {
+			a.crashedSince = a.d.Clock.Now()
+		}
+	} else {
+		a.crashedSince = time.Time{}
+	}
+	o.CrashedSince = a.crashedSince
+	o.Now = a.d.Clock.Now()
+	return o
+}
+
+// readDynamic decodes the stored dynamic configuration over the defaults; a
+// bad value keeps the last good one.
+func (a *Agent) readDynamic(c *dcs.Cluster) (config.Dynamic, bool) {
+	if c.Config == nil {
+		return config.Dynamic{}, false
+	}
+	dyn := config.DefaultDynamic()
+	if err := json.Unmarshal(c.Config, &dyn); err != nil {
+		a.log.Warn("ignoring invalid dynamic config in dcs", "error", err)
+		return config.Dynamic{}, false
+	}
+	if dyn.TTL != a.dynamic.TTL {
+		a.d.DCS.SetTTL(dyn.TTL.D())
+	}
+	return dyn, true
+}
+
+// upstream resolves a member to a PostgreSQL address.
+func (a *Agent) upstream(c *dcs.Cluster, name string) (Upstream, error) {
+	m := c.Member(name)
+	if m == nil {
+		return Upstream{}, fmt.Errorf("member %s not found", name)
+	}
+	host, port, err := splitHostPort(hostPort(m.ConnURL))
+	if err != nil {
+		return Upstream{}, fmt.Errorf("member %s conn_url %q: %w", name, m.ConnURL, err)
+	}
+	up := Upstream{Name: name, Host: host, Port: port}
+	if a.s.UseSlots {
+		up.Slot = SlotName(a.s.Name)
+	}
+	return up, nil
+}
+
+func splitHostPort(hp string) (string, int, error) {
+	h, p, err := net.SplitHostPort(hp)
+	if err != nil {
+		return "", 0, err
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil {
+		return "", 0, fmt.Errorf("port %q: %w", p, err)
+	}
+	return h, port, nil
+}
+
+// SlotName is the physical replication slot name of a member: lowercase
+// letters, digits and underscores, as PostgreSQL requires.
+func SlotName(member string) string {
+	b := []byte(member)
+	for i, c := range b {
+		switch {
+		case c >= 'a' && c <= 'z', c >= '0' && c <= '9', c == '_':
+		case c >= 'A' && c <= 'Z':
+			b[i] = c + 'a' - 'A'
+		default:
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}

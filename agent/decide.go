@@ -1,0 +1,330 @@
+package agent
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/pgwarden/pgwarden/dcs"
+)
+
+// Decide is the HA decision: from one observation, the one thing to do now.
+// It is a pure function: no I/O, no clock reads, no logging, and o is not
+// modified. The executor performs the action and observes again.
+//
+// The order of the checks is the order of the guarantees: first never two
+// writable primaries (fencing), then not losing data (who may be promoted),
+// then availability.
+func Decide(o Observation) Decision {
+	if o.Refused != "" {
+		return Decision{Action: ActRefuse, Reason: o.Refused}
+	}
+	if o.Cluster == nil {
+		return decideWithoutDCS(o)
+	}
+	if o.Cluster.InitializeRevision == 0 {
+		return decideUninitialized(o)
+	}
+	if r := foreignData(o); r != "" {
+		return Decision{Action: ActRefuse, Reason: r}
+	}
+	if o.Dynamic.Pause {
+		return decidePaused(o)
+	}
+	switch leader := o.leaderName(); leader {
+	case o.Node.Name:
+		return decideLeader(o)
+	case "":
+		return decideRace(o)
+	default:
+		return decideFollower(o, leader)
+	}
+}
+
+// leaseSafe says whether this node's lease is certain to be alive for at
+// least the safety margin: the only condition under which it may keep
+// accepting writes.
+func leaseSafe(o Observation) bool {
+	return !o.LeaseDeadline.IsZero() && o.Now.Before(o.LeaseDeadline.Add(-o.Node.SafetyMargin))
+}
+
+func leaseReason(o Observation) string {
+	if o.LeaseDeadline.IsZero() {
+		return "no lease"
+	}
+	left := o.LeaseDeadline.Sub(o.Now)
+	return fmt.Sprintf("lease could expire in %s (safety margin %s)", left.Round(time.Millisecond), o.Node.SafetyMargin)
+}
+
+func decideWithoutDCS(o Observation) Decision {
+	if o.PG.Writable() && !o.Dynamic.Pause && !leaseSafe(o) {
+		return Decision{Action: ActFence, Reason: "dcs unreachable (" + o.DCSError + ") and " + leaseReason(o)}
+	}
+	return Decision{Action: ActWait, Reason: "dcs unreachable: " + o.DCSError}
+}
+
+func decideUninitialized(o Observation) Decision {
+	switch {
+	case o.PG.DataEmpty:
+		return Decision{Action: ActBootstrap, Reason: "cluster not initialized"}
+	case o.PG.Writable() || o.PG.WasPrimary:
+		// The DCS was wiped under a running cluster: the old primary
+		// re-registers it. Replicas wait for it rather than racing with
+		// data that may be behind.
+		return Decision{Action: ActAdopt, Reason: "cluster not initialized in dcs; this data directory was a primary (system " + o.PG.SystemID + ")"}
+	default:
+		return Decision{Action: ActWait, Reason: "cluster not initialized in dcs; this data directory is a replica: waiting for a primary"}
+	}
+}
+
+// foreignData refuses a data directory that belongs to another cluster.
+func foreignData(o Observation) string {
+	want := o.Cluster.Initialize
+	if o.PG.DataEmpty || o.PG.SystemID == "" || want == "" || want == o.PG.SystemID {
+		return ""
+	}
+	return fmt.Sprintf("data directory belongs to system %s but cluster %q is system %s: refusing to join (move the data directory away to re-clone)",
+		o.PG.SystemID, o.Node.Name, want)
+}
+
+func decidePaused(o Observation) Decision {
+	leader := o.leaderName()
+	switch {
+	case leader == o.Node.Name && o.PG.Writable():
+		return Decision{Action: ActHeartbeat, Reason: "paused: holding leader key"}
+	case leader == "" && o.PG.Writable():
+		return Decision{Action: ActAcquire, Reason: "paused: running primary without leader key"}
+	case leader == "" && manualCandidate(o) == o.Node.Name && o.PG.Running:
+		return Decision{Action: ActAcquire, Reason: "paused: manual failover to this node"}
+	}
+	return Decision{Action: ActWait, Reason: "paused: no automatic failover"}
+}
+
+// manualCandidate is the candidate a failover request names, or "".
+func manualCandidate(o Observation) string {
+	if f := o.Cluster.Failover; f != nil {
+		return f.Candidate
+	}
+	return ""
+}
+
+func decideLeader(o Observation) Decision {
+	pg := o.PG
+	if !leaseSafe(o) {
+		if pg.Writable() {
+			return Decision{Action: ActFence, Reason: "cannot keep leader lease: " + leaseReason(o)}
+		}
+		return Decision{Action: ActWait, Reason: "leader key held but " + leaseReason(o)}
+	}
+	switch {
+	case pg.Writable():
+		if d, ok := switchoverDecision(o); ok {
+			return d
+		}
+		return Decision{Action: ActHeartbeat, Reason: "holding leader key"}
+	case pg.Running:
+		return Decision{Action: ActAcquire, Reason: "leader key held but postgres is in recovery: promoting"}
+	}
+	bound := o.Dynamic.TTL.D()
+	if o.CrashedSince.IsZero() || o.Now.Sub(o.CrashedSince) < bound {
+		return Decision{Action: ActStartPrimary, Reason: "leader's postgres is " + stateName(pg) + ": restarting it in place"}
+	}
+	return Decision{Action: ActRelease, Reason: fmt.Sprintf("leader's postgres not running for %s (bound %s): handing over", o.Now.Sub(o.CrashedSince).Round(time.Millisecond), bound)}
+}
+
+func stateName(pg PGState) string {
+	if pg.State == "" {
+		return "not running"
+	}
+	return pg.State
+}
+
+// switchoverDecision handles a pending switchover request on the leader.
+func switchoverDecision(o Observation) (Decision, bool) {
+	f := o.Cluster.Failover
+	if f == nil || f.Kind != "switchover" {
+		return Decision{}, false
+	}
+	if f.Leader != "" && f.Leader != o.Node.Name {
+		return Decision{Action: ActClearFailover, Reason: fmt.Sprintf("switchover names leader %s but %s holds the key", f.Leader, o.Node.Name)}, true
+	}
+	if !f.ScheduledAt.IsZero() && o.Now.Before(f.ScheduledAt) {
+		return Decision{}, false
+	}
+	target, why := SwitchoverTarget(o.Cluster, o.Node.Name, f.Candidate, o.Dynamic.SynchronousMode)
+	if target == "" {
+		return Decision{Action: ActClearFailover, Reason: "switchover impossible: " + why}, true
+	}
+	return Decision{Action: ActSwitchover, Target: target, Reason: "switchover requested"}, true
+}
+
+// SwitchoverTarget checks a switchover away from leader to candidate (or,
+// when candidate is "", picks the best eligible replica) against the member
+// records, and returns the target or why there is none.
+func SwitchoverTarget(c *dcs.Cluster, leader, candidate string, syncMode bool) (string, string) {
+	var cands []Candidate
+	for _, m := range c.Members {
+		if m.Name == leader {
+			continue
+		}
+		why := replicaIneligible(c, m, syncMode)
+		if candidate != "" && m.Name == candidate {
+			if why != "" {
+				return "", fmt.Sprintf("candidate %s %s", candidate, why)
+			}
+			return candidate, ""
+		}
+		if why == "" {
+			cands = append(cands, Candidate{Name: m.Name, WAL: m.WALPosition, Priority: m.Priority})
+		}
+	}
+	if candidate != "" {
+		return "", fmt.Sprintf("candidate %s is not a member", candidate)
+	}
+	best, ok := Best(cands)
+	if !ok {
+		return "", "no healthy replica to hand over to"
+	}
+	return best.Name, ""
+}
+
+// replicaIneligible says why member m may not become leader by a switchover
+// ("" when it may).
+func replicaIneligible(c *dcs.Cluster, m dcs.Member, syncMode bool) string {
+	switch {
+	case m.Role != "replica" || m.State != "running":
+		return fmt.Sprintf("is not a running replica (role %q, state %q)", m.Role, m.State)
+	case !m.Streaming:
+		return "is not streaming"
+	case m.Priority <= 0 || m.NoFailover:
+		return "has priority 0 or nofailover"
+	case syncMode && !isSync(c, m.Name):
+		return "is not a synchronous standby"
+	}
+	return ""
+}
+
+func isSync(c *dcs.Cluster, name string) bool {
+	return c.Sync != nil && slices.Contains(c.Sync.SyncStandby, name)
+}
+
+func decideFollower(o Observation, leader string) Decision {
+	pg := o.PG
+	if pg.Writable() {
+		return Decision{Action: ActDemote, Target: leader, Reason: leader + " holds the leader key: this node must not accept writes"}
+	}
+	lm := o.Cluster.Member(leader)
+	if lm == nil || lm.ConnURL == "" {
+		return Decision{Action: ActWait, Reason: "leader " + leader + " has not published its address yet"}
+	}
+	upstream := upstreamFor(o, leader)
+	switch {
+	case pg.DataEmpty:
+		if lm.Role != "primary" || lm.State != "running" {
+			return Decision{Action: ActWait, Reason: "leader " + leader + " not running yet: nothing to clone from"}
+		}
+		return Decision{Action: ActClone, Target: leader, Reason: "empty data directory"}
+	case !pg.Running && pg.WasPrimary:
+		return Decision{Action: ActRewind, Target: leader, Reason: "former primary rejoining " + leader}
+	case !pg.Running:
+		return Decision{Action: ActStartReplica, Target: upstream, Reason: "postgres " + stateName(pg) + ": starting as replica"}
+	}
+	m := o.Cluster.Member(upstream)
+	if m != nil && pg.Upstream != hostPort(m.ConnURL) {
+		return Decision{Action: ActFollow, Target: upstream, Reason: fmt.Sprintf("replicating from %q, leader is %s", pg.Upstream, leader)}
+	}
+	return Decision{Action: ActWait, Reason: "replica of " + upstream}
+}
+
+// upstreamFor is whom this replica should stream from: the member its
+// replicatefrom tag names when that one is a running replica, else the leader.
+func upstreamFor(o Observation, leader string) string {
+	rf := o.Node.ReplicateFrom
+	if rf == "" || rf == o.Node.Name {
+		return leader
+	}
+	if m := o.Cluster.Member(rf); m != nil && m.State == "running" && m.ConnURL != "" {
+		return rf
+	}
+	return leader
+}
+
+// decideRace: no one holds the leader key.
+func decideRace(o Observation) Decision {
+	pg := o.PG
+	if pg.Writable() {
+		if !leaseSafe(o) {
+			return Decision{Action: ActFence, Reason: "no leader key and " + leaseReason(o)}
+		}
+		return Decision{Action: ActAcquire, Reason: "no leader; this node runs as primary"}
+	}
+	switch {
+	case pg.DataEmpty:
+		return Decision{Action: ActWait, Reason: "no leader to clone from"}
+	case !pg.Running:
+		// A standby with no upstream can still report its WAL position
+		// and compete.
+		return Decision{Action: ActStartReplica, Reason: "no leader; starting postgres as replica to compete"}
+	}
+	if c := manualCandidate(o); c != "" && c != o.Node.Name && peerReachable(o, c) {
+		return Decision{Action: ActWait, Reason: "failover request names " + c}
+	}
+	if why := ineligible(o); why != "" {
+		return Decision{Action: ActWait, Reason: "no leader; not promotable: " + why}
+	}
+	return Decision{Action: ActAcquire, Reason: fmt.Sprintf("no leader; best candidate at WAL %d priority %d", pg.WAL, o.Node.Priority)}
+}
+
+func peerReachable(o Observation, name string) bool {
+	for _, p := range o.Peers {
+		if p.Name == name {
+			return p.Reachable
+		}
+	}
+	return false
+}
+
+// ineligible says why this running replica must not take the leader key now
+// ("" when it is the best candidate). A manual failover naming this node
+// skips the priority check (the operator chose it) but never the check
+// that no reachable member runs as primary.
+func ineligible(o Observation) string {
+	c, pg, n := o.Cluster, o.PG, o.Node
+	manual := manualCandidate(o) == n.Name
+	force := manual && c.Failover.Force
+	if !manual && (n.Priority <= 0 || n.NoFailover) {
+		return "priority 0 or nofailover"
+	}
+	if lag := lagBehind(c.Status.LSN, pg.WAL); !force && lag > uint64(max(o.Dynamic.MaximumLagOnFailover, 0)) {
+		return fmt.Sprintf("%d bytes behind the last leader position, more than maximum_lag_on_failover %d", lag, o.Dynamic.MaximumLagOnFailover)
+	}
+	if o.Dynamic.SynchronousMode && !isSync(c, n.Name) {
+		return "synchronous mode and this node is not a synchronous standby"
+	}
+	me := Candidate{Name: n.Name, WAL: pg.WAL, Priority: n.Priority}
+	for _, p := range o.Peers {
+		if p.Name == n.Name || !p.Reachable {
+			continue
+		}
+		if p.Primary {
+			return "member " + p.Name + " still runs as primary"
+		}
+		if manual || p.Priority <= 0 || p.NoFailover {
+			continue
+		}
+		if o.Dynamic.SynchronousMode && !isSync(c, p.Name) {
+			continue
+		}
+		if Better(Candidate{Name: p.Name, WAL: p.WAL, Priority: p.Priority}, me) {
+			return fmt.Sprintf("member %s is a better candidate (WAL %d, priority %d)", p.Name, p.WAL, p.Priority)
+		}
+	}
+	return ""
+}
+
+func lagBehind(leader, mine uint64) uint64 {
+	if leader > mine {
+		return leader - mine
+	}
+	return 0
+}

@@ -1,0 +1,436 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/pgwarden/pgwarden/dcs"
+)
+
+// execute performs d. Failures are logged and reported through the next
+// observation: the loop retries by deciding again.
+func (a *Agent) execute(ctx context.Context, o Observation, d Decision) {
+	var err error
+	switch d.Action {
+	case ActWait, ActRefuse:
+	case ActBootstrap:
+		err = a.bootstrap(ctx)
+	case ActAdopt:
+		err = a.adopt(ctx, o)
+	case ActClone:
+		err = a.clone(ctx, o.Cluster, d.Target)
+	case ActStartReplica:
+		err = a.startReplica(ctx, o.Cluster, d.Target)
+	case ActFollow:
+		err = a.follow(ctx, o.Cluster, d.Target)
+	case ActRewind:
+		err = a.rewind(ctx, o.Cluster, d.Target)
+	case ActHeartbeat:
+		err = a.heartbeat(ctx, o)
+	case ActAcquire:
+		err = a.acquire(ctx, o)
+	case ActStartPrimary:
+		err = a.d.Postgres.Start(ctx, nil)
+	case ActRelease:
+		a.poolerFence(ctx)
+		err = a.d.DCS.ReleaseLeader(ctx)
+		a.fire("lost_lock", err == nil, d.Reason)
+	case ActDemote:
+		err = a.demote(ctx, d.Reason)
+	case ActFence:
+		err = a.fence(ctx, d.Reason)
+	case ActSwitchover:
+		err = a.switchover(ctx, o, d.Target)
+	case ActClearFailover:
+		err = a.d.DCS.DeleteFailover(ctx, o.Cluster.Failover.Revision)
+	}
+	if err != nil {
+		a.log.Error("action failed", "action", d.Action.String(), "target", d.Target, "error", err)
+	}
+	if o.Cluster != nil {
+		a.steerPooler(ctx, o, d)
+	}
+}
+
+func (a *Agent) fire(event string, ok bool, details string) {
+	if a.d.Hooks != nil {
+		a.d.Hooks.Fire(event, ok, details)
+	}
+}
+
+func (a *Agent) bootstrap(ctx context.Context) error {
+	won, err := a.d.DCS.Initialize(ctx, "")
+	if err != nil || !won {
+		return err
+	}
+	a.log.Info("won the initialize race: creating the cluster")
+	if err := a.createCluster(ctx); err != nil {
+		a.fire("bootstrap", false, err.Error())
+		// Give the race back so another node (or this one, after the
+		// cause is fixed) can try again from a clean state.
+		if c, cerr := a.d.DCS.Cluster(ctx); cerr == nil {
+			_ = a.d.DCS.CancelInitialize(ctx, c.InitializeRevision)
+		}
+		_ = a.d.Postgres.Stop(ctx, StopImmediate)
+		_ = a.d.Postgres.Wipe(ctx)
+		return fmt.Errorf("bootstrap: %w", err)
+	}
+	a.fire("bootstrap", true, "")
+	return nil
+}
+
+func (a *Agent) createCluster(ctx context.Context) error {
+	if err := a.d.Postgres.Bootstrap(ctx); err != nil {
+		return err
+	}
+	st, err := a.d.Postgres.State(ctx)
+	if err != nil {
+		return fmt.Errorf("read new cluster state: %w", err)
+	}
+	return a.register(ctx, st.SystemID)
+}
+
+// register records the system identifier, writes the initial dynamic
+// configuration (if none) and takes the leader key.
+func (a *Agent) register(ctx context.Context, sysid string) error {
+	c, err := a.d.DCS.Cluster(ctx)
+	if err != nil {
+		return fmt.Errorf("read cluster: %w", err)
+	}
+	if err := a.d.DCS.SetInitialize(ctx, sysid, c.InitializeRevision); err != nil {
+		return fmt.Errorf("record system identifier: %w", err)
+	}
+	if c.Config == nil {
+		raw, err := json.Marshal(a.s.Initial)
+		if err != nil {
+			return fmt.Errorf("encode dynamic config: %w", err)
+		}
+		if err := a.d.DCS.SetConfig(ctx, raw, 0); err != nil && !errors.Is(err, dcs.ErrKeyModified) {
+			return fmt.Errorf("write dynamic config: %w", err)
+		}
+	}
+	won, err := a.d.DCS.AcquireLeader(ctx)
+	if err != nil {
+		return fmt.Errorf("take leader key: %w", err)
+	}
+	if !won {
+		return errors.New("take leader key: held by another member")
+	}
+	a.log.Info("cluster created", "system_id", sysid)
+	return nil
+}
+
+func (a *Agent) adopt(ctx context.Context, o Observation) error {
+	won, err := a.d.DCS.Initialize(ctx, o.PG.SystemID)
+	if err != nil || !won {
+		return err
+	}
+	if !o.PG.Running {
+		if err := a.d.Postgres.Start(ctx, nil); err != nil {
+			return fmt.Errorf("adopt: start postgres: %w", err)
+		}
+	}
+	return a.register(ctx, o.PG.SystemID)
+}
+
+func (a *Agent) clone(ctx context.Context, c *dcs.Cluster, from string) error {
+	up, err := a.upstream(c, from)
+	if err != nil {
+		return fmt.Errorf("clone: %w", err)
+	}
+	if err := a.d.Postgres.Clone(ctx, up); err != nil {
+		return fmt.Errorf("clone from %s: %w", from, err)
+	}
+	return a.d.Postgres.Start(ctx, &up)
+}
+
+func (a *Agent) startReplica(ctx context.Context, c *dcs.Cluster, target string) error {
+	up := Upstream{}
+	if target != "" {
+		var err error
+		if up, err = a.upstream(c, target); err != nil {
+			return fmt.Errorf("start replica: %w", err)
+		}
+	}
+	return a.d.Postgres.Start(ctx, &up)
+}
+
+func (a *Agent) follow(ctx context.Context, c *dcs.Cluster, target string) error {
+	up, err := a.upstream(c, target)
+	if err != nil {
+		return fmt.Errorf("follow: %w", err)
+	}
+	err = a.d.Postgres.Follow(ctx, up)
+	a.fire("follow", err == nil, target)
+	return err
+}
+
+func (a *Agent) rewind(ctx context.Context, c *dcs.Cluster, target string) error {
+	up, err := a.upstream(c, target)
+	if err != nil {
+		return fmt.Errorf("rewind: %w", err)
+	}
+	if a.s.UsePgRewind {
+		err = a.d.Postgres.Rewind(ctx, up)
+		if err == nil {
+			return a.d.Postgres.Start(ctx, &up)
+		}
+		a.log.Warn("rewind failed: re-cloning", "member", target, "error", err)
+	}
+	if err := a.d.Postgres.Wipe(ctx); err != nil {
+		return fmt.Errorf("wipe before re-clone: %w", err)
+	}
+	return a.clone(ctx, c, target)
+}
+
+func (a *Agent) heartbeat(ctx context.Context, o Observation) error {
+	if err := a.d.DCS.UpdateLeader(ctx); err != nil {
+		if errors.Is(err, dcs.ErrNotLeader) {
+			// Someone else holds the key now: stop writes at once rather
+			// than at the next loop.
+			return a.fence(ctx, "leader key lost")
+		}
+		return fmt.Errorf("renew leadership: %w", err)
+	}
+	if err := a.d.DCS.SetStatus(ctx, dcs.Status{LSN: o.PG.WAL, Time: o.Now}); err != nil {
+		a.log.Warn("cannot record leader wal position", "error", err)
+	}
+	if a.s.UseSlots {
+		var names []string
+		for _, m := range o.Cluster.Members {
+			if m.Name != a.s.Name {
+				names = append(names, SlotName(m.Name))
+			}
+		}
+		if err := a.d.Postgres.SyncSlots(ctx, names); err != nil {
+			a.log.Warn("cannot sync replication slots", "error", err)
+		}
+	}
+	return nil
+}
+
+func (a *Agent) acquire(ctx context.Context, o Observation) error {
+	if o.Cluster.Leader == nil {
+		won, err := a.d.DCS.AcquireLeader(ctx)
+		if err != nil {
+			return fmt.Errorf("take leader key: %w", err)
+		}
+		if !won {
+			a.log.Info("another member took the leader key first")
+			return nil
+		}
+	}
+	if !o.PG.InRecovery {
+		return nil
+	}
+	// Arm the watchdog before the server becomes writable.
+	a.feedWatchdog(o, Decision{Action: ActHeartbeat})
+	event := "failover"
+	if f := o.Cluster.Failover; f != nil && f.Candidate == a.s.Name && f.Kind == "switchover" {
+		event = "switchover"
+	}
+	if err := a.d.Postgres.Promote(ctx); err != nil {
+		a.fire("promote", false, err.Error())
+		_ = a.d.DCS.ReleaseLeader(ctx)
+		return fmt.Errorf("promote: %w", err)
+	}
+	a.failovers++
+	a.fire("promote", true, "")
+	a.fire(event, true, "")
+	st, err := a.d.Postgres.State(ctx)
+	if err == nil {
+		h := dcs.HistoryEntry{Timeline: st.Timeline, LSN: o.PG.WAL, Reason: event, Time: a.d.Clock.Now(), NewLeader: a.s.Name}
+		if err := a.d.DCS.AppendHistory(ctx, h); err != nil {
+			a.log.Warn("cannot append history", "error", err)
+		}
+	}
+	if f := o.Cluster.Failover; f != nil {
+		if err := a.d.DCS.DeleteFailover(ctx, f.Revision); err != nil {
+			a.log.Warn("cannot clear failover request", "error", err)
+		}
+	}
+	a.log.Info("promoted", "timeline", st.Timeline)
+	return nil
+}
+
+func (a *Agent) demote(ctx context.Context, reason string) error {
+	a.poolerFence(ctx)
+	err := a.d.Postgres.Stop(ctx, StopFast)
+	if err != nil {
+		err = errors.Join(err, a.d.Postgres.Stop(ctx, StopImmediate))
+	}
+	a.fire("demote", err == nil, reason)
+	return err
+}
+
+func (a *Agent) fence(ctx context.Context, reason string) error {
+	a.log.Warn("fencing: stopping postgres immediately", "reason", reason)
+	a.poolerFence(ctx)
+	err := a.d.Postgres.Stop(ctx, StopImmediate)
+	a.fire("lost_lock", err == nil, reason)
+	return err
+}
+
+// feedWatchdog arms the watchdog to the lease deadline minus the safety
+// margin while this node may accept writes, and disarms it otherwise.
+func (a *Agent) feedWatchdog(o Observation, d Decision) {
+	if a.d.Watchdog == nil {
+		return
+	}
+	leading := (d.Action == ActHeartbeat || d.Action == ActAcquire) && !o.Dynamic.Pause
+	if leading && leaseSafe(o) {
+		left := o.LeaseDeadline.Add(-o.Node.SafetyMargin).Sub(a.d.Clock.Now())
+		if err := a.d.Watchdog.Arm(left); err != nil {
+			a.log.Error("cannot arm watchdog", "error", err)
+		}
+		return
+	}
+	if d.Action == ActFence || d.Action == ActDemote || d.Action == ActSwitchover || !o.PG.Writable() || o.Dynamic.Pause {
+		if err := a.d.Watchdog.Disarm(); err != nil {
+			a.log.Error("cannot disarm watchdog", "error", err)
+		}
+	}
+}
+
+// steerPooler keeps the local pooler's "primary" entries on the leader.
+func (a *Agent) steerPooler(ctx context.Context, o Observation, d Decision) {
+	if a.d.Pooler == nil {
+		return
+	}
+	want := ""
+	if l := o.Cluster.Leader; l != nil {
+		if m := o.Cluster.Member(l.Name); m != nil && m.Role == "primary" && m.State == "running" {
+			want = hostPort(m.ConnURL)
+		}
+		if l.Name == a.s.Name && (d.Action == ActHeartbeat || d.Action == ActAcquire) {
+			want = a.s.ConnectAddress
+		}
+	}
+	if l := o.Cluster.Leader; l != nil && l.Name != a.s.Name && want == "" {
+		return // the new leader is not up yet: keep waiting on the old target
+	}
+	if want == a.poolerLeader {
+		return
+	}
+	if err := a.d.Pooler.SetLeader(ctx, want); err != nil {
+		a.log.Warn("cannot repoint pooler", "leader", want, "error", err)
+		return
+	}
+	a.poolerLeader = want
+}
+
+// poolerFence stops the pooler sending writes to this node.
+func (a *Agent) poolerFence(ctx context.Context) {
+	if a.d.Pooler == nil || a.poolerLeader != a.s.ConnectAddress {
+		return
+	}
+	if err := a.d.Pooler.SetLeader(ctx, ""); err != nil {
+		a.log.Warn("cannot fence pooler", "error", err)
+		return
+	}
+	a.poolerLeader = ""
+}
+
+// switchover hands leadership to target without losing a committed
+// transaction: checkpoint, clean shutdown, wait until target has received
+// everything up to the shutdown checkpoint, then release the key (the
+// failover request naming target keeps the other replicas out of the race).
+func (a *Agent) switchover(ctx context.Context, o Observation, target string) error {
+	f := *o.Cluster.Failover
+	if f.Candidate != target {
+		f.Candidate = target
+		if err := a.d.DCS.SetFailover(ctx, f, f.Revision); err != nil {
+			return fmt.Errorf("switchover: record candidate: %w", err)
+		}
+	}
+	a.log.Info("switchover: stopping postgres cleanly", "member", target)
+	if a.d.Pooler != nil {
+		if err := a.d.Pooler.Pause(ctx); err != nil {
+			a.log.Warn("switchover: cannot pause pooler", "error", err)
+		}
+		a.poolerPaused = true
+	}
+	if err := a.d.Postgres.Checkpoint(ctx); err != nil {
+		a.log.Warn("switchover: checkpoint failed", "error", err)
+	}
+	if a.d.Watchdog != nil {
+		_ = a.d.Watchdog.Disarm()
+	}
+	if err := a.d.Postgres.Stop(ctx, StopFast); err != nil {
+		return a.abortSwitchover(ctx, fmt.Errorf("stop postgres: %w", err))
+	}
+	lsn, err := a.d.Postgres.ShutdownCheckpoint(ctx)
+	if err != nil {
+		return a.abortSwitchover(ctx, fmt.Errorf("read shutdown checkpoint: %w", err))
+	}
+	m := o.Cluster.Member(target)
+	deadline := a.d.Clock.Now().Add(a.switchoverWait())
+	lastRenew := a.d.Clock.Now()
+	for {
+		// Keep the lease (and so the key) alive while waiting.
+		if now := a.d.Clock.Now(); now.Sub(lastRenew) >= a.dynamic.LoopWait.D() {
+			if ttl, err := a.d.DCS.Renew(ctx); err == nil {
+				a.leaseDeadline = now.Add(ttl)
+			}
+			lastRenew = now
+		}
+		ps := a.d.Peers.Fetch(ctx, []dcs.Member{*m})
+		if len(ps) == 1 && ps[0].Reachable && ps[0].WAL >= lsn {
+			break
+		}
+		if a.d.Clock.Now().After(deadline) || ctx.Err() != nil {
+			return a.abortSwitchover(ctx, fmt.Errorf("%s did not receive the shutdown checkpoint %d in time", target, lsn))
+		}
+		select {
+		case <-ctx.Done():
+		case <-a.d.Clock.After(20 * time.Millisecond):
+		}
+	}
+	if err := a.d.DCS.ReleaseLeader(ctx); err != nil {
+		return a.abortSwitchover(ctx, fmt.Errorf("release leader key: %w", err))
+	}
+	a.poolerFenceForced(ctx)
+	a.log.Info("switchover: leader key released", "member", target, "lsn", lsn)
+	a.fire("switchover", true, "to "+target)
+	return nil
+}
+
+func (a *Agent) switchoverWait() time.Duration {
+	if w := 2 * a.dynamic.RetryTimeout.D(); w > 0 {
+		return w
+	}
+	return 6 * time.Second
+}
+
+// abortSwitchover restarts this node as primary (it still holds the key) so
+// the cluster is left with a working primary, and drops the request.
+func (a *Agent) abortSwitchover(ctx context.Context, cause error) error {
+	var err error
+	if uerr := a.d.DCS.UpdateLeader(ctx); uerr == nil {
+		a.log.Error("switchover failed: staying primary", "error", cause)
+		err = a.d.Postgres.Start(ctx, nil)
+	} else {
+		// The key is gone: starting as primary could make two writers.
+		// The next loop follows whoever leads now.
+		a.log.Error("switchover failed and the leader key is lost", "error", cause, "dcs_error", uerr)
+	}
+	if c, cerr := a.d.DCS.Cluster(ctx); cerr == nil && c.Failover != nil {
+		_ = a.d.DCS.DeleteFailover(ctx, c.Failover.Revision)
+	}
+	if a.d.Pooler != nil && a.poolerPaused {
+		_ = a.d.Pooler.Resume(ctx)
+		a.poolerPaused = false
+	}
+	a.fire("switchover", false, cause.Error())
+	return errors.Join(fmt.Errorf("switchover: %w", cause), err)
+}
+
+func (a *Agent) poolerFenceForced(ctx context.Context) {
+	if a.d.Pooler == nil {
+		return
+	}
+	a.poolerLeader = "-" // force a repoint on the next leader seen
+}

@@ -1,0 +1,185 @@
+package agent
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/pgwarden/pgwarden/config"
+	"github.com/pgwarden/pgwarden/dcs"
+)
+
+// PGState is what the local PostgreSQL looks like at one moment.
+type PGState struct {
+	// DataEmpty: the data directory does not exist or holds no cluster.
+	DataEmpty bool
+	// Running: the server accepts connections.
+	Running bool
+	// State is "running", "starting", "stopped" or "crashed".
+	State      string
+	InRecovery bool
+	Timeline   uint32
+	// WAL is the current LSN on a primary, the received (or else replayed)
+	// LSN on a replica: what it would have after promotion.
+	WAL       uint64
+	Replayed  uint64
+	Streaming bool
+	// Upstream is host:port of the primary the WAL receiver is configured
+	// for ("" when none).
+	Upstream string
+	SystemID string
+	// WasPrimary: a stopped data directory was last a primary (its control
+	// file says "shut down" or "in production"), so following another node
+	// may need pg_rewind first.
+	WasPrimary       bool
+	ServerVersion    int
+	ReplicationConns int
+}
+
+// Writable says whether this server accepts writes.
+func (s PGState) Writable() bool { return s.Running && !s.InRecovery }
+
+// Peer is another member's state as its own REST API reported it during a
+// leader race.
+type Peer struct {
+	Name      string
+	Reachable bool
+	// Primary: the peer says it runs as primary.
+	Primary bool
+	WAL     uint64
+	// Priority and NoFailover as the peer reports them.
+	Priority   int
+	NoFailover bool
+}
+
+// Node is this member's static facts from its configuration file.
+type Node struct {
+	Name          string
+	Priority      int
+	NoFailover    bool
+	ReplicateFrom string
+	UsePgRewind   bool
+	UseSlots      bool
+	// SafetyMargin: the primary stops accepting writes this long before its
+	// lease could expire.
+	SafetyMargin time.Duration
+}
+
+// Observation is everything Decide looks at. It is built by the executor and
+// never modified by Decide.
+type Observation struct {
+	Node Node
+	// Cluster is the DCS view; nil when the DCS could not be read.
+	Cluster *dcs.Cluster
+	// DCSError is why Cluster is nil.
+	DCSError string
+	// Dynamic is the cluster's dynamic configuration (from the DCS, or the
+	// last known one when the DCS is unreachable).
+	Dynamic config.Dynamic
+	PG      PGState
+	// PGError is set when the PostgreSQL state could not be read.
+	PGError string
+	// LeaseDeadline is when this member's lease could expire at the
+	// earliest: the send time of the last successful renewal plus the TTL.
+	// Zero when there is no lease.
+	LeaseDeadline time.Time
+	// Peers are the other members' answers, fetched only when the leader
+	// key is absent.
+	Peers []Peer
+	// CrashedSince is when the local PostgreSQL was first seen not running
+	// while this node held the leader key (zero: not crashed).
+	CrashedSince time.Time
+	// Refused is a standing refusal to act (a data directory from another
+	// cluster); Decide repeats it.
+	Refused string
+	// SwitchoverPrepared: this leader has already stopped PostgreSQL
+	// cleanly for the pending switchover, and ShutdownLSN is the shutdown
+	// checkpoint.
+	SwitchoverPrepared bool
+	ShutdownLSN        uint64
+	// Now is the time of the observation.
+	Now time.Time
+}
+
+// leaderName is the holder of the leader key, or "".
+func (o *Observation) leaderName() string {
+	if o.Cluster == nil || o.Cluster.Leader == nil {
+		return ""
+	}
+	return o.Cluster.Leader.Name
+}
+
+// Action is one thing the executor does.
+type Action int
+
+// The actions, each a step of the state machine of one node.
+const (
+	// ActWait does nothing this round.
+	ActWait Action = iota
+	// ActBootstrap races for the initialize key and, when won, creates the
+	// cluster: initdb, start as primary, take the leader key.
+	ActBootstrap
+	// ActAdopt takes the initialize key for an existing data directory (the
+	// DCS was wiped) and starts as primary.
+	ActAdopt
+	// ActClone copies the data directory from the target with pg_basebackup.
+	ActClone
+	// ActStartReplica starts PostgreSQL as a standby of the target (or of
+	// nobody when the target is empty).
+	ActStartReplica
+	// ActFollow repoints a running standby at the target.
+	ActFollow
+	// ActRewind runs pg_rewind from the target, then starts as its standby.
+	ActRewind
+	// ActHeartbeat renews the leadership of a healthy primary.
+	ActHeartbeat
+	// ActAcquire takes the leader key and promotes (if in recovery).
+	ActAcquire
+	// ActStartPrimary restarts a crashed primary in place while holding the key.
+	ActStartPrimary
+	// ActRelease gives up the leader key (PostgreSQL would not come back).
+	ActRelease
+	// ActDemote stops this node accepting writes: it holds no valid
+	// leadership but runs as primary.
+	ActDemote
+	// ActFence stops PostgreSQL at once: the lease may expire before a
+	// clean demotion could finish.
+	ActFence
+	// ActSwitchover hands leadership to the target: clean shutdown, wait for
+	// the target to receive the shutdown checkpoint, release the key.
+	ActSwitchover
+	// ActClearFailover deletes a failover request that cannot be honoured.
+	ActClearFailover
+	// ActRefuse does nothing and says why: acting would be unsafe.
+	ActRefuse
+)
+
+var actionNames = [...]string{
+	ActWait: "wait", ActBootstrap: "bootstrap", ActAdopt: "adopt", ActClone: "clone",
+	ActStartReplica: "start_replica", ActFollow: "follow", ActRewind: "rewind",
+	ActHeartbeat: "heartbeat", ActAcquire: "acquire", ActStartPrimary: "start_primary",
+	ActRelease: "release", ActDemote: "demote", ActFence: "fence",
+	ActSwitchover: "switchover", ActClearFailover: "clear_failover", ActRefuse: "refuse",
+}
+
+func (a Action) String() string {
+	if int(a) < len(actionNames) {
+		return actionNames[a]
+	}
+	return fmt.Sprintf("action(%d)", int(a))
+}
+
+// Decision is Decide's answer: one action, its target member (if any) and a
+// reason an operator can read in the log.
+type Decision struct {
+	Action Action
+	// Target is the member to clone from, follow, rewind from or hand over to.
+	Target string
+	Reason string
+}
+
+func (d Decision) String() string {
+	if d.Target != "" {
+		return fmt.Sprintf("%s %s: %s", d.Action, d.Target, d.Reason)
+	}
+	return fmt.Sprintf("%s: %s", d.Action, d.Reason)
+}

@@ -1,0 +1,40 @@
+package agent
+
+// Candidate is a member competing to become leader.
+type Candidate struct {
+	Name     string
+	WAL      uint64
+	Priority int
+}
+
+// Better reports whether a should be promoted rather than b. It is the one
+// total order of candidates:
+//
+//  1. the higher WAL position (what it would have after promotion) wins;
+//  2. among equal positions, the higher priority wins;
+//  3. among equal priorities, the lexically smaller name wins.
+//
+// Names are unique in a cluster, so two different members are never equal.
+func Better(a, b Candidate) bool {
+	if a.WAL != b.WAL {
+		return a.WAL > b.WAL
+	}
+	if a.Priority != b.Priority {
+		return a.Priority > b.Priority
+	}
+	return a.Name < b.Name
+}
+
+// Best returns the best of cs by Better, and false when cs is empty.
+func Best(cs []Candidate) (Candidate, bool) {
+	if len(cs) == 0 {
+		return Candidate{}, false
+	}
+	best := cs[0]
+	for _, c := range cs[1:] {
+		if Better(c, best) {
+			best = c
+		}
+	}
+	return best, true
+}
