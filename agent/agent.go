@@ -66,6 +66,10 @@ type Postgres interface {
 	// no upstream when up.Host is ""), else as primary.
 	Start(ctx context.Context, up *Upstream) error
 	Stop(ctx context.Context, mode StopMode) error
+	// Restart restarts PostgreSQL in its current role.
+	Restart(ctx context.Context) error
+	// Reload makes PostgreSQL re-read its configuration files.
+	Reload(ctx context.Context) error
 	// Promote makes a standby a primary and waits until it accepts writes.
 	Promote(ctx context.Context) error
 	// Follow makes PostgreSQL a standby of up: a running standby is

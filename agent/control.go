@@ -1,0 +1,279 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/pgwarden/pgwarden/config"
+	"github.com/pgwarden/pgwarden/dcs"
+)
+
+// SwitchoverRequest is a planned change of leader. Leader, when set, must
+// be the current leader; Candidate "" picks the best eligible replica;
+// ScheduledAt zero means now.
+type SwitchoverRequest struct {
+	Leader      string
+	Candidate   string
+	ScheduledAt time.Time
+}
+
+// FailoverRequest is a manual failover to Candidate, also possible when no
+// leader is healthy. Force skips the lag check.
+type FailoverRequest struct {
+	Candidate string
+	Force     bool
+}
+
+// completionBound is how long an operator request waits for the new leader.
+const completionBound = 30 * time.Second
+
+// Switchover checks the request against the cluster (ErrPrecondition with
+// the reason when it is impossible), records it in the failover key, and,
+// unless it is scheduled, waits until the new leader accepts writes
+// (ErrNotCompleted when it did not within a bound). It reports whether the
+// request was scheduled for later.
+func (a *Agent) Switchover(ctx context.Context, r SwitchoverRequest) (bool, error) {
+	c, err := a.d.DCS.Cluster(ctx)
+	if err != nil {
+		return false, fmt.Errorf("%w: read cluster: %v", ErrNotCompleted, err)
+	}
+	if c.Leader == nil {
+		return false, fmt.Errorf("%w: the cluster has no leader (use failover)", ErrPrecondition)
+	}
+	leader := c.Leader.Name
+	if r.Leader != "" && r.Leader != leader {
+		return false, fmt.Errorf("%w: %s is not the leader (%s is)", ErrPrecondition, r.Leader, leader)
+	}
+	if r.Candidate != "" && c.Member(r.Candidate) == nil {
+		return false, fmt.Errorf("%w: no member named %s", ErrPrecondition, r.Candidate)
+	}
+	if r.Candidate == leader {
+		return false, fmt.Errorf("%w: candidate %s is already the leader", ErrPrecondition, leader)
+	}
+	dyn := a.currentDynamic(c)
+	if dyn.Pause && r.Candidate == "" {
+		return false, fmt.Errorf("%w: the cluster is paused: name a candidate", ErrPrecondition)
+	}
+	target, why := SwitchoverTarget(c, leader, r.Candidate, dyn.SynchronousMode)
+	if target == "" {
+		return false, fmt.Errorf("%w: %s", ErrPrecondition, why)
+	}
+	now := a.d.Clock.Now()
+	scheduled := !r.ScheduledAt.IsZero() && r.ScheduledAt.After(now)
+	if !r.ScheduledAt.IsZero() && !scheduled && now.Sub(r.ScheduledAt) > time.Minute {
+		return false, fmt.Errorf("%w: scheduled_at %s is in the past", ErrBadRequest, r.ScheduledAt.Format(time.RFC3339))
+	}
+	f := dcs.Failover{Kind: "switchover", Leader: leader, Candidate: r.Candidate, RequestedAt: now}
+	if scheduled {
+		f.ScheduledAt = r.ScheduledAt
+	}
+	if err := a.putFailover(ctx, c, f); err != nil {
+		return false, err
+	}
+	if scheduled {
+		a.log.Info("switchover scheduled", "member", target, "at", r.ScheduledAt)
+		return true, nil
+	}
+	return false, a.awaitLeader(ctx, leader, r.Candidate)
+}
+
+// CancelSwitchover deletes a pending (scheduled) switchover.
+func (a *Agent) CancelSwitchover(ctx context.Context) error {
+	c, err := a.d.DCS.Cluster(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: read cluster: %v", ErrNotCompleted, err)
+	}
+	if c.Failover == nil {
+		return fmt.Errorf("%w: no switchover is pending", ErrPrecondition)
+	}
+	return a.d.DCS.DeleteFailover(ctx, c.Failover.Revision)
+}
+
+// Failover makes Candidate the leader. With a healthy leader it behaves as
+// a switchover to Candidate; without one the candidate takes the key even
+// if it is not the best (the operator chose it), but never while another
+// member still runs as primary.
+func (a *Agent) Failover(ctx context.Context, r FailoverRequest) error {
+	if r.Candidate == "" {
+		return fmt.Errorf("%w: failover needs a candidate", ErrBadRequest)
+	}
+	c, err := a.d.DCS.Cluster(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: read cluster: %v", ErrNotCompleted, err)
+	}
+	m := c.Member(r.Candidate)
+	if m == nil {
+		return fmt.Errorf("%w: no member named %s", ErrPrecondition, r.Candidate)
+	}
+	if c.Leader != nil && c.Leader.Name == r.Candidate {
+		return fmt.Errorf("%w: candidate %s is already the leader", ErrPrecondition, r.Candidate)
+	}
+	if m.State != "running" {
+		return fmt.Errorf("%w: candidate %s is not running (state %q)", ErrPrecondition, r.Candidate, m.State)
+	}
+	if !r.Force {
+		dyn := a.currentDynamic(c)
+		if lag := lagBehind(c.Status.LSN, m.WALPosition); lag > uint64(max(dyn.MaximumLagOnFailover, 0)) {
+			return fmt.Errorf("%w: candidate %s is %d bytes behind, more than maximum_lag_on_failover (use --force)", ErrPrecondition, r.Candidate, lag)
+		}
+	} else {
+		a.log.Warn("forced failover: lag check skipped", "member", r.Candidate)
+	}
+	old := ""
+	kind := "failover"
+	if c.Leader != nil {
+		old = c.Leader.Name
+		kind = "switchover" // the leader hands over cleanly
+		if why := replicaIneligible(c, *m, false); why != "" && !r.Force {
+			return fmt.Errorf("%w: candidate %s %s", ErrPrecondition, r.Candidate, why)
+		}
+	}
+	f := dcs.Failover{Kind: kind, Leader: old, Candidate: r.Candidate, Force: r.Force, RequestedAt: a.d.Clock.Now()}
+	if err := a.putFailover(ctx, c, f); err != nil {
+		return err
+	}
+	return a.awaitLeader(ctx, old, r.Candidate)
+}
+
+func (a *Agent) putFailover(ctx context.Context, c *dcs.Cluster, f dcs.Failover) error {
+	if c.Failover != nil {
+		return fmt.Errorf("%w: a %s is already pending (cancel it with DELETE /switchover)", ErrPrecondition, c.Failover.Kind)
+	}
+	if err := a.d.DCS.SetFailover(ctx, f, 0); err != nil {
+		if errors.Is(err, dcs.ErrKeyModified) {
+			return fmt.Errorf("%w: another switchover or failover was requested at the same time", ErrPrecondition)
+		}
+		return fmt.Errorf("%w: record request: %v", ErrNotCompleted, err)
+	}
+	a.log.Info("failover request recorded", "action", f.Kind, "leader", f.Leader, "member", f.Candidate)
+	return nil
+}
+
+// awaitLeader waits until a member other than old (candidate, when named)
+// holds the leader key and reports itself a running primary.
+func (a *Agent) awaitLeader(ctx context.Context, old, candidate string) error {
+	ctx, cancel := context.WithTimeout(ctx, completionBound)
+	defer cancel()
+	var last string
+	for {
+		c, err := a.d.DCS.Cluster(ctx)
+		if err == nil {
+			if l := c.Leader; l != nil && l.Name != old && (candidate == "" || l.Name == candidate) {
+				if m := c.Member(l.Name); m != nil && m.Role == "primary" && m.State == "running" {
+					return nil
+				}
+				last = "new leader " + l.Name + " not yet accepting writes"
+			} else if c.Failover == nil && (c.Leader == nil || c.Leader.Name == old) {
+				last = "the request was dropped; see the leader's log"
+				if c.Leader != nil {
+					return fmt.Errorf("%w: %s; %s is still the leader", ErrNotCompleted, last, c.Leader.Name)
+				}
+			} else {
+				last = "waiting for the leader to hand over"
+			}
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%w: not done within %s: %s", ErrNotCompleted, completionBound, last)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func (a *Agent) currentDynamic(c *dcs.Cluster) config.Dynamic {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if dyn, ok := a.readDynamic(c); ok {
+		return dyn
+	}
+	return a.dynamic
+}
+
+// Cluster reads the cluster from the DCS.
+func (a *Agent) Cluster(ctx context.Context) (*dcs.Cluster, error) {
+	c, err := a.d.DCS.Cluster(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("read cluster: %w", err)
+	}
+	return c, nil
+}
+
+// Config returns the stored dynamic configuration and its revision.
+func (a *Agent) Config(ctx context.Context) ([]byte, int64, error) {
+	c, err := a.Cluster(ctx)
+	if err != nil {
+		return nil, 0, err
+	}
+	return c.Config, c.ConfigRevision, nil
+}
+
+// SetConfig replaces the dynamic configuration if it is still at prevRev
+// (dcs.ErrKeyModified otherwise). The caller has validated raw.
+func (a *Agent) SetConfig(ctx context.Context, raw []byte, prevRev int64) error {
+	if err := a.d.DCS.SetConfig(ctx, raw, prevRev); err != nil {
+		return fmt.Errorf("write dynamic config: %w", err)
+	}
+	a.Wake()
+	return nil
+}
+
+// History is the timeline history.
+func (a *Agent) History(ctx context.Context) ([]dcs.HistoryEntry, error) {
+	c, err := a.Cluster(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.History, nil
+}
+
+// Restart restarts the local PostgreSQL in its current role, between two
+// loop iterations.
+func (a *Agent) Restart(ctx context.Context) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := a.d.Postgres.Restart(ctx); err != nil {
+		return fmt.Errorf("%w: restart postgres: %v", ErrNotCompleted, err)
+	}
+	a.fire("restart", true, "")
+	return nil
+}
+
+// Reload makes PostgreSQL re-read its configuration.
+func (a *Agent) Reload(ctx context.Context) error {
+	if err := a.d.Postgres.Reload(ctx); err != nil {
+		return fmt.Errorf("%w: reload postgres: %v", ErrNotCompleted, err)
+	}
+	return nil
+}
+
+// Reinitialize rebuilds this replica from the leader: wipe, then the loop
+// clones again. Refused on the leader.
+func (a *Agent) Reinitialize(ctx context.Context) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c, err := a.d.DCS.Cluster(ctx)
+	if err != nil {
+		return fmt.Errorf("%w: read cluster: %v", ErrNotCompleted, err)
+	}
+	if c.Leader == nil {
+		return fmt.Errorf("%w: no leader to clone from", ErrPrecondition)
+	}
+	if c.Leader.Name == a.s.Name {
+		return fmt.Errorf("%w: %s is the leader; switch over first", ErrPrecondition, a.s.Name)
+	}
+	if err := a.d.Postgres.Stop(ctx, StopFast); err != nil {
+		return fmt.Errorf("%w: stop postgres: %v", ErrNotCompleted, err)
+	}
+	if err := a.d.Postgres.Wipe(ctx); err != nil {
+		return fmt.Errorf("%w: wipe data directory: %v", ErrNotCompleted, err)
+	}
+	if err := a.clone(ctx, c, c.Leader.Name); err != nil {
+		return fmt.Errorf("%w: %v", ErrNotCompleted, err)
+	}
+	a.Wake()
+	return nil
+}
