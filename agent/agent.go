@@ -280,8 +280,8 @@ func (a *Agent) Step(ctx context.Context) Decision {
 		a.last = d
 	}
 	a.execute(ctx, o, d)
-	a.feedWatchdog(o, d)
-	a.publish(ctx, o, d, start)
+	pg := a.publish(ctx, o, d, start)
+	a.feedWatchdog(pg, o.Dynamic.Pause)
 	return d
 }
 

@@ -65,6 +65,10 @@ func decideWithoutDCS(o Observation) Decision {
 
 func decideUninitialized(o Observation) Decision {
 	switch {
+	case o.PG.DataEmpty && (o.Node.Priority <= 0 || o.Node.NoFailover):
+		// A node that may never be primary must not become one by
+		// winning the bootstrap race either.
+		return Decision{Action: ActWait, Reason: "cluster not initialized; priority 0 or nofailover: waiting for another member to bootstrap"}
 	case o.PG.DataEmpty:
 		return Decision{Action: ActBootstrap, Reason: "cluster not initialized"}
 	case o.PG.Writable() || o.PG.WasPrimary:
@@ -266,7 +270,7 @@ func decideRace(o Observation) Decision {
 		// and compete.
 		return Decision{Action: ActStartReplica, Reason: "no leader; starting postgres as replica to compete"}
 	}
-	if c := manualCandidate(o); c != "" && c != o.Node.Name && peerReachable(o, c) {
+	if c := manualCandidate(o); c != "" && c != o.Node.Name && peerReachable(o, c) && !requestStale(o) {
 		return Decision{Action: ActWait, Reason: "failover request names " + c}
 	}
 	if why := ineligible(o); why != "" {
@@ -284,15 +288,37 @@ func peerReachable(o Observation, name string) bool {
 	return false
 }
 
+// staleAfter is how long a failover request naming a candidate keeps the
+// other members out of the race (beyond the ttl) when the candidate does not
+// take over.
+const staleAfter = 30 * time.Second
+
+// requestStale says whether the pending failover request is too old to keep
+// holding the race for its candidate.
+func requestStale(o Observation) bool {
+	f := o.Cluster.Failover
+	since := f.RequestedAt
+	if f.ScheduledAt.After(since) {
+		since = f.ScheduledAt
+	}
+	return !since.IsZero() && o.Now.Sub(since) > o.Dynamic.TTL.D()+staleAfter
+}
+
 // ineligible says why this running replica must not take the leader key now
-// ("" when it is the best candidate). A manual failover naming this node
-// skips the priority check (the operator chose it) but never the check
-// that no reachable member runs as primary.
+// ("" when it is the best candidate).
+//
+// An operator's failover naming this node skips the priority and peer
+// comparisons (the operator chose it; the lag check still applies unless
+// forced) but never the check that no reachable member runs as primary. The
+// candidate of a switchover skips only the priority tie-break: its leader
+// waited until it had received everything, so no peer can be ahead of it
+// unless that leader died before handing over, and then WAL decides.
 func ineligible(o Observation) string {
 	c, pg, n := o.Cluster, o.PG, o.Node
-	manual := manualCandidate(o) == n.Name
+	named := manualCandidate(o) == n.Name && !requestStale(o)
+	manual := named && c.Failover.Kind == "failover"
 	force := manual && c.Failover.Force
-	if !manual && (n.Priority <= 0 || n.NoFailover) {
+	if !named && (n.Priority <= 0 || n.NoFailover) {
 		return "priority 0 or nofailover"
 	}
 	if lag := lagBehind(c.Status.LSN, pg.WAL); !force && lag > uint64(max(o.Dynamic.MaximumLagOnFailover, 0)) {
@@ -309,13 +335,16 @@ func ineligible(o Observation) string {
 		if p.Primary {
 			return "member " + p.Name + " still runs as primary"
 		}
-		if manual || p.Priority <= 0 || p.NoFailover {
+		if manual || !p.Running || p.Priority <= 0 || p.NoFailover {
 			continue
 		}
 		if o.Dynamic.SynchronousMode && !isSync(c, p.Name) {
 			continue
 		}
-		if Better(Candidate{Name: p.Name, WAL: p.WAL, Priority: p.Priority}, me) {
+		if named && p.WAL > me.WAL {
+			return fmt.Sprintf("member %s is ahead (WAL %d > %d) of this switchover candidate", p.Name, p.WAL, me.WAL)
+		}
+		if !named && Better(Candidate{Name: p.Name, WAL: p.WAL, Priority: p.Priority}, me) {
 			return fmt.Sprintf("member %s is a better candidate (WAL %d, priority %d)", p.Name, p.WAL, p.Priority)
 		}
 	}

@@ -33,7 +33,13 @@ func (a *Agent) execute(ctx context.Context, o Observation, d Decision) {
 	case ActAcquire:
 		err = a.acquire(ctx, o)
 	case ActStartPrimary:
-		err = a.d.Postgres.Start(ctx, nil)
+		// The key may still be bound to the lease of an earlier agent
+		// process (restarted after a crash), whose expiry this process
+		// cannot see: bind it to our own lease before writes can start,
+		// so the deadline the watchdog is armed to is the key's.
+		if err = a.d.DCS.UpdateLeader(ctx); err == nil {
+			err = a.d.Postgres.Start(ctx, nil)
+		}
 	case ActRelease:
 		a.poolerFence(ctx)
 		err = a.d.DCS.ReleaseLeader(ctx)
@@ -227,7 +233,7 @@ func (a *Agent) acquire(ctx context.Context, o Observation) error {
 		return nil
 	}
 	// Arm the watchdog before the server becomes writable.
-	a.feedWatchdog(o, Decision{Action: ActHeartbeat})
+	a.feedWatchdog(PGState{Running: true}, o.Dynamic.Pause)
 	event := "failover"
 	if f := o.Cluster.Failover; f != nil && f.Candidate == a.s.Name && f.Kind == "switchover" {
 		event = "switchover"
@@ -274,24 +280,27 @@ func (a *Agent) fence(ctx context.Context, reason string) error {
 	return err
 }
 
-// feedWatchdog arms the watchdog to the lease deadline minus the safety
-// margin while this node may accept writes, and disarms it otherwise.
-func (a *Agent) feedWatchdog(o Observation, d Decision) {
+// feedWatchdog keeps one invariant: whenever PostgreSQL may accept writes,
+// the watchdog is armed to fence it at the lease deadline minus the safety
+// margin (at once when there is no safe lease), so a freeze or crash of this
+// agent right now cannot leave it writable once another node could be
+// promoted. Paused clusters have no automatic failover, so no deadline.
+func (a *Agent) feedWatchdog(pg PGState, paused bool) {
 	if a.d.Watchdog == nil {
 		return
 	}
-	leading := (d.Action == ActHeartbeat || d.Action == ActAcquire) && !o.Dynamic.Pause
-	if leading && leaseSafe(o) {
-		left := o.LeaseDeadline.Add(-o.Node.SafetyMargin).Sub(a.d.Clock.Now())
-		if err := a.d.Watchdog.Arm(left); err != nil {
-			a.log.Error("cannot arm watchdog", "error", err)
+	var err error
+	if pg.Writable() && !paused {
+		left := a.leaseDeadline.Add(-a.s.SafetyMargin).Sub(a.d.Clock.Now())
+		if a.leaseDeadline.IsZero() || left < 0 {
+			left = 0
 		}
-		return
+		err = a.d.Watchdog.Arm(left)
+	} else {
+		err = a.d.Watchdog.Disarm()
 	}
-	if d.Action == ActFence || d.Action == ActDemote || d.Action == ActSwitchover || !o.PG.Writable() || o.Dynamic.Pause {
-		if err := a.d.Watchdog.Disarm(); err != nil {
-			a.log.Error("cannot disarm watchdog", "error", err)
-		}
+	if err != nil {
+		a.log.Error("cannot feed watchdog", "error", err)
 	}
 }
 

@@ -43,6 +43,10 @@ func (s PGState) Writable() bool { return s.Running && !s.InRecovery }
 type Peer struct {
 	Name      string
 	Reachable bool
+	// Running: the peer's PostgreSQL is up, so WAL is its real position.
+	// A peer whose PostgreSQL is down (or whose data directory is still
+	// empty) is not a candidate and does not hold back the race.
+	Running bool
 	// Primary: the peer says it runs as primary.
 	Primary bool
 	WAL     uint64

@@ -9,7 +9,8 @@ import (
 
 // publish writes this member's record (when it changed, or once per
 // loop_wait) and swaps in a new status snapshot for the REST API.
-func (a *Agent) publish(ctx context.Context, o Observation, d Decision, start time.Time) {
+// It returns PostgreSQL's state after the action.
+func (a *Agent) publish(ctx context.Context, o Observation, d Decision, start time.Time) PGState {
 	pg := o.PG
 	if d.Action != ActWait && d.Action != ActHeartbeat && d.Action != ActRefuse {
 		// The action changed PostgreSQL: report what it is now.
@@ -85,6 +86,7 @@ func (a *Agent) publish(ctx context.Context, o Observation, d Decision, start ti
 		st.Pooler = a.d.Pooler.State()
 	}
 	a.status.Store(st)
+	return pg
 }
 
 func role(pg PGState) string {

@@ -66,6 +66,7 @@ func (pc *PeerClient) Fetch(ctx context.Context, ms []dcs.Member) []agent.Peer {
 			p := &out[i]
 			p.Reachable = true
 			running := st.State == "running"
+			p.Running = running
 			p.Primary = running && (st.Role == "primary" || st.Role == "master")
 			if running {
 				p.WAL = max(st.XLog.Location, st.XLog.ReceivedLocation, st.XLog.ReplayedLocation)
