@@ -1,0 +1,545 @@
+package dcs
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
+	"go.etcd.io/etcd/client/pkg/v3/transport"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// EtcdConfig says how one member reaches etcd.
+type EtcdConfig struct {
+	// Endpoints are host:port, or http(s)://host:port.
+	Endpoints []string
+	Username  string
+	Password  string
+	TLS       *TLSFiles
+	// Prefix is the cluster's key prefix, ending in "/".
+	Prefix string
+	// Name is this member's name: the leader key's value when it leads.
+	Name string
+	// TTL is the lease's time to live.
+	TTL time.Duration
+	// RetryTimeout bounds every etcd call.
+	RetryTimeout time.Duration
+}
+
+// TLSFiles are PEM files for a TLS connection to etcd.
+type TLSFiles struct {
+	CA, Cert, Key string
+}
+
+// Etcd is the Store on a real etcd v3 cluster.
+type Etcd struct {
+	cfg EtcdConfig
+	cli *clientv3.Client
+	log hclog.Logger
+
+	mu    sync.Mutex
+	ttl   time.Duration
+	lease clientv3.LeaseID
+}
+
+var _ Store = (*Etcd)(nil)
+
+// NewEtcd makes a client; it does not wait for etcd to answer, so an agent
+// can start (and fence, and serve its REST API) while etcd is down.
+func NewEtcd(ctx context.Context, cfg EtcdConfig, log hclog.Logger) (*Etcd, error) {
+	if len(cfg.Endpoints) == 0 {
+		return nil, errors.New("etcd: no endpoints")
+	}
+	if cfg.RetryTimeout <= 0 {
+		cfg.RetryTimeout = 3 * time.Second
+	}
+	if cfg.TTL <= 0 {
+		cfg.TTL = 10 * time.Second
+	}
+	if !strings.HasSuffix(cfg.Prefix, "/") {
+		cfg.Prefix += "/"
+	}
+	eps, secure, err := normalizeEndpoints(cfg.Endpoints)
+	if err != nil {
+		return nil, err
+	}
+	cc := clientv3.Config{
+		Endpoints:            eps,
+		DialTimeout:          cfg.RetryTimeout,
+		DialKeepAliveTime:    cfg.RetryTimeout,
+		DialKeepAliveTimeout: cfg.RetryTimeout,
+		Username:             cfg.Username,
+		Password:             cfg.Password,
+		Logger:               zap.NewNop(),
+		Context:              context.WithoutCancel(ctx),
+	}
+	if cfg.TLS != nil || secure {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12}
+		if cfg.TLS != nil {
+			info := transport.TLSInfo{CertFile: cfg.TLS.Cert, KeyFile: cfg.TLS.Key, TrustedCAFile: cfg.TLS.CA}
+			tc, err = info.ClientConfig()
+			if err != nil {
+				return nil, fmt.Errorf("etcd tls: %w", err)
+			}
+		}
+		cc.TLS = tc
+	}
+	cli, err := clientv3.New(cc)
+	if err != nil {
+		return nil, fmt.Errorf("etcd client: %w", err)
+	}
+	return &Etcd{cfg: cfg, cli: cli, log: log, ttl: cfg.TTL}, nil
+}
+
+// normalizeEndpoints accepts host:port and http(s)://host:port and returns
+// what the client wants, and whether any asked for TLS.
+func normalizeEndpoints(in []string) ([]string, bool, error) {
+	var out []string
+	secure := false
+	for _, e := range in {
+		hp := e
+		switch {
+		case strings.HasPrefix(e, "https://"):
+			secure = true
+			hp = strings.TrimPrefix(e, "https://")
+		case strings.HasPrefix(e, "http://"):
+			hp = strings.TrimPrefix(e, "http://")
+		}
+		if _, _, err := net.SplitHostPort(hp); err != nil {
+			return nil, false, fmt.Errorf("etcd endpoint %q: %w", e, err)
+		}
+		out = append(out, hp)
+	}
+	return out, secure, nil
+}
+
+// Client is the underlying etcd client (for tools such as the CLI).
+func (e *Etcd) Client() *clientv3.Client { return e.cli }
+
+func (e *Etcd) key(k string) string { return e.cfg.Prefix + k }
+
+// call bounds one etcd request by retry_timeout.
+func (e *Etcd) call(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, e.cfg.RetryTimeout)
+}
+
+// mapErr turns etcd and gRPC errors into this package's typed errors.
+func (e *Etcd) mapErr(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, rpctypes.ErrLeaseNotFound) || strings.Contains(err.Error(), "requested lease not found") {
+		e.mu.Lock()
+		e.lease = 0
+		e.mu.Unlock()
+		return fmt.Errorf("%s: %w", op, ErrLeaseExpired)
+	}
+	if errors.Is(err, context.Canceled) {
+		return fmt.Errorf("%s: %w", op, err)
+	}
+	if s, ok := status.FromError(err); ok {
+		switch s.Code() {
+		case codes.PermissionDenied, codes.Unauthenticated, codes.InvalidArgument:
+			return fmt.Errorf("%s: %w: %s", op, ErrUnavailable, s.Message())
+		}
+	}
+	return fmt.Errorf("%s: %w: %v", op, ErrUnavailable, err)
+}
+
+func (e *Etcd) currentLease() clientv3.LeaseID {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.lease
+}
+
+// Cluster implements Store.
+func (e *Etcd) Cluster(ctx context.Context) (*Cluster, error) {
+	ctx, cancel := e.call(ctx)
+	defer cancel()
+	resp, err := e.cli.Get(ctx, e.cfg.Prefix, clientv3.WithPrefix())
+	if err != nil {
+		return nil, e.mapErr("read cluster", err)
+	}
+	c := &Cluster{Revision: resp.Header.Revision}
+	for _, kv := range resp.Kvs {
+		decodeKey(c, strings.TrimPrefix(string(kv.Key), e.cfg.Prefix), kv.Value, kv.ModRevision, kv.Lease)
+	}
+	return c, nil
+}
+
+// Renew implements Store: one keep-alive per call, from the HA loop, so a
+// loop that stops also stops renewing (no background keep-alive that would
+// keep a frozen leader's key alive).
+func (e *Etcd) Renew(ctx context.Context) (time.Duration, error) {
+	ctx, cancel := e.call(ctx)
+	defer cancel()
+	e.mu.Lock()
+	lease, ttl := e.lease, e.ttl
+	e.mu.Unlock()
+	if lease == 0 {
+		secs := int64((ttl + time.Second - 1) / time.Second)
+		g, err := e.cli.Grant(ctx, secs)
+		if err != nil {
+			return 0, e.mapErr("grant lease", err)
+		}
+		e.mu.Lock()
+		e.lease = g.ID
+		e.mu.Unlock()
+		e.log.Debug("lease granted", "lease", fmt.Sprintf("%x", int64(g.ID)), "ttl", g.TTL)
+		return time.Duration(g.TTL) * time.Second, nil
+	}
+	r, err := e.cli.KeepAliveOnce(ctx, lease)
+	if err != nil {
+		return 0, e.mapErr("renew lease", err)
+	}
+	if r.TTL <= 0 {
+		e.mu.Lock()
+		e.lease = 0
+		e.mu.Unlock()
+		return 0, fmt.Errorf("renew lease: %w", ErrLeaseExpired)
+	}
+	return time.Duration(r.TTL) * time.Second, nil
+}
+
+func (e *Etcd) needLease(op string) (clientv3.LeaseID, error) {
+	l := e.currentLease()
+	if l == 0 {
+		return 0, fmt.Errorf("%s: %w", op, ErrLeaseExpired)
+	}
+	return l, nil
+}
+
+// AcquireLeader implements Store.
+func (e *Etcd) AcquireLeader(ctx context.Context) (bool, error) {
+	lease, err := e.needLease("acquire leader key")
+	if err != nil {
+		return false, err
+	}
+	ctx, cancel := e.call(ctx)
+	defer cancel()
+	k := e.key(keyLeader)
+	r, err := e.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+		Then(clientv3.OpPut(k, e.cfg.Name, clientv3.WithLease(lease))).
+		Commit()
+	if err != nil {
+		return false, e.mapErr("acquire leader key", err)
+	}
+	return r.Succeeded, nil
+}
+
+// UpdateLeader implements Store. The key's life is the lease's, renewed by
+// Renew; this checks that the key is still ours and bound to our current
+// lease, re-binding it when a restarted agent inherited it from an earlier
+// lease (whose expiry this process could not see).
+func (e *Etcd) UpdateLeader(ctx context.Context) error {
+	lease, err := e.needLease("update leader key")
+	if err != nil {
+		return err
+	}
+	ctx, cancel := e.call(ctx)
+	defer cancel()
+	k := e.key(keyLeader)
+	r, err := e.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.Value(k), "=", e.cfg.Name),
+			clientv3.Compare(clientv3.LeaseValue(k), "=", lease)).
+		Else(clientv3.OpGet(k)).
+		Commit()
+	if err != nil {
+		return e.mapErr("update leader key", err)
+	}
+	if r.Succeeded {
+		return nil
+	}
+	kvs := r.Responses[0].GetResponseRange().Kvs
+	if len(kvs) == 0 || string(kvs[0].Value) != e.cfg.Name {
+		return ErrNotLeader
+	}
+	r, err = e.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(k), "=", kvs[0].ModRevision)).
+		Then(clientv3.OpPut(k, e.cfg.Name, clientv3.WithLease(lease))).
+		Commit()
+	if err != nil {
+		return e.mapErr("rebind leader key", err)
+	}
+	if !r.Succeeded {
+		return ErrNotLeader
+	}
+	e.log.Info("leader key bound to this agent's lease")
+	return nil
+}
+
+// ReleaseLeader implements Store.
+func (e *Etcd) ReleaseLeader(ctx context.Context) error {
+	ctx, cancel := e.call(ctx)
+	defer cancel()
+	k := e.key(keyLeader)
+	r, err := e.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.Value(k), "=", e.cfg.Name)).
+		Then(clientv3.OpDelete(k)).
+		Commit()
+	if err != nil {
+		return e.mapErr("release leader key", err)
+	}
+	if !r.Succeeded {
+		return ErrNotLeader
+	}
+	return nil
+}
+
+// TouchMember implements Store.
+func (e *Etcd) TouchMember(ctx context.Context, m Member) error {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("encode member: %w", err)
+	}
+	lease, err := e.needLease("write member")
+	if err != nil {
+		return err
+	}
+	ctx, cancel := e.call(ctx)
+	defer cancel()
+	_, err = e.cli.Put(ctx, e.key(keyMembers+e.cfg.Name), string(b), clientv3.WithLease(lease))
+	return e.mapErr("write member", err)
+}
+
+// DeleteMember implements Store.
+func (e *Etcd) DeleteMember(ctx context.Context) error {
+	ctx, cancel := e.call(ctx)
+	defer cancel()
+	_, err := e.cli.Delete(ctx, e.key(keyMembers+e.cfg.Name))
+	return e.mapErr("delete member", err)
+}
+
+// Initialize implements Store.
+func (e *Etcd) Initialize(ctx context.Context, sysid string) (bool, error) {
+	ctx, cancel := e.call(ctx)
+	defer cancel()
+	k := e.key(keyInitialize)
+	r, err := e.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
+		Then(clientv3.OpPut(k, sysid)).
+		Commit()
+	if err != nil {
+		return false, e.mapErr("initialize", err)
+	}
+	return r.Succeeded, nil
+}
+
+// cas writes (value non-nil) or deletes key if its ModRevision is prev;
+// etcd compares a missing key as revision 0.
+func (e *Etcd) cas(ctx context.Context, op, key string, value []byte, prev int64) error {
+	ctx, cancel := e.call(ctx)
+	defer cancel()
+	k := e.key(key)
+	do := clientv3.OpDelete(k)
+	if value != nil {
+		do = clientv3.OpPut(k, string(value))
+	}
+	r, err := e.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.ModRevision(k), "=", prev)).
+		Then(do).
+		Commit()
+	if err != nil {
+		return e.mapErr(op, err)
+	}
+	if !r.Succeeded {
+		return fmt.Errorf("%s: %w", op, ErrKeyModified)
+	}
+	return nil
+}
+
+// SetInitialize implements Store.
+func (e *Etcd) SetInitialize(ctx context.Context, sysid string, prev int64) error {
+	return e.cas(ctx, "record system identifier", keyInitialize, []byte(sysid), prev)
+}
+
+// CancelInitialize implements Store.
+func (e *Etcd) CancelInitialize(ctx context.Context, prev int64) error {
+	return e.cas(ctx, "cancel initialize", keyInitialize, nil, prev)
+}
+
+// SetConfig implements Store.
+func (e *Etcd) SetConfig(ctx context.Context, raw []byte, prev int64) error {
+	return e.cas(ctx, "write config", keyConfig, append([]byte{}, raw...), prev)
+}
+
+// SetFailover implements Store.
+func (e *Etcd) SetFailover(ctx context.Context, f Failover, prev int64) error {
+	b, err := json.Marshal(f)
+	if err != nil {
+		return fmt.Errorf("encode failover request: %w", err)
+	}
+	return e.cas(ctx, "write failover request", keyFailover, b, prev)
+}
+
+// DeleteFailover implements Store.
+func (e *Etcd) DeleteFailover(ctx context.Context, prev int64) error {
+	if prev != 0 {
+		err := e.cas(ctx, "delete failover request", keyFailover, nil, prev)
+		return err
+	}
+	ctx, cancel := e.call(ctx)
+	defer cancel()
+	_, err := e.cli.Delete(ctx, e.key(keyFailover))
+	return e.mapErr("delete failover request", err)
+}
+
+// SetSync implements Store.
+func (e *Etcd) SetSync(ctx context.Context, s Sync, prev int64) error {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return fmt.Errorf("encode sync state: %w", err)
+	}
+	return e.cas(ctx, "write sync state", keySync, b, prev)
+}
+
+// AppendHistory implements Store: read, append, compare-and-swap, retried a
+// few times against concurrent writers.
+func (e *Etcd) AppendHistory(ctx context.Context, h HistoryEntry) error {
+	for range 5 {
+		cctx, cancel := e.call(ctx)
+		r, err := e.cli.Get(cctx, e.key(keyHistory))
+		cancel()
+		if err != nil {
+			return e.mapErr("read history", err)
+		}
+		var hist []HistoryEntry
+		var rev int64
+		if len(r.Kvs) > 0 {
+			rev = r.Kvs[0].ModRevision
+			if err := json.Unmarshal(r.Kvs[0].Value, &hist); err != nil {
+				e.log.Warn("history key is not valid JSON: starting it afresh", "error", err)
+				hist = nil
+			}
+		}
+		b, err := json.Marshal(append(hist, h))
+		if err != nil {
+			return fmt.Errorf("encode history: %w", err)
+		}
+		err = e.cas(ctx, "append history", keyHistory, b, rev)
+		if !errors.Is(err, ErrKeyModified) {
+			return err
+		}
+	}
+	return fmt.Errorf("append history: %w", ErrKeyModified)
+}
+
+// SetStatus implements Store.
+func (e *Etcd) SetStatus(ctx context.Context, s Status) error {
+	b, err := json.Marshal(s)
+	if err != nil {
+		return fmt.Errorf("encode status: %w", err)
+	}
+	ctx, cancel := e.call(ctx)
+	defer cancel()
+	r, err := e.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.Value(e.key(keyLeader)), "=", e.cfg.Name)).
+		Then(clientv3.OpPut(e.key(keyStatus), string(b))).
+		Commit()
+	if err != nil {
+		return e.mapErr("write status", err)
+	}
+	if !r.Succeeded {
+		return fmt.Errorf("write status: %w", ErrNotLeader)
+	}
+	return nil
+}
+
+// Watch implements Store. The first watch is established before Watch
+// returns (so a change made right after is seen); it is re-established after
+// errors (etcd restart, compaction, lost quorum) from the last revision seen,
+// and a signal is sent then because changes may have been missed.
+func (e *Etcd) Watch(ctx context.Context) <-chan struct{} {
+	out := make(chan struct{}, 1)
+	signal := func() {
+		select {
+		case out <- struct{}{}:
+		default:
+		}
+	}
+	var rev int64
+	open := func() (clientv3.WatchChan, context.CancelFunc) {
+		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+		opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithCreatedNotify()}
+		if rev > 0 {
+			opts = append(opts, clientv3.WithRev(rev+1))
+		}
+		return e.cli.Watch(wctx, e.cfg.Prefix, opts...), cancel
+	}
+	wch, cancel := open()
+	// Wait (bounded) for the created notification.
+	select {
+	case resp, ok := <-wch:
+		if ok && resp.Err() == nil {
+			rev = resp.Header.Revision
+		}
+	case <-time.After(e.cfg.RetryTimeout):
+	case <-ctx.Done():
+	}
+	go func() {
+		backoff := 100 * time.Millisecond
+		for {
+			for resp := range wch {
+				if err := resp.Err(); err != nil {
+					e.log.Debug("etcd watch ended", "error", err)
+					if resp.CompactRevision > 0 {
+						rev = 0
+					}
+					break
+				}
+				if resp.Header.Revision > rev {
+					rev = resp.Header.Revision
+				}
+				if len(resp.Events) > 0 {
+					signal()
+					backoff = 100 * time.Millisecond
+				}
+			}
+			cancel()
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, 2*time.Second)
+			wch, cancel = open()
+			signal()
+		}
+	}()
+	return out
+}
+
+// SetTTL implements Store.
+func (e *Etcd) SetTTL(ttl time.Duration) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.ttl = ttl
+}
+
+// Close implements Store: the lease is revoked (deleting the member key
+// and, when held, the leader key) and the client closed.
+func (e *Etcd) Close(ctx context.Context) error {
+	var err error
+	if l := e.currentLease(); l != 0 {
+		cctx, cancel := e.call(ctx)
+		_, err = e.cli.Revoke(cctx, l)
+		cancel()
+		err = e.mapErr("revoke lease", err)
+		e.mu.Lock()
+		e.lease = 0
+		e.mu.Unlock()
+	}
+	return errors.Join(err, e.cli.Close())
+}

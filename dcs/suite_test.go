@@ -1,0 +1,272 @@
+package dcs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+// backend is one Store implementation under the shared behavioural suite.
+type backend struct {
+	// client makes a member's store; closed by the suite's cleanup.
+	client func(t *testing.T, name string, ttl time.Duration) Store
+	// expire lets ttl pass (memory: moves the fake clock; etcd: waits).
+	expire func(t *testing.T, ttl time.Duration, gone func() bool)
+	// watchWithin is how soon a watcher must see a change.
+	watchWithin time.Duration
+}
+
+func runSuite(t *testing.T, b backend) {
+	ctx := context.Background()
+	const ttl = 2 * time.Second
+	renew := func(t *testing.T, s Store) {
+		t.Helper()
+		if _, err := s.Renew(ctx); err != nil {
+			t.Fatalf("renew: %v", err)
+		}
+	}
+
+	t.Run("leader key: first wins, only the holder updates and releases", func(t *testing.T) {
+		a, c := b.client(t, "a", ttl), b.client(t, "b", ttl)
+		renew(t, a)
+		renew(t, c)
+		if won, err := a.AcquireLeader(ctx); err != nil || !won {
+			t.Fatalf("a acquire = %v, %v; want true", won, err)
+		}
+		if won, err := c.AcquireLeader(ctx); err != nil || won {
+			t.Fatalf("b acquire = %v, %v; want false", won, err)
+		}
+		if err := a.UpdateLeader(ctx); err != nil {
+			t.Fatalf("a update: %v", err)
+		}
+		if err := c.UpdateLeader(ctx); !errors.Is(err, ErrNotLeader) {
+			t.Fatalf("b update = %v; want ErrNotLeader", err)
+		}
+		if err := c.ReleaseLeader(ctx); !errors.Is(err, ErrNotLeader) {
+			t.Fatalf("b release = %v; want ErrNotLeader", err)
+		}
+		cl, err := c.Cluster(ctx)
+		if err != nil || cl.Leader == nil || cl.Leader.Name != "a" {
+			t.Fatalf("cluster leader = %+v, %v; want a", cl.Leader, err)
+		}
+		if err := c.SetStatus(ctx, Status{LSN: 7}); !errors.Is(err, ErrNotLeader) {
+			t.Fatalf("b set status = %v; want ErrNotLeader", err)
+		}
+		if err := a.SetStatus(ctx, Status{LSN: 42}); err != nil {
+			t.Fatalf("a set status: %v", err)
+		}
+		if err := a.ReleaseLeader(ctx); err != nil {
+			t.Fatalf("a release: %v", err)
+		}
+		if won, err := c.AcquireLeader(ctx); err != nil || !won {
+			t.Fatalf("b acquire after release = %v, %v; want true", won, err)
+		}
+		cl, _ = a.Cluster(ctx)
+		if cl.Status.LSN != 42 {
+			t.Fatalf("status lsn = %d; want 42", cl.Status.LSN)
+		}
+	})
+
+	t.Run("acquire without a lease fails", func(t *testing.T) {
+		a := b.client(t, "a", ttl)
+		if _, err := a.AcquireLeader(ctx); !errors.Is(err, ErrLeaseExpired) {
+			t.Fatalf("acquire without lease = %v; want ErrLeaseExpired", err)
+		}
+	})
+
+	t.Run("members are bound to the lease; close revokes it", func(t *testing.T) {
+		a, c := b.client(t, "a", ttl), b.client(t, "b", ttl)
+		renew(t, a)
+		if err := a.TouchMember(ctx, Member{Name: "a", Role: "primary", WALPosition: 99, Priority: 10}); err != nil {
+			t.Fatalf("touch: %v", err)
+		}
+		if won, _ := a.AcquireLeader(ctx); !won {
+			t.Fatal("a did not win")
+		}
+		cl, err := c.Cluster(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := cl.Member("a")
+		if m == nil || m.WALPosition != 99 || m.Role != "primary" || m.Revision == 0 {
+			t.Fatalf("member a = %+v", m)
+		}
+		if err := a.Close(ctx); err != nil {
+			t.Fatalf("close: %v", err)
+		}
+		cl, _ = c.Cluster(ctx)
+		if cl.Member("a") != nil || cl.Leader != nil {
+			t.Fatalf("after close: member %+v leader %+v; want both gone", cl.Member("a"), cl.Leader)
+		}
+	})
+
+	t.Run("lease expiry deletes the leader key; renew then reports it", func(t *testing.T) {
+		a, c := b.client(t, "a", ttl), b.client(t, "b", ttl)
+		renew(t, a)
+		if won, _ := a.AcquireLeader(ctx); !won {
+			t.Fatal("a did not win")
+		}
+		start := time.Now()
+		b.expire(t, ttl, func() bool {
+			cl, err := c.Cluster(ctx)
+			return err == nil && cl.Leader == nil
+		})
+		t.Logf("leader key gone %s after the last renewal (ttl %s)", time.Since(start).Round(10*time.Millisecond), ttl)
+		if _, err := a.Renew(ctx); !errors.Is(err, ErrLeaseExpired) {
+			t.Fatalf("renew after expiry = %v; want ErrLeaseExpired", err)
+		}
+		if _, err := a.Renew(ctx); err != nil {
+			t.Fatalf("renew makes a new lease: %v", err)
+		}
+		if won, err := a.AcquireLeader(ctx); err != nil || !won {
+			t.Fatalf("acquire with the new lease = %v, %v", won, err)
+		}
+	})
+
+	t.Run("restarted holder rebinds the key to its new lease", func(t *testing.T) {
+		old, c := b.client(t, "a", ttl), b.client(t, "b", ttl)
+		renew(t, old)
+		if won, _ := old.AcquireLeader(ctx); !won {
+			t.Fatal("a did not win")
+		}
+		cl, _ := c.Cluster(ctx)
+		oldLease := cl.Leader.LeaseID
+		restarted := b.client(t, "a", ttl)
+		renew(t, restarted)
+		if err := restarted.UpdateLeader(ctx); err != nil {
+			t.Fatalf("update from restarted agent: %v", err)
+		}
+		cl, _ = c.Cluster(ctx)
+		if cl.Leader == nil || cl.Leader.Name != "a" || cl.Leader.LeaseID == oldLease {
+			t.Fatalf("leader after rebind = %+v (old lease %d)", cl.Leader, oldLease)
+		}
+	})
+
+	t.Run("initialize race and compare-and-swap keys", func(t *testing.T) {
+		a, c := b.client(t, "a", ttl), b.client(t, "b", ttl)
+		if ok, err := a.Initialize(ctx, "123"); err != nil || !ok {
+			t.Fatalf("a initialize = %v, %v", ok, err)
+		}
+		if ok, err := c.Initialize(ctx, "456"); err != nil || ok {
+			t.Fatalf("b initialize = %v, %v; want lost", ok, err)
+		}
+		cl, _ := c.Cluster(ctx)
+		if cl.Initialize != "123" {
+			t.Fatalf("initialize = %q", cl.Initialize)
+		}
+		if err := c.SetInitialize(ctx, "999", cl.InitializeRevision+1000); !errors.Is(err, ErrKeyModified) {
+			t.Fatalf("set initialize at wrong revision = %v", err)
+		}
+		if err := a.SetInitialize(ctx, "789", cl.InitializeRevision); err != nil {
+			t.Fatalf("set initialize: %v", err)
+		}
+
+		if err := a.SetConfig(ctx, []byte(`{"ttl":10}`), 0); err != nil {
+			t.Fatalf("create config: %v", err)
+		}
+		if err := c.SetConfig(ctx, []byte(`{"ttl":20}`), 0); !errors.Is(err, ErrKeyModified) {
+			t.Fatalf("second create = %v; want ErrKeyModified", err)
+		}
+		cl, _ = c.Cluster(ctx)
+		if err := c.SetConfig(ctx, []byte(`{"ttl":30}`), cl.ConfigRevision); err != nil {
+			t.Fatalf("cas config: %v", err)
+		}
+		if err := a.SetConfig(ctx, []byte(`{"ttl":40}`), cl.ConfigRevision); !errors.Is(err, ErrKeyModified) {
+			t.Fatalf("stale cas = %v; want ErrKeyModified", err)
+		}
+		cl, _ = c.Cluster(ctx)
+		if string(cl.Config) != `{"ttl":30}` {
+			t.Fatalf("config = %s", cl.Config)
+		}
+
+		f := Failover{Kind: "switchover", Leader: "a", Candidate: "b"}
+		if err := a.SetFailover(ctx, f, 0); err != nil {
+			t.Fatalf("set failover: %v", err)
+		}
+		if err := c.SetFailover(ctx, f, 0); !errors.Is(err, ErrKeyModified) {
+			t.Fatalf("second failover = %v; want ErrKeyModified", err)
+		}
+		cl, _ = c.Cluster(ctx)
+		if cl.Failover == nil || cl.Failover.Candidate != "b" {
+			t.Fatalf("failover = %+v", cl.Failover)
+		}
+		if err := c.DeleteFailover(ctx, cl.Failover.Revision+1000); !errors.Is(err, ErrKeyModified) {
+			t.Fatalf("delete at wrong revision = %v", err)
+		}
+		if err := c.DeleteFailover(ctx, cl.Failover.Revision); err != nil {
+			t.Fatalf("delete failover: %v", err)
+		}
+		for i := range 3 {
+			if err := a.AppendHistory(ctx, HistoryEntry{Timeline: uint32(i + 1), Reason: fmt.Sprint(i)}); err != nil {
+				t.Fatalf("history: %v", err)
+			}
+		}
+		cl, _ = c.Cluster(ctx)
+		if cl.Failover != nil || len(cl.History) != 3 || cl.History[2].Timeline != 3 {
+			t.Fatalf("failover %+v history %+v", cl.Failover, cl.History)
+		}
+	})
+
+	t.Run("watch wakes on a leader change", func(t *testing.T) {
+		a, c := b.client(t, "a", ttl), b.client(t, "b", ttl)
+		renew(t, a)
+		wctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		w := c.Watch(wctx)
+		// Drain a possible initial signal, then change the leader.
+		select {
+		case <-w:
+		default:
+		}
+		start := time.Now()
+		if won, _ := a.AcquireLeader(ctx); !won {
+			t.Fatal("a did not win")
+		}
+		select {
+		case <-w:
+			t.Logf("watch woke %s after the leader key was written", time.Since(start).Round(time.Millisecond))
+		case <-time.After(b.watchWithin):
+			t.Fatalf("watch did not wake within %s", b.watchWithin)
+		}
+	})
+
+	t.Run("one winner among concurrent acquirers, every round", func(t *testing.T) {
+		const n, rounds = 10, 50
+		stores := make([]Store, n)
+		for i := range stores {
+			stores[i] = b.client(t, fmt.Sprintf("m%d", i), ttl)
+			renew(t, stores[i])
+		}
+		for r := range rounds {
+			var wg sync.WaitGroup
+			var mu sync.Mutex
+			var winners []int
+			var errs []error
+			for i, s := range stores {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					won, err := s.AcquireLeader(ctx)
+					mu.Lock()
+					defer mu.Unlock()
+					if err != nil {
+						errs = append(errs, err)
+					}
+					if won {
+						winners = append(winners, i)
+					}
+				}()
+			}
+			wg.Wait()
+			if len(errs) > 0 || len(winners) != 1 {
+				t.Fatalf("round %d: winners %v errors %v; want exactly one winner", r, winners, errs)
+			}
+			if err := stores[winners[0]].ReleaseLeader(ctx); err != nil {
+				t.Fatalf("round %d: release: %v", r, err)
+			}
+		}
+	})
+}
