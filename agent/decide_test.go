@@ -1,0 +1,244 @@
+package agent
+
+import (
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+	"testing/quick"
+	"time"
+
+	"github.com/pgwarden/pgwarden/config"
+	"github.com/pgwarden/pgwarden/dcs"
+)
+
+var t0 = time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+
+// obs builds an observation of node "me" (priority 100, safe lease) in an
+// initialized cluster; edit applies the case's changes.
+func obs(edit func(o *Observation)) Observation {
+	o := Observation{
+		Node:          Node{Name: "me", Priority: 100, SafetyMargin: 2 * time.Second},
+		Dynamic:       config.DefaultDynamic(),
+		LeaseDeadline: t0.Add(10 * time.Second),
+		Now:           t0,
+		Cluster: &dcs.Cluster{
+			Initialize: "42", InitializeRevision: 1,
+			Members: []dcs.Member{
+				{Name: "me", ConnURL: "postgres://127.0.0.1:5432/postgres", Role: "replica", State: "running", Streaming: true, Priority: 100},
+				{Name: "other", ConnURL: "postgres://127.0.0.1:5433/postgres", Role: "replica", State: "running", Streaming: true, Priority: 100},
+			},
+		},
+		PG: PGState{Running: true, State: "running", InRecovery: true, Streaming: true, SystemID: "42", WAL: 1000, Upstream: "127.0.0.1:5433"},
+	}
+	if edit != nil {
+		edit(&o)
+	}
+	return o
+}
+
+func leader(name string) func(o *Observation) {
+	return func(o *Observation) { o.Cluster.Leader = &dcs.Leader{Name: name, Revision: 5} }
+}
+
+func primary(o *Observation) { o.PG.InRecovery, o.PG.Streaming, o.PG.Upstream = false, false, "" }
+
+func all(fs ...func(o *Observation)) func(o *Observation) {
+	return func(o *Observation) {
+		for _, f := range fs {
+			f(o)
+		}
+	}
+}
+
+func TestDecide(t *testing.T) {
+	cases := []struct {
+		name   string
+		o      Observation
+		want   Action
+		target string
+		reason string // substring of the reason
+	}{
+		{"refusal is repeated", obs(func(o *Observation) { o.Refused = "foreign" }), ActRefuse, "", "foreign"},
+		{"no dcs, primary with safe lease keeps running", obs(all(primary, func(o *Observation) { o.Cluster, o.DCSError = nil, "down" })), ActWait, "", "dcs unreachable"},
+		{"no dcs, primary with lease about to expire fences", obs(all(primary, func(o *Observation) {
+			o.Cluster, o.DCSError = nil, "down"
+			o.Now = o.LeaseDeadline.Add(-time.Second)
+		})), ActFence, "", "lease could expire"},
+		{"no dcs, paused primary is left alone", obs(all(primary, func(o *Observation) {
+			o.Cluster, o.DCSError, o.Dynamic.Pause = nil, "down", true
+			o.Now = o.LeaseDeadline.Add(time.Second)
+		})), ActWait, "", "dcs unreachable"},
+		{"no dcs, replica waits", obs(func(o *Observation) { o.Cluster, o.DCSError = nil, "down" }), ActWait, "", "dcs unreachable"},
+		{"uninitialized, empty: bootstrap", obs(func(o *Observation) {
+			o.Cluster = &dcs.Cluster{}
+			o.PG = PGState{DataEmpty: true}
+		}), ActBootstrap, "", "not initialized"},
+		{"uninitialized, empty, priority 0: waits", obs(func(o *Observation) {
+			o.Cluster = &dcs.Cluster{}
+			o.PG = PGState{DataEmpty: true}
+			o.Node.Priority = 0
+		}), ActWait, "", "priority 0"},
+		{"uninitialized, old primary data: adopt", obs(func(o *Observation) {
+			o.Cluster = &dcs.Cluster{}
+			o.PG = PGState{WasPrimary: true, SystemID: "42"}
+		}), ActAdopt, "", "was a primary"},
+		{"uninitialized, replica data: wait", obs(func(o *Observation) { o.Cluster = &dcs.Cluster{} }), ActWait, "", "replica"},
+		{"foreign system id refused", obs(func(o *Observation) { o.PG.SystemID = "7" }), ActRefuse, "", "belongs to system 7"},
+		{"leader healthy: heartbeat", obs(all(primary, leader("me"))), ActHeartbeat, "", "holding leader key"},
+		{"leader with unsafe lease fences", obs(all(primary, leader("me"), func(o *Observation) { o.Now = o.LeaseDeadline.Add(-time.Second) })), ActFence, "", "cannot keep leader lease"},
+		{"leader without lease fences", obs(all(primary, leader("me"), func(o *Observation) { o.LeaseDeadline = time.Time{} })), ActFence, "", "no lease"},
+		{"leader in recovery promotes", obs(leader("me")), ActAcquire, "", "promoting"},
+		{"leader's postgres crashed: restart in place", obs(all(leader("me"), func(o *Observation) {
+			o.PG = PGState{State: "crashed", SystemID: "42"}
+			o.CrashedSince = t0.Add(-time.Second)
+		})), ActStartPrimary, "", "restarting it in place"},
+		{"leader's postgres down past the bound: release", obs(all(leader("me"), func(o *Observation) {
+			o.PG = PGState{State: "crashed", SystemID: "42"}
+			o.CrashedSince = t0.Add(-time.Minute)
+		})), ActRelease, "", "handing over"},
+		{"other leader while writable: demote", obs(all(primary, leader("other"))), ActDemote, "other", "must not accept writes"},
+		{"follower of the leader waits", obs(leader("other")), ActWait, "", "replica of other"},
+		{"follower pointed elsewhere follows", obs(all(leader("other"), func(o *Observation) { o.PG.Upstream = "127.0.0.1:9999" })), ActFollow, "other", "leader is other"},
+		{"empty data dir clones from running leader", obs(all(leader("other"), func(o *Observation) {
+			o.PG = PGState{DataEmpty: true}
+			o.Cluster.Members[1].Role = "primary"
+		})), ActClone, "other", "empty data directory"},
+		{"empty data dir waits for a leader that is not running", obs(all(leader("other"), func(o *Observation) {
+			o.PG = PGState{DataEmpty: true}
+			o.Cluster.Members[1].State = "starting"
+		})), ActWait, "", "nothing to clone"},
+		{"stopped former primary rewinds", obs(all(leader("other"), func(o *Observation) { o.PG = PGState{State: "stopped", WasPrimary: true, SystemID: "42"} })), ActRewind, "other", "former primary"},
+		{"stopped replica starts", obs(all(leader("other"), func(o *Observation) { o.PG = PGState{State: "stopped", SystemID: "42"} })), ActStartReplica, "other", "starting as replica"},
+		{"race: best replica acquires", obs(func(o *Observation) {
+			o.Peers = []Peer{{Name: "other", Reachable: true, Running: true, WAL: 900, Priority: 100}}
+		}), ActAcquire, "", "best candidate"},
+		{"race: peer ahead wins", obs(func(o *Observation) {
+			o.Peers = []Peer{{Name: "other", Reachable: true, Running: true, WAL: 1001, Priority: 1}}
+		}), ActWait, "", "better candidate"},
+		{"race: equal WAL, higher priority wins", obs(func(o *Observation) {
+			o.Peers = []Peer{{Name: "other", Reachable: true, Running: true, WAL: 1000, Priority: 200}}
+		}), ActWait, "", "better candidate"},
+		{"race: equal WAL and priority, smaller name wins", obs(func(o *Observation) {
+			o.Peers = []Peer{{Name: "aaa", Reachable: true, Running: true, WAL: 1000, Priority: 100}}
+		}), ActWait, "", "better candidate"},
+		{"race: unreachable peer ahead is ignored", obs(func(o *Observation) {
+			o.Peers = []Peer{{Name: "other", WAL: 5000, Priority: 100}}
+		}), ActAcquire, "", "best candidate"},
+		{"race: priority-0 peer ahead does not block", obs(func(o *Observation) {
+			o.Peers = []Peer{{Name: "other", Reachable: true, Running: true, WAL: 5000, Priority: 0}}
+		}), ActAcquire, "", "best candidate"},
+		{"race: peer still primary blocks", obs(func(o *Observation) {
+			o.Peers = []Peer{{Name: "other", Reachable: true, Running: true, Primary: true, WAL: 10}}
+		}), ActWait, "", "still runs as primary"},
+		{"race: priority 0 never promoted", obs(func(o *Observation) { o.Node.Priority = 0 }), ActWait, "", "priority 0"},
+		{"race: nofailover never promoted", obs(func(o *Observation) { o.Node.NoFailover = true }), ActWait, "", "nofailover"},
+		{"race: too far behind the last leader position", obs(func(o *Observation) { o.Cluster.Status.LSN = 1000 + 2<<20 }), ActWait, "", "maximum_lag_on_failover"},
+		{"race: synchronous mode, not sync standby", obs(func(o *Observation) { o.Dynamic.SynchronousMode = true }), ActWait, "", "synchronous"},
+		{"race: synchronous mode, sync standby acquires", obs(func(o *Observation) {
+			o.Dynamic.SynchronousMode = true
+			o.Cluster.Sync = &dcs.Sync{Leader: "old", SyncStandby: []string{"me"}}
+		}), ActAcquire, "", "best candidate"},
+		{"race: writable without key and safe lease takes it", obs(primary), ActAcquire, "", "runs as primary"},
+		{"race: writable without key, unsafe lease fences", obs(all(primary, func(o *Observation) { o.LeaseDeadline = time.Time{} })), ActFence, "", "no leader key"},
+		{"race: stopped replica starts to compete", obs(func(o *Observation) { o.PG = PGState{State: "stopped", SystemID: "42"} }), ActStartReplica, "", "compete"},
+		{"race: manual failover to another reachable member: wait", obs(func(o *Observation) {
+			o.Cluster.Failover = &dcs.Failover{Kind: "failover", Candidate: "other", RequestedAt: t0}
+			o.Peers = []Peer{{Name: "other", Reachable: true, Running: true, WAL: 10, Priority: 100}}
+		}), ActWait, "", "names other"},
+		{"race: manual forced failover to a lagging me", obs(func(o *Observation) {
+			o.Cluster.Failover = &dcs.Failover{Kind: "failover", Candidate: "me", Force: true, RequestedAt: t0}
+			o.Cluster.Status.LSN = 1 << 30
+			o.Peers = []Peer{{Name: "other", Reachable: true, Running: true, WAL: 1 << 29, Priority: 100}}
+		}), ActAcquire, "", "best candidate"},
+		{"paused: leader heartbeats", obs(all(primary, leader("me"), func(o *Observation) { o.Dynamic.Pause = true })), ActHeartbeat, "", "paused"},
+		{"paused: no automatic failover", obs(func(o *Observation) { o.Dynamic.Pause = true }), ActWait, "", "paused"},
+		{"paused: crashed leader not restarted", obs(all(leader("me"), func(o *Observation) {
+			o.Dynamic.Pause = true
+			o.PG = PGState{State: "crashed", SystemID: "42"}
+		})), ActWait, "", "paused"},
+		{"switchover to a named candidate", obs(all(primary, leader("me"), func(o *Observation) {
+			o.Cluster.Failover = &dcs.Failover{Kind: "switchover", Leader: "me", Candidate: "other"}
+		})), ActSwitchover, "other", "switchover requested"},
+		{"switchover naming another leader is cleared", obs(all(primary, leader("me"), func(o *Observation) {
+			o.Cluster.Failover = &dcs.Failover{Kind: "switchover", Leader: "x", Candidate: "other"}
+		})), ActClearFailover, "", "names leader x"},
+		{"switchover to a non-streaming candidate is cleared", obs(all(primary, leader("me"), func(o *Observation) {
+			o.Cluster.Failover = &dcs.Failover{Kind: "switchover", Candidate: "other"}
+			o.Cluster.Members[1].Streaming = false
+		})), ActClearFailover, "", "not streaming"},
+		{"scheduled switchover waits for its time", obs(all(primary, leader("me"), func(o *Observation) {
+			o.Cluster.Failover = &dcs.Failover{Kind: "switchover", Candidate: "other", ScheduledAt: t0.Add(time.Hour)}
+		})), ActHeartbeat, "", "holding leader key"},
+		{"scheduled switchover happens at its time", obs(all(primary, leader("me"), func(o *Observation) {
+			o.Cluster.Failover = &dcs.Failover{Kind: "switchover", Candidate: "other", ScheduledAt: t0.Add(-time.Second)}
+		})), ActSwitchover, "other", "switchover requested"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := c.o
+			got := Decide(c.o)
+			if got.Action != c.want || got.Target != c.target || !strings.Contains(got.Reason, c.reason) {
+				t.Fatalf("Decide = %s (target %q, reason %q); want %s target %q reason containing %q",
+					got.Action, got.Target, got.Reason, c.want, c.target, c.reason)
+			}
+			if before.Now != c.o.Now || before.PG != c.o.PG {
+				t.Fatal("Decide modified its observation")
+			}
+		})
+	}
+}
+
+// naiveBest is the reference for Better/Best: sort by the documented keys.
+func naiveBest(cs []Candidate) Candidate {
+	s := slices.Clone(cs)
+	slices.SortStableFunc(s, func(a, b Candidate) int {
+		switch {
+		case a.WAL != b.WAL:
+			if a.WAL > b.WAL {
+				return -1
+			}
+			return 1
+		case a.Priority != b.Priority:
+			return b.Priority - a.Priority
+		default:
+			return strings.Compare(a.Name, b.Name)
+		}
+	})
+	return s[0]
+}
+
+func TestBestMatchesNaiveReference(t *testing.T) {
+	f := func(seed uint64, n uint8) bool {
+		r := rand.New(rand.NewPCG(seed, 1))
+		cs := make([]Candidate, int(n%8)+1)
+		for i := range cs {
+			// Small ranges so ties on WAL and priority are common.
+			cs[i] = Candidate{Name: string(rune('a' + i)), WAL: uint64(r.IntN(3)), Priority: r.IntN(3) * 50}
+		}
+		r.Shuffle(len(cs), func(i, j int) { cs[i], cs[j] = cs[j], cs[i] })
+		got, ok := Best(cs)
+		return ok && got == naiveBest(cs)
+	}
+	if err := quick.Check(f, &quick.Config{MaxCount: 5000}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := Best(nil); ok {
+		t.Fatal("Best(nil) reported a candidate")
+	}
+}
+
+func TestBetterIsATotalOrder(t *testing.T) {
+	f := func(a, b Candidate) bool {
+		if a == b {
+			return !Better(a, b)
+		}
+		if a.Name == b.Name {
+			return true // names are unique in a cluster
+		}
+		return Better(a, b) != Better(b, a)
+	}
+	if err := quick.Check(f, nil); err != nil {
+		t.Fatal(err)
+	}
+}
