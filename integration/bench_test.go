@@ -1,0 +1,310 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgwarden/pgwarden/integration/harness"
+)
+
+// Figures for `make bench`: each benchmark runs its scenario a fixed number
+// of times (b.N is ignored: run with -benchtime 1x) and prints
+// "name value unit" lines, also collected into bin/bench.json.
+
+var (
+	resultsMu sync.Mutex
+	results   = map[string]any{}
+)
+
+func report(b testing.TB, name string, value float64, unit string) {
+	fmt.Printf("%s %.3f %s\n", name, value, unit)
+	resultsMu.Lock()
+	defer resultsMu.Unlock()
+	results[name] = map[string]any{"value": value, "unit": unit}
+	path := os.Getenv("PGWARDEN_BENCH_JSON")
+	if path == "" {
+		path = filepath.Join(harness.ModuleRoot(), "bin", "bench.json")
+	}
+	if data, err := json.MarshalIndent(results, "", "  "); err == nil {
+		_ = os.MkdirAll(filepath.Dir(path), 0o755)
+		if err := os.WriteFile(path, data, 0o644); err != nil {
+			b.Logf("write %s: %v", path, err)
+		}
+	}
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func BenchmarkFailoverTTL10(b *testing.B) { benchFailover(b, 10, 3, 5) }
+func BenchmarkFailoverTTL5(b *testing.B)  { benchFailover(b, 5, 2, 5) }
+
+// benchFailover: kill -9 of the leader's agent and postmaster until another
+// node accepts a write, rounds times; the killed node rejoins in between.
+func benchFailover(b *testing.B, ttl, retry float64, rounds int) {
+	c := newCluster(b, clusterOpts{ttl: ttl, retry: retry})
+	p := c.primary(90 * time.Second)
+	c.waitReplicas(60*time.Second, p)
+	must(b, p.exec("CREATE TABLE t (id serial primary key, at timestamptz default now())"))
+	var secs []float64
+	for r := range rounds {
+		waitRows(b, 20*time.Second, 0, c.nodes...)
+		killed := time.Now()
+		p.killHard()
+		var np *node
+		harness.WaitFor(b, time.Duration(ttl*float64(time.Second))+30*time.Second, "a new primary accepting writes", func() (bool, error) {
+			for _, n := range c.nodes {
+				if n != p && n.exec("INSERT INTO t DEFAULT VALUES") == nil {
+					np = n
+					return true, nil
+				}
+			}
+			return false, nil
+		})
+		d := time.Since(killed).Seconds()
+		secs = append(secs, d)
+		b.Logf("round %d: %s -> %s in %.2fs", r+1, p.name, np.name, d)
+		p.start()
+		harness.WaitFor(b, 120*time.Second, p.name+" rejoins", func() (bool, error) {
+			return p.probe("/replica") == 200, nil
+		})
+		c.waitReplicas(60*time.Second, np)
+		p = np
+	}
+	name := fmt.Sprintf("failover_ttl%g", ttl)
+	report(b, name+"_median", median(secs), "s")
+	report(b, name+"_max", slices.Max(secs), "s")
+	b.Logf("%s rounds: %s", name, fmtSecs(secs))
+}
+
+func fmtSecs(xs []float64) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = fmt.Sprintf("%.2f", x)
+	}
+	return strings.Join(parts, " ")
+}
+
+// BenchmarkOperations measures, on one 3-node cluster with a PgBouncer per
+// node: the leader's PostgreSQL crash recovery (agent alive), planned
+// switchover time and the longest client gap through PgBouncer, REST
+// GET /primary throughput, and an idle agent's footprint.
+func BenchmarkOperations(b *testing.B) {
+	c := newCluster(b, clusterOpts{ttl: 10, retry: 3, pgbouncer: true})
+	p := c.primary(90 * time.Second)
+	c.waitReplicas(60*time.Second, p)
+	must(b, p.exec("CREATE TABLE bench (id bigint primary key)"))
+
+	// Idle footprint first, while nothing else runs.
+	benchIdle(b, c)
+
+	// PostgreSQL crash on the leader, agent alive: until writes work again.
+	var crash []float64
+	for r := range 5 {
+		p = c.primary(60 * time.Second)
+		c.waitReplicas(60*time.Second, p)
+		pid := p.postmasterPID()
+		start := time.Now()
+		must(b, syscall.Kill(pid, syscall.SIGKILL))
+		harness.WaitFor(b, 60*time.Second, "writes work again", func() (bool, error) {
+			for _, n := range c.nodes {
+				if n.exec("INSERT INTO bench VALUES ($1)", 1_000_000+r) == nil {
+					return true, nil
+				}
+			}
+			return false, nil
+		})
+		crash = append(crash, time.Since(start).Seconds())
+	}
+	report(b, "pg_crash_recovery_median", median(crash), "s")
+	report(b, "pg_crash_recovery_max", slices.Max(crash), "s")
+	b.Logf("pg crash recovery rounds: %s", fmtSecs(crash))
+
+	// Planned switchovers with a client writing through a replica's PgBouncer.
+	gaps, times, errs := benchSwitchovers(b, c, 5)
+	report(b, "switchover_median", median(times), "s")
+	report(b, "switchover_client_gap_median", median(gaps), "s")
+	report(b, "switchover_client_gap_max", slices.Max(gaps), "s")
+	report(b, "switchover_client_errors", float64(errs), "count")
+	b.Logf("switchover times %s; client gaps %s", fmtSecs(times), fmtSecs(gaps))
+
+	// REST throughput with wrk, 64 connections, 10 s.
+	benchREST(b, c)
+}
+
+func benchSwitchovers(b *testing.B, c *cluster, rounds int) (gaps, times []float64, errs int) {
+	for r := range rounds {
+		cur := c.primary(60 * time.Second)
+		c.waitReplicas(60*time.Second, cur)
+		var cand, host *node
+		for _, n := range c.nodes {
+			if n == cur {
+				continue
+			}
+			if cand == nil {
+				cand = n
+			} else {
+				host = n
+			}
+		}
+		conn, err := pgx.Connect(context.Background(), fmt.Sprintf("host=127.0.0.1 port=%d user=postgres password=superpass dbname=app sslmode=disable", host.bouncerPort))
+		if err != nil {
+			b.Fatalf("connect through pgbouncer: %v", err)
+		}
+		stop := make(chan struct{})
+		type res struct {
+			gap  time.Duration
+			errs int
+		}
+		done := make(chan res, 1)
+		go func() {
+			var out res
+			last := time.Now()
+			id := int64(r) * 1_000_000
+			for {
+				select {
+				case <-stop:
+					done <- out
+					return
+				case <-time.After(10 * time.Millisecond):
+				}
+				id++
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				_, err := conn.Exec(ctx, "INSERT INTO bench VALUES ($1)", id)
+				cancel()
+				if err != nil {
+					out.errs++
+					continue
+				}
+				now := time.Now()
+				out.gap = max(out.gap, now.Sub(last))
+				last = now
+			}
+		}()
+		start := time.Now()
+		code, body := cur.post("POST", "/switchover", fmt.Sprintf(`{"candidate":%q}`, cand.name))
+		took := time.Since(start)
+		time.Sleep(300 * time.Millisecond) // the writer keeps writing after the switchover; not synchronization
+		close(stop)
+		out := <-done
+		conn.Close(context.Background())
+		if code != 200 {
+			b.Fatalf("switchover %d: %d %s", r, code, body)
+		}
+		gaps = append(gaps, out.gap.Seconds())
+		times = append(times, took.Seconds())
+		errs += out.errs
+	}
+	return gaps, times, errs
+}
+
+func benchREST(b *testing.B, c *cluster) {
+	wrk := harness.LookPath(b, "wrk", "wrk")
+	p := c.primary(30 * time.Second)
+	out, err := exec.Command(wrk, "-t2", "-c64", "-d10s", "--latency", p.api("/primary")).CombinedOutput()
+	if err != nil {
+		b.Fatalf("wrk: %v\n%s", err, out)
+	}
+	text := string(out)
+	rps := regexp.MustCompile(`Requests/sec:\s+([\d.]+)`).FindStringSubmatch(text)
+	p99 := regexp.MustCompile(`99%\s+([\d.]+)(us|ms|s)`).FindStringSubmatch(text)
+	if rps == nil || p99 == nil {
+		b.Fatalf("cannot parse wrk output:\n%s", text)
+	}
+	v, _ := strconv.ParseFloat(rps[1], 64)
+	report(b, "rest_primary_rps_64conn", v, "req/s")
+	l, _ := strconv.ParseFloat(p99[1], 64)
+	switch p99[2] {
+	case "us":
+		l /= 1000
+	case "s":
+		l *= 1000
+	}
+	report(b, "rest_primary_p99_64conn", l, "ms")
+	if strings.Contains(text, "Non-2xx") {
+		b.Logf("wrk saw non-2xx answers:\n%s", text)
+	}
+}
+
+// benchIdle measures an idle agent's resident memory and CPU, and the
+// etcd requests per second per agent, over 30 s.
+func benchIdle(b *testing.B, c *cluster) {
+	const window = 30 * time.Second
+	cpu := func(pid int) float64 {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return 0
+		}
+		f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+		ut, _ := strconv.ParseFloat(f[11], 64)
+		st, _ := strconv.ParseFloat(f[12], 64)
+		return (ut + st) / 100 // clock ticks, USER_HZ = 100
+	}
+	rss := func(pid int) float64 {
+		data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+		m := regexp.MustCompile(`VmRSS:\s+(\d+) kB`).FindStringSubmatch(string(data))
+		if m == nil {
+			return 0
+		}
+		v, _ := strconv.ParseFloat(m[1], 64)
+		return v / 1024
+	}
+	etcdReqs := func() float64 {
+		resp, err := httpc.Get("http://" + c.etcd.Endpoint + "/metrics")
+		if err != nil {
+			return 0
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		total := 0.0
+		for _, line := range strings.Split(string(body), "\n") {
+			if strings.HasPrefix(line, "grpc_server_started_total{") && strings.Contains(line, `grpc_type="unary"`) {
+				f := strings.Fields(line)
+				v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+				total += v
+			}
+		}
+		return total
+	}
+	var cpu0 []float64
+	for _, n := range c.nodes {
+		cpu0 = append(cpu0, cpu(n.agent.PID()))
+	}
+	req0 := etcdReqs()
+	time.Sleep(window) // the measurement window itself
+	req1 := etcdReqs()
+	var cpus, rsss []float64
+	for i, n := range c.nodes {
+		cpus = append(cpus, (cpu(n.agent.PID())-cpu0[i])*float64(time.Minute)/float64(window))
+		rsss = append(rsss, rss(n.agent.PID()))
+	}
+	report(b, "idle_agent_rss", median(rsss), "MiB")
+	report(b, "idle_agent_cpu", median(cpus), "cpu-s/min")
+	report(b, "idle_etcd_requests_per_agent", (req1-req0)/window.Seconds()/float64(len(c.nodes)), "req/s")
+}

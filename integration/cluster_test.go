@@ -1,0 +1,372 @@
+//go:build integration
+
+package integration
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgwarden/pgwarden/integration/harness"
+)
+
+func TestMain(m *testing.M) { os.Exit(harness.Main(m, harness.WithBinary)) }
+
+// cluster is a real pgwarden cluster: one etcd, N agents each running its
+// own PostgreSQL, all on loopback.
+type cluster struct {
+	t     testing.TB
+	etcd  *harness.Etcd
+	nodes []*node
+	opts  clusterOpts
+}
+
+type clusterOpts struct {
+	nodes    int
+	ttl      float64
+	loopWait float64
+	retry    float64
+	// priorities by node index (default 100).
+	priorities []int
+	// pgbouncer starts a PgBouncer per node, managed by its agent.
+	pgbouncer bool
+	// extra YAML appended to every node's config.
+	extra string
+}
+
+type node struct {
+	c       *cluster
+	name    string
+	dir     string
+	cfgPath string
+	pgPort  int
+	apiPort int
+	agent   *harness.Proc
+	// bouncer is this node's PgBouncer (when opts.pgbouncer).
+	bouncer     *harness.Proc
+	bouncerPort int
+}
+
+func newCluster(t testing.TB, o clusterOpts) *cluster {
+	t.Helper()
+	if o.nodes == 0 {
+		o.nodes = 3
+	}
+	if o.ttl == 0 {
+		o.ttl = 10
+	}
+	if o.loopWait == 0 {
+		o.loopWait = 1
+	}
+	if o.retry == 0 {
+		o.retry = 3
+	}
+	c := &cluster{t: t, opts: o, etcd: harness.StartEtcd(t)}
+	for i := range o.nodes {
+		n := &node{c: c, name: fmt.Sprintf("node%d", i+1), pgPort: harness.Port(t), apiPort: harness.Port(t)}
+		n.dir = harness.Dir(t, n.name)
+		prio := 100
+		if i < len(o.priorities) {
+			prio = o.priorities[i]
+		}
+		n.writeConfig(prio)
+		if o.pgbouncer {
+			n.startBouncer()
+		}
+		c.nodes = append(c.nodes, n)
+	}
+	for _, n := range c.nodes {
+		n.start()
+	}
+	return c
+}
+
+func (n *node) writeConfig(priority int) {
+	o := n.c.opts
+	pgb := ""
+	if o.pgbouncer {
+		pgb = fmt.Sprintf(`pooler:
+  pgbouncer:
+    admin_dsn: "host=127.0.0.1 port=%d dbname=pgbouncer user=pgbouncer connect_timeout=2"
+    databases_file: %s
+    pause_timeout: 2
+    databases:
+      app: {dbname: postgres, target: primary}
+      app_local: {dbname: postgres, target: local}
+`, n.bouncerPortAlloc(), filepath.Join(n.dir, "pgbouncer-databases.ini"))
+	}
+	cfg := fmt.Sprintf(`name: %[1]s
+scope: test
+namespace: /pgwarden
+etcd:
+  endpoints: [%[2]s]
+rest:
+  listen: 127.0.0.1:%[3]d
+postgres:
+  bin_dir: %[4]s
+  data_dir: %[5]s
+  listen: 127.0.0.1:%[6]d
+  superuser: {username: postgres, password: superpass}
+  replication: {username: replicator, password: replpass}
+  parameters:
+    unix_socket_directories: %[7]s
+    shared_buffers: 16MB
+    fsync: "off"
+    max_connections: "50"
+priority: %[8]d
+log:
+  level: debug
+%[9]s
+cluster:
+  ttl: %[10]g
+  loop_wait: %[11]g
+  retry_timeout: %[12]g
+%[13]s
+`, n.name, n.c.etcd.Endpoint, n.apiPort, harness.PgBinDir(n.c.t), filepath.Join(n.dir, "data"), n.pgPort,
+		n.dir, priority, pgb, o.ttl, o.loopWait, o.retry, o.extra)
+	n.cfgPath = filepath.Join(n.dir, "pgwarden.yaml")
+	if err := os.WriteFile(n.cfgPath, []byte(cfg), 0o600); err != nil {
+		n.c.t.Fatal(err)
+	}
+}
+
+func (n *node) bouncerPortAlloc() int {
+	if n.bouncerPort == 0 {
+		n.bouncerPort = harness.Port(n.c.t)
+	}
+	return n.bouncerPort
+}
+
+// start runs this node's agent.
+func (n *node) start() {
+	cmd := exec.Command(harness.Binary(n.c.t), "agent", "-c", n.cfgPath)
+	n.agent = harness.Start(n.c.t, n.name, cmd)
+}
+
+// killHard is a power loss: kill -9 of the agent and of the postmaster.
+func (n *node) killHard() {
+	pid := n.postmasterPID()
+	n.agent.Kill()
+	if !n.agent.Wait(10 * time.Second) {
+		n.c.t.Fatalf("%s agent did not die", n.name)
+	}
+	if pid > 0 {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+}
+
+func (n *node) postmasterPID() int {
+	b, err := os.ReadFile(filepath.Join(n.dir, "data", "postmaster.pid"))
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
+	return pid
+}
+
+func (n *node) api(path string) string { return fmt.Sprintf("http://127.0.0.1:%d%s", n.apiPort, path) }
+
+var httpc = &http.Client{Timeout: 2 * time.Second}
+
+// probe returns the status code of GET path on this node's REST API (0 when
+// it does not answer).
+func (n *node) probe(path string) int {
+	resp, err := httpc.Get(n.api(path))
+	if err != nil {
+		return 0
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// status is GET /patroni decoded loosely.
+func (n *node) status() map[string]any {
+	resp, err := httpc.Get(n.api("/patroni"))
+	if err != nil {
+		return nil
+	}
+	defer resp.Body.Close()
+	var v map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&v)
+	return v
+}
+
+// dsn connects straight to this node's PostgreSQL.
+func (n *node) dsn() string {
+	return fmt.Sprintf("host=127.0.0.1 port=%d user=postgres password=superpass dbname=postgres connect_timeout=2 sslmode=disable", n.pgPort)
+}
+
+func (n *node) connect(ctx context.Context) (*pgx.Conn, error) { return pgx.Connect(ctx, n.dsn()) }
+
+// exec runs one statement on this node.
+func (n *node) exec(sql string, args ...any) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := n.connect(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, sql, args...)
+	return err
+}
+
+// queryInt runs a query returning one integer.
+func (n *node) queryInt(sql string) (int64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := n.connect(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer conn.Close(ctx)
+	var v int64
+	err = conn.QueryRow(ctx, sql).Scan(&v)
+	return v, err
+}
+
+// primary waits until exactly one node answers 200 on /primary and returns it.
+func (c *cluster) primary(timeout time.Duration, except ...*node) *node {
+	c.t.Helper()
+	var found *node
+	harness.WaitFor(c.t, timeout, "one primary", func() (bool, error) {
+		found = nil
+		count := 0
+		for _, n := range c.nodes {
+			if contains(except, n) {
+				continue
+			}
+			if n.probe("/primary") == 200 {
+				found = n
+				count++
+			}
+		}
+		if count > 1 {
+			return false, fmt.Errorf("%d nodes answer /primary", count)
+		}
+		return found != nil, fmt.Errorf("no primary")
+	})
+	return found
+}
+
+func contains(ns []*node, n *node) bool {
+	for _, x := range ns {
+		if x == n {
+			return true
+		}
+	}
+	return false
+}
+
+// waitReplicas waits until every node but the primary streams.
+func (c *cluster) waitReplicas(timeout time.Duration, primary *node, except ...*node) {
+	c.t.Helper()
+	harness.WaitFor(c.t, timeout, "replicas streaming", func() (bool, error) {
+		for _, n := range c.nodes {
+			if n == primary || contains(except, n) {
+				continue
+			}
+			if code := n.probe("/replica"); code != 200 {
+				return false, fmt.Errorf("%s /replica = %d", n.name, code)
+			}
+		}
+		return true, nil
+	})
+}
+
+// waitRows waits until every given node has at least want rows in t.
+func waitRows(t testing.TB, timeout time.Duration, want int64, nodes ...*node) {
+	t.Helper()
+	for _, n := range nodes {
+		harness.WaitFor(t, timeout, n.name+" has the rows", func() (bool, error) {
+			got, err := n.queryInt("SELECT count(*) FROM t")
+			if err != nil {
+				return false, err
+			}
+			return got >= want, fmt.Errorf("%s has %d rows, want %d", n.name, got, want)
+		})
+	}
+}
+
+// startBouncer runs a PgBouncer for this node; its agent manages the
+// included databases file.
+func (n *node) startBouncer() {
+	t := n.c.t
+	port := n.bouncerPortAlloc()
+	dbFile := filepath.Join(n.dir, "pgbouncer-databases.ini")
+	users := filepath.Join(n.dir, "pgbouncer-users.txt")
+	ini := filepath.Join(n.dir, "pgbouncer.ini")
+	must(t, os.WriteFile(dbFile, []byte("[databases]\n"), 0o600))
+	must(t, os.WriteFile(users, []byte(`"postgres" "superpass"`+"\n"+`"pgbouncer" ""`+"\n"), 0o600))
+	must(t, os.WriteFile(ini, []byte(fmt.Sprintf(`[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = %d
+unix_socket_dir = %s
+auth_type = trust
+auth_file = %s
+admin_users = pgbouncer
+pool_mode = transaction
+server_login_retry = 1
+query_wait_timeout = 60
+ignore_startup_parameters = extra_float_digits
+; the pgwarden-managed file must be the last line
+%%include %s
+`, port, n.dir, users, dbFile)), 0o600))
+	n.bouncer = harness.Start(t, n.name+"-pgbouncer", exec.Command(harness.LookPath(t, "pgbouncer", "pgbouncer"), ini))
+	harness.WaitFor(t, 10*time.Second, "pgbouncer listening", func() (bool, error) {
+		conn, err := pgx.Connect(context.Background(), fmt.Sprintf("host=127.0.0.1 port=%d user=pgbouncer dbname=pgbouncer connect_timeout=1", port))
+		if err != nil {
+			return false, err
+		}
+		conn.Close(context.Background())
+		return true, nil
+	})
+}
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// pgwarden runs the CLI and fails the test unless it exits 0; it returns
+// the standard output.
+func pgwarden(t testing.TB, args ...string) string {
+	t.Helper()
+	out, errOut, code := runCLI(t, "", args...)
+	if code != 0 {
+		t.Fatalf("pgwarden %v: exit %d: %s%s", args, code, errOut, out)
+	}
+	return out
+}
+
+// runCLI runs the CLI with stdin and returns stdout, stderr and the exit code.
+func runCLI(t testing.TB, stdin string, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(harness.Binary(t), args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errOut strings.Builder
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run pgwarden %v: %v", args, err)
+	}
+	return out.String(), errOut.String(), code
+}
