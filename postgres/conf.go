@@ -1,0 +1,237 @@
+package postgres
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Files pgwarden manages in the data directory.
+const (
+	managedConf = "pgwarden.conf"
+	includeLine = "include 'pgwarden.conf'"
+)
+
+// confQuote quotes a value for postgresql.conf.
+func confQuote(v string) string {
+	v = strings.ReplaceAll(v, `\`, `\\`)
+	return "'" + strings.ReplaceAll(v, "'", "''") + "'"
+}
+
+// conninfoQuote quotes a value for a libpq connection string.
+func conninfoQuote(v string) string {
+	v = strings.ReplaceAll(v, `\`, `\\`)
+	return "'" + strings.ReplaceAll(v, "'", `\'`) + "'"
+}
+
+// managedSettings are written after the operator's parameters so that the
+// ones replication depends on cannot be overridden by accident.
+func (s *Server) renderConf(up *Upstream) (string, error) {
+	host, port, err := net.SplitHostPort(s.cfg.Listen)
+	if err != nil {
+		return "", fmt.Errorf("postgres listen %q: %w", s.cfg.Listen, err)
+	}
+	var b strings.Builder
+	b.WriteString("# Managed by pgwarden: rewritten whenever PostgreSQL is started, followed or reconfigured.\n")
+	keys := make([]string, 0, len(s.cfg.Parameters))
+	for k := range s.cfg.Parameters {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		fmt.Fprintf(&b, "%s = %s\n", k, confQuote(s.cfg.Parameters[k]))
+	}
+	fmt.Fprintf(&b, "listen_addresses = %s\nport = %s\n", confQuote(host), port)
+	b.WriteString("wal_level = 'replica'\nhot_standby = on\nwal_log_hints = on\n")
+	b.WriteString("password_encryption = 'scram-sha-256'\n")
+	if _, ok := s.cfg.Parameters["max_wal_senders"]; !ok {
+		b.WriteString("max_wal_senders = 10\n")
+	}
+	if _, ok := s.cfg.Parameters["max_replication_slots"]; !ok {
+		b.WriteString("max_replication_slots = 10\n")
+	}
+	if _, ok := s.cfg.Parameters["wal_keep_size"]; !ok {
+		// A rewound or briefly disconnected standby finds the WAL it needs.
+		b.WriteString("wal_keep_size = '256MB'\n")
+	}
+	if up != nil {
+		b.WriteString("recovery_target_timeline = 'latest'\n")
+		if up.Host != "" {
+			fmt.Fprintf(&b, "primary_conninfo = %s\n", confQuote(s.conninfo(*up)))
+		} else {
+			b.WriteString("primary_conninfo = ''\n")
+		}
+		fmt.Fprintf(&b, "primary_slot_name = %s\n", confQuote(up.Slot))
+	}
+	return b.String(), nil
+}
+
+func (s *Server) conninfo(up Upstream) string {
+	parts := []string{
+		"host=" + conninfoQuote(up.Host),
+		"port=" + strconv.Itoa(up.Port),
+		"user=" + conninfoQuote(s.cfg.ReplUser),
+		"password=" + conninfoQuote(s.cfg.ReplPassword),
+		"application_name=" + conninfoQuote(s.cfg.AppName),
+		"connect_timeout=3",
+		"sslmode=prefer",
+	}
+	return strings.Join(parts, " ")
+}
+
+// renderHBA is the whole pg_hba.conf: the operator's lines, or a safe
+// default: peer on the local socket, scram-sha-256 from the server's own
+// networks for everyone and for replication.
+func (s *Server) renderHBA() string {
+	lines := s.cfg.PgHBA
+	if len(lines) == 0 {
+		repl := s.cfg.ReplUser
+		if repl == "" {
+			repl = "replicator"
+		}
+		lines = []string{
+			"local all all peer",
+			"host all all samenet scram-sha-256",
+			"host replication " + repl + " samenet scram-sha-256",
+		}
+	}
+	return "# Managed by pgwarden.\n" + strings.Join(lines, "\n") + "\n"
+}
+
+// writeConfig writes pgwarden.conf (standby settings when up is non-nil),
+// pg_hba.conf, the include line, and standby.signal.
+func (s *Server) writeConfig(up *Upstream) error {
+	conf, err := s.renderConf(up)
+	if err != nil {
+		return err
+	}
+	if err := writeFileAtomic(filepath.Join(s.cfg.DataDir, managedConf), []byte(conf)); err != nil {
+		return err
+	}
+	if err := writeFileAtomic(filepath.Join(s.cfg.DataDir, "pg_hba.conf"), []byte(s.renderHBA())); err != nil {
+		return err
+	}
+	if err := s.ensureInclude(); err != nil {
+		return err
+	}
+	signal := filepath.Join(s.cfg.DataDir, "standby.signal")
+	if up != nil {
+		return os.WriteFile(signal, nil, 0o600)
+	}
+	if err := os.Remove(signal); err != nil && !os.IsNotExist(err) {
+		return fmt.Errorf("remove standby.signal: %w", err)
+	}
+	return nil
+}
+
+// ensureInclude makes postgresql.conf include pgwarden.conf, once, last.
+func (s *Server) ensureInclude() error {
+	path := filepath.Join(s.cfg.DataDir, "postgresql.conf")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read postgresql.conf: %w", err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.TrimSpace(l) == includeLine {
+			return nil
+		}
+	}
+	if len(b) > 0 && b[len(b)-1] != '\n' {
+		b = append(b, '\n')
+	}
+	b = append(b, []byte(includeLine+"\n")...)
+	return writeFileAtomic(path, b)
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return fmt.Errorf("write %s: %w", path, err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return fmt.Errorf("sync %s: %w", path, err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("close %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("rename %s: %w", path, err)
+	}
+	return nil
+}
+
+// controlData is pg_controldata's output as key -> value.
+type controlData map[string]string
+
+func parseControlData(out string) controlData {
+	cd := controlData{}
+	for _, l := range strings.Split(out, "\n") {
+		k, v, ok := strings.Cut(l, ":")
+		if ok {
+			cd[strings.TrimSpace(k)] = strings.TrimSpace(v)
+		}
+	}
+	return cd
+}
+
+func (cd controlData) state() string { return cd["Database cluster state"] }
+
+// upstreamFromConninfo is host:port of a primary_conninfo ("" when unset).
+func upstreamFromConninfo(ci string) string {
+	var host, port string
+	for _, f := range splitConninfo(ci) {
+		k, v, _ := strings.Cut(f, "=")
+		switch k {
+		case "host":
+			host = v
+		case "port":
+			port = v
+		}
+	}
+	if host == "" {
+		return ""
+	}
+	if port == "" {
+		port = "5432"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// splitConninfo splits "k='v w' x=y" into "k=v w", "x=y".
+func splitConninfo(ci string) []string {
+	var out []string
+	var cur strings.Builder
+	inQ, esc := false, false
+	for _, r := range ci {
+		switch {
+		case esc:
+			cur.WriteRune(r)
+			esc = false
+		case r == '\\':
+			esc = true
+		case r == '\'':
+			inQ = !inQ
+		case r == ' ' && !inQ:
+			if cur.Len() > 0 {
+				out = append(out, cur.String())
+				cur.Reset()
+			}
+		default:
+			cur.WriteRune(r)
+		}
+	}
+	if cur.Len() > 0 {
+		out = append(out, cur.String())
+	}
+	return out
+}

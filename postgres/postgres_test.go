@@ -1,0 +1,88 @@
+package postgres
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestLSN(t *testing.T) {
+	good := map[string]LSN{"0/0": 0, "16/B374D848": 0x16_B374D848, "FFFFFFFF/FFFFFFFF": 1<<64 - 1, "0/3000060": 0x3000060}
+	for s, want := range good {
+		got, err := ParseLSN(s)
+		if err != nil || got != want {
+			t.Errorf("ParseLSN(%q) = %v, %v; want %v", s, got, err, want)
+		}
+		if got.String() != s {
+			t.Errorf("%v.String() = %q; want %q", want, got.String(), s)
+		}
+	}
+	for _, bad := range []string{"", "0", "/", "1/", "/1", "G/0", "0/100000000", "1/2/3", "-1/0"} {
+		if _, err := ParseLSN(bad); err == nil || !strings.Contains(err.Error(), "lsn") {
+			t.Errorf("ParseLSN(%q) = %v; want an error naming the lsn", bad, err)
+		}
+	}
+}
+
+func TestRenderConfQuotesAndOrder(t *testing.T) {
+	s := New(Config{Listen: "127.0.0.1:5433", ReplUser: "rep", ReplPassword: `it's\x`, AppName: "node2",
+		Parameters: map[string]string{"work_mem": "64MB", "port": "9999", "application_name": `a'b`}}, nil)
+	conf, err := s.renderConf(&Upstream{Host: "10.0.0.1", Port: 5432, Slot: "node2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The operator's port comes first, the managed one last (last wins).
+	if strings.Index(conf, "port = '9999'") > strings.Index(conf, "port = 5433") {
+		t.Fatalf("managed port not after the operator's:\n%s", conf)
+	}
+	for _, want := range []string{"work_mem = '64MB'", "application_name = 'a''b'", "listen_addresses = '127.0.0.1'", "primary_slot_name = 'node2'", "recovery_target_timeline = 'latest'"} {
+		if !strings.Contains(conf, want) {
+			t.Errorf("conf lacks %q:\n%s", want, conf)
+		}
+	}
+	// The conninfo round-trips through both levels of quoting.
+	ci := s.conninfo(Upstream{Host: "10.0.0.1", Port: 5432})
+	if got := upstreamFromConninfo(ci); got != "10.0.0.1:5432" {
+		t.Fatalf("upstream of %q = %q", ci, got)
+	}
+	var pw string
+	for _, f := range splitConninfo(ci) {
+		if v, ok := strings.CutPrefix(f, "password="); ok {
+			pw = v
+		}
+	}
+	if pw != `it's\x` {
+		t.Fatalf("password through conninfo = %q", pw)
+	}
+	if conf, _ := s.renderConf(nil); strings.Contains(conf, "primary_conninfo") {
+		t.Fatal("primary configuration has primary_conninfo")
+	}
+}
+
+func TestParseControlData(t *testing.T) {
+	out := `pg_control version number:            1300
+Database system identifier:           7301234567890123456
+Database cluster state:               shut down in recovery
+Latest checkpoint location:           0/3000060
+Latest checkpoint's TimeLineID:       2
+`
+	cd := parseControlData(out)
+	if cd.state() != "shut down in recovery" || cd["Database system identifier"] != "7301234567890123456" || cd["Latest checkpoint location"] != "0/3000060" {
+		t.Fatalf("parsed %v", cd)
+	}
+}
+
+func TestDefaultHBA(t *testing.T) {
+	hba := New(Config{ReplUser: "rep"}, nil).renderHBA()
+	for _, want := range []string{"local all all peer", "host all all samenet scram-sha-256", "host replication rep samenet scram-sha-256"} {
+		if !strings.Contains(hba, want) {
+			t.Errorf("default pg_hba lacks %q", want)
+		}
+	}
+	if strings.Contains(hba, "trust") {
+		t.Error("default pg_hba trusts someone")
+	}
+	custom := New(Config{PgHBA: []string{"host all all 10.0.0.0/8 scram-sha-256"}}, nil).renderHBA()
+	if strings.Contains(custom, "samenet") || !strings.Contains(custom, "10.0.0.0/8") {
+		t.Errorf("configured pg_hba not used whole: %s", custom)
+	}
+}

@@ -1,0 +1,689 @@
+package postgres
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/jackc/pgx/v5"
+)
+
+// Config says where the local PostgreSQL lives and how to reach it.
+type Config struct {
+	BinDir  string
+	DataDir string
+	// Listen is host:port: listen_addresses and port, and where this
+	// package connects (over TCP, as SuperUser).
+	Listen                   string
+	SuperUser, SuperPassword string
+	ReplUser, ReplPassword   string
+	// Parameters are written as given into pgwarden.conf.
+	Parameters map[string]string
+	// PgHBA is the whole pg_hba.conf; empty means the safe default.
+	PgHBA []string
+	// AppName is this member's name, sent as application_name upstream.
+	AppName string
+}
+
+// Upstream is a primary to stream from; Host "" is a standby with none.
+type Upstream struct {
+	Host string
+	Port int
+	Slot string
+}
+
+// State is the local server at one moment.
+type State struct {
+	DataEmpty bool
+	// Running: the server accepts connections and answered.
+	Running bool
+	// State: "running", "starting", "stopping", "stopped" or "crashed".
+	State      string
+	InRecovery bool
+	Timeline   uint32
+	// WAL is pg_current_wal_lsn() on a primary, max(received, replayed) on
+	// a standby: what it would have after promotion.
+	WAL                LSN
+	Received, Replayed LSN
+	Streaming          bool
+	// Upstream is host:port of the configured primary_conninfo.
+	Upstream string
+	SystemID string
+	// WasPrimary: a stopped data directory was last a primary.
+	WasPrimary       bool
+	ServerVersion    int
+	ReplicationConns int
+	PostmasterStart  time.Time
+}
+
+// ErrRewindImpossible: pg_rewind could not make the data directory fit to
+// follow; the caller re-clones.
+var ErrRewindImpossible = errors.New("pg_rewind impossible")
+
+// Server drives one PostgreSQL data directory.
+type Server struct {
+	cfg Config
+	log hclog.Logger
+
+	mu   sync.Mutex
+	conn *pgx.Conn
+}
+
+// New makes a Server; nothing is touched until a method is called.
+func New(cfg Config, log hclog.Logger) *Server {
+	return &Server{cfg: cfg, log: log}
+}
+
+func (s *Server) bin(name string) string { return filepath.Join(s.cfg.BinDir, name) }
+
+// LogFile is where the server's own log goes: beside, not inside, the data
+// directory, so pg_basebackup does not copy it.
+func (s *Server) LogFile() string { return filepath.Clean(s.cfg.DataDir) + ".log" }
+
+// run runs an outside command, its output streamed to the logger, and
+// returns the combined output too (for error classification).
+func (s *Server) run(ctx context.Context, env []string, name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, s.bin(name), args...)
+	cmd.Env = append(os.Environ(), env...)
+	cmd.Env = append(cmd.Env, "LC_ALL=C")
+	cmd.WaitDelay = 5 * time.Second
+	pr, pw := io.Pipe()
+	cmd.Stdout, cmd.Stderr = pw, pw
+	var out strings.Builder
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			line := sc.Text()
+			out.WriteString(line + "\n")
+			s.log.Debug(name, "output", line)
+		}
+	}()
+	err := cmd.Run()
+	pw.Close()
+	<-done
+	if err != nil {
+		return out.String(), fmt.Errorf("%s: %w: %s", name, err, lastLines(out.String(), 3))
+	}
+	return out.String(), nil
+}
+
+func lastLines(s string, n int) string {
+	ls := strings.Split(strings.TrimSpace(s), "\n")
+	if len(ls) > n {
+		ls = ls[len(ls)-n:]
+	}
+	return strings.Join(ls, " | ")
+}
+
+// secondsLeft is a pg_ctl -t value from ctx's deadline (default def).
+func secondsLeft(ctx context.Context, def time.Duration) string {
+	d := def
+	if dl, ok := ctx.Deadline(); ok {
+		d = time.Until(dl)
+	}
+	return strconv.Itoa(max(int(d.Seconds()), 1))
+}
+
+func (s *Server) connConfig() (*pgx.ConnConfig, error) {
+	host, port, err := net.SplitHostPort(s.cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("postgres listen %q: %w", s.cfg.Listen, err)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return nil, fmt.Errorf("postgres listen %q: port: %w", s.cfg.Listen, err)
+	}
+	cc, err := pgx.ParseConfig("sslmode=disable")
+	if err != nil {
+		return nil, err
+	}
+	cc.Host, cc.Port, cc.User, cc.Password, cc.Database = host, uint16(p), s.cfg.SuperUser, s.cfg.SuperPassword, "postgres"
+	cc.ConnectTimeout = 3 * time.Second
+	cc.RuntimeParams["application_name"] = "pgwarden"
+	// One short query per loop: no statement cache needed.
+	cc.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+	return cc, nil
+}
+
+// withConn runs f on the cached connection, reconnecting once if it broke.
+func (s *Server) withConn(ctx context.Context, f func(*pgx.Conn) error) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for attempt := 0; ; attempt++ {
+		if s.conn == nil || s.conn.IsClosed() {
+			cc, err := s.connConfig()
+			if err != nil {
+				return err
+			}
+			c, err := pgx.ConnectConfig(ctx, cc)
+			if err != nil {
+				return fmt.Errorf("connect to postgres at %s: %w", s.cfg.Listen, err)
+			}
+			s.conn = c
+		}
+		err := f(s.conn)
+		if err == nil {
+			return nil
+		}
+		s.conn.Close(context.Background())
+		s.conn = nil
+		if attempt > 0 || ctx.Err() != nil {
+			return err
+		}
+	}
+}
+
+func (s *Server) dropConn() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.conn != nil {
+		s.conn.Close(context.Background())
+		s.conn = nil
+	}
+}
+
+// Exec runs one statement as the superuser.
+func (s *Server) Exec(ctx context.Context, sql string) error {
+	return s.withConn(ctx, func(c *pgx.Conn) error {
+		_, err := c.Exec(ctx, sql)
+		return err
+	})
+}
+
+func (s *Server) dataEmpty() bool {
+	_, err := os.Stat(filepath.Join(s.cfg.DataDir, "PG_VERSION"))
+	return err != nil
+}
+
+// postmaster reads postmaster.pid: the PID when that process is alive (a
+// zombie counts as dead), its status line and start time.
+func (s *Server) postmaster() (pid int, alive bool, status string, start time.Time) {
+	b, err := os.ReadFile(filepath.Join(s.cfg.DataDir, "postmaster.pid"))
+	if err != nil {
+		return 0, false, "", time.Time{}
+	}
+	lines := strings.Split(string(b), "\n")
+	pid, _ = strconv.Atoi(strings.TrimSpace(lines[0]))
+	if len(lines) > 2 {
+		if sec, err := strconv.ParseInt(strings.TrimSpace(lines[2]), 10, 64); err == nil {
+			start = time.Unix(sec, 0)
+		}
+	}
+	if len(lines) > 7 {
+		status = strings.TrimSpace(lines[7])
+	}
+	return pid, pid > 0 && processAlive(pid), status, start
+}
+
+func processAlive(pid int) bool {
+	if syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) {
+		return s[i+2] != 'Z'
+	}
+	return true
+}
+
+func (s *Server) controlData(ctx context.Context) (controlData, error) {
+	out, err := s.run(ctx, nil, "pg_controldata", "-D", s.cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	return parseControlData(out), nil
+}
+
+const statusQuery = `SELECT pg_is_in_recovery(),
+ CASE WHEN pg_is_in_recovery() THEN '' ELSE pg_current_wal_lsn()::text END,
+ COALESCE(pg_last_wal_receive_lsn()::text, ''),
+ COALESCE(pg_last_wal_replay_lsn()::text, ''),
+ CASE WHEN pg_is_in_recovery() THEN COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), (SELECT timeline_id FROM pg_control_checkpoint()))
+      ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint END,
+ COALESCE((SELECT status FROM pg_stat_wal_receiver), ''),
+ (SELECT system_identifier::text FROM pg_control_system()),
+ current_setting('server_version_num')::int,
+ (SELECT count(*) FROM pg_stat_replication),
+ current_setting('primary_conninfo')`
+
+// Status reads the server's state: files when it is down, one query when
+// it is up.
+func (s *Server) Status(ctx context.Context) (State, error) {
+	st := State{DataEmpty: s.dataEmpty(), State: "stopped"}
+	if st.DataEmpty {
+		return st, nil
+	}
+	pid, alive, pmStatus, start := s.postmaster()
+	if !alive {
+		s.dropConn()
+		cd, err := s.controlData(ctx)
+		if err != nil {
+			return st, fmt.Errorf("read control data: %w", err)
+		}
+		st.SystemID = cd["Database system identifier"]
+		switch cd.state() {
+		case "shut down":
+			st.WasPrimary = true
+		case "in production":
+			st.WasPrimary = true
+			st.State = "crashed"
+		case "in archive recovery", "in crash recovery":
+			st.State = "crashed"
+		}
+		if pid > 0 {
+			st.State = "crashed"
+		}
+		if tli, err := strconv.ParseUint(cd["Latest checkpoint's TimeLineID"], 10, 32); err == nil {
+			st.Timeline = uint32(tli)
+		}
+		return st, nil
+	}
+	st.PostmasterStart = start
+	qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	var cur, recv, repl, wrStatus, conninfo string
+	var tli int64
+	err := s.withConn(qctx, func(c *pgx.Conn) error {
+		return c.QueryRow(qctx, statusQuery).Scan(&st.InRecovery, &cur, &recv, &repl, &tli, &wrStatus,
+			&st.SystemID, &st.ServerVersion, &st.ReplicationConns, &conninfo)
+	})
+	if err != nil {
+		st.State = "starting"
+		if pmStatus == "stopping" {
+			st.State = "stopping"
+		}
+		s.log.Debug("postgres not answering", "status", pmStatus, "error", err)
+		return st, nil
+	}
+	st.Running, st.State = true, "running"
+	st.Timeline = uint32(tli)
+	st.Streaming = wrStatus == "streaming"
+	st.Upstream = upstreamFromConninfo(conninfo)
+	if st.InRecovery {
+		st.Received, _ = parseOptLSN(recv)
+		st.Replayed, _ = parseOptLSN(repl)
+		st.WAL = max(st.Received, st.Replayed)
+	} else {
+		st.WAL, _ = parseOptLSN(cur)
+		st.Received, st.Replayed = st.WAL, st.WAL
+	}
+	return st, nil
+}
+
+func parseOptLSN(s string) (LSN, error) {
+	if s == "" {
+		return 0, nil
+	}
+	return ParseLSN(s)
+}
+
+// Bootstrap creates a new cluster (initdb with data checksums, so pg_rewind
+// works), starts it as primary and creates the replication role.
+func (s *Server) Bootstrap(ctx context.Context) error {
+	if !s.dataEmpty() {
+		return fmt.Errorf("bootstrap: %s already holds a cluster", s.cfg.DataDir)
+	}
+	if err := os.MkdirAll(s.cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data directory: %w", err)
+	}
+	if err := os.Chmod(s.cfg.DataDir, 0o700); err != nil {
+		return err
+	}
+	pw, err := os.CreateTemp("", "pgwarden-pw-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(pw.Name())
+	if _, err := pw.WriteString(s.cfg.SuperPassword + "\n"); err != nil {
+		pw.Close()
+		return err
+	}
+	pw.Close()
+	if _, err := s.run(ctx, nil, "initdb", "-D", s.cfg.DataDir, "-U", s.cfg.SuperUser, "--pwfile="+pw.Name(),
+		"--data-checksums", "--encoding=UTF8", "--locale=C", "--auth-local=peer", "--auth-host=scram-sha-256"); err != nil {
+		return fmt.Errorf("initdb: %w", err)
+	}
+	if err := s.Start(ctx, nil); err != nil {
+		return fmt.Errorf("start new cluster: %w", err)
+	}
+	if s.cfg.ReplUser != "" {
+		sql := fmt.Sprintf("CREATE ROLE %s WITH REPLICATION LOGIN PASSWORD %s",
+			pgx.Identifier{s.cfg.ReplUser}.Sanitize(), sqlQuote(s.cfg.ReplPassword))
+		if err := s.Exec(ctx, sql); err != nil {
+			return fmt.Errorf("create replication role %s: %w", s.cfg.ReplUser, err)
+		}
+	}
+	return nil
+}
+
+func sqlQuote(v string) string { return "'" + strings.ReplaceAll(v, "'", "''") + "'" }
+
+// Start starts the server as primary (up nil) or standby of up, and waits
+// until it accepts connections. A stale lock file whose PID is still a
+// zombie makes pg_ctl fail: that is retried until ctx ends.
+func (s *Server) Start(ctx context.Context, up *Upstream) error {
+	if _, alive, _, _ := s.postmaster(); alive {
+		return errors.New("start postgres: already running")
+	}
+	if err := s.writeConfig(up); err != nil {
+		return fmt.Errorf("start postgres: %w", err)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 120*time.Second)
+		defer cancel()
+	}
+	for {
+		out, err := s.run(ctx, nil, "pg_ctl", "start", "-D", s.cfg.DataDir, "-l", s.LogFile(), "-w", "-t", secondsLeft(ctx, 60*time.Second), "-s")
+		if err == nil {
+			return nil
+		}
+		retry := strings.Contains(out, "lock file") || strings.Contains(out, "another server might be running")
+		if !retry || ctx.Err() != nil {
+			return fmt.Errorf("start postgres: %w (server log: %s)", err, s.logTail())
+		}
+		s.log.Info("postgres lock file still held (a killed postmaster not yet reaped?): retrying")
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("start postgres: %w", ctx.Err())
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func (s *Server) logTail() string {
+	b, err := os.ReadFile(s.LogFile())
+	if err != nil {
+		return "unavailable"
+	}
+	return lastLines(string(b), 3)
+}
+
+// Stop stops the server ("smart", "fast" or "immediate"); stopping a
+// stopped server is not an error.
+func (s *Server) Stop(ctx context.Context, mode string) error {
+	s.dropConn()
+	if _, alive, _, _ := s.postmaster(); !alive {
+		return nil
+	}
+	_, err := s.run(ctx, nil, "pg_ctl", "stop", "-D", s.cfg.DataDir, "-m", mode, "-w", "-t", secondsLeft(ctx, 60*time.Second), "-s")
+	if err != nil {
+		if _, alive, _, _ := s.postmaster(); !alive {
+			return nil
+		}
+		return fmt.Errorf("stop postgres (%s): %w", mode, err)
+	}
+	return nil
+}
+
+// Restart restarts the server in its current role.
+func (s *Server) Restart(ctx context.Context) error {
+	s.dropConn()
+	_, err := s.run(ctx, nil, "pg_ctl", "restart", "-D", s.cfg.DataDir, "-m", "fast", "-l", s.LogFile(), "-w", "-t", secondsLeft(ctx, 60*time.Second), "-s")
+	if err != nil {
+		return fmt.Errorf("restart postgres: %w", err)
+	}
+	return nil
+}
+
+// Reload makes the server re-read its configuration files.
+func (s *Server) Reload(ctx context.Context) error {
+	if _, err := s.run(ctx, nil, "pg_ctl", "reload", "-D", s.cfg.DataDir, "-s"); err != nil {
+		return fmt.Errorf("reload postgres: %w", err)
+	}
+	return nil
+}
+
+// Promote ends recovery and waits until the server accepts writes.
+func (s *Server) Promote(ctx context.Context) error {
+	err := s.withConn(ctx, func(c *pgx.Conn) error {
+		var ok bool
+		return c.QueryRow(ctx, "SELECT pg_promote(true, 60)").Scan(&ok)
+	})
+	if err != nil {
+		return fmt.Errorf("promote: %w", err)
+	}
+	return s.waitWritable(ctx)
+}
+
+func (s *Server) waitWritable(ctx context.Context) error {
+	for {
+		var rec bool
+		err := s.withConn(ctx, func(c *pgx.Conn) error {
+			return c.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&rec)
+		})
+		if err == nil && !rec {
+			// A new timeline's first write: proves it accepts writes.
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("wait for promotion: %w", ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// Follow makes the server a standby of up: a running standby is repointed
+// by a reload (PostgreSQL 13+ restarts the WAL receiver), a running primary
+// is stopped and started as standby, a stopped server is started.
+func (s *Server) Follow(ctx context.Context, up Upstream) error {
+	st, err := s.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("follow: %w", err)
+	}
+	switch {
+	case st.Running && st.InRecovery:
+		if err := s.writeConfig(&up); err != nil {
+			return fmt.Errorf("follow: %w", err)
+		}
+		return s.Reload(ctx)
+	case st.Running:
+		if err := s.Stop(ctx, "fast"); err != nil {
+			return fmt.Errorf("follow: %w", err)
+		}
+	}
+	return s.Start(ctx, &up)
+}
+
+// Clone copies up's data with pg_basebackup into the empty data directory
+// and writes the standby configuration; the server is left stopped.
+func (s *Server) Clone(ctx context.Context, up Upstream) error {
+	if !s.dataEmpty() {
+		return fmt.Errorf("clone: %s already holds a cluster", s.cfg.DataDir)
+	}
+	if err := os.RemoveAll(s.cfg.DataDir); err != nil {
+		return fmt.Errorf("clone: clear data directory: %w", err)
+	}
+	if err := os.MkdirAll(filepath.Dir(filepath.Clean(s.cfg.DataDir)), 0o700); err != nil {
+		return fmt.Errorf("clone: %w", err)
+	}
+	args := []string{"-D", s.cfg.DataDir, "-h", up.Host, "-p", strconv.Itoa(up.Port), "-U", s.cfg.ReplUser,
+		"-X", "stream", "-c", "fast", "-w", "--no-password"}
+	env := []string{"PGPASSWORD=" + s.cfg.ReplPassword, "PGCONNECT_TIMEOUT=5", "PGAPPNAME=" + s.cfg.AppName}
+	withSlot := args
+	if up.Slot != "" {
+		withSlot = append(append([]string{}, args...), "-S", up.Slot)
+	}
+	out, err := s.run(ctx, env, "pg_basebackup", withSlot...)
+	if err != nil && up.Slot != "" && strings.Contains(out, "does not exist") {
+		// The leader creates members' slots on its next loop; do not wait.
+		s.log.Info("replication slot not there yet: cloning without it", "slot", up.Slot)
+		_ = os.RemoveAll(s.cfg.DataDir)
+		_, err = s.run(ctx, env, "pg_basebackup", args...)
+	}
+	if err != nil {
+		_ = os.RemoveAll(s.cfg.DataDir)
+		return fmt.Errorf("clone from %s:%d: %w", up.Host, up.Port, err)
+	}
+	if err := os.Chmod(s.cfg.DataDir, 0o700); err != nil {
+		return err
+	}
+	// pg_basebackup copied the primary's pgwarden.conf (its port): rewrite.
+	return s.writeConfig(&up)
+}
+
+// Rewind makes a stopped former primary fit to follow up. A data directory
+// that was not shut down cleanly is first taken through crash recovery in
+// single-user mode (pg_rewind needs a clean shutdown).
+func (s *Server) Rewind(ctx context.Context, up Upstream) error {
+	if _, alive, _, _ := s.postmaster(); alive {
+		return errors.New("rewind: postgres is running")
+	}
+	cd, err := s.controlData(ctx)
+	if err != nil {
+		return fmt.Errorf("rewind: %w", err)
+	}
+	if st := cd.state(); st != "shut down" && st != "shut down in recovery" {
+		s.log.Info("data directory not shut down cleanly: running crash recovery in single-user mode", "state", st)
+		_ = os.Remove(filepath.Join(s.cfg.DataDir, "standby.signal"))
+		if err := s.singleUserRecovery(ctx); err != nil {
+			return fmt.Errorf("rewind: %w", err)
+		}
+	}
+	src := fmt.Sprintf("host=%s port=%d user=%s dbname=postgres connect_timeout=5",
+		conninfoQuote(up.Host), up.Port, conninfoQuote(s.cfg.SuperUser))
+	out, err := s.run(ctx, []string{"PGPASSWORD=" + s.cfg.SuperPassword}, "pg_rewind",
+		"--target-pgdata="+s.cfg.DataDir, "--source-server="+src, "--no-sync")
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrRewindImpossible, err)
+	}
+	if strings.Contains(out, "no rewind required") {
+		s.log.Info("no rewind required")
+	}
+	// pg_rewind copied the source's configuration files: rewrite ours.
+	return s.writeConfig(&up)
+}
+
+// singleUserRecovery replays WAL and shuts down cleanly without accepting
+// connections, retrying while a killed postmaster's lock file is held.
+func (s *Server) singleUserRecovery(ctx context.Context) error {
+	for {
+		cmd := exec.CommandContext(ctx, s.bin("postgres"), "--single", "-D", s.cfg.DataDir, "postgres")
+		cmd.Stdin = strings.NewReader("")
+		out, err := cmd.CombinedOutput()
+		if err == nil {
+			return nil
+		}
+		if !strings.Contains(string(out), "lock file") || ctx.Err() != nil {
+			return fmt.Errorf("crash recovery in single-user mode: %w: %s", err, lastLines(string(out), 3))
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("crash recovery in single-user mode: %w", ctx.Err())
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// Wipe removes the data directory (the server must be stopped).
+func (s *Server) Wipe(ctx context.Context) error {
+	if _, alive, _, _ := s.postmaster(); alive {
+		return errors.New("wipe: postgres is running")
+	}
+	if err := os.RemoveAll(s.cfg.DataDir); err != nil {
+		return fmt.Errorf("wipe data directory: %w", err)
+	}
+	return nil
+}
+
+// Checkpoint runs CHECKPOINT (a later clean shutdown is then quick).
+func (s *Server) Checkpoint(ctx context.Context) error {
+	if err := s.Exec(ctx, "CHECKPOINT"); err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	return nil
+}
+
+// ShutdownCheckpoint is the location of the shutdown checkpoint record of
+// a cleanly stopped server.
+func (s *Server) ShutdownCheckpoint(ctx context.Context) (LSN, error) {
+	cd, err := s.controlData(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if st := cd.state(); st != "shut down" {
+		return 0, fmt.Errorf("shutdown checkpoint: cluster state is %q, not a clean shutdown", st)
+	}
+	return ParseLSN(cd["Latest checkpoint location"])
+}
+
+// Slots lists the physical replication slots.
+func (s *Server) Slots(ctx context.Context) (map[string]bool, error) {
+	out := map[string]bool{}
+	err := s.withConn(ctx, func(c *pgx.Conn) error {
+		rows, err := c.Query(ctx, "SELECT slot_name, active FROM pg_replication_slots WHERE slot_type = 'physical'")
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var name string
+			var active bool
+			if err := rows.Scan(&name, &active); err != nil {
+				return err
+			}
+			out[name] = active
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list replication slots: %w", err)
+	}
+	return out, nil
+}
+
+// SyncSlots makes the physical slots exactly names: missing ones are
+// created (reserving WAL at once), inactive others dropped.
+func (s *Server) SyncSlots(ctx context.Context, names []string) error {
+	have, err := s.Slots(ctx)
+	if err != nil {
+		return err
+	}
+	want := map[string]bool{}
+	var errs []error
+	for _, n := range names {
+		want[n] = true
+		if _, ok := have[n]; ok {
+			continue
+		}
+		err := s.withConn(ctx, func(c *pgx.Conn) error {
+			_, err := c.Exec(ctx, "SELECT pg_create_physical_replication_slot("+sqlQuote(n)+", true)")
+			return err
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("create slot %s: %w", n, err))
+		}
+	}
+	for n, active := range have {
+		if want[n] || active {
+			continue
+		}
+		err := s.withConn(ctx, func(c *pgx.Conn) error {
+			_, err := c.Exec(ctx, "SELECT pg_drop_replication_slot("+sqlQuote(n)+")")
+			return err
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("drop slot %s: %w", n, err))
+		}
+	}
+	return errors.Join(errs...)
+}
