@@ -48,7 +48,9 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 	return ctx
 }
 
-func (n *tnode) up(slot string) Upstream { return Upstream{Host: "127.0.0.1", Port: n.port, Slot: slot} }
+func (n *tnode) up(slot string) Upstream {
+	return Upstream{Host: "127.0.0.1", Port: n.port, Slot: slot}
+}
 
 func (n *tnode) count(t *testing.T) int64 {
 	t.Helper()
