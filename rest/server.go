@@ -1,0 +1,609 @@
+package rest
+
+import (
+	"bytes"
+	"context"
+	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/mux"
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/pgwarden/pgwarden/agent"
+	"github.com/pgwarden/pgwarden/config"
+	"github.com/pgwarden/pgwarden/dcs"
+)
+
+// Agent is what the API needs of the HA agent (*agent.Agent).
+type Agent interface {
+	Status() *agent.Status
+	Switchover(ctx context.Context, r agent.SwitchoverRequest) (bool, error)
+	CancelSwitchover(ctx context.Context) error
+	Failover(ctx context.Context, r agent.FailoverRequest) error
+	Cluster(ctx context.Context) (*dcs.Cluster, error)
+	Config(ctx context.Context) ([]byte, int64, error)
+	SetConfig(ctx context.Context, raw []byte, prevRev int64) error
+	History(ctx context.Context) ([]dcs.HistoryEntry, error)
+	Restart(ctx context.Context) error
+	Reload(ctx context.Context) error
+	Reinitialize(ctx context.Context) error
+}
+
+// Options configure the server.
+type Options struct {
+	Listen  string
+	Agent   Agent
+	Auth    *config.Credential
+	TLS     *config.ServerTLS
+	Version string
+}
+
+// maxBody bounds request bodies: every valid one is tiny.
+const maxBody = 64 << 10
+
+// Server is the REST API of one node.
+type Server struct {
+	o       Options
+	log     hclog.Logger
+	handler http.Handler
+	tls     *tls.Config
+	metrics http.Handler
+
+	mu   sync.Mutex
+	addr string
+}
+
+// NewServer checks the options (TLS files are loaded now, so a bad path is
+// reported at start) and builds the routes.
+func NewServer(o Options, log hclog.Logger) (*Server, error) {
+	if o.Agent == nil {
+		return nil, errors.New("rest: no agent")
+	}
+	s := &Server{o: o, log: log}
+	if t := o.TLS; t != nil {
+		cert, err := tls.LoadX509KeyPair(t.Cert, t.Key)
+		if err != nil {
+			return nil, fmt.Errorf("rest.tls: load certificate %s and key %s: %w", t.Cert, t.Key, err)
+		}
+		s.tls = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+		if t.ClientCA != "" {
+			pem, err := os.ReadFile(t.ClientCA)
+			if err != nil {
+				return nil, fmt.Errorf("rest.tls.client_ca: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return nil, fmt.Errorf("rest.tls.client_ca %s: no certificate found", t.ClientCA)
+			}
+			s.tls.ClientCAs = pool
+			s.tls.ClientAuth = tls.VerifyClientCertIfGiven
+			if t.VerifyClient {
+				s.tls.ClientAuth = tls.RequireAndVerifyClientCert
+			}
+		}
+	}
+	s.metrics = newMetrics(o.Agent)
+	s.handler = s.routes()
+	return s, nil
+}
+
+// Handler is the API's http.Handler (for tests and embedding).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+// Addr is the address the server listens on once Serve has started.
+func (s *Server) Addr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.addr
+}
+
+// Serve listens on Options.Listen until ctx ends, then shuts down
+// gracefully (in-flight requests get a few seconds).
+func (s *Server) Serve(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.o.Listen)
+	if err != nil {
+		return fmt.Errorf("rest: listen on %s: %w", s.o.Listen, err)
+	}
+	s.mu.Lock()
+	s.addr = ln.Addr().String()
+	s.mu.Unlock()
+	srv := &http.Server{
+		Handler: s.handler,
+		// Health checkers and curl send small requests at once: slow or
+		// silent clients are cut off instead of holding connections.
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		// A switchover answers only once the new primary accepts writes.
+		WriteTimeout:   90 * time.Second,
+		IdleTimeout:    60 * time.Second,
+		MaxHeaderBytes: 16 << 10,
+		TLSConfig:      s.tls,
+		ErrorLog:       s.log.StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug}),
+	}
+	errc := make(chan error, 1)
+	go func() {
+		if s.tls != nil {
+			errc <- srv.ServeTLS(ln, "", "")
+		} else {
+			errc <- srv.Serve(ln)
+		}
+	}()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("rest: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	_ = srv.Shutdown(sctx)
+	return nil
+}
+
+// healthPaths are answered for GET, HEAD and OPTIONS.
+var healthPaths = map[string]check{
+	"/primary": checkPrimary, "/leader": checkPrimary, "/master": checkPrimary, "/read-write": checkPrimary,
+	"/replica": checkReplica, "/read-only": checkReadOnly,
+	"/synchronous": checkSync, "/sync": checkSync,
+	"/asynchronous": checkAsync, "/async": checkAsync,
+	"/health": checkHealth, "/liveness": checkLiveness, "/readiness": checkReadiness,
+}
+
+func (s *Server) routes() http.Handler {
+	r := mux.NewRouter()
+	for path, c := range healthPaths {
+		r.Handle(path, s.health(c)).Methods(http.MethodGet, http.MethodHead, http.MethodOptions)
+	}
+	r.HandleFunc("/", s.statusHandler).Methods(http.MethodGet, http.MethodHead, http.MethodOptions)
+	r.HandleFunc("/patroni", s.statusHandler).Methods(http.MethodGet, http.MethodHead)
+	r.HandleFunc("/status", s.statusHandler).Methods(http.MethodGet, http.MethodHead)
+	r.Handle("/metrics", s.metrics).Methods(http.MethodGet)
+	r.Handle("/cluster", s.api(s.getCluster)).Methods(http.MethodGet)
+	r.Handle("/history", s.api(s.getHistory)).Methods(http.MethodGet)
+	r.Handle("/config", s.api(s.getConfig)).Methods(http.MethodGet)
+	r.Handle("/config", s.write(s.patchConfig)).Methods(http.MethodPatch)
+	r.Handle("/config", s.write(s.putConfig)).Methods(http.MethodPut)
+	r.Handle("/switchover", s.write(s.postSwitchover)).Methods(http.MethodPost)
+	r.Handle("/switchover", s.write(s.deleteSwitchover)).Methods(http.MethodDelete)
+	r.Handle("/failover", s.write(s.postFailover)).Methods(http.MethodPost)
+	r.Handle("/restart", s.write(s.simple("restart", s.o.Agent.Restart))).Methods(http.MethodPost)
+	r.Handle("/reload", s.write(s.simple("reload", s.o.Agent.Reload))).Methods(http.MethodPost)
+	r.Handle("/reinitialize", s.write(s.simple("reinitialize", s.o.Agent.Reinitialize))).Methods(http.MethodPost)
+	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, errBody{Error: "no such path: " + r.URL.Path})
+	})
+	r.MethodNotAllowedHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusMethodNotAllowed, errBody{Error: r.Method + " not allowed on " + r.URL.Path})
+	})
+	return r
+}
+
+type errBody struct {
+	Error string `json:"error"`
+}
+
+// result is a handler's answer: a status (0 means 200) and a JSON body.
+type result struct {
+	code int
+	body any
+}
+
+// api wraps a handler returning (result, error): errors map to codes in
+// one place.
+func (s *Server) api(h func(r *http.Request) (result, error)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		res, err := h(r)
+		if err != nil {
+			code := errorCode(err)
+			if code >= 500 {
+				s.log.Warn("request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+			}
+			writeJSON(w, code, errBody{Error: err.Error()})
+			return
+		}
+		if res.code == 0 {
+			res.code = http.StatusOK
+		}
+		writeJSON(w, res.code, res.body)
+	})
+}
+
+// write is api for requests that change state: authenticated when
+// rest.auth is set, bodies size-limited.
+func (s *Server) write(h func(r *http.Request) (result, error)) http.Handler {
+	inner := s.api(h)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a := s.o.Auth; a != nil && !authorized(r, a) {
+			w.Header().Set("WWW-Authenticate", `Basic realm="pgwarden"`)
+			writeJSON(w, http.StatusUnauthorized, errBody{Error: "authentication required"})
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		inner.ServeHTTP(w, r)
+	})
+}
+
+func authorized(r *http.Request, a *config.Credential) bool {
+	u, p, ok := r.BasicAuth()
+	if !ok {
+		return false
+	}
+	// Both compared, always, in constant time.
+	uOK := subtle.ConstantTimeCompare([]byte(u), []byte(a.Username))
+	pOK := subtle.ConstantTimeCompare([]byte(p), []byte(a.Password))
+	return uOK&pOK == 1
+}
+
+var (
+	errBadRequest = agent.ErrBadRequest
+	errTooLarge   = errors.New("request body too large")
+)
+
+func errorCode(err error) int {
+	var mbe *http.MaxBytesError
+	switch {
+	case errors.As(err, &mbe), errors.Is(err, errTooLarge):
+		return http.StatusRequestEntityTooLarge
+	case errors.Is(err, agent.ErrBadRequest):
+		return http.StatusBadRequest
+	case errors.Is(err, agent.ErrPrecondition):
+		return http.StatusPreconditionFailed
+	case errors.Is(err, dcs.ErrKeyModified):
+		return http.StatusConflict
+	case errors.Is(err, agent.ErrNotCompleted), errors.Is(err, dcs.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
+		return http.StatusServiceUnavailable
+	}
+	return http.StatusInternalServerError
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	if v == nil {
+		return
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// decode reads exactly one JSON object into v: unknown fields, trailing
+// data and non-objects are 400s naming the problem.
+func decode(r *http.Request, v any) error {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			return fmt.Errorf("%w: body larger than %d bytes", errTooLarge, maxBody)
+		}
+		return fmt.Errorf("%w: read body: %v", errBadRequest, err)
+	}
+	return decodeBytes(body, v)
+}
+
+func decodeBytes(body []byte, v any) error {
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 || body[0] != '{' {
+		return fmt.Errorf("%w: body must be a JSON object", errBadRequest)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: invalid JSON: %v", errBadRequest, err)
+	}
+	if dec.More() {
+		return fmt.Errorf("%w: trailing data after the JSON object", errBadRequest)
+	}
+	var extra json.RawMessage
+	if err := dec.Decode(&extra); err != io.EOF {
+		return fmt.Errorf("%w: trailing data after the JSON object", errBadRequest)
+	}
+	return nil
+}
+
+type switchoverBody struct {
+	Leader      string `json:"leader"`
+	Candidate   string `json:"candidate"`
+	ScheduledAt string `json:"scheduled_at"`
+}
+
+// parseSwitchover validates a /switchover body.
+func parseSwitchover(body []byte) (agent.SwitchoverRequest, error) {
+	var b switchoverBody
+	if err := decodeBytes(body, &b); err != nil {
+		return agent.SwitchoverRequest{}, err
+	}
+	if b.Leader == "" && b.Candidate == "" {
+		return agent.SwitchoverRequest{}, fmt.Errorf("%w: name the leader or a candidate (or both)", errBadRequest)
+	}
+	req := agent.SwitchoverRequest{Leader: b.Leader, Candidate: b.Candidate}
+	if b.ScheduledAt != "" {
+		t, err := time.Parse(time.RFC3339, b.ScheduledAt)
+		if err != nil {
+			return req, fmt.Errorf("%w: scheduled_at %q: want RFC 3339 with a zone, like 2026-11-23T03:00:00Z", errBadRequest, b.ScheduledAt)
+		}
+		req.ScheduledAt = t
+	}
+	return req, nil
+}
+
+func (s *Server) postSwitchover(r *http.Request) (result, error) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return result{}, fmt.Errorf("%w: body larger than %d bytes", errTooLarge, maxBody)
+	}
+	req, err := parseSwitchover(body)
+	if err != nil {
+		return result{}, err
+	}
+	scheduled, err := s.o.Agent.Switchover(r.Context(), req)
+	if err != nil {
+		return result{}, err
+	}
+	if scheduled {
+		return result{http.StatusAccepted, map[string]string{"message": "switchover scheduled for " + req.ScheduledAt.Format(time.RFC3339)}}, nil
+	}
+	return result{body: map[string]string{"message": "switched over: the new primary accepts writes"}}, nil
+}
+
+func (s *Server) deleteSwitchover(r *http.Request) (result, error) {
+	if err := s.o.Agent.CancelSwitchover(r.Context()); err != nil {
+		return result{}, err
+	}
+	return result{body: map[string]string{"message": "scheduled switchover cancelled"}}, nil
+}
+
+type failoverBody struct {
+	Candidate string `json:"candidate"`
+	Force     bool   `json:"force"`
+}
+
+func parseFailover(body []byte) (agent.FailoverRequest, error) {
+	var b failoverBody
+	if err := decodeBytes(body, &b); err != nil {
+		return agent.FailoverRequest{}, err
+	}
+	if b.Candidate == "" {
+		return agent.FailoverRequest{}, fmt.Errorf("%w: failover needs a candidate", errBadRequest)
+	}
+	return agent.FailoverRequest{Candidate: b.Candidate, Force: b.Force}, nil
+}
+
+func (s *Server) postFailover(r *http.Request) (result, error) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return result{}, fmt.Errorf("%w: body larger than %d bytes", errTooLarge, maxBody)
+	}
+	req, err := parseFailover(body)
+	if err != nil {
+		return result{}, err
+	}
+	if err := s.o.Agent.Failover(r.Context(), req); err != nil {
+		return result{}, err
+	}
+	return result{body: map[string]string{"message": "failed over to " + req.Candidate}}, nil
+}
+
+func (s *Server) simple(what string, f func(context.Context) error) func(r *http.Request) (result, error) {
+	return func(r *http.Request) (result, error) {
+		if err := f(r.Context()); err != nil {
+			return result{}, err
+		}
+		return result{body: map[string]string{"message": what + " done"}}, nil
+	}
+}
+
+func (s *Server) getConfig(r *http.Request) (result, error) {
+	raw, _, err := s.o.Agent.Config(r.Context())
+	if err != nil {
+		return result{}, err
+	}
+	if len(raw) == 0 {
+		raw = []byte("{}")
+	}
+	return result{body: json.RawMessage(raw)}, nil
+}
+
+// mergePatch applies an RFC 7396 JSON merge patch.
+func mergePatch(doc, patch any) any {
+	p, ok := patch.(map[string]any)
+	if !ok {
+		return patch
+	}
+	d, ok := doc.(map[string]any)
+	if !ok {
+		d = map[string]any{}
+	}
+	out := make(map[string]any, len(d))
+	for k, v := range d {
+		out[k] = v
+	}
+	for k, v := range p {
+		if v == nil {
+			delete(out, k)
+			continue
+		}
+		out[k] = mergePatch(out[k], v)
+	}
+	return out
+}
+
+// patchedConfig merges patch into the stored configuration.
+func patchedConfig(stored, patch []byte) ([]byte, error) {
+	var p map[string]any
+	if err := decodeAny(patch, &p); err != nil {
+		return nil, err
+	}
+	var cur any = map[string]any{}
+	if len(bytes.TrimSpace(stored)) > 0 {
+		if err := json.Unmarshal(stored, &cur); err != nil {
+			return nil, fmt.Errorf("stored configuration is not JSON: %w", err)
+		}
+	}
+	return json.Marshal(mergePatch(cur, p))
+}
+
+// decodeAny reads one JSON object (any keys: the agent validates them).
+func decodeAny(body []byte, v *map[string]any) error {
+	body = bytes.TrimSpace(body)
+	if len(body) == 0 || body[0] != '{' {
+		return fmt.Errorf("%w: body must be a JSON object", errBadRequest)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("%w: invalid JSON: %v", errBadRequest, err)
+	}
+	var extra json.RawMessage
+	if err := dec.Decode(&extra); err != io.EOF {
+		return fmt.Errorf("%w: trailing data after the JSON object", errBadRequest)
+	}
+	return nil
+}
+
+func (s *Server) patchConfig(r *http.Request) (result, error) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return result{}, fmt.Errorf("%w: body larger than %d bytes", errTooLarge, maxBody)
+	}
+	stored, rev, err := s.o.Agent.Config(r.Context())
+	if err != nil {
+		return result{}, err
+	}
+	merged, err := patchedConfig(stored, body)
+	if err != nil {
+		return result{}, err
+	}
+	if err := s.o.Agent.SetConfig(r.Context(), merged, rev); err != nil {
+		return result{}, err
+	}
+	return result{body: json.RawMessage(merged)}, nil
+}
+
+func (s *Server) putConfig(r *http.Request) (result, error) {
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		return result{}, fmt.Errorf("%w: body larger than %d bytes", errTooLarge, maxBody)
+	}
+	var m map[string]any
+	if err := decodeAny(body, &m); err != nil {
+		return result{}, err
+	}
+	_, rev, err := s.o.Agent.Config(r.Context())
+	if err != nil {
+		return result{}, err
+	}
+	raw, _ := json.Marshal(m)
+	if err := s.o.Agent.SetConfig(r.Context(), raw, rev); err != nil {
+		return result{}, err
+	}
+	return result{body: json.RawMessage(raw)}, nil
+}
+
+func (s *Server) getHistory(r *http.Request) (result, error) {
+	h, err := s.o.Agent.History(r.Context())
+	if err != nil {
+		return result{}, err
+	}
+	out := make([]map[string]any, 0, len(h))
+	for _, e := range h {
+		out = append(out, map[string]any{
+			"timeline": e.Timeline, "lsn": e.LSN, "reason": e.Reason,
+			"time": e.Time.Format(time.RFC3339), "new_leader": e.NewLeader,
+		})
+	}
+	return result{body: out}, nil
+}
+
+type clusterMember struct {
+	Name     string            `json:"name"`
+	Role     string            `json:"role"`
+	State    string            `json:"state"`
+	Host     string            `json:"host"`
+	Port     int               `json:"port"`
+	APIURL   string            `json:"api_url"`
+	Timeline uint32            `json:"timeline,omitempty"`
+	Lag      *uint64           `json:"lag,omitempty"`
+	Priority int               `json:"priority"`
+	Tags     map[string]string `json:"tags,omitempty"`
+}
+
+type scheduled struct {
+	At   string `json:"at"`
+	From string `json:"from,omitempty"`
+	To   string `json:"to,omitempty"`
+}
+
+func (s *Server) getCluster(r *http.Request) (result, error) {
+	c, err := s.o.Agent.Cluster(r.Context())
+	if err != nil {
+		return result{}, err
+	}
+	st := s.o.Agent.Status()
+	return result{body: ClusterView(c, st.Scope, st.Pause)}, nil
+}
+
+// ClusterView is GET /cluster's body: members with the leader first.
+func ClusterView(c *dcs.Cluster, scope string, pause bool) map[string]any {
+	leader := ""
+	if c.Leader != nil {
+		leader = c.Leader.Name
+	}
+	var members []clusterMember
+	for _, m := range c.Members {
+		host, port := splitConnURL(m.ConnURL)
+		cm := clusterMember{Name: m.Name, Role: m.Role, State: m.State, Host: host, Port: port, APIURL: m.APIURL,
+			Timeline: m.Timeline, Priority: m.Priority, Tags: m.Tags}
+		if m.Name == leader {
+			cm.Role = "leader"
+		} else if m.Role == "replica" {
+			var lag uint64
+			if c.Status.LSN > m.ReplayedLSN && m.ReplayedLSN > 0 {
+				lag = c.Status.LSN - m.ReplayedLSN
+			} else if c.Status.LSN > m.WALPosition {
+				lag = c.Status.LSN - m.WALPosition
+			}
+			cm.Lag = &lag
+		}
+		members = append(members, cm)
+	}
+	// Leader first, then by name (Members come sorted by name).
+	for i, m := range members {
+		if m.Role == "leader" && i > 0 {
+			members = append([]clusterMember{m}, append(members[:i:i], members[i+1:]...)...)
+			break
+		}
+	}
+	out := map[string]any{"scope": scope, "members": members, "pause": pause}
+	if f := c.Failover; f != nil && f.Kind == "switchover" && !f.ScheduledAt.IsZero() {
+		out["scheduled_switchover"] = scheduled{At: f.ScheduledAt.Format(time.RFC3339), From: f.Leader, To: f.Candidate}
+	}
+	return out
+}
+
+func splitConnURL(u string) (string, int) {
+	u = strings.TrimPrefix(u, "postgres://")
+	u = strings.TrimPrefix(u, "postgresql://")
+	if i := strings.IndexByte(u, '/'); i >= 0 {
+		u = u[:i]
+	}
+	if i := strings.LastIndexByte(u, '@'); i >= 0 {
+		u = u[i+1:]
+	}
+	h, p, err := net.SplitHostPort(u)
+	if err != nil {
+		return u, 0
+	}
+	var port int
+	fmt.Sscanf(p, "%d", &port)
+	return h, port
+}
