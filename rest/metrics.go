@@ -14,9 +14,9 @@ type collector struct {
 	a Agent
 
 	leader, primary, replica, running, streaming, pause *prometheus.Desc
-	timeline, wal, received, replayed, lag            *prometheus.Desc
-	loopDuration, lastLoop, lastDCS                   *prometheus.Desc
-	renewals, renewFails, failovers, poolerUp         *prometheus.Desc
+	timeline, wal, received, replayed, lag              *prometheus.Desc
+	loopDuration, lastLoop, lastDCS                     *prometheus.Desc
+	renewals, renewFails, failovers, poolerUp           *prometheus.Desc
 }
 
 func newMetrics(a Agent) http.Handler {
@@ -69,8 +69,12 @@ func unix(t interface{ Unix() int64 }) float64 { return float64(t.Unix()) }
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	st := c.a.Status()
 	l := []string{st.Scope, st.Name}
-	g := func(d *prometheus.Desc, v float64) { ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, l...) }
-	ctr := func(d *prometheus.Desc, v float64) { ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, l...) }
+	g := func(d *prometheus.Desc, v float64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, l...)
+	}
+	ctr := func(d *prometheus.Desc, v float64) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, l...)
+	}
 	g(c.leader, b2f(st.IsLeader))
 	g(c.primary, b2f(st.Running && !st.InRecovery))
 	g(c.replica, b2f(st.Running && st.InRecovery))
