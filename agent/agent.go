@@ -2,7 +2,6 @@ package agent
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -342,8 +341,8 @@ func (a *Agent) readDynamic(c *dcs.Cluster) (config.Dynamic, bool) {
 	if c.Config == nil {
 		return config.Dynamic{}, false
 	}
-	dyn := config.DefaultDynamic()
-	if err := json.Unmarshal(c.Config, &dyn); err != nil {
+	dyn, err := config.ParseDynamic(c.Config)
+	if err != nil {
 		a.log.Warn("ignoring invalid dynamic config in dcs", "error", err)
 		return config.Dynamic{}, false
 	}

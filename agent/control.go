@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/pgwarden/pgwarden/config"
@@ -212,8 +213,12 @@ func (a *Agent) Config(ctx context.Context) ([]byte, int64, error) {
 }
 
 // SetConfig replaces the dynamic configuration if it is still at prevRev
-// (dcs.ErrKeyModified otherwise). The caller has validated raw.
+// (dcs.ErrKeyModified otherwise); an invalid configuration is refused
+// (ErrBadRequest naming every problem) and nothing is written.
 func (a *Agent) SetConfig(ctx context.Context, raw []byte, prevRev int64) error {
+	if _, err := config.ParseDynamic(raw); err != nil {
+		return fmt.Errorf("%w: %s", ErrBadRequest, strings.ReplaceAll(err.Error(), "\n", "; "))
+	}
 	if err := a.d.DCS.SetConfig(ctx, raw, prevRev); err != nil {
 		return fmt.Errorf("write dynamic config: %w", err)
 	}

@@ -1,4 +1,293 @@
 package config
 
-// Validate reports every problem in c at once.
-func (c *Config) Validate() error { return nil }
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Problems is every problem found in a configuration, one per line.
+type Problems []string
+
+func (p Problems) Error() string { return strings.Join(p, "\n") }
+
+// add records "key: value: rule".
+func (p *Problems) add(key string, value any, rule string, args ...any) {
+	*p = append(*p, fmt.Sprintf("%s: %s: %s", key, quoteValue(value), fmt.Sprintf(rule, args...)))
+}
+
+func quoteValue(v any) string {
+	switch x := v.(type) {
+	case string:
+		return strconv.Quote(x)
+	case Duration:
+		return time.Duration(x).String()
+	default:
+		return fmt.Sprint(x)
+	}
+}
+
+func (p Problems) err() error {
+	if len(p) == 0 {
+		return nil
+	}
+	return p
+}
+
+var (
+	nameRe = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
+	dbRe   = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_.-]*$`)
+)
+
+// managedParameters are set by pgwarden itself; an operator value would
+// break replication or the agent's own connection.
+var managedParameters = []string{"listen_addresses", "port", "hot_standby", "wal_level", "primary_conninfo",
+	"primary_slot_name", "recovery_target_timeline", "hba_file", "wal_log_hints", "restore_command", "promote_trigger_file"}
+
+// KnownEvents are the hook events.
+var KnownEvents = []string{"bootstrap", "promote", "demote", "switchover", "failover", "follow", "lost_lock", "fence", "start", "stop"}
+
+// Validate reports every problem in c at once, each naming the key, the
+// value and the rule.
+func (c *Config) Validate() error {
+	var p Problems
+	if c.Name == "" {
+		p.add("name", c.Name, "required: this member's unique name")
+	} else if !nameRe.MatchString(c.Name) {
+		p.add("name", c.Name, "letters, digits, '_', '.' and '-' only")
+	}
+	if !nameRe.MatchString(c.Scope) {
+		p.add("scope", c.Scope, "required; letters, digits, '_', '.' and '-' only")
+	}
+	if !strings.HasPrefix(c.Namespace, "/") {
+		p.add("namespace", c.Namespace, "must start with /")
+	}
+	if len(c.Etcd.Endpoints) == 0 {
+		p.add("etcd.endpoints", "", "at least one host:port is required")
+	}
+	for i, e := range c.Etcd.Endpoints {
+		hp := e
+		for _, s := range []string{"http://", "https://"} {
+			hp = strings.TrimPrefix(hp, s)
+		}
+		if strings.Contains(hp, "/") {
+			p.add(fmt.Sprintf("etcd.endpoints[%d]", i), e, "want host:port, http://host:port or https://host:port")
+			continue
+		}
+		checkHostPort(&p, fmt.Sprintf("etcd.endpoints[%d]", i), hp)
+	}
+	if (c.Etcd.Username == "") != (c.Etcd.Password == "") {
+		p.add("etcd.username", c.Etcd.Username, "username and password go together")
+	}
+	if t := c.Etcd.TLS; t != nil {
+		checkFile(&p, "etcd.tls.ca", t.CA, false)
+		checkFile(&p, "etcd.tls.cert", t.Cert, false)
+		checkFile(&p, "etcd.tls.key", t.Key, false)
+		if (t.Cert == "") != (t.Key == "") {
+			p.add("etcd.tls.cert", t.Cert, "cert and key go together")
+		}
+	}
+	checkHostPort(&p, "rest.listen", c.REST.Listen)
+	checkHostPort(&p, "rest.connect_address", c.REST.ConnectAddress)
+	if a := c.REST.Auth; a != nil && (a.Username == "" || a.Password == "") {
+		p.add("rest.auth", a.Username, "username and password are both required")
+	}
+	if t := c.REST.TLS; t != nil {
+		checkFile(&p, "rest.tls.cert", t.Cert, true)
+		checkFile(&p, "rest.tls.key", t.Key, true)
+		checkFile(&p, "rest.tls.client_ca", t.ClientCA, t.VerifyClient)
+	}
+	pg := c.Postgres
+	if pg.BinDir != "" {
+		if _, err := os.Stat(filepath.Join(pg.BinDir, "pg_ctl")); err != nil {
+			p.add("postgres.bin_dir", pg.BinDir, "no pg_ctl there (install postgresql-15 or set bin_dir)")
+		}
+	}
+	if !filepath.IsAbs(pg.DataDir) {
+		p.add("postgres.data_dir", pg.DataDir, "must be an absolute path")
+	}
+	checkHostPort(&p, "postgres.listen", pg.Listen)
+	checkHostPort(&p, "postgres.connect_address", pg.ConnectAddress)
+	if pg.Superuser.Username == "" {
+		p.add("postgres.superuser.username", "", "required")
+	}
+	if pg.Superuser.Password == "" {
+		p.add("postgres.superuser.password", "", "required: the agent connects over TCP with a password")
+	}
+	if pg.Replication.Username == "" {
+		p.add("postgres.replication.username", "", "required")
+	}
+	if pg.Replication.Password == "" {
+		p.add("postgres.replication.password", "", "required: replicas authenticate with it")
+	}
+	if pg.Replication.Username != "" && pg.Replication.Username == pg.Superuser.Username {
+		p.add("postgres.replication.username", pg.Replication.Username, "must differ from the superuser")
+	}
+	for _, k := range slices.Sorted(mapKeys(pg.Parameters)) {
+		if slices.Contains(managedParameters, k) {
+			p.add("postgres.parameters."+k, pg.Parameters[k], "managed by pgwarden (set postgres.listen or let the agent manage replication)")
+		}
+	}
+	if c.Priority != nil && *c.Priority < 0 {
+		p.add("priority", *c.Priority, "must be >= 0 (0 = never promoted)")
+	}
+	if c.Tags.ReplicateFrom == c.Name && c.Name != "" {
+		p.add("tags.replicatefrom", c.Tags.ReplicateFrom, "cannot be this member itself")
+	}
+	if pb := c.Pooler.PgBouncer; pb != nil {
+		validatePgBouncer(&p, pb)
+	}
+	for i, e := range c.Hooks.Events {
+		if !slices.Contains(KnownEvents, e) {
+			p.add(fmt.Sprintf("hooks.events[%d]", i), e, "unknown event; known: %s", strings.Join(KnownEvents, ", "))
+		}
+	}
+	if c.Hooks.Timeout <= 0 {
+		p.add("hooks.timeout", c.Hooks.Timeout, "must be > 0")
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		p.add("log.format", c.Log.Format, "must be text or json")
+	}
+	if !slices.Contains([]string{"trace", "debug", "info", "warn", "error"}, strings.ToLower(c.Log.Level)) {
+		p.add("log.level", c.Log.Level, "must be trace, debug, info, warn or error")
+	}
+	if !slices.Contains([]string{"process", "required", "off"}, c.Watchdog.Mode) {
+		p.add("watchdog.mode", c.Watchdog.Mode, "must be process, required or off")
+	}
+	if c.Watchdog.SafetyMargin <= 0 || c.Watchdog.SafetyMargin >= c.Cluster.TTL {
+		p.add("watchdog.safety_margin", c.Watchdog.SafetyMargin, "must be > 0 and below cluster.ttl (%s)", c.Cluster.TTL.D())
+	}
+	p = append(p, c.Cluster.problems("cluster.")...)
+	return p.err()
+}
+
+func validatePgBouncer(p *Problems, pb *PgBouncer) {
+	if pb.AdminDSN == "" {
+		p.add("pooler.pgbouncer.admin_dsn", "", "required: a connection string to PgBouncer's admin console")
+	}
+	if !filepath.IsAbs(pb.DatabasesFile) {
+		p.add("pooler.pgbouncer.databases_file", pb.DatabasesFile, "must be an absolute path")
+	} else if st, err := os.Stat(filepath.Dir(pb.DatabasesFile)); err != nil || !st.IsDir() {
+		p.add("pooler.pgbouncer.databases_file", pb.DatabasesFile, "its directory does not exist")
+	}
+	if len(pb.Databases) == 0 {
+		p.add("pooler.pgbouncer.databases", "", "at least one database is required")
+	}
+	seen := map[string]string{}
+	for _, name := range slices.Sorted(mapKeys(pb.Databases)) {
+		db := pb.Databases[name]
+		key := "pooler.pgbouncer.databases." + name
+		if !dbRe.MatchString(name) || name == "pgbouncer" {
+			p.add(key, name, "not a usable PgBouncer database name")
+		}
+		if prev, ok := seen[strings.ToLower(name)]; ok {
+			p.add(key, name, "duplicate pooler database name (same as %q)", prev)
+		}
+		seen[strings.ToLower(name)] = name
+		if db.DBName == "" {
+			p.add(key+".dbname", "", "required")
+		}
+		if db.Target != "primary" && db.Target != "local" {
+			p.add(key+".target", db.Target, "must be primary or local")
+		}
+		if db.PoolMode != "" && !slices.Contains([]string{"session", "transaction", "statement"}, db.PoolMode) {
+			p.add(key+".pool_mode", db.PoolMode, "must be session, transaction or statement")
+		}
+	}
+	if pb.PauseTimeout <= 0 {
+		p.add("pooler.pgbouncer.pause_timeout", pb.PauseTimeout, "must be > 0")
+	}
+}
+
+func mapKeys[V any](m map[string]V) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+func checkHostPort(p *Problems, key, v string) {
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		p.add(key, v, "want host:port")
+		return
+	}
+	if host == "" {
+		p.add(key, v, "host is missing")
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 1 || n > 65535 {
+		p.add(key, v, "port must be 1-65535")
+	}
+}
+
+func checkFile(p *Problems, key, path string, required bool) {
+	if path == "" {
+		if required {
+			p.add(key, path, "required")
+		}
+		return
+	}
+	if _, err := os.Stat(path); err != nil {
+		p.add(key, path, "cannot read it: %v", err)
+	}
+}
+
+// Validate checks the dynamic configuration.
+func (d Dynamic) Validate() error { return Problems(d.problems("")).err() }
+
+func (d Dynamic) problems(prefix string) Problems {
+	var p Problems
+	if d.LoopWait <= 0 {
+		p.add(prefix+"loop_wait", d.LoopWait, "must be > 0")
+	}
+	if d.RetryTimeout <= 0 {
+		p.add(prefix+"retry_timeout", d.RetryTimeout, "must be > 0")
+	}
+	if d.TTL < Duration(2*time.Second) {
+		p.add(prefix+"ttl", d.TTL, "must be at least 2s (etcd's minimum lease)")
+	} else if d.TTL <= d.LoopWait+d.RetryTimeout {
+		p.add(prefix+"ttl", d.TTL, "ttl too small for loop_wait and retry_timeout: must exceed loop_wait + retry_timeout (%s)", (d.LoopWait + d.RetryTimeout).D())
+	}
+	if d.MaximumLagOnFailover < 0 {
+		p.add(prefix+"maximum_lag_on_failover", d.MaximumLagOnFailover, "must be >= 0")
+	}
+	if d.SynchronousNodeCount < 0 {
+		p.add(prefix+"synchronous_node_count", d.SynchronousNodeCount, "must be >= 1")
+	}
+	for k, v := range d.Parameters {
+		if slices.Contains(managedParameters, k) {
+			p.add(prefix+"parameters."+k, v, "managed by pgwarden")
+		}
+	}
+	return p
+}
+
+// ParseDynamic reads the dynamic configuration as stored in etcd (JSON):
+// defaults for absent keys, unknown keys rejected, validated.
+func ParseDynamic(raw []byte) (Dynamic, error) {
+	d := DefaultDynamic()
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&d); err != nil {
+		return Dynamic{}, fmt.Errorf("dynamic configuration: %w", err)
+	}
+	if d.SynchronousNodeCount == 0 {
+		d.SynchronousNodeCount = 1
+	}
+	if err := d.Validate(); err != nil {
+		return Dynamic{}, err
+	}
+	return d, nil
+}
