@@ -173,7 +173,7 @@ func benchSwitchovers(b *testing.B, c *cluster, rounds int) (gaps, times []float
 				host = n
 			}
 		}
-		conn, err := pgx.Connect(context.Background(), fmt.Sprintf("host=127.0.0.1 port=%d user=postgres password=superpass dbname=app sslmode=disable", host.bouncerPort))
+		conn, err := pgx.Connect(context.Background(), fmt.Sprintf("host=127.0.0.1 port=%d user=postgres password=superpass dbname=app sslmode=disable default_query_exec_mode=simple_protocol", host.bouncerPort))
 		if err != nil {
 			b.Fatalf("connect through pgbouncer: %v", err)
 		}

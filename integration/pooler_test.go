@@ -72,7 +72,7 @@ func TestPgBouncerSwitchoverNoClientErrors(t *testing.T) {
 		return got == fmt.Sprintf("127.0.0.1:%d", p.pgPort), fmt.Errorf("app -> %s (%v)", got, err)
 	})
 	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, fmt.Sprintf("host=127.0.0.1 port=%d user=postgres password=superpass dbname=app sslmode=disable", host.bouncerPort))
+	conn, err := pgx.Connect(ctx, fmt.Sprintf("host=127.0.0.1 port=%d user=postgres password=superpass dbname=app sslmode=disable default_query_exec_mode=simple_protocol", host.bouncerPort))
 	if err != nil {
 		t.Fatalf("connect through pgbouncer: %v", err)
 	}
