@@ -176,6 +176,7 @@ type Agent struct {
 	lastMember    dcs.Member
 	poolerLeader  string
 	poolerPaused  bool
+	pausedAt      time.Time
 	renewals      uint64
 	renewFails    uint64
 	failovers     uint64

@@ -309,6 +309,15 @@ func (a *Agent) steerPooler(ctx context.Context, o Observation, d Decision) {
 	if a.d.Pooler == nil {
 		return
 	}
+	pending := switchoverDue(o)
+	if pending && !a.poolerPaused && o.Cluster.Leader.Name != a.s.Name {
+		// Hold this host's clients before the old leader shuts down; it
+		// waits (bounded) until every member's pooler reports paused.
+		if err := a.d.Pooler.Pause(ctx); err != nil {
+			a.log.Warn("switchover: cannot pause pooler", "error", err)
+		}
+		a.poolerPaused, a.pausedAt = true, a.d.Clock.Now()
+	}
 	want := ""
 	if l := o.Cluster.Leader; l != nil {
 		if m := o.Cluster.Member(l.Name); m != nil && m.Role == "primary" && m.State == "running" {
@@ -318,17 +327,84 @@ func (a *Agent) steerPooler(ctx context.Context, o Observation, d Decision) {
 			want = a.s.ConnectAddress
 		}
 	}
-	if l := o.Cluster.Leader; l != nil && l.Name != a.s.Name && want == "" {
-		return // the new leader is not up yet: keep waiting on the old target
+	switch {
+	case want == a.poolerLeader:
+	case want == "" && (o.Cluster.Leader != nil || a.poolerPaused):
+		// The new leader is not up yet (or the key is between holders
+		// during a switchover, clients paused): keep the old target.
+	default:
+		if err := a.d.Pooler.SetLeader(ctx, want); err != nil {
+			a.log.Warn("cannot repoint pooler", "leader", want, "error", err)
+		} else {
+			a.poolerLeader = want
+		}
 	}
-	if want == a.poolerLeader {
+	a.resumePooler(ctx, pending, want != "" && a.poolerLeader == want)
+}
+
+// resumePooler resumes paused clients once the switchover is over and the
+// pooler points at a leader that accepts writes, or after a bound whatever
+// happened (a paused database must never be left behind).
+func (a *Agent) resumePooler(ctx context.Context, pending, ready bool) {
+	if !a.poolerPaused {
 		return
 	}
-	if err := a.d.Pooler.SetLeader(ctx, want); err != nil {
-		a.log.Warn("cannot repoint pooler", "leader", want, "error", err)
+	stuck := a.d.Clock.Now().Sub(a.pausedAt) > 2*completionBound
+	if !stuck && (pending || !ready) {
 		return
 	}
-	a.poolerLeader = want
+	if stuck {
+		a.log.Warn("pooler paused too long: resuming")
+	}
+	if err := a.d.Pooler.Resume(ctx); err != nil {
+		a.log.Warn("cannot resume pooler", "error", err)
+		return
+	}
+	a.poolerPaused = false
+}
+
+// switchoverDue: a switchover request is due now and still names the
+// current leader.
+func switchoverDue(o Observation) bool {
+	c := o.Cluster
+	if c == nil || c.Leader == nil || c.Failover == nil || c.Failover.Kind != "switchover" {
+		return false
+	}
+	f := c.Failover
+	if !f.ScheduledAt.IsZero() && o.Now.Before(f.ScheduledAt) {
+		return false
+	}
+	return f.Leader == "" || f.Leader == c.Leader.Name
+}
+
+// awaitPoolersPaused waits (bounded) until every member with a pooler
+// reports its primary databases paused, so no client reaches the old
+// primary while it shuts down.
+func (a *Agent) awaitPoolersPaused(ctx context.Context) {
+	deadline := a.d.Clock.Now().Add(a.switchoverWait())
+	for {
+		c, err := a.d.DCS.Cluster(ctx)
+		if err != nil {
+			return
+		}
+		var waiting []string
+		for _, m := range c.Members {
+			if m.Name != a.s.Name && m.Pooler && !m.PoolerPaused && m.State == "running" {
+				waiting = append(waiting, m.Name)
+			}
+		}
+		if len(waiting) == 0 {
+			return
+		}
+		if a.d.Clock.Now().After(deadline) || ctx.Err() != nil {
+			a.log.Warn("switchover: poolers not paused in time; going on", "members", fmt.Sprint(waiting))
+			return
+		}
+		select {
+		case <-ctx.Done():
+		case <-a.d.Clock.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // poolerFence stops the pooler sending writes to this node.
@@ -355,16 +431,18 @@ func (a *Agent) switchover(ctx context.Context, o Observation, target string) er
 			return fmt.Errorf("switchover: record candidate: %w", err)
 		}
 	}
-	a.log.Info("switchover: stopping postgres cleanly", "member", target)
+	// Checkpoint first, while clients still run, so the shutdown is quick.
+	if err := a.d.Postgres.Checkpoint(ctx); err != nil {
+		a.log.Warn("switchover: checkpoint failed", "error", err)
+	}
 	if a.d.Pooler != nil {
 		if err := a.d.Pooler.Pause(ctx); err != nil {
 			a.log.Warn("switchover: cannot pause pooler", "error", err)
 		}
-		a.poolerPaused = true
+		a.poolerPaused, a.pausedAt = true, a.d.Clock.Now()
 	}
-	if err := a.d.Postgres.Checkpoint(ctx); err != nil {
-		a.log.Warn("switchover: checkpoint failed", "error", err)
-	}
+	a.awaitPoolersPaused(ctx)
+	a.log.Info("switchover: stopping postgres cleanly", "member", target)
 	if a.d.Watchdog != nil {
 		_ = a.d.Watchdog.Disarm()
 	}

@@ -26,19 +26,21 @@ func (a *Agent) publish(ctx context.Context, o Observation, d Decision, start ti
 		isLeader = false
 	}
 	m := dcs.Member{
-		Name:        a.s.Name,
-		ConnURL:     "postgres://" + a.s.ConnectAddress + "/postgres",
-		APIURL:      a.s.APIURL,
-		Role:        role(pg),
-		State:       stateName(pg),
-		Timeline:    pg.Timeline,
-		WALPosition: pg.WAL,
-		ReplayedLSN: pg.Replayed,
-		Streaming:   pg.Streaming,
-		Priority:    a.s.Priority,
-		Tags:        a.s.Tags,
-		NoFailover:  a.s.NoFailover,
-		Version:     a.s.Version,
+		Name:         a.s.Name,
+		ConnURL:      "postgres://" + a.s.ConnectAddress + "/postgres",
+		APIURL:       a.s.APIURL,
+		Role:         role(pg),
+		State:        stateName(pg),
+		Timeline:     pg.Timeline,
+		WALPosition:  pg.WAL,
+		ReplayedLSN:  pg.Replayed,
+		Streaming:    pg.Streaming,
+		Priority:     a.s.Priority,
+		Tags:         a.s.Tags,
+		NoFailover:   a.s.NoFailover,
+		Version:      a.s.Version,
+		Pooler:       a.d.Pooler != nil,
+		PoolerPaused: a.poolerPaused,
 	}
 	if pg.Running {
 		m.State = "running"
@@ -104,5 +106,6 @@ func role(pg PGState) string {
 // WAL position alone changing is published at the loop_wait cadence.
 func sameMember(a, b dcs.Member) bool {
 	return a.Role == b.Role && a.State == b.State && a.Timeline == b.Timeline &&
-		a.Streaming == b.Streaming && a.ConnURL == b.ConnURL && a.Priority == b.Priority
+		a.Streaming == b.Streaming && a.ConnURL == b.ConnURL && a.Priority == b.Priority &&
+		a.PoolerPaused == b.PoolerPaused
 }

@@ -41,6 +41,10 @@ type Member struct {
 	Tags        map[string]string `json:"tags,omitempty"`
 	NoFailover  bool              `json:"nofailover,omitempty"`
 	Version     string            `json:"version,omitempty"`
+	// Pooler: this member manages a PgBouncer; PoolerPaused: its primary
+	// databases are paused for a switchover in progress.
+	Pooler       bool `json:"pooler,omitempty"`
+	PoolerPaused bool `json:"pooler_paused,omitempty"`
 	// Revision is the key's ModRevision (not stored in the value).
 	Revision int64 `json:"-"`
 }

@@ -1,0 +1,226 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/pgwarden/pgwarden/agent"
+	"github.com/pgwarden/pgwarden/config"
+	"github.com/pgwarden/pgwarden/dcs"
+	"github.com/pgwarden/pgwarden/hooks"
+	"github.com/pgwarden/pgwarden/pooler"
+	"github.com/pgwarden/pgwarden/rest"
+	"github.com/pgwarden/pgwarden/watchdog"
+)
+
+// cmdAgent runs the agent for one node until SIGINT or SIGTERM.
+func cmdAgent(e *env, args []string) error {
+	fs := flags(e, "agent", "-c FILE")
+	path := fs.String("c", "", "node configuration file")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	// Everything is checked before anything is touched.
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	if os.Geteuid() == 0 {
+		return errors.New("refusing to run as root: PostgreSQL will not run as root; start the agent as the postgres OS user (e.g. sudo -u postgres pgwarden agent -c FILE)")
+	}
+	log := newLogger(cfg.Log, e.stderr).With("member", cfg.Name)
+	w, err := wire(e.ctx, cfg, *path, log)
+	if err != nil {
+		return err
+	}
+	return w.run(e.ctx)
+}
+
+// wired is one node's agent with its side effects and REST server.
+type wired struct {
+	cfg    *config.Config
+	log    hclog.Logger
+	agent  *agent.Agent
+	server *rest.Server
+	wd     *watchdog.Client
+	hooks  *hooks.Runner
+}
+
+func wire(ctx context.Context, cfg *config.Config, path string, log hclog.Logger) (*wired, error) {
+	w := &wired{cfg: cfg, log: log}
+	store, err := openStore(ctx, cfg, log.Named("dcs"))
+	if err != nil {
+		return nil, err
+	}
+	pg := newPostgres(cfg, log.Named("postgres"))
+	deps := agent.Deps{
+		DCS:      store,
+		Postgres: pg,
+		Peers:    rest.NewPeerClient(cfg.Name, peerTimeout(cfg), false),
+	}
+	if pb := cfg.Pooler.PgBouncer; pb != nil {
+		p, err := pooler.New(*pb, cfg.Postgres.Listen, log.Named("pooler"))
+		if err != nil {
+			return nil, fmt.Errorf("pooler: %w", err)
+		}
+		// A crash of an earlier agent must not leave a database paused.
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		if err := p.ResumeAll(rctx); err != nil {
+			log.Warn("cannot resume pgbouncer databases at start (will retry)", "error", err)
+		}
+		cancel()
+		deps.Pooler = p
+	}
+	if cfg.Hooks.EventCommand != "" {
+		h, err := hooks.New(cfg.Hooks.EventCommand, cfg.Hooks.Events, cfg.Name, cfg.Hooks.Timeout.D(), log.Named("hooks"))
+		if err != nil {
+			return nil, err
+		}
+		w.hooks = h
+		deps.Hooks = h
+	}
+	if cfg.Watchdog.Mode != "off" {
+		self, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("watchdog: find own binary: %w", err)
+		}
+		wd, err := watchdog.Start(ctx, self, cfg.Postgres.DataDir, log.Named("watchdog"))
+		if err != nil {
+			if cfg.Watchdog.Mode == "required" {
+				return nil, fmt.Errorf("watchdog required but not started: %w", err)
+			}
+			log.Error("watchdog not started: a frozen agent could leave a writable primary", "error", err)
+		} else {
+			w.wd = wd
+			deps.Watchdog = wd
+		}
+	}
+	s := agent.Settings{
+		Node: agent.Node{
+			Name:          cfg.Name,
+			Priority:      cfg.PriorityValue(),
+			NoFailover:    cfg.Tags.NoFailover,
+			ReplicateFrom: cfg.Tags.ReplicateFrom,
+			UsePgRewind:   *cfg.Postgres.UsePgRewind,
+			UseSlots:      *cfg.Postgres.UseSlots,
+			SafetyMargin:  cfg.Watchdog.SafetyMargin.D(),
+		},
+		Scope:          cfg.Scope,
+		ConnectAddress: cfg.Postgres.ConnectAddress,
+		APIURL:         apiURL(cfg),
+		Tags:           tagMap(cfg.Tags),
+		Initial:        cfg.Cluster,
+		PeerTimeout:    peerTimeout(cfg),
+		Version:        version,
+	}
+	w.agent = agent.New(s, deps, log.Named("ha"))
+	srv, err := rest.NewServer(restOptions(cfg, w.agent), log.Named("rest"))
+	if err != nil {
+		return nil, fmt.Errorf("rest: %w", err)
+	}
+	w.server = srv
+	return w, nil
+}
+
+func peerTimeout(cfg *config.Config) time.Duration {
+	return min(time.Second, cfg.Cluster.RetryTimeout.D())
+}
+
+func apiURL(cfg *config.Config) string {
+	scheme := "http"
+	if cfg.REST.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + cfg.REST.ConnectAddress
+}
+
+func tagMap(t config.Tags) map[string]string {
+	m := map[string]string{}
+	for k, v := range t.Extra {
+		m[k] = v
+	}
+	if t.NoFailover {
+		m["nofailover"] = "true"
+	}
+	if t.NoLoadBalance {
+		m["noloadbalance"] = "true"
+	}
+	if t.ReplicateFrom != "" {
+		m["replicatefrom"] = t.ReplicateFrom
+	}
+	return m
+}
+
+func openStore(ctx context.Context, cfg *config.Config, log hclog.Logger) (*dcs.Etcd, error) {
+	ec := dcs.EtcdConfig{
+		Endpoints:    cfg.Etcd.Endpoints,
+		Username:     cfg.Etcd.Username,
+		Password:     cfg.Etcd.Password,
+		Prefix:       cfg.Prefix(),
+		Name:         cfg.Name,
+		TTL:          cfg.Cluster.TTL.D(),
+		RetryTimeout: cfg.Cluster.RetryTimeout.D(),
+	}
+	if t := cfg.Etcd.TLS; t != nil {
+		ec.TLS = &dcs.TLSFiles{CA: t.CA, Cert: t.Cert, Key: t.Key}
+	}
+	s, err := dcs.NewEtcd(ctx, ec, log)
+	if err != nil {
+		return nil, fmt.Errorf("connect to etcd %v: %w", cfg.Etcd.Endpoints, err)
+	}
+	return s, nil
+}
+
+// run serves the REST API and runs the HA loop until ctx ends, re-reading
+// the file on SIGHUP.
+func (w *wired) run(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, 1)
+	go func() { errc <- w.server.Serve(ctx) }()
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			w.log.Info("SIGHUP: configuration re-read is limited to logging in this version")
+		}
+	}()
+	w.log.Info("agent started", "rest", w.cfg.REST.Listen, "postgres", w.cfg.Postgres.Listen)
+	loopErr := w.agent.Run(ctx)
+	cancel()
+	srvErr := <-errc
+	if w.wd != nil {
+		_ = w.wd.Close()
+	}
+	if w.hooks != nil {
+		w.hooks.Wait()
+	}
+	w.log.Info("agent stopped")
+	return errors.Join(loopErr, ignoreClosed(srvErr))
+}
+
+func ignoreClosed(err error) error {
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+func cmdWatchdog(e *env, args []string) error {
+	if code := watchdog.Main(e.ctx, args, e.stdin, e.stderr); code != 0 {
+		return fmt.Errorf("watchdog exited with status %d", code)
+	}
+	return nil
+}
+
+func restOptions(cfg *config.Config, a *agent.Agent) rest.Options {
+	return rest.Options{Listen: cfg.REST.Listen, Agent: a, Auth: cfg.REST.Auth, TLS: cfg.REST.TLS, Version: version}
+}

@@ -1,0 +1,524 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/pgwarden/pgwarden/config"
+	"github.com/pgwarden/pgwarden/dcs"
+)
+
+// The operator commands read the cluster from etcd and act through the
+// members' REST APIs, so that every action goes through the agent that
+// owns it.
+
+// openCluster connects to etcd as a read-mostly client (no lease is taken
+// until something is written).
+func openCluster(ctx context.Context, c *config.Config) (*dcs.Etcd, error) {
+	ec := dcs.EtcdConfig{
+		Endpoints:    c.Etcd.Endpoints,
+		Username:     c.Etcd.Username,
+		Password:     c.Etcd.Password,
+		Prefix:       c.Prefix(),
+		Name:         c.Name + "-cli",
+		TTL:          c.Cluster.TTL.D(),
+		RetryTimeout: c.Cluster.RetryTimeout.D(),
+	}
+	if t := c.Etcd.TLS; t != nil {
+		ec.TLS = &dcs.TLSFiles{CA: t.CA, Cert: t.Cert, Key: t.Key}
+	}
+	s, err := dcs.NewEtcd(ctx, ec, hclog.NewNullLogger())
+	if err != nil {
+		return nil, fmt.Errorf("connect to etcd %v: %w", c.Etcd.Endpoints, err)
+	}
+	return s, nil
+}
+
+// withCluster loads the config, reads the cluster and calls f.
+func withCluster(e *env, path string, f func(cfg *config.Config, s *dcs.Etcd, c *dcs.Cluster) error) error {
+	cfg, err := loadConfig(path)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(e.ctx, 30*time.Second)
+	defer cancel()
+	s, err := openCluster(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer s.Close(context.Background())
+	c, err := s.Cluster(ctx)
+	if err != nil {
+		return fmt.Errorf("read cluster: %w", err)
+	}
+	return f(cfg, s, c)
+}
+
+func dynamicOf(c *dcs.Cluster) config.Dynamic {
+	d := config.DefaultDynamic()
+	if c.Config != nil {
+		_ = json.Unmarshal(c.Config, &d)
+	}
+	return d
+}
+
+func cmdList(e *env, args []string) error {
+	fs := flags(e, "list", "-c FILE [--format table|json] [--watch N]")
+	path := fs.String("c", "", "node configuration file")
+	format := fs.String("format", "table", "table or json")
+	watch := fs.Int("watch", 0, "refresh every N seconds until interrupted")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *format != "table" && *format != "json" {
+		return fmt.Errorf("--format %q: must be table or json: %w", *format, errUsage)
+	}
+	if *watch < 0 {
+		return fmt.Errorf("--watch %d: must be a positive number of seconds: %w", *watch, errUsage)
+	}
+	show := func() error {
+		return withCluster(e, *path, func(cfg *config.Config, _ *dcs.Etcd, c *dcs.Cluster) error {
+			v := buildList(c, cfg.Scope, dynamicOf(c).Pause)
+			if *format == "json" {
+				return writeListJSON(e.stdout, v)
+			}
+			return writeListTable(e.stdout, v)
+		})
+	}
+	if *watch == 0 {
+		return show()
+	}
+	for {
+		if *format == "table" {
+			fmt.Fprint(e.stdout, "\033[H\033[2J")
+			fmt.Fprintln(e.stdout, time.Now().Format(time.RFC3339))
+		}
+		if err := show(); err != nil {
+			fmt.Fprintln(e.stderr, "pgwarden list:", oneLine(err))
+		}
+		select {
+		case <-e.ctx.Done():
+			return nil
+		case <-time.After(time.Duration(*watch) * time.Second):
+		}
+	}
+}
+
+func cmdHistory(e *env, args []string) error {
+	fs := flags(e, "history", "-c FILE [--format table|json]")
+	path := fs.String("c", "", "node configuration file")
+	format := fs.String("format", "table", "table or json")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	return withCluster(e, *path, func(_ *config.Config, _ *dcs.Etcd, c *dcs.Cluster) error {
+		if *format == "json" {
+			enc := json.NewEncoder(e.stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(c.History)
+		}
+		fmt.Fprintf(e.stdout, "%-8s %-18s %-12s %-25s %s\n", "TL", "LSN", "REASON", "TIME", "NEW_LEADER")
+		for _, h := range c.History {
+			fmt.Fprintf(e.stdout, "%-8d %-18s %-12s %-25s %s\n", h.Timeline, formatLSN(h.LSN), h.Reason, h.Time.Format(time.RFC3339), h.NewLeader)
+		}
+		return nil
+	})
+}
+
+func formatLSN(l uint64) string { return fmt.Sprintf("%X/%X", l>>32, uint32(l)) }
+
+func cmdShowConfig(e *env, args []string) error {
+	fs := flags(e, "show-config", "-c FILE")
+	path := fs.String("c", "", "node configuration file")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	return withCluster(e, *path, func(_ *config.Config, _ *dcs.Etcd, c *dcs.Cluster) error {
+		if c.Config == nil {
+			return errors.New("no dynamic configuration in etcd yet (the cluster is not initialized)")
+		}
+		var pretty bytes.Buffer
+		if err := json.Indent(&pretty, c.Config, "", "  "); err != nil {
+			return fmt.Errorf("stored config is not JSON: %w", err)
+		}
+		fmt.Fprintln(e.stdout, pretty.String())
+		return nil
+	})
+}
+
+// multiFlag collects repeated --set k=v.
+type multiFlag []string
+
+func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
+func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+func cmdEditConfig(e *env, args []string) error {
+	fs := flags(e, "edit-config", "-c FILE [--set key=value ...] [--force]")
+	path := fs.String("c", "", "node configuration file")
+	force := fs.Bool("force", false, "apply without asking")
+	var sets multiFlag
+	fs.Var(&sets, "set", "key=value to set (repeatable); value is JSON or a plain string; key may be parameters.NAME")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	return withCluster(e, *path, func(_ *config.Config, s *dcs.Etcd, c *dcs.Cluster) error {
+		old := c.Config
+		if old == nil {
+			old = []byte("{}")
+		}
+		var next []byte
+		var err error
+		if len(sets) > 0 {
+			next, err = applySets(old, sets)
+		} else {
+			next, err = editInEditor(old)
+		}
+		if err != nil {
+			return err
+		}
+		if _, err := config.ParseDynamic(next); err != nil {
+			return fmt.Errorf("refusing invalid configuration: %w", err)
+		}
+		diff := jsonDiff(old, next)
+		if diff == "" {
+			fmt.Fprintln(e.stdout, "no change")
+			return nil
+		}
+		fmt.Fprint(e.stdout, diff)
+		if !*force && !confirm(e, "apply these changes?") {
+			return errors.New("not applied")
+		}
+		if err := s.SetConfig(e.ctx, next, c.ConfigRevision); err != nil {
+			if errors.Is(err, dcs.ErrKeyModified) {
+				return errors.New("the configuration changed while you edited it: nothing applied, run edit-config again")
+			}
+			return fmt.Errorf("write config: %w", err)
+		}
+		fmt.Fprintln(e.stdout, "configuration applied")
+		return nil
+	})
+}
+
+// applySets sets top-level keys (or parameters.NAME) in a JSON object.
+func applySets(raw []byte, sets []string) ([]byte, error) {
+	var obj map[string]any
+	if err := json.Unmarshal(raw, &obj); err != nil {
+		return nil, fmt.Errorf("stored config is not a JSON object: %w", err)
+	}
+	if obj == nil {
+		obj = map[string]any{}
+	}
+	for _, kv := range sets {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("--set %q: expected key=value: %w", kv, errUsage)
+		}
+		var val any
+		if err := json.Unmarshal([]byte(v), &val); err != nil {
+			val = v // a plain string
+		}
+		if p, ok := strings.CutPrefix(k, "parameters."); ok {
+			params, _ := obj["parameters"].(map[string]any)
+			if params == nil {
+				params = map[string]any{}
+			}
+			params[p] = fmt.Sprint(val)
+			obj["parameters"] = params
+			continue
+		}
+		obj[k] = val
+	}
+	return json.Marshal(obj)
+}
+
+func editInEditor(raw []byte) ([]byte, error) {
+	editor := os.Getenv("EDITOR")
+	if editor == "" {
+		return nil, fmt.Errorf("give --set key=value or set $EDITOR: %w", errUsage)
+	}
+	f, err := os.CreateTemp("", "pgwarden-config-*.json")
+	if err != nil {
+		return nil, err
+	}
+	defer os.Remove(f.Name())
+	var pretty bytes.Buffer
+	_ = json.Indent(&pretty, raw, "", "  ")
+	if _, err := f.Write(pretty.Bytes()); err != nil {
+		return nil, err
+	}
+	f.Close()
+	cmd := exec.Command("sh", "-c", editor+` "$1"`, "editor", f.Name())
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("editor %q: %w", editor, err)
+	}
+	b, err := os.ReadFile(f.Name())
+	if err != nil {
+		return nil, err
+	}
+	var v any
+	if err := json.Unmarshal(b, &v); err != nil {
+		return nil, fmt.Errorf("edited config is not valid JSON: %w", err)
+	}
+	return json.Marshal(v)
+}
+
+// jsonDiff lists changed top-level keys as -old/+new lines.
+func jsonDiff(a, b []byte) string {
+	var x, y map[string]any
+	_ = json.Unmarshal(a, &x)
+	_ = json.Unmarshal(b, &y)
+	keys := map[string]bool{}
+	for k := range x {
+		keys[k] = true
+	}
+	for k := range y {
+		keys[k] = true
+	}
+	var out strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(keys)) {
+		xv, xok := x[k]
+		yv, yok := y[k]
+		xs, _ := json.Marshal(xv)
+		ys, _ := json.Marshal(yv)
+		if xok == yok && bytes.Equal(xs, ys) {
+			continue
+		}
+		if xok {
+			fmt.Fprintf(&out, "-%s: %s\n", k, xs)
+		}
+		if yok {
+			fmt.Fprintf(&out, "+%s: %s\n", k, ys)
+		}
+	}
+	return out.String()
+}
+
+func confirm(e *env, q string) bool {
+	fmt.Fprintf(e.stdout, "%s [y/N] ", q)
+	line, _ := bufio.NewReader(e.stdin).ReadString('\n')
+	line = strings.ToLower(strings.TrimSpace(line))
+	return line == "y" || line == "yes"
+}
+
+func cmdPause(e *env, args []string) error  { return setPause(e, "pause", args, true) }
+func cmdResume(e *env, args []string) error { return setPause(e, "resume", args, false) }
+
+func setPause(e *env, name string, args []string, pause bool) error {
+	fs := flags(e, name, "-c FILE")
+	path := fs.String("c", "", "node configuration file")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	return withCluster(e, *path, func(_ *config.Config, s *dcs.Etcd, c *dcs.Cluster) error {
+		if c.Config == nil {
+			return errors.New("the cluster is not initialized")
+		}
+		next, err := applySets(c.Config, []string{fmt.Sprintf("pause=%t", pause)})
+		if err != nil {
+			return err
+		}
+		if err := s.SetConfig(e.ctx, next, c.ConfigRevision); err != nil {
+			return fmt.Errorf("write config: %w", err)
+		}
+		if pause {
+			fmt.Fprintln(e.stdout, "paused: no automatic failover until pgwarden resume")
+		} else {
+			fmt.Fprintln(e.stdout, "resumed: automatic failover is on")
+		}
+		return nil
+	})
+}
+
+// api calls a member's REST API with the configured credentials and
+// returns the body; a status other than 200/202 becomes the error.
+func api(ctx context.Context, cfg *config.Config, method, url string, body any) (int, []byte, error) {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return 0, nil, err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if a := cfg.REST.Auth; a != nil {
+		req.SetBasicAuth(a.Username, a.Password)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, fmt.Errorf("%s %s: %w", method, url, err)
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusAccepted {
+		return resp.StatusCode, out, fmt.Errorf("%s %s: %d %s", method, url, resp.StatusCode, apiMessage(out))
+	}
+	return resp.StatusCode, out, nil
+}
+
+// apiMessage extracts the error text of a JSON error body.
+func apiMessage(b []byte) string {
+	var v struct {
+		Error   string `json:"error"`
+		Message string `json:"message"`
+	}
+	if json.Unmarshal(b, &v) == nil {
+		if v.Error != "" {
+			return v.Error
+		}
+		if v.Message != "" {
+			return v.Message
+		}
+	}
+	return strings.TrimSpace(string(b))
+}
+
+// memberAPI is the REST base URL of a member (or of the leader when name
+// is "", or any member when there is no leader).
+func memberAPI(c *dcs.Cluster, name string) (string, error) {
+	if name == "" && c.Leader != nil {
+		name = c.Leader.Name
+	}
+	for _, m := range c.Members {
+		if (name == "" || m.Name == name) && m.APIURL != "" {
+			return strings.TrimRight(m.APIURL, "/"), nil
+		}
+	}
+	if name == "" {
+		return "", errors.New("no member has published its REST API address")
+	}
+	return "", fmt.Errorf("no member named %s", name)
+}
+
+func cmdSwitchover(e *env, args []string) error {
+	fs := flags(e, "switchover", "-c FILE [--leader N] [--candidate N] [--scheduled T] [--force]")
+	path := fs.String("c", "", "node configuration file")
+	leader := fs.String("leader", "", "the current leader (checked)")
+	cand := fs.String("candidate", "", "the member to promote (default: the best replica)")
+	sched := fs.String("scheduled", "", "RFC 3339 time to switch over at (default: now)")
+	force := fs.Bool("force", false, "do not ask for confirmation")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	body := map[string]string{}
+	if *leader != "" {
+		body["leader"] = *leader
+	}
+	if *cand != "" {
+		body["candidate"] = *cand
+	}
+	if *sched != "" {
+		if _, err := time.Parse(time.RFC3339, *sched); err != nil {
+			return fmt.Errorf("--scheduled %q: must be RFC 3339 with a zone, e.g. 2026-11-23T03:00:00Z: %w", *sched, errUsage)
+		}
+		body["scheduled_at"] = *sched
+	}
+	return withCluster(e, *path, func(cfg *config.Config, _ *dcs.Etcd, c *dcs.Cluster) error {
+		url, err := memberAPI(c, "")
+		if err != nil {
+			return err
+		}
+		if !*force && !confirm(e, fmt.Sprintf("switch over from %s to %s?", leaderName(c), orAny(*cand))) {
+			return errors.New("aborted")
+		}
+		start := time.Now()
+		code, _, err := api(e.ctx, cfg, http.MethodPost, url+"/switchover", body)
+		if err != nil {
+			return err
+		}
+		if code == http.StatusAccepted {
+			fmt.Fprintf(e.stdout, "switchover scheduled for %s\n", *sched)
+			return nil
+		}
+		fmt.Fprintf(e.stdout, "switchover done in %.1fs\n", time.Since(start).Seconds())
+		return nil
+	})
+}
+
+func leaderName(c *dcs.Cluster) string {
+	if c.Leader == nil {
+		return "(no leader)"
+	}
+	return c.Leader.Name
+}
+
+func cmdFailover(e *env, args []string) error {
+	fs := flags(e, "failover", "-c FILE --candidate N [--force]")
+	path := fs.String("c", "", "node configuration file")
+	cand := fs.String("candidate", "", "the member to promote")
+	force := fs.Bool("force", false, "skip confirmation and the lag check")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *cand == "" {
+		return fmt.Errorf("--candidate is required: %w", errUsage)
+	}
+	return withCluster(e, *path, func(cfg *config.Config, _ *dcs.Etcd, c *dcs.Cluster) error {
+		url, err := memberAPI(c, *cand)
+		if err != nil {
+			return err
+		}
+		if !*force && !confirm(e, fmt.Sprintf("fail over to %s?", *cand)) {
+			return errors.New("aborted")
+		}
+		if *force {
+			fmt.Fprintln(e.stderr, "warning: --force skips the lag check: transactions the candidate has not received are lost")
+		}
+		start := time.Now()
+		if _, _, err := api(e.ctx, cfg, http.MethodPost, url+"/failover", map[string]any{"candidate": *cand, "force": *force}); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "failover to %s done in %.1fs\n", *cand, time.Since(start).Seconds())
+		return nil
+	})
+}
+
+func cmdRestart(e *env, args []string) error { return nodeAction(e, "restart", "/restart", args) }
+func cmdReinit(e *env, args []string) error  { return nodeAction(e, "reinit", "/reinitialize", args) }
+
+func nodeAction(e *env, name, path string, args []string) error {
+	fs := flags(e, name, "-c FILE NODE [--force]")
+	cfgPath := fs.String("c", "", "node configuration file")
+	force := fs.Bool("force", false, "do not ask for confirmation")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return fmt.Errorf("exactly one NODE is required: %w", errUsage)
+	}
+	node := pos[0]
+	return withCluster(e, *cfgPath, func(cfg *config.Config, _ *dcs.Etcd, c *dcs.Cluster) error {
+		url, err := memberAPI(c, node)
+		if err != nil {
+			return err
+		}
+		if !*force && !confirm(e, fmt.Sprintf("%s %s?", name, node)) {
+			return errors.New("aborted")
+		}
+		if _, _, err := api(e.ctx, cfg, http.MethodPost, url+path, map[string]any{}); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "%s %s: done\n", name, node)
+		return nil
+	})
+}

@@ -1,0 +1,539 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"go.etcd.io/etcd/server/v3/embed"
+
+	"github.com/pgwarden/pgwarden/config"
+)
+
+// demoUser runs PostgreSQL when the demo is started as root.
+const demoUser = "pgwarden"
+
+type demoNode struct {
+	name                         string
+	pgPort, apiPort, bouncerPort int
+	dir, cfgPath                 string
+	agent, bouncer               *exec.Cmd
+}
+
+// cmdDemo runs a whole cluster on loopback: an embedded etcd, N PostgreSQL
+// nodes with their agents and, when installed, a PgBouncer per node.
+func cmdDemo(e *env, args []string) error {
+	fs := flags(e, "demo", "[--nodes 3] [--dir DIR] [--keep]")
+	nodes := fs.Int("nodes", 3, "number of nodes (1-9)")
+	dir := fs.String("dir", "", "where to put everything (default: a new directory under the system temp dir)")
+	keep := fs.Bool("keep", false, "keep the directory when stopping")
+	binDir := fs.String("bin-dir", "/usr/lib/postgresql/15/bin", "PostgreSQL 15 programs")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if *nodes < 1 || *nodes > 9 {
+		return fmt.Errorf("--nodes %d: must be 1-9: %w", *nodes, errUsage)
+	}
+	if _, err := os.Stat(filepath.Join(*binDir, "postgres")); err != nil {
+		return fmt.Errorf("PostgreSQL 15 not found in %s: install it with `apt-get install postgresql-15` (or pass --bin-dir)", *binDir)
+	}
+	bouncer, _ := exec.LookPath("pgbouncer")
+	if bouncer == "" {
+		if _, err := os.Stat("/usr/sbin/pgbouncer"); err == nil {
+			bouncer = "/usr/sbin/pgbouncer"
+		}
+	}
+	var cred *syscall.Credential
+	if os.Geteuid() == 0 {
+		c, err := demoCredential(e)
+		if err != nil {
+			return err
+		}
+		cred = c
+	}
+	// A directory the demo makes (by default, or a --dir that did not
+	// exist) is removed whole at the end; an existing --dir keeps what was
+	// in it before.
+	_, statErr := os.Stat(*dir)
+	created := *dir == "" || os.IsNotExist(statErr)
+	if *dir == "" {
+		d, err := os.MkdirTemp("", "pgwarden-demo-")
+		if err != nil {
+			return err
+		}
+		*dir = d
+	} else if err := os.MkdirAll(*dir, 0o755); err != nil {
+		return fmt.Errorf("--dir %s: %w", *dir, err)
+	}
+	if err := os.Chmod(*dir, 0o755); err != nil {
+		return err
+	}
+	d := &demo{e: e, dir: *dir, cred: cred, binDir: *binDir, bouncer: bouncer}
+	defer func() {
+		d.stop()
+		if *keep {
+			fmt.Fprintf(e.stdout, "kept %s\n", *dir)
+		} else if created {
+			os.RemoveAll(*dir)
+		} else {
+			for _, n := range d.nodes {
+				os.RemoveAll(n.dir)
+			}
+			os.RemoveAll(filepath.Join(*dir, "etcd"))
+			os.Remove(filepath.Join(*dir, "pgwarden"))
+		}
+	}()
+	if err := d.start(*nodes); err != nil {
+		return err
+	}
+	return d.watch()
+}
+
+type demo struct {
+	e       *env
+	dir     string
+	cred    *syscall.Credential
+	binDir  string
+	bouncer string
+	bin     string
+	etcd    *embed.Etcd
+	etcdEP  string
+	nodes   []*demoNode
+}
+
+// demoCredential finds or creates the unprivileged user PostgreSQL runs as.
+func demoCredential(e *env) (*syscall.Credential, error) {
+	u, err := user.Lookup(demoUser)
+	if err != nil {
+		out, cerr := exec.Command("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", demoUser).CombinedOutput()
+		if cerr != nil {
+			return nil, fmt.Errorf("running as root, PostgreSQL needs an unprivileged user: useradd %s: %v: %s", demoUser, cerr, strings.TrimSpace(string(out)))
+		}
+		fmt.Fprintf(e.stdout, "running as root: created the unprivileged user %q to run PostgreSQL and the agents\n", demoUser)
+		if u, err = user.Lookup(demoUser); err != nil {
+			return nil, err
+		}
+	} else {
+		fmt.Fprintf(e.stdout, "running as root: PostgreSQL and the agents run as the unprivileged user %q\n", demoUser)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
+}
+
+func (d *demo) chown(path string) error {
+	if d.cred == nil {
+		return nil
+	}
+	return os.Chown(path, int(d.cred.Uid), int(d.cred.Gid))
+}
+
+func (d *demo) start(n int) error {
+	e := d.e
+	fmt.Fprintf(e.stdout, "starting a %d-node pgwarden cluster in %s\n", n, d.dir)
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	// A copy the unprivileged user can run, wherever this binary lives.
+	d.bin = filepath.Join(d.dir, "pgwarden")
+	if err := copyExec(self, d.bin); err != nil {
+		return fmt.Errorf("copy pgwarden binary: %w", err)
+	}
+	if err := d.startEtcd(); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "  etcd (embedded)  %s\n", d.etcdEP)
+	for i := range n {
+		nd := &demoNode{name: fmt.Sprintf("node%d", i+1), pgPort: freePort(), apiPort: freePort()}
+		if d.bouncer != "" {
+			nd.bouncerPort = freePort()
+		}
+		nd.dir = filepath.Join(d.dir, nd.name)
+		if err := os.MkdirAll(nd.dir, 0o700); err != nil {
+			return err
+		}
+		if err := d.chown(nd.dir); err != nil {
+			return err
+		}
+		if err := d.writeNode(nd); err != nil {
+			return err
+		}
+		d.nodes = append(d.nodes, nd)
+	}
+	for _, nd := range d.nodes {
+		if d.bouncer != "" {
+			if err := d.startBouncer(nd); err != nil {
+				return err
+			}
+		}
+		if err := d.startAgent(nd); err != nil {
+			return err
+		}
+	}
+	return d.waitReady()
+}
+
+func copyExec(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o755)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+// freePort picks a loopback port below the ephemeral range.
+func freePort() int {
+	lo, hi := 20000, 32000
+	start := lo + int(time.Now().UnixNano()%int64(hi-lo))
+	for i := 0; i < hi-lo; i++ {
+		p := lo + (start-lo+i)%(hi-lo)
+		if usedPorts[p] {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		usedPorts[p] = true
+		return p
+	}
+	return 0
+}
+
+var usedPorts = map[int]bool{}
+
+func (d *demo) startEtcd() error {
+	cfg := embed.NewConfig()
+	cfg.Name = "demo"
+	cfg.Dir = filepath.Join(d.dir, "etcd")
+	cfg.LogLevel = "error"
+	cu, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", freePort()))
+	pu, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", freePort()))
+	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
+	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
+	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
+	e, err := embed.StartEtcd(cfg)
+	if err != nil {
+		return fmt.Errorf("start embedded etcd: %w", err)
+	}
+	select {
+	case <-e.Server.ReadyNotify():
+	case <-time.After(30 * time.Second):
+		e.Close()
+		return errors.New("embedded etcd not ready within 30s")
+	}
+	d.etcd, d.etcdEP = e, cu.Host
+	return nil
+}
+
+func (d *demo) writeNode(nd *demoNode) error {
+	pool := ""
+	if d.bouncer != "" {
+		pool = fmt.Sprintf(`pooler:
+  pgbouncer:
+    admin_dsn: "host=127.0.0.1 port=%d dbname=pgbouncer user=pgbouncer connect_timeout=2"
+    databases_file: %s
+    databases:
+      app: {dbname: postgres, target: primary}
+      app_local: {dbname: postgres, target: local}
+`, nd.bouncerPort, filepath.Join(nd.dir, "pgbouncer-databases.ini"))
+	}
+	cfg := fmt.Sprintf(`# pgwarden demo node, generated by pgwarden demo
+name: %s
+scope: demo
+etcd:
+  endpoints: [%s]
+rest:
+  listen: 127.0.0.1:%d
+postgres:
+  bin_dir: %s
+  data_dir: %s
+  listen: 127.0.0.1:%d
+  superuser: {username: postgres, password: demo}
+  replication: {username: replicator, password: demo}
+  parameters:
+    unix_socket_directories: %s
+    shared_buffers: 32MB
+%s`, nd.name, d.etcdEP, nd.apiPort, d.binDir, filepath.Join(nd.dir, "data"), nd.pgPort, nd.dir, pool)
+	nd.cfgPath = filepath.Join(nd.dir, "pgwarden.yaml")
+	if err := os.WriteFile(nd.cfgPath, []byte(cfg), 0o600); err != nil {
+		return err
+	}
+	if _, err := config.Load(nd.cfgPath); err != nil {
+		return fmt.Errorf("demo config for %s: %w", nd.name, err)
+	}
+	return d.chown(nd.cfgPath)
+}
+
+func (d *demo) startBouncer(nd *demoNode) error {
+	dbFile := filepath.Join(nd.dir, "pgbouncer-databases.ini")
+	users := filepath.Join(nd.dir, "pgbouncer-users.txt")
+	ini := filepath.Join(nd.dir, "pgbouncer.ini")
+	files := map[string]string{
+		dbFile: "[databases]\n",
+		users:  `"postgres" "demo"` + "\n" + `"pgbouncer" ""` + "\n",
+		ini: fmt.Sprintf(`[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = %d
+unix_socket_dir = %s
+auth_type = trust
+auth_file = %s
+admin_users = pgbouncer
+pool_mode = transaction
+server_login_retry = 1
+query_wait_timeout = 60
+ignore_startup_parameters = extra_float_digits
+logfile = %s
+; the file pgwarden manages must be the last line
+%%include %s
+`, nd.bouncerPort, nd.dir, users, filepath.Join(nd.dir, "pgbouncer.log"), dbFile),
+	}
+	for p, body := range files {
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			return err
+		}
+		if err := d.chown(p); err != nil {
+			return err
+		}
+	}
+	nd.bouncer = d.command(d.bouncer, ini)
+	nd.bouncer.Stdout, nd.bouncer.Stderr = nil, nil
+	if err := nd.bouncer.Start(); err != nil {
+		return fmt.Errorf("start pgbouncer for %s: %w", nd.name, err)
+	}
+	return nil
+}
+
+func (d *demo) command(prog string, args ...string) *exec.Cmd {
+	cmd := exec.Command(prog, args...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: d.cred}
+	cmd.Dir = d.dir
+	return cmd
+}
+
+func (d *demo) startAgent(nd *demoNode) error {
+	logf, err := os.OpenFile(filepath.Join(nd.dir, "agent.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
+	}
+	nd.agent = d.command(d.bin, "agent", "-c", nd.cfgPath)
+	nd.agent.Stdout, nd.agent.Stderr = logf, logf
+	if err := nd.agent.Start(); err != nil {
+		logf.Close()
+		return fmt.Errorf("start agent %s: %w", nd.name, err)
+	}
+	logf.Close()
+	return nil
+}
+
+func probe(url string) int {
+	c := http.Client{Timeout: time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// waitReady shows progress until one primary and streaming replicas.
+func (d *demo) waitReady() error {
+	e := d.e
+	deadline := time.Now().Add(3 * time.Minute)
+	last := ""
+	for {
+		var states []string
+		primaries, replicas := 0, 0
+		for _, nd := range d.nodes {
+			base := fmt.Sprintf("http://127.0.0.1:%d", nd.apiPort)
+			switch {
+			case probe(base+"/primary") == 200:
+				primaries++
+				states = append(states, nd.name+": primary")
+			case probe(base+"/replica") == 200:
+				replicas++
+				states = append(states, nd.name+": streaming replica")
+			default:
+				states = append(states, nd.name+": starting")
+			}
+			if nd.agent.ProcessState != nil {
+				return fmt.Errorf("agent %s exited: see %s", nd.name, filepath.Join(nd.dir, "agent.log"))
+			}
+		}
+		line := strings.Join(states, ", ")
+		if line != last {
+			fmt.Fprintf(e.stdout, "  %s\n", line)
+			last = line
+		}
+		if primaries == 1 && replicas == len(d.nodes)-1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("cluster not ready within 3 minutes (%s): see the agent.log files in %s", line, d.dir)
+		}
+		select {
+		case <-d.e.ctx.Done():
+			return errors.New("interrupted")
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+	d.describe()
+	return nil
+}
+
+func (d *demo) describe() {
+	w := d.e.stdout
+	fmt.Fprintln(w, "\nrunning:")
+	for _, nd := range d.nodes {
+		fmt.Fprintf(w, "  %s  REST http://127.0.0.1:%d  PostgreSQL 127.0.0.1:%d", nd.name, nd.apiPort, nd.pgPort)
+		if nd.bouncerPort != 0 {
+			fmt.Fprintf(w, "  PgBouncer 127.0.0.1:%d (db app follows the leader)", nd.bouncerPort)
+		}
+		fmt.Fprintln(w)
+	}
+	n1 := d.nodes[0]
+	fmt.Fprintf(w, `
+things to try (in another terminal):
+  %[1]s list -c %[2]s
+  curl -s http://127.0.0.1:%[3]d/cluster
+  curl -XPOST http://127.0.0.1:%[3]d/switchover -d '{"candidate":"%[4]s"}'
+  kill -9 the primary's postmaster and watch a replica take over within the ttl
+  psql "host=127.0.0.1 port=%[5]d user=postgres password=demo dbname=postgres"
+logs: %[6]s/nodeN/agent.log   stop: Ctrl-C
+
+ready: %[7]d nodes, etcd %[8]s
+`, d.bin, n1.cfgPath, n1.apiPort, d.nodes[len(d.nodes)-1].name, n1.pgPort, d.dir, len(d.nodes), d.etcdEP)
+}
+
+// watch shows a live member list until interrupted.
+func (d *demo) watch() error {
+	cfg, err := config.Load(d.nodes[0].cfgPath)
+	if err != nil {
+		return err
+	}
+	tty := isTerminal(d.e.stdout)
+	last := ""
+	for {
+		ctx, cancel := context.WithTimeout(d.e.ctx, 5*time.Second)
+		var b strings.Builder
+		if s, err := openCluster(ctx, cfg); err == nil {
+			if c, err := s.Cluster(ctx); err == nil {
+				_ = writeListTable(&b, buildList(c, cfg.Scope, dynamicOf(c).Pause))
+			}
+			s.Close(context.Background())
+		}
+		cancel()
+		if out := maskVolatile(b.String()); out != last && b.Len() > 0 {
+			if tty {
+				fmt.Fprint(d.e.stdout, "\033[H\033[2J")
+				d.describe()
+			}
+			fmt.Fprint(d.e.stdout, b.String())
+			last = out
+		}
+		select {
+		case <-d.e.ctx.Done():
+			fmt.Fprintln(d.e.stdout, "\nstopping the demo cluster")
+			return nil
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// maskVolatile drops the lag column so the live view redraws on real changes.
+func maskVolatile(s string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		f := strings.Fields(l)
+		if len(f) > 5 {
+			f[5] = ""
+		}
+		out = append(out, strings.Join(f, " "))
+	}
+	return strings.Join(out, "\n")
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// stop ends the agents (SIGTERM: the leader hands over and stops cleanly),
+// the PgBouncers and etcd, waiting for each by PID.
+func (d *demo) stop() {
+	for _, nd := range d.nodes {
+		if nd.agent != nil && nd.agent.Process != nil {
+			_ = nd.agent.Process.Signal(syscall.SIGTERM)
+		}
+	}
+	for _, nd := range d.nodes {
+		waitOrKill(nd.agent, 60*time.Second)
+		if nd.bouncer != nil && nd.bouncer.Process != nil {
+			_ = nd.bouncer.Process.Signal(syscall.SIGTERM)
+			waitOrKill(nd.bouncer, 10*time.Second)
+		}
+		// A postmaster left behind (agent killed) is stopped by its pid file.
+		stopPostmaster(filepath.Join(nd.dir, "data"))
+	}
+	if d.etcd != nil {
+		d.etcd.Close()
+	}
+}
+
+func waitOrKill(cmd *exec.Cmd, timeout time.Duration) {
+	if cmd == nil || cmd.Process == nil {
+		return
+	}
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(timeout):
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
+}
+
+func stopPostmaster(dataDir string) {
+	b, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid"))
+	if err != nil {
+		return
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
+	if err != nil || pid <= 1 {
+		return
+	}
+	if syscall.Kill(pid, syscall.SIGQUIT) != nil {
+		return
+	}
+	for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
+		time.Sleep(100 * time.Millisecond) // bounded wait for the postmaster to exit
+	}
+}

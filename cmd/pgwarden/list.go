@@ -1,0 +1,150 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/url"
+	"slices"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pgwarden/pgwarden/dcs"
+)
+
+// listRow is one member as `pgwarden list` shows it (and as its JSON).
+type listRow struct {
+	Member   string            `json:"member"`
+	Host     string            `json:"host"`
+	Role     string            `json:"role"`
+	State    string            `json:"state"`
+	Timeline uint32            `json:"timeline"`
+	LagMB    float64           `json:"lag_mb"`
+	Priority int               `json:"priority"`
+	Tags     map[string]string `json:"tags,omitempty"`
+}
+
+type listView struct {
+	Scope               string    `json:"scope"`
+	Leader              string    `json:"leader"`
+	Paused              bool      `json:"paused"`
+	ScheduledSwitchover string    `json:"scheduled_switchover,omitempty"`
+	Members             []listRow `json:"members"`
+}
+
+// buildList turns the cluster into the rows of `pgwarden list`: leader
+// first, then replicas by name.
+func buildList(c *dcs.Cluster, scope string, paused bool) listView {
+	v := listView{Scope: scope, Paused: paused}
+	if c.Leader != nil {
+		v.Leader = c.Leader.Name
+	}
+	if f := c.Failover; f != nil && !f.ScheduledAt.IsZero() {
+		v.ScheduledSwitchover = fmt.Sprintf("%s -> %s at %s", f.Leader, orAny(f.Candidate), f.ScheduledAt.Format(time.RFC3339))
+	}
+	for _, m := range c.Members {
+		r := listRow{Member: m.Name, Host: connHost(m.ConnURL), State: m.State, Timeline: m.Timeline, Priority: m.Priority, Tags: m.Tags}
+		switch {
+		case m.Name == v.Leader:
+			r.Role = "leader"
+		case c.Sync != nil && slices.Contains(c.Sync.SyncStandby, m.Name):
+			r.Role = "sync_standby"
+		default:
+			r.Role = m.Role
+		}
+		if m.Role == "replica" && m.State == "running" && m.Streaming {
+			r.State = "streaming"
+		}
+		if r.Role != "leader" {
+			pos := m.ReplayedLSN
+			if pos == 0 {
+				pos = m.WALPosition
+			}
+			if c.Status.LSN > pos {
+				r.LagMB = float64(c.Status.LSN-pos) / (1 << 20)
+			}
+		}
+		v.Members = append(v.Members, r)
+	}
+	sort.SliceStable(v.Members, func(i, j int) bool {
+		li, lj := v.Members[i].Role == "leader", v.Members[j].Role == "leader"
+		if li != lj {
+			return li
+		}
+		return v.Members[i].Member < v.Members[j].Member
+	})
+	return v
+}
+
+func orAny(s string) string {
+	if s == "" {
+		return "(best replica)"
+	}
+	return s
+}
+
+func connHost(connURL string) string {
+	u, err := url.Parse(connURL)
+	if err != nil || u.Host == "" {
+		return connURL
+	}
+	return u.Host
+}
+
+func writeListJSON(w io.Writer, v listView) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func writeListTable(w io.Writer, v listView) error {
+	title := fmt.Sprintf("Cluster: %s", v.Scope)
+	if v.Paused {
+		title += " (paused: no automatic failover)"
+	}
+	fmt.Fprintln(w, title)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "MEMBER\tHOST\tROLE\tSTATE\tTL\tLAG_MB\tPRIORITY\tTAGS")
+	for _, r := range v.Members {
+		tl := "-"
+		if r.Timeline > 0 {
+			tl = fmt.Sprint(r.Timeline)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.1f\t%d\t%s\n", r.Member, r.Host, r.Role, orDash(r.State), tl, r.LagMB, r.Priority, formatTags(r.Tags))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if v.Leader == "" {
+		fmt.Fprintln(w, "no leader")
+	}
+	if v.ScheduledSwitchover != "" {
+		fmt.Fprintln(w, "scheduled switchover: "+v.ScheduledSwitchover)
+	}
+	return nil
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func formatTags(t map[string]string) string {
+	if len(t) == 0 {
+		return ""
+	}
+	keys := make([]string, 0, len(t))
+	for k := range t {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = k + "=" + t[k]
+	}
+	return strings.Join(parts, ",")
+}

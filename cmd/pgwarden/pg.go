@@ -1,0 +1,104 @@
+package main
+
+import (
+	"context"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/pgwarden/pgwarden/agent"
+	"github.com/pgwarden/pgwarden/config"
+	"github.com/pgwarden/pgwarden/postgres"
+)
+
+// pgAdapter is the local PostgreSQL as package agent sees it: the postgres
+// package knows nothing of the agent's types, so the translation lives here.
+type pgAdapter struct {
+	s *postgres.Server
+}
+
+var _ agent.Postgres = pgAdapter{}
+
+func newPostgres(cfg *config.Config, log hclog.Logger) pgAdapter {
+	return pgAdapter{s: postgres.New(postgres.Config{
+		BinDir:        cfg.Postgres.BinDir,
+		DataDir:       cfg.Postgres.DataDir,
+		Listen:        cfg.Postgres.Listen,
+		SuperUser:     cfg.Postgres.Superuser.Username,
+		SuperPassword: cfg.Postgres.Superuser.Password,
+		ReplUser:      cfg.Postgres.Replication.Username,
+		ReplPassword:  cfg.Postgres.Replication.Password,
+		Parameters:    cfg.Postgres.Parameters,
+		PgHBA:         cfg.Postgres.PgHBA,
+		AppName:       cfg.Name,
+	}, log)}
+}
+
+func (p pgAdapter) State(ctx context.Context) (agent.PGState, error) {
+	st, err := p.s.Status(ctx)
+	if err != nil {
+		return agent.PGState{}, err
+	}
+	return agent.PGState{
+		DataEmpty:        st.DataEmpty,
+		Running:          st.Running,
+		State:            st.State,
+		InRecovery:       st.InRecovery,
+		Timeline:         st.Timeline,
+		WAL:              uint64(st.WAL),
+		Replayed:         uint64(st.Replayed),
+		Streaming:        st.Streaming,
+		Upstream:         st.Upstream,
+		SystemID:         st.SystemID,
+		WasPrimary:       st.WasPrimary,
+		ServerVersion:    st.ServerVersion,
+		ReplicationConns: st.ReplicationConns,
+	}, nil
+}
+
+// upstream translates; an empty host (a standby with no upstream yet)
+// stays empty.
+func upstream(up agent.Upstream) postgres.Upstream {
+	return postgres.Upstream{Host: up.Host, Port: up.Port, Slot: up.Slot}
+}
+
+func (p pgAdapter) Bootstrap(ctx context.Context) error { return p.s.Bootstrap(ctx) }
+
+func (p pgAdapter) Start(ctx context.Context, up *agent.Upstream) error {
+	if up == nil {
+		return p.s.Start(ctx, nil)
+	}
+	u := upstream(*up)
+	return p.s.Start(ctx, &u)
+}
+
+func (p pgAdapter) Stop(ctx context.Context, mode agent.StopMode) error {
+	return p.s.Stop(ctx, string(mode))
+}
+
+func (p pgAdapter) Restart(ctx context.Context) error { return p.s.Restart(ctx) }
+func (p pgAdapter) Reload(ctx context.Context) error  { return p.s.Reload(ctx) }
+func (p pgAdapter) Promote(ctx context.Context) error { return p.s.Promote(ctx) }
+func (p pgAdapter) Follow(ctx context.Context, up agent.Upstream) error {
+	return p.s.Follow(ctx, upstream(up))
+}
+func (p pgAdapter) Clone(ctx context.Context, up agent.Upstream) error {
+	return p.s.Clone(ctx, upstream(up))
+}
+func (p pgAdapter) Rewind(ctx context.Context, up agent.Upstream) error {
+	return p.s.Rewind(ctx, upstream(up))
+}
+func (p pgAdapter) Wipe(ctx context.Context) error       { return p.s.Wipe(ctx) }
+func (p pgAdapter) Checkpoint(ctx context.Context) error { return p.s.Checkpoint(ctx) }
+func (p pgAdapter) ShutdownCheckpoint(ctx context.Context) (uint64, error) {
+	// The record starts at l; a standby has all of it once its position is
+	// past l (positions advance by whole records), so the agent's "WAL >=
+	// requirement" test needs l+1.
+	l, err := p.s.ShutdownCheckpoint(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return uint64(l) + 1, nil
+}
+func (p pgAdapter) SyncSlots(ctx context.Context, names []string) error {
+	return p.s.SyncSlots(ctx, names)
+}
