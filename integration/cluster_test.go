@@ -90,7 +90,25 @@ func newCluster(t testing.TB, o clusterOpts) *cluster {
 	for _, n := range c.nodes {
 		n.start()
 	}
+	// Registered last, so it runs first: agents get SIGTERM (a clean
+	// shutdown stops PostgreSQL), then any postmaster still alive (an agent
+	// killed by the test left it) is killed by the PID it wrote.
+	t.Cleanup(c.stop)
 	return c
+}
+
+func (c *cluster) stop() {
+	for _, n := range c.nodes {
+		if n.agent != nil && !n.agent.Exited() {
+			_ = n.agent.Stop(syscall.SIGTERM, 30*time.Second)
+		}
+	}
+	for _, n := range c.nodes {
+		if pid := n.postmasterPID(); pid > 0 && syscall.Kill(pid, 0) == nil {
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
 }
 
 func (n *node) writeConfig(priority int) {
