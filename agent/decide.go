@@ -131,9 +131,18 @@ func decideLeader(o Observation) Decision {
 	}
 	bound := o.Dynamic.TTL.D()
 	if o.CrashedSince.IsZero() || o.Now.Sub(o.CrashedSince) < bound {
+		if transitioning(pg) {
+			return Decision{Action: ActWait, Reason: "leader's postgres is " + pg.State}
+		}
 		return Decision{Action: ActStartPrimary, Reason: "leader's postgres is " + stateName(pg) + ": restarting it in place"}
 	}
 	return Decision{Action: ActRelease, Reason: fmt.Sprintf("leader's postgres not running for %s (bound %s): handing over", o.Now.Sub(o.CrashedSince).Round(time.Millisecond), bound)}
+}
+
+// transitioning: PostgreSQL runs but does not answer yet (starting,
+// recovering, stopping): acting on it now would only fail.
+func transitioning(pg PGState) bool {
+	return !pg.Running && (pg.State == "starting" || pg.State == "stopping")
 }
 
 func stateName(pg PGState) string {
@@ -228,6 +237,13 @@ func decideFollower(o Observation, leader string) Decision {
 			return Decision{Action: ActWait, Reason: "leader " + leader + " not running yet: nothing to clone from"}
 		}
 		return Decision{Action: ActClone, Target: leader, Reason: "empty data directory"}
+	case transitioning(pg):
+		// A standby still starting (perhaps never consistent without an
+		// upstream) is repointed by a reload; otherwise let it start.
+		if m := o.Cluster.Member(upstream); pg.State == "starting" && m != nil && pg.Upstream != hostPort(m.ConnURL) {
+			return Decision{Action: ActFollow, Target: upstream, Reason: fmt.Sprintf("starting with upstream %q, leader is %s", pg.Upstream, leader)}
+		}
+		return Decision{Action: ActWait, Reason: "postgres is " + pg.State}
 	case !pg.Running && pg.WasPrimary:
 		return Decision{Action: ActRewind, Target: leader, Reason: "former primary rejoining " + leader}
 	case !pg.Running:
@@ -265,6 +281,8 @@ func decideRace(o Observation) Decision {
 	switch {
 	case pg.DataEmpty:
 		return Decision{Action: ActWait, Reason: "no leader to clone from"}
+	case transitioning(pg):
+		return Decision{Action: ActWait, Reason: "no leader; postgres is " + pg.State}
 	case !pg.Running:
 		// A standby with no upstream can still report its WAL position
 		// and compete.

@@ -46,13 +46,6 @@ func (a *Agent) publish(ctx context.Context, o Observation, d Decision, start ti
 		m.State = "running"
 	}
 	now := a.d.Clock.Now()
-	if o.Cluster != nil && (!sameMember(m, a.lastMember) || now.Sub(a.lastTouch) >= a.dynamic.LoopWait.D()) {
-		if err := a.d.DCS.TouchMember(ctx, m); err != nil {
-			a.log.Warn("cannot publish member record", "error", err)
-		} else {
-			a.lastTouch, a.lastMember = now, m
-		}
-	}
 	var leaderLSN uint64
 	st := &Status{
 		Name: a.s.Name, Scope: a.s.Scope, Role: m.Role, State: m.State,
@@ -87,7 +80,17 @@ func (a *Agent) publish(ctx context.Context, o Observation, d Decision, start ti
 	if a.d.Pooler != nil {
 		st.Pooler = a.d.Pooler.State()
 	}
+	// The snapshot first: whoever sees the member record change (an
+	// operator's switchover waiting for "primary") must then find the
+	// health checks already saying so.
 	a.status.Store(st)
+	if o.Cluster != nil && (!sameMember(m, a.lastMember) || now.Sub(a.lastTouch) >= a.dynamic.LoopWait.D()) {
+		if err := a.d.DCS.TouchMember(ctx, m); err != nil {
+			a.log.Warn("cannot publish member record", "error", err)
+		} else {
+			a.lastTouch, a.lastMember = now, m
+		}
+	}
 	return pg
 }
 

@@ -300,9 +300,23 @@ func (c *cluster) waitReplicas(timeout time.Duration, primary *node, except ...*
 			if code := n.probe("/replica"); code != 200 {
 				return false, fmt.Errorf("%s /replica = %d", n.name, code)
 			}
+			// Streaming on the primary's timeline, not still from the
+			// candidate before its promotion.
+			if pt, rt := timelineOf(primary), timelineOf(n); pt == 0 || pt != rt {
+				return false, fmt.Errorf("%s on timeline %d, primary on %d", n.name, rt, pt)
+			}
 		}
 		return true, nil
 	})
+}
+
+func timelineOf(n *node) int {
+	if st := n.status(); st != nil {
+		if v, ok := st["timeline"].(float64); ok {
+			return int(v)
+		}
+	}
+	return 0
 }
 
 // waitRows waits until every given node has at least want rows in t.

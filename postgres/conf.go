@@ -22,6 +22,17 @@ func confQuote(v string) string {
 	return "'" + strings.ReplaceAll(v, "'", "''") + "'"
 }
 
+// confUnquote reverses confQuote.
+func confUnquote(v string) string {
+	v = strings.TrimSpace(v)
+	if len(v) < 2 || v[0] != '\'' || v[len(v)-1] != '\'' {
+		return v
+	}
+	v = v[1 : len(v)-1]
+	v = strings.ReplaceAll(v, "''", "'")
+	return strings.ReplaceAll(v, `\\`, `\`)
+}
+
 // conninfoQuote quotes a value for a libpq connection string.
 func conninfoQuote(v string) string {
 	v = strings.ReplaceAll(v, `\`, `\\`)

@@ -86,3 +86,11 @@ func TestDefaultHBA(t *testing.T) {
 		t.Errorf("configured pg_hba not used whole: %s", custom)
 	}
 }
+
+func TestConfQuoteRoundTrip(t *testing.T) {
+	for _, v := range []string{"", "plain", `it's`, `back\slash`, `host='x' password='a\'b'`} {
+		if got := confUnquote(confQuote(v)); got != v {
+			t.Errorf("confUnquote(confQuote(%q)) = %q", v, got)
+		}
+	}
+}

@@ -310,6 +310,7 @@ func (s *Server) Status(ctx context.Context) (State, error) {
 		if pmStatus == "stopping" {
 			st.State = "stopping"
 		}
+		st.Upstream = s.configuredUpstream()
 		s.log.Debug("postgres not answering", "status", pmStatus, "error", err)
 		return st, nil
 	}
@@ -326,6 +327,28 @@ func (s *Server) Status(ctx context.Context) (State, error) {
 		st.Received, st.Replayed = st.WAL, st.WAL
 	}
 	return st, nil
+}
+
+func (s *Server) standbySignal() bool {
+	_, err := os.Stat(filepath.Join(s.cfg.DataDir, "standby.signal"))
+	return err == nil
+}
+
+// configuredUpstream is host:port of primary_conninfo in pgwarden.conf, for
+// a server that does not answer queries yet.
+func (s *Server) configuredUpstream() string {
+	b, err := os.ReadFile(filepath.Join(s.cfg.DataDir, managedConf))
+	if err != nil {
+		return ""
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		v, ok := strings.CutPrefix(l, "primary_conninfo = ")
+		if !ok {
+			continue
+		}
+		return upstreamFromConninfo(confUnquote(v))
+	}
+	return ""
 }
 
 func parseOptLSN(s string) (LSN, error) {
@@ -491,7 +514,7 @@ func (s *Server) Follow(ctx context.Context, up Upstream) error {
 		return fmt.Errorf("follow: %w", err)
 	}
 	switch {
-	case st.Running && st.InRecovery:
+	case st.Running && st.InRecovery, st.State == "starting" && s.standbySignal():
 		if err := s.writeConfig(&up); err != nil {
 			return fmt.Errorf("follow: %w", err)
 		}
