@@ -41,12 +41,13 @@ func TestDemo(t *testing.T) {
 	parent := harness.Dir(t, "demo")
 	dir := filepath.Join(parent, "cluster")
 	cmd := exec.Command(harness.Binary(t), "demo", "--dir", dir)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd.Stderr = cmd.Stdout
+	out, w := io.Pipe()
+	cmd.Stdout = w
 	p := harness.Start(t, "demo", cmd)
+	go func() {
+		<-p.Done()
+		w.Close()
+	}()
 	lines := make(chan string, 1000)
 	go func() {
 		sc := bufio.NewScanner(out)

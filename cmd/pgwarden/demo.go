@@ -229,7 +229,8 @@ func (d *demo) startEtcd() error {
 	cfg := embed.NewConfig()
 	cfg.Name = "demo"
 	cfg.Dir = filepath.Join(d.dir, "etcd")
-	cfg.LogLevel = "error"
+	// Its shutdown "errors" (closed listeners) would only alarm a newcomer.
+	cfg.LogLevel = "fatal"
 	cu, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", freePort()))
 	pu, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", freePort()))
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}

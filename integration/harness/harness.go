@@ -302,7 +302,12 @@ func Start(t testing.TB, name string, cmd *exec.Cmd) *Proc {
 	t.Helper()
 	p := &Proc{Name: name, Cmd: cmd, t: t, done: make(chan struct{})}
 	pr, pw := io.Pipe()
-	cmd.Stdout, cmd.Stderr = pw, pw
+	// Output also goes where the caller pointed it (a test reading lines).
+	var out io.Writer = pw
+	if cmd.Stdout != nil {
+		out = io.MultiWriter(pw, cmd.Stdout)
+	}
+	cmd.Stdout, cmd.Stderr = out, out
 	// Its own process group, so a Ctrl-C of the test run reaches us first.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
