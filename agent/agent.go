@@ -227,9 +227,19 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 }
 
+// handoverPoll is the loop period of a switchover candidate: the old
+// leader waits for its WAL position, which it reads from this node's
+// status, so a fresh status shortens the handover.
+const handoverPoll = 50 * time.Millisecond
+
 func (a *Agent) loopWait() time.Duration {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if c := a.Status().DCSClusterView; c != nil && c.Failover != nil && c.Failover.Kind == "switchover" &&
+		c.Failover.Candidate == a.s.Name && c.Leader != nil && c.Leader.Name != a.s.Name &&
+		!a.d.Clock.Now().Before(c.Failover.ScheduledAt) {
+		return handoverPoll
+	}
 	if w := a.dynamic.LoopWait.D(); w > 0 {
 		return w
 	}
