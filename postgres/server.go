@@ -432,10 +432,25 @@ func (s *Server) Start(ctx context.Context, up *Upstream) error {
 	}
 }
 
+// logTail is the reason PostgreSQL gave: the last FATAL or PANIC lines of
+// its log, else its last lines.
 func (s *Server) logTail() string {
 	b, err := os.ReadFile(s.LogFile())
 	if err != nil {
 		return "unavailable"
+	}
+	lines := strings.Split(strings.TrimSpace(lastLines(string(b), 40)), " | ")
+	var bad []string
+	for _, l := range lines {
+		if strings.Contains(l, "FATAL") || strings.Contains(l, "PANIC") || strings.Contains(l, "ERROR") {
+			bad = append(bad, l)
+		}
+	}
+	if len(bad) > 3 {
+		bad = bad[len(bad)-3:]
+	}
+	if len(bad) > 0 {
+		return strings.Join(bad, " | ")
 	}
 	return lastLines(string(b), 3)
 }
