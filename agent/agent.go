@@ -176,6 +176,7 @@ type Agent struct {
 	lastMember    dcs.Member
 	poolerLeader  string
 	poolerPaused  bool
+	startFails    int
 	pausedAt      time.Time
 	renewals      uint64
 	renewFails    uint64
@@ -311,7 +312,7 @@ func (a *Agent) observe(ctx context.Context) Observation {
 		a.renewals++
 		a.leaseDeadline = sent.Add(ttl)
 	}
-	o := Observation{Node: a.s.Node, LeaseDeadline: a.leaseDeadline, Refused: a.refused}
+	o := Observation{Node: a.s.Node, LeaseDeadline: a.leaseDeadline, Refused: a.refused, StartFailures: a.startFails}
 	c, err := a.d.DCS.Cluster(ctx)
 	if err != nil {
 		o.DCSError = err.Error()

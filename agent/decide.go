@@ -139,6 +139,9 @@ func decideLeader(o Observation) Decision {
 	return Decision{Action: ActRelease, Reason: fmt.Sprintf("leader's postgres not running for %s (bound %s): handing over", o.Now.Sub(o.CrashedSince).Round(time.Millisecond), bound)}
 }
 
+// maxStartFailures is how many failed starts as a replica lead to a re-clone.
+const maxStartFailures = 3
+
 // transitioning: PostgreSQL runs but does not answer yet (starting,
 // recovering, stopping): acting on it now would only fail.
 func transitioning(pg PGState) bool {
@@ -237,6 +240,10 @@ func decideFollower(o Observation, leader string) Decision {
 			return Decision{Action: ActWait, Reason: "leader " + leader + " not running yet: nothing to clone from"}
 		}
 		return Decision{Action: ActClone, Target: leader, Reason: "empty data directory"}
+	case !pg.Running && !transitioning(pg) && o.StartFailures >= maxStartFailures:
+		// Its data cannot be started as a standby of this leader (a
+		// diverged or damaged directory): the leader has the data.
+		return Decision{Action: ActClone, Target: leader, Reason: fmt.Sprintf("postgres failed to start as replica %d times: re-cloning from %s", o.StartFailures, leader)}
 	case transitioning(pg):
 		// A standby still starting (perhaps never consistent without an
 		// upstream) is repointed by a reload; otherwise let it start.

@@ -109,6 +109,10 @@ func TestDecide(t *testing.T) {
 			o.Cluster.Members[1].State = "starting"
 		})), ActWait, "", "nothing to clone"},
 		{"stopped former primary rewinds", obs(all(leader("other"), func(o *Observation) { o.PG = PGState{State: "stopped", WasPrimary: true, SystemID: "42"} })), ActRewind, "other", "former primary"},
+		{"replica that keeps failing to start is re-cloned", obs(all(leader("other"), func(o *Observation) {
+			o.PG = PGState{State: "crashed", SystemID: "42", WasPrimary: true}
+			o.StartFailures = 3
+		})), ActClone, "other", "re-cloning"},
 		{"stopped replica starts", obs(all(leader("other"), func(o *Observation) { o.PG = PGState{State: "stopped", SystemID: "42"} })), ActStartReplica, "other", "starting as replica"},
 		{"race: best replica acquires", obs(func(o *Observation) {
 			o.Peers = []Peer{{Name: "other", Reachable: true, Running: true, WAL: 900, Priority: 100}}

@@ -21,6 +21,12 @@ func (a *Agent) execute(ctx context.Context, o Observation, d Decision) {
 	case ActAdopt:
 		err = a.adopt(ctx, o)
 	case ActClone:
+		if !o.PG.DataEmpty {
+			a.log.Warn("removing the data directory to re-clone", "member", d.Target, "reason", d.Reason)
+			if err = a.d.Postgres.Wipe(ctx); err != nil {
+				break
+			}
+		}
 		err = a.clone(ctx, o.Cluster, d.Target)
 	case ActStartReplica:
 		err = a.startReplica(ctx, o.Cluster, d.Target)
@@ -55,6 +61,14 @@ func (a *Agent) execute(ctx context.Context, o Observation, d Decision) {
 	}
 	if err != nil {
 		a.log.Error("action failed", "action", d.Action.String(), "target", d.Target, "error", err)
+	}
+	switch d.Action {
+	case ActStartReplica, ActRewind, ActClone:
+		if err != nil && d.Target != "" {
+			a.startFails++
+		} else if err == nil {
+			a.startFails = 0
+		}
 	}
 	if o.Cluster != nil {
 		a.steerPooler(ctx, o, d)

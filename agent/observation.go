@@ -92,6 +92,9 @@ type Observation struct {
 	// CrashedSince is when the local PostgreSQL was first seen not running
 	// while this node held the leader key (zero: not crashed).
 	CrashedSince time.Time
+	// StartFailures counts consecutive failed attempts to start (or
+	// rewind and start) PostgreSQL as a replica.
+	StartFailures int
 	// Refused is a standing refusal to act (a data directory from another
 	// cluster); Decide repeats it.
 	Refused string
