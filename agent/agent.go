@@ -292,11 +292,19 @@ func (a *Agent) Step(ctx context.Context) Decision {
 	}
 	a.execute(ctx, o, d)
 	pg := a.publish(ctx, o, d, start)
+	if pg.Writable() && d.Action != ActWait && d.Action != ActHeartbeat {
+		// A long action (bootstrap, promotion, restart) may have used up
+		// the lease time measured before it: renew before arming the
+		// watchdog, or it would fence a primary that is fine.
+		a.renewLease(ctx)
+	}
 	a.feedWatchdog(pg, o.Dynamic.Pause)
 	return d
 }
 
-func (a *Agent) observe(ctx context.Context) Observation {
+// renewLease keeps this member's lease alive; the deadline is measured
+// from when the renewal was sent, so it can only be early, never late.
+func (a *Agent) renewLease(ctx context.Context) {
 	sent := a.d.Clock.Now()
 	ttl, err := a.d.DCS.Renew(ctx)
 	if errors.Is(err, dcs.ErrLeaseExpired) {
@@ -308,10 +316,14 @@ func (a *Agent) observe(ctx context.Context) Observation {
 	if err != nil {
 		a.renewFails++
 		a.log.Warn("lease renewal failed", "error", err)
-	} else {
-		a.renewals++
-		a.leaseDeadline = sent.Add(ttl)
+		return
 	}
+	a.renewals++
+	a.leaseDeadline = sent.Add(ttl)
+}
+
+func (a *Agent) observe(ctx context.Context) Observation {
+	a.renewLease(ctx)
 	o := Observation{Node: a.s.Node, LeaseDeadline: a.leaseDeadline, Refused: a.refused, StartFailures: a.startFails}
 	c, err := a.d.DCS.Cluster(ctx)
 	if err != nil {
