@@ -136,6 +136,7 @@ func (c *Config) Validate() error {
 			p.add("postgres.parameters."+k, pg.Parameters[k], "managed by pgwarden (set postgres.listen or let the agent manage replication)")
 		}
 	}
+	checkSocketDirs(&p, pg.Parameters["unix_socket_directories"], pg.Listen)
 	if c.Priority != nil && *c.Priority < 0 {
 		p.add("priority", *c.Priority, "must be >= 0 (0 = never promoted)")
 	}
@@ -229,6 +230,28 @@ func checkHostPort(p *Problems, key, v string) {
 	n, err := strconv.Atoi(port)
 	if err != nil || n < 1 || n > 65535 {
 		p.add(key, v, "port must be 1-65535")
+	}
+}
+
+// maxSocketPath is the longest Unix socket path the kernel accepts
+// (sun_path is 108 bytes with its NUL). PostgreSQL only says "could not
+// create any Unix-domain sockets" at start, long after the config was read.
+const maxSocketPath = 107
+
+func checkSocketDirs(p *Problems, dirs, listen string) {
+	_, port, err := net.SplitHostPort(listen)
+	if err != nil || dirs == "" {
+		return
+	}
+	for d := range strings.SplitSeq(dirs, ",") {
+		d = strings.TrimSpace(d)
+		if d == "" || strings.HasPrefix(d, "@") {
+			continue // abstract namespace: no file path
+		}
+		if n := len(d + "/.s.PGSQL." + port); n > maxSocketPath {
+			p.add("postgres.parameters.unix_socket_directories", d,
+				"socket path %s/.s.PGSQL.%s is %d bytes; Unix sockets allow %d (use a shorter directory)", d, port, n, maxSocketPath)
+		}
 	}
 }
 

@@ -76,6 +76,7 @@ func TestBadConfigs(t *testing.T) {
 		{"bad duration", "ttl: 10", "ttl: 10x", []string{"line", "10x", "duration"}},
 		{"negative duration", "ttl: 10", "ttl: -5", []string{"-5", "negative"}},
 		{"ttl too small", "ttl: 10", "ttl: 4", []string{"cluster.ttl", "4s", "ttl too small for loop_wait and retry_timeout"}},
+		{"socket path too long", "parameters: {work_mem: 64MB}", "parameters: {unix_socket_directories: '/run/pg, /tmp/xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx'}", []string{"postgres.parameters.unix_socket_directories", "/tmp/xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", "/.s.PGSQL.5432 is 114 bytes; Unix sockets allow 107"}},
 		{"zero loop_wait", "loop_wait: 1", "loop_wait: 0", []string{"cluster.loop_wait", "must be > 0"}},
 		{"duplicate pooler db", "app_ro: {dbname: app, target: local}", "APP: {dbname: app, target: local}", []string{"pooler.pgbouncer.databases", "duplicate pooler database name"}},
 		{"bad pooler target", "app_ro: {dbname: app, target: local}", "app_ro: {dbname: app, target: replica}", []string{"databases.app_ro.target", `"replica"`, "primary or local"}},

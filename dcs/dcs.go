@@ -176,7 +176,9 @@ type Store interface {
 	// member holds the leader key (ErrNotLeader otherwise).
 	SetStatus(ctx context.Context, s Status) error
 	// Watch signals (coalesced, never blocking the store) whenever any key
-	// under the cluster prefix changes or expires, until ctx ends.
+	// under the cluster prefix changes or expires, until ctx ends. Writes
+	// of the status key do not signal: the leader writes it every loop, and
+	// waking on its own write would spin its loop.
 	Watch(ctx context.Context) <-chan struct{}
 	// SetTTL changes the TTL of leases created from now on (the current
 	// lease keeps its TTL until it is replaced).

@@ -470,6 +470,7 @@ func (e *Etcd) Watch(ctx context.Context) <-chan struct{} {
 		}
 	}
 	var rev int64
+	statusKey := e.key(keyStatus)
 	open := func() (clientv3.WatchChan, context.CancelFunc) {
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 		opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithCreatedNotify()}
@@ -502,7 +503,7 @@ func (e *Etcd) Watch(ctx context.Context) <-chan struct{} {
 				if resp.Header.Revision > rev {
 					rev = resp.Header.Revision
 				}
-				if len(resp.Events) > 0 {
+				if wakes(resp.Events, statusKey) {
 					signal()
 					backoff = 100 * time.Millisecond
 				}
@@ -519,6 +520,17 @@ func (e *Etcd) Watch(ctx context.Context) <-chan struct{} {
 		}
 	}()
 	return out
+}
+
+// wakes reports whether any event is one the HA loop must react to: all
+// but puts of the status key (see Store.Watch).
+func wakes(evs []*clientv3.Event, statusKey string) bool {
+	for _, ev := range evs {
+		if ev.Type != clientv3.EventTypePut || string(ev.Kv.Key) != statusKey {
+			return true
+		}
+	}
+	return false
 }
 
 // SetTTL implements Store.

@@ -11,3 +11,6 @@ const (
 	keyHistory    = "history"
 	keyStatus     = "status"
 )
+
+// quietKey is a key whose writes do not wake watchers (see Store.Watch).
+func quietKey(key string) bool { return key == keyStatus }

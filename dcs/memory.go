@@ -116,7 +116,9 @@ func (mc *MemoryCluster) putLocked(key string, value []byte, lease int64) {
 		mc.keys[key] = k
 	}
 	k.value, k.modRev, k.lease = append([]byte(nil), value...), mc.rev, lease
-	mc.notifyLocked()
+	if !quietKey(key) {
+		mc.notifyLocked()
+	}
 }
 
 func (mc *MemoryCluster) deleteLocked(key string) {

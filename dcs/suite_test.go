@@ -233,6 +233,44 @@ func runSuite(t *testing.T, b backend) {
 		}
 	})
 
+	t.Run("watch stays quiet on the leader's status writes", func(t *testing.T) {
+		a := b.client(t, "a", ttl)
+		renew(t, a)
+		if won, err := a.AcquireLeader(ctx); !won || err != nil {
+			_ = a.ReleaseLeader(ctx)
+			if won, err = a.AcquireLeader(ctx); !won {
+				t.Fatalf("a did not win: %v", err)
+			}
+		}
+		defer a.ReleaseLeader(ctx)
+		wctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		w := a.Watch(wctx)
+		// Let the acquisition's own event arrive, then drain it.
+		select {
+		case <-w:
+		case <-time.After(b.watchWithin):
+		}
+		for i := range 20 {
+			if err := a.SetStatus(ctx, Status{LSN: uint64(i + 1), Time: time.Now()}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		select {
+		case <-w:
+			t.Fatal("a status write woke the watch: the leader's loop would chase its own writes")
+		case <-time.After(300 * time.Millisecond):
+		}
+		if err := a.TouchMember(ctx, Member{Name: "a", Role: "primary"}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-w:
+		case <-time.After(b.watchWithin):
+			t.Fatalf("a member write did not wake the watch within %s", b.watchWithin)
+		}
+	})
+
 	t.Run("one winner among concurrent acquirers, every round", func(t *testing.T) {
 		const n, rounds = 10, 50
 		stores := make([]Store, n)

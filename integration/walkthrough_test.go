@@ -53,7 +53,11 @@ func TestReadmeWalkthrough(t *testing.T) {
 		must(t, err)
 		must(t, os.WriteFile(filepath.Join(work, "examples", name), b, 0o644))
 	}
-	tmp := harness.Dir(t, "walkthrough-tmp")
+	// A short TMPDIR: mktemp puts the data directories, and so the Unix
+	// sockets, there, and a socket path may not exceed 107 bytes.
+	tmp, err := os.MkdirTemp("", "wt-")
+	must(t, err)
+	t.Cleanup(func() { os.RemoveAll(tmp) })
 	script := strings.Join(lines[1:], "\n") + "\n"
 	cmd := exec.Command("bash", "-c", script)
 	cmd.Dir = work

@@ -437,6 +437,14 @@ func cmdSwitchover(e *env, args []string) error {
 		if err != nil {
 			return err
 		}
+		if body["leader"] == "" && body["candidate"] == "" {
+			// The API wants one of them named; the operator who names
+			// neither means "from the current leader to the best replica".
+			if c.Leader == nil {
+				return errors.New("switchover: the cluster has no leader (use failover --candidate)")
+			}
+			body["leader"] = c.Leader.Name
+		}
 		if !*force && !confirm(e, fmt.Sprintf("switch over from %s to %s?", leaderName(c), orAny(*cand))) {
 			return errors.New("aborted")
 		}
