@@ -170,6 +170,7 @@ type Agent struct {
 	dynamic       config.Dynamic
 	leaseDeadline time.Time
 	crashedSince  time.Time
+	stuckSince    time.Time
 	refused       string
 	last          Decision
 	lastTouch     time.Time
@@ -355,6 +356,18 @@ func (a *Agent) observe(ctx context.Context) Observation {
 		a.crashedSince = time.Time{}
 	}
 	o.CrashedSince = a.crashedSince
+	var lm *dcs.Member
+	if c != nil && c.Leader != nil && c.Leader.Name != a.s.Name {
+		lm = c.Member(c.Leader.Name)
+	}
+	if lm != nil && pg.Running && pg.InRecovery && !pg.Streaming && pg.Timeline > 0 && pg.Timeline < lm.Timeline {
+		if a.stuckSince.IsZero() {
+			a.stuckSince = a.d.Clock.Now()
+		}
+	} else {
+		a.stuckSince = time.Time{}
+	}
+	o.StuckSince = a.stuckSince
 	o.Now = a.d.Clock.Now()
 	return o
 }

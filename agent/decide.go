@@ -139,6 +139,13 @@ func decideLeader(o Observation) Decision {
 	return Decision{Action: ActRelease, Reason: fmt.Sprintf("leader's postgres not running for %s (bound %s): handing over", o.Now.Sub(o.CrashedSince).Round(time.Millisecond), bound)}
 }
 
+// stuckBound is how long a replica may sit on an older timeline than the
+// leader's without streaming before it is taken for diverged: long enough
+// for a healthy one to reconnect and replay the timeline switch.
+func stuckBound(o Observation) time.Duration {
+	return max(30*time.Second, 3*o.Dynamic.TTL.D())
+}
+
 // maxStartFailures is how many failed starts as a replica lead to a re-clone.
 const maxStartFailures = 3
 
@@ -255,6 +262,10 @@ func decideFollower(o Observation, leader string) Decision {
 		return Decision{Action: ActRewind, Target: leader, Reason: "former primary rejoining " + leader}
 	case !pg.Running:
 		return Decision{Action: ActStartReplica, Target: upstream, Reason: "postgres " + stateName(pg) + ": starting as replica"}
+	}
+	if !o.StuckSince.IsZero() && o.Now.Sub(o.StuckSince) >= stuckBound(o) {
+		return Decision{Action: ActRewind, Target: leader, Reason: fmt.Sprintf("not streaming on timeline %d behind leader's %d for %s: diverged, rewinding",
+			pg.Timeline, lm.Timeline, o.Now.Sub(o.StuckSince).Round(time.Second))}
 	}
 	m := o.Cluster.Member(upstream)
 	if m != nil && pg.Upstream != hostPort(m.ConnURL) {

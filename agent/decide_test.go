@@ -99,6 +99,14 @@ func TestDecide(t *testing.T) {
 		})), ActRelease, "", "handing over"},
 		{"other leader while writable: demote", obs(all(primary, leader("other"))), ActDemote, "other", "must not accept writes"},
 		{"follower of the leader waits", obs(leader("other")), ActWait, "", "replica of other"},
+		{"diverged replica, stuck on an old timeline past the bound, rewinds", obs(all(leader("other"), func(o *Observation) {
+			o.PG.Streaming, o.PG.Timeline, o.Cluster.Members[1].Timeline = false, 1, 2
+			o.StuckSince = o.Now.Add(-stuckBound(*o))
+		})), ActRewind, "other", "diverged"},
+		{"replica briefly behind the leader's timeline waits", obs(all(leader("other"), func(o *Observation) {
+			o.PG.Streaming, o.PG.Timeline, o.Cluster.Members[1].Timeline = false, 1, 2
+			o.StuckSince = o.Now.Add(-stuckBound(*o) + time.Second)
+		})), ActWait, "", "replica of other"},
 		{"follower pointed elsewhere follows", obs(all(leader("other"), func(o *Observation) { o.PG.Upstream = "127.0.0.1:9999" })), ActFollow, "other", "leader is other"},
 		{"empty data dir clones from running leader", obs(all(leader("other"), func(o *Observation) {
 			o.PG = PGState{DataEmpty: true}

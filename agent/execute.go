@@ -193,6 +193,11 @@ func (a *Agent) rewind(ctx context.Context, c *dcs.Cluster, target string) error
 	if err != nil {
 		return fmt.Errorf("rewind: %w", err)
 	}
+	// A running replica found diverged is stopped first: pg_rewind and
+	// re-cloning both need it down.
+	if err := a.d.Postgres.Stop(ctx, StopFast); err != nil {
+		return fmt.Errorf("rewind: %w", err)
+	}
 	if a.s.UsePgRewind {
 		err = a.d.Postgres.Rewind(ctx, up)
 		if err == nil {

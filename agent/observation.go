@@ -95,6 +95,10 @@ type Observation struct {
 	// StartFailures counts consecutive failed attempts to start (or
 	// rewind and start) PostgreSQL as a replica.
 	StartFailures int
+	// StuckSince is when this running replica was first seen not streaming
+	// while on an older timeline than the leader's (zero: it is not). A
+	// replica that stays so has diverged and cannot follow without rewind.
+	StuckSince time.Time
 	// Refused is a standing refusal to act (a data directory from another
 	// cluster); Decide repeats it.
 	Refused string

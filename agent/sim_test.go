@@ -26,7 +26,7 @@ import (
 //	go test ./agent -run TestSimulatedCluster -sim.seed N -v
 var (
 	simSeed  = flag.Int64("sim.seed", -1, "replay one simulation seed, with a trace")
-	simSeeds = flag.Int("sim.seeds", 300, "number of seeded schedules TestSimulatedCluster runs")
+	simSeeds = flag.Int("sim.seeds", defaultSimSeeds, "number of seeded schedules TestSimulatedCluster runs (1000; 150 under -race)")
 )
 
 const simTick = 100 * time.Millisecond

@@ -597,6 +597,9 @@ func (s *Server) Rewind(ctx context.Context, up Upstream) error {
 			return fmt.Errorf("rewind: %w", err)
 		}
 	}
+	if err := s.checkpointPromoted(ctx, up); err != nil {
+		return fmt.Errorf("rewind: %w", err)
+	}
 	src := fmt.Sprintf("host=%s port=%d user=%s dbname=postgres connect_timeout=5",
 		conninfoQuote(up.Host), up.Port, conninfoQuote(s.cfg.SuperUser))
 	out, err := s.run(ctx, []string{"PGPASSWORD=" + s.cfg.SuperPassword}, "pg_rewind",
@@ -609,6 +612,39 @@ func (s *Server) Rewind(ctx context.Context, up Upstream) error {
 	}
 	// pg_rewind copied the source's configuration files: rewrite ours.
 	return s.writeConfig(&up)
+}
+
+// checkpointPromoted makes a just-promoted source write its new timeline
+// into pg_control. PostgreSQL 15 promotes without a checkpoint, and until
+// the next one pg_rewind reads the old timeline from the source, says "no
+// rewind required" and leaves a diverged node that can never stream.
+func (s *Server) checkpointPromoted(ctx context.Context, up Upstream) error {
+	cc, err := s.connConfig()
+	if err != nil {
+		return err
+	}
+	cc.Host, cc.Port = up.Host, uint16(up.Port)
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	c, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		return fmt.Errorf("connect to the new primary %s:%d: %w", up.Host, up.Port, err)
+	}
+	defer c.Close(context.Background())
+	var stale bool
+	err = c.QueryRow(ctx, `SELECT NOT pg_is_in_recovery() AND (SELECT timeline_id FROM pg_control_checkpoint()) <>
+ ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint`).Scan(&stale)
+	if err != nil {
+		return fmt.Errorf("read the new primary's timeline: %w", err)
+	}
+	if !stale {
+		return nil
+	}
+	s.log.Info("new primary has not checkpointed since its promotion: asking it to", "host", up.Host, "port", up.Port)
+	if _, err := c.Exec(ctx, "CHECKPOINT"); err != nil {
+		return fmt.Errorf("checkpoint on the new primary: %w", err)
+	}
+	return nil
 }
 
 // singleUserRecovery replays WAL and shuts down cleanly without accepting
