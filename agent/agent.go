@@ -32,6 +32,7 @@ type DCS interface {
 	DeleteFailover(ctx context.Context, prevRevision int64) error
 	AppendHistory(ctx context.Context, e dcs.HistoryEntry) error
 	SetStatus(ctx context.Context, s dcs.Status) error
+	SetSync(ctx context.Context, s dcs.Sync, prevRevision int64) error
 	Watch(ctx context.Context) <-chan struct{}
 	SetTTL(ttl time.Duration)
 	Close(ctx context.Context) error
@@ -87,6 +88,11 @@ type Postgres interface {
 	ShutdownCheckpoint(ctx context.Context) (uint64, error)
 	// SyncSlots makes the physical replication slots exactly names.
 	SyncSlots(ctx context.Context, names []string) error
+	// SetSyncStandbys makes commits wait for the named standbys (none: for
+	// no one; "*": for any one) and returns once PostgreSQL uses it.
+	SetSyncStandbys(ctx context.Context, names []string) error
+	// SyncStatus reads which standbys commits wait for now.
+	SyncStatus(ctx context.Context) (SyncStatus, error)
 }
 
 // Pooler is the local connection pooler, kept pointed at the leader.
@@ -171,18 +177,26 @@ type Agent struct {
 	leaseDeadline time.Time
 	crashedSince  time.Time
 	stuckSince    time.Time
-	refused       string
-	last          Decision
-	lastTouch     time.Time
-	lastMember    dcs.Member
-	poolerLeader  string
-	poolerPaused  bool
-	startFails    int
-	pausedAt      time.Time
-	renewals      uint64
-	renewFails    uint64
-	failovers     uint64
-	lastDCS       time.Time
+	// replayWait is the replayed position last seen while the leader key
+	// is held and promotion waits for replay (0: not waiting).
+	replayWait uint64
+	// Synchronous mode (sync.go): what commits wait for now, and since
+	// which leader position each newly synchronous standby was seen so.
+	syncApplied  bool
+	syncNames    []string
+	syncPending  map[string]uint64
+	refused      string
+	last         Decision
+	lastTouch    time.Time
+	lastMember   dcs.Member
+	poolerLeader string
+	poolerPaused bool
+	startFails   int
+	pausedAt     time.Time
+	renewals     uint64
+	renewFails   uint64
+	failovers    uint64
+	lastDCS      time.Time
 }
 
 // New builds an agent; Run starts it.
@@ -240,6 +254,9 @@ func (a *Agent) loopWait() time.Duration {
 	if c := a.Status().DCSClusterView; c != nil && c.Failover != nil && c.Failover.Kind == "switchover" &&
 		c.Failover.Candidate == a.s.Name && c.Leader != nil && c.Leader.Name != a.s.Name &&
 		!a.d.Clock.Now().Before(c.Failover.ScheduledAt) {
+		return handoverPoll
+	}
+	if a.replayWait != 0 {
 		return handoverPoll
 	}
 	if w := a.dynamic.LoopWait.D(); w > 0 {

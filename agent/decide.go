@@ -227,8 +227,11 @@ func replicaIneligible(c *dcs.Cluster, m dcs.Member, syncMode bool) string {
 	return ""
 }
 
+// isSync: name has every commit the last leader acknowledged in
+// synchronous mode: it is a synchronous standby in the sync key, or it is
+// the leader that wrote the key (its own commits are all its own).
 func isSync(c *dcs.Cluster, name string) bool {
-	return c.Sync != nil && slices.Contains(c.Sync.SyncStandby, name)
+	return c.Sync != nil && (c.Sync.Leader == name || slices.Contains(c.Sync.SyncStandby, name))
 }
 
 func decideFollower(o Observation, leader string) Decision {

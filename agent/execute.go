@@ -132,6 +132,16 @@ func (a *Agent) register(ctx context.Context, sysid string) error {
 			return fmt.Errorf("write dynamic config: %w", err)
 		}
 	}
+	// The sync key names the first leader from the start: in synchronous
+	// mode it is the one member known to have every commit until the
+	// heartbeat names a standby.
+	var syncRev int64
+	if c.Sync != nil {
+		syncRev = c.Sync.Revision
+	}
+	if err := a.d.DCS.SetSync(ctx, dcs.Sync{Leader: a.s.Name}, syncRev); err != nil {
+		return fmt.Errorf("write sync key: %w", err)
+	}
 	won, err := a.d.DCS.AcquireLeader(ctx)
 	if err != nil {
 		return fmt.Errorf("take leader key: %w", err)
@@ -223,6 +233,9 @@ func (a *Agent) heartbeat(ctx context.Context, o Observation) error {
 	if err := a.d.DCS.SetStatus(ctx, dcs.Status{LSN: o.PG.WAL, Time: o.Now}); err != nil {
 		a.log.Warn("cannot record leader wal position", "error", err)
 	}
+	if err := a.manageSync(ctx, o.Cluster); err != nil {
+		a.log.Warn("cannot manage synchronous standbys", "error", err)
+	}
 	if a.s.UseSlots {
 		var names []string
 		for _, m := range o.Cluster.Members {
@@ -251,6 +264,22 @@ func (a *Agent) acquire(ctx context.Context, o Observation) error {
 	if !o.PG.InRecovery {
 		return nil
 	}
+	// Promotion first replays all WAL received. Done here, with the
+	// watchdog armed for the lease, a long replay would outlast the lease
+	// and be fenced; the loop waits instead, renewing the lease, while
+	// replay makes progress.
+	if pg := o.PG; pg.Replayed < pg.WAL && pg.Replayed != a.replayWait {
+		if a.replayWait == 0 {
+			a.log.Info("leader key taken: waiting for WAL replay before promoting", "received", pg.WAL, "replayed", pg.Replayed)
+		}
+		a.replayWait = pg.Replayed
+		return nil
+	}
+	a.replayWait = 0
+	if err := a.prepareSyncPromotion(ctx, o.Cluster); err != nil {
+		_ = a.d.DCS.ReleaseLeader(ctx)
+		return fmt.Errorf("promote: %w", err)
+	}
 	// Arm the watchdog before the server becomes writable.
 	a.feedWatchdog(PGState{Running: true}, o.Dynamic.Pause)
 	event := "failover"
@@ -261,6 +290,9 @@ func (a *Agent) acquire(ctx context.Context, o Observation) error {
 		a.fire("promote", false, err.Error())
 		_ = a.d.DCS.ReleaseLeader(ctx)
 		return fmt.Errorf("promote: %w", err)
+	}
+	if err := a.afterSyncPromotion(ctx); err != nil {
+		a.log.Warn("cannot set synchronous standbys after promotion", "error", err)
 	}
 	a.failovers++
 	a.fire("promote", true, "")

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"slices"
 	"time"
 
 	"github.com/pgwarden/pgwarden/dcs"
@@ -68,7 +69,7 @@ func (a *Agent) publish(ctx context.Context, o Observation, d Decision, start ti
 		if c.Leader != nil {
 			st.Leader = c.Leader.Name
 		}
-		st.Synchronous = isSync(c, a.s.Name)
+		st.Synchronous = c.Sync != nil && slices.Contains(c.Sync.SyncStandby, a.s.Name)
 	} else {
 		prev := a.Status()
 		leaderLSN, st.Leader = prev.LeaderLSN, prev.Leader

@@ -77,6 +77,7 @@ type fakePG struct {
 	upstream   string // member name
 	sysid      string
 	wasPrimary bool
+	syncNames  []string // synchronous_standby_names, as the agent set it
 }
 
 // simHooks records completed switchover handovers (the old leader fires
@@ -173,7 +174,48 @@ func (c *world) write() {
 	n := c.node(w[0])
 	c.nextID++
 	n.pg.log = append(n.pg.log, c.nextID)
+	// Synchronous replication: the commit is acknowledged only once the
+	// standbys it waits for have flushed it; otherwise the client waits
+	// (and the model never acknowledges it).
+	waitFor := n.pg.syncStandbys()
+	if len(n.pg.syncNames) > 0 && len(waitFor) < len(n.pg.syncNames) {
+		return
+	}
+	for _, o := range waitFor {
+		o.pg.log = slices.Clone(n.pg.log)
+	}
 	c.acked = append(c.acked, c.nextID)
+}
+
+// syncStandbys are the standbys a commit on this primary waits for now:
+// the named ones streaming from it ("*": the first streaming one).
+func (p *fakePG) syncStandbys() []*simNode {
+	var out []*simNode
+	for _, o := range p.n.w.nodes {
+		if !o.pg.streaming() || o.pg.upstream != p.n.name {
+			continue
+		}
+		if slices.Contains(p.syncNames, o.name) || (slices.Equal(p.syncNames, []string{"*"}) && len(out) == 0) {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+func (p *fakePG) SetSyncStandbys(ctx context.Context, names []string) error {
+	p.syncNames = slices.Clone(names)
+	return nil
+}
+
+func (p *fakePG) SyncStatus(ctx context.Context) (SyncStatus, error) {
+	if !p.running || p.recovery {
+		return SyncStatus{}, errors.New("not a primary")
+	}
+	st := SyncStatus{Current: uint64(len(p.log)), Sync: map[string]uint64{}}
+	for _, o := range p.syncStandbys() {
+		st.Sync[o.name] = uint64(len(o.pg.log))
+	}
+	return st, nil
 }
 
 func (p *fakePG) crash() {
@@ -298,9 +340,20 @@ func (p *fakePG) Promote(ctx context.Context) error {
 	if c.Failover != nil && c.Failover.Candidate == p.n.name && c.Failover.Kind == "failover" {
 		manual = true
 	}
+	sync := w.dyn.SynchronousMode
+	if sync && (c.Failover == nil || !c.Failover.Force) {
+		// The synchronous-mode guarantee: the promoted node has every
+		// acknowledged commit.
+		if id := w.missing(p.log); id >= 0 && w.failed == "" {
+			w.failed = fmt.Sprintf("synchronous mode: %s promoted without acknowledged row %d", p.n.name, id)
+		}
+	}
 	for _, o := range w.nodes {
 		if o == p.n || !o.alive || o.frozen || !o.pg.running || o.priority <= 0 || manual || c.Member(o.name) == nil {
 			continue
+		}
+		if sync && (c.Sync == nil || (c.Sync.Leader != o.name && !slices.Contains(c.Sync.SyncStandby, o.name))) {
+			continue // only synchronous standbys compete
 		}
 		if len(o.pg.log) > len(p.log) && w.failed == "" {
 			w.failed = fmt.Sprintf("%s promoted at WAL %d while reachable eligible %s is at %d", p.n.name, len(p.log), o.name, len(o.pg.log))
@@ -405,6 +458,10 @@ func newWorld(t testing.TB, seed int64, nodes int) *world {
 	w.dyn = config.DefaultDynamic()
 	if w.rng.IntN(2) == 0 {
 		w.dyn.TTL = config.Duration(5 * time.Second)
+	}
+	if w.rng.IntN(3) == 0 {
+		w.dyn.SynchronousMode = true
+		w.dyn.SynchronousModeStrict = w.rng.IntN(2) == 0
 	}
 	for i := range nodes {
 		n := &simNode{w: w, name: fmt.Sprintf("node%d", i+1), priority: 100}

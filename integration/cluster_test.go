@@ -98,6 +98,18 @@ func newCluster(t testing.TB, o clusterOpts) *cluster {
 }
 
 func (c *cluster) stop() {
+	if c.t.Failed() {
+		// PostgreSQL's own log is a file beside the data directory: show
+		// its end, or a failure inside PostgreSQL leaves no trace.
+		for _, n := range c.nodes {
+			if b, err := os.ReadFile(filepath.Join(n.dir, "data.log")); err == nil {
+				if len(b) > 6000 {
+					b = b[len(b)-6000:]
+				}
+				c.t.Logf("%s: end of PostgreSQL's log:\n%s", n.name, b)
+			}
+		}
+	}
 	for _, n := range c.nodes {
 		if n.agent != nil && !n.agent.Exited() {
 			_ = n.agent.Stop(syscall.SIGTERM, 30*time.Second)
@@ -229,8 +241,8 @@ func (n *node) dsn() string {
 
 func (n *node) connect(ctx context.Context) (*pgx.Conn, error) { return pgx.Connect(ctx, n.dsn()) }
 
-// exec runs one statement on this node.
-func (n *node) exec(sql string, args ...any) error {
+// withConn runs f on a fresh connection to this node, within 5 s.
+func (n *node) withConn(f func(ctx context.Context, conn *pgx.Conn) error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	conn, err := n.connect(ctx)
@@ -238,21 +250,28 @@ func (n *node) exec(sql string, args ...any) error {
 		return err
 	}
 	defer conn.Close(ctx)
-	_, err = conn.Exec(ctx, sql, args...)
-	return err
+	return f(ctx, conn)
+}
+
+// exec runs one statement on this node.
+func (n *node) exec(sql string, args ...any) error {
+	return n.withConn(func(ctx context.Context, conn *pgx.Conn) error {
+		_, err := conn.Exec(ctx, sql, args...)
+		return err
+	})
+}
+
+// queryRow runs a query returning one row into dest.
+func (n *node) queryRow(sql string, dest ...any) error {
+	return n.withConn(func(ctx context.Context, conn *pgx.Conn) error {
+		return conn.QueryRow(ctx, sql).Scan(dest...)
+	})
 }
 
 // queryInt runs a query returning one integer.
 func (n *node) queryInt(sql string) (int64, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	conn, err := n.connect(ctx)
-	if err != nil {
-		return 0, err
-	}
-	defer conn.Close(ctx)
 	var v int64
-	err = conn.QueryRow(ctx, sql).Scan(&v)
+	err := n.queryRow(sql, &v)
 	return v, err
 }
 

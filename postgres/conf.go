@@ -13,6 +13,9 @@ import (
 // Files pgwarden manages in the data directory.
 const (
 	managedConf = "pgwarden.conf"
+	// syncConf holds synchronous_standby_names alone, so the leader can
+	// change it without rewriting the rest.
+	syncConf    = "pgwarden-sync.conf"
 	includeLine = "include 'pgwarden.conf'"
 )
 
@@ -78,6 +81,7 @@ func (s *Server) renderConf(up *Upstream) (string, error) {
 		}
 		fmt.Fprintf(&b, "primary_slot_name = %s\n", confQuote(up.Slot))
 	}
+	fmt.Fprintf(&b, "include_if_exists = %s\n", confQuote(syncConf))
 	return b.String(), nil
 }
 
@@ -131,6 +135,11 @@ func (s *Server) writeConfig(up *Upstream) error {
 	}
 	signal := filepath.Join(s.cfg.DataDir, "standby.signal")
 	if up != nil {
+		// A standby waits for no one; a copied or stale list from a
+		// former leader must not make it block writes once promoted.
+		if err := s.writeSyncConf(""); err != nil {
+			return err
+		}
 		return os.WriteFile(signal, nil, 0o600)
 	}
 	if err := os.Remove(signal); err != nil && !os.IsNotExist(err) {
@@ -245,4 +254,29 @@ func splitConninfo(ci string) []string {
 		out = append(out, cur.String())
 	}
 	return out
+}
+
+func (s *Server) writeSyncConf(value string) error {
+	return writeFileAtomic(filepath.Join(s.cfg.DataDir, syncConf), []byte(syncConfText(value)))
+}
+
+func syncConfText(value string) string {
+	return "# Managed by pgwarden: the leader's synchronous standbys.\nsynchronous_standby_names = " + confQuote(value) + "\n"
+}
+
+// SyncStandbyNames renders synchronous_standby_names for names: none is
+// "" (commits wait for no one), ["*"] is any one standby, otherwise all of
+// them, in order (FIRST n).
+func SyncStandbyNames(names []string) string {
+	switch {
+	case len(names) == 0:
+		return ""
+	case len(names) == 1 && names[0] == "*":
+		return "*"
+	}
+	q := make([]string, len(names))
+	for i, n := range names {
+		q[i] = `"` + strings.ReplaceAll(n, `"`, `""`) + `"`
+	}
+	return fmt.Sprintf("FIRST %d (%s)", len(names), strings.Join(q, ", "))
 }

@@ -94,3 +94,20 @@ func TestConfQuoteRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+func TestSyncStandbyNames(t *testing.T) {
+	cases := []struct {
+		in   []string
+		want string
+	}{
+		{nil, ""},
+		{[]string{"*"}, "*"},
+		{[]string{"node2"}, `FIRST 1 ("node2")`},
+		{[]string{"a", `we"ird`}, `FIRST 2 ("a", "we""ird")`},
+	}
+	for _, c := range cases {
+		if got := SyncStandbyNames(c.in); got != c.want {
+			t.Errorf("SyncStandbyNames(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+}

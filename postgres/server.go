@@ -504,6 +504,9 @@ func (s *Server) Promote(ctx context.Context) error {
 
 func (s *Server) waitWritable(ctx context.Context) error {
 	for {
+		if _, alive, _, _ := s.postmaster(); !alive {
+			return errors.New("wait for promotion: postgres is not running")
+		}
 		var rec bool
 		err := s.withConn(ctx, func(c *pgx.Conn) error {
 			return c.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&rec)
@@ -760,4 +763,82 @@ func (s *Server) SyncSlots(ctx context.Context, names []string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// SetSyncStandbys makes commits wait for the named standbys (see
+// SyncStandbyNames) and reloads; it returns once the running server uses
+// the new value.
+func (s *Server) SetSyncStandbys(ctx context.Context, names []string) error {
+	want := SyncStandbyNames(names)
+	if b, err := os.ReadFile(filepath.Join(s.cfg.DataDir, syncConf)); err == nil && string(b) == syncConfText(want) {
+		return nil // unchanged: no reload
+	}
+	if err := s.writeSyncConf(want); err != nil {
+		return fmt.Errorf("set synchronous standbys: %w", err)
+	}
+	if _, alive, _, _ := s.postmaster(); !alive {
+		return nil
+	}
+	if err := s.Exec(ctx, "SELECT pg_reload_conf()"); err != nil {
+		return fmt.Errorf("set synchronous standbys: reload: %w", err)
+	}
+	// The reload is asynchronous: wait until a new session sees it.
+	for {
+		var got string
+		err := s.withConn(ctx, func(c *pgx.Conn) error {
+			return c.QueryRow(ctx, "SELECT setting FROM pg_settings WHERE name = 'synchronous_standby_names'").Scan(&got)
+		})
+		if err == nil && got == want {
+			return nil
+		}
+		s.dropConn() // settings are read per session at reload: a fresh one sees it
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("set synchronous standbys to %q: still %q: %w", want, got, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// SyncState is what the primary reports of its standbys.
+type SyncState struct {
+	// Current is the primary's current WAL position.
+	Current LSN
+	// Sync maps each standby that commits now wait for (sync_state sync
+	// or quorum) to the position it has flushed.
+	Sync map[string]LSN
+}
+
+// SyncStatus reads pg_stat_replication on the primary.
+func (s *Server) SyncStatus(ctx context.Context) (SyncState, error) {
+	st := SyncState{Sync: map[string]LSN{}}
+	err := s.withConn(ctx, func(c *pgx.Conn) error {
+		rows, err := c.Query(ctx, `SELECT pg_current_wal_lsn()::text, coalesce(application_name, ''), coalesce(flush_lsn::text, '')
+ FROM (SELECT 1) one LEFT JOIN pg_stat_replication r ON r.sync_state IN ('sync', 'quorum')`)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var cur, name, flush string
+			if err := rows.Scan(&cur, &name, &flush); err != nil {
+				return err
+			}
+			if st.Current, err = ParseLSN(cur); err != nil {
+				return err
+			}
+			if name != "" && flush != "" {
+				l, err := ParseLSN(flush)
+				if err != nil {
+					return err
+				}
+				st.Sync[name] = l
+			}
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return st, fmt.Errorf("read synchronous standbys: %w", err)
+	}
+	return st, nil
 }

@@ -102,3 +102,16 @@ func (p pgAdapter) ShutdownCheckpoint(ctx context.Context) (uint64, error) {
 func (p pgAdapter) SyncSlots(ctx context.Context, names []string) error {
 	return p.s.SyncSlots(ctx, names)
 }
+
+func (p pgAdapter) SetSyncStandbys(ctx context.Context, names []string) error {
+	return p.s.SetSyncStandbys(ctx, names)
+}
+
+func (p pgAdapter) SyncStatus(ctx context.Context) (agent.SyncStatus, error) {
+	st, err := p.s.SyncStatus(ctx)
+	out := agent.SyncStatus{Current: uint64(st.Current), Sync: map[string]uint64{}}
+	for n, l := range st.Sync {
+		out.Sync[n] = uint64(l)
+	}
+	return out, err
+}

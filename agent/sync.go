@@ -1,0 +1,213 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"slices"
+
+	"github.com/pgwarden/pgwarden/dcs"
+)
+
+// Synchronous mode keeps one invariant: every member named in the sync key
+// has every commit the leader acknowledged. Only those members may be
+// promoted (see ineligible), so a failover loses no acknowledged commit.
+//
+// The leader keeps it by ordering its writes: a member leaves the key
+// before commits stop waiting for it, and joins the key only after commits
+// wait for it and it has flushed past every commit acknowledged before
+// that. In between, the key may name fewer members than wait: that only
+// narrows who may be promoted.
+
+// SyncStatus is what the primary reports of its synchronous standbys.
+type SyncStatus struct {
+	// Current is the primary's current WAL position.
+	Current uint64
+	// Sync maps each standby that commits wait for now (by application
+	// name, which is the member name) to the position it has flushed.
+	Sync map[string]uint64
+}
+
+// wantSync chooses the n members commits should wait for: the current ones
+// while they stay eligible (so the choice is stable), then the best
+// streaming replicas by the candidate order.
+func wantSync(c *dcs.Cluster, self string, cur []string, n int) []string {
+	eligible := map[string]Candidate{}
+	for _, m := range c.Members {
+		if m.Name == self || m.Role != "replica" || m.State != "running" || !m.Streaming || m.Priority <= 0 || m.NoFailover {
+			continue
+		}
+		eligible[m.Name] = Candidate{Name: m.Name, WAL: m.WALPosition, Priority: m.Priority}
+	}
+	var want []string
+	for _, name := range cur {
+		if _, ok := eligible[name]; ok && len(want) < n {
+			want = append(want, name)
+			delete(eligible, name)
+		}
+	}
+	for len(want) < n {
+		var cs []Candidate
+		for _, c := range eligible {
+			cs = append(cs, c)
+		}
+		best, ok := Best(cs)
+		if !ok {
+			break
+		}
+		want = append(want, best.Name)
+		delete(eligible, best.Name)
+	}
+	return want
+}
+
+// syncStep is one step of the leader's synchronous-mode bookkeeping, from
+// the sync key's current members, the wanted ones, the names commits wait
+// for now (applied), and what PostgreSQL reports. pending records, per
+// member, the leader's position when it was first seen synchronous.
+type syncStep struct {
+	// Key, when WriteKey, is the sync key's new member list.
+	Key      []string
+	WriteKey bool
+	// Names, when Apply, is the new list commits wait for.
+	Names []string
+	Apply bool
+}
+
+// planSync is the pure part of manageSync: one change at a time, removals
+// from the key first, then the names commits wait for, then additions.
+func planSync(key, want, applied []string, strict bool, st SyncStatus, pending map[string]uint64) syncStep {
+	keep := slices.DeleteFunc(slices.Clone(key), func(n string) bool {
+		_, sync := st.Sync[n]
+		return !slices.Contains(want, n) || !sync
+	})
+	if len(keep) != len(key) {
+		return syncStep{Key: keep, WriteKey: true}
+	}
+	names := want
+	if len(names) == 0 && strict {
+		names = []string{"*"} // no acknowledged commit without a standby
+	}
+	if !slices.Equal(names, applied) {
+		return syncStep{Names: names, Apply: true}
+	}
+	for name := range pending {
+		if _, ok := st.Sync[name]; !ok || !slices.Contains(want, name) {
+			delete(pending, name)
+		}
+	}
+	added := keep
+	for _, name := range want {
+		flush, sync := st.Sync[name]
+		if !sync || slices.Contains(keep, name) {
+			continue
+		}
+		since, seen := pending[name]
+		if !seen {
+			// Every commit acknowledged before it became synchronous is
+			// at or below this position.
+			pending[name], since = st.Current, st.Current
+		}
+		if flush >= since {
+			added = append(added, name)
+			delete(pending, name)
+		}
+	}
+	if len(added) != len(key) {
+		return syncStep{Key: added, WriteKey: true}
+	}
+	return syncStep{}
+}
+
+// manageSync runs on the leader every heartbeat.
+func (a *Agent) manageSync(ctx context.Context, c *dcs.Cluster) error {
+	var key []string
+	var rev int64
+	if c.Sync != nil {
+		rev = c.Sync.Revision
+		if c.Sync.Leader == a.s.Name {
+			key = c.Sync.SyncStandby
+		}
+	}
+	ownKey := c.Sync != nil && c.Sync.Leader == a.s.Name
+	if !a.dynamic.SynchronousMode {
+		if !a.syncApplied || len(a.syncNames) > 0 {
+			if err := a.d.Postgres.SetSyncStandbys(ctx, nil); err != nil {
+				return err
+			}
+			a.syncApplied, a.syncNames = true, nil
+		}
+		if c.Sync != nil && (!ownKey || len(key) > 0) {
+			return a.d.DCS.SetSync(ctx, dcs.Sync{Leader: a.s.Name}, rev)
+		}
+		return nil
+	}
+	if !ownKey {
+		// A key from a former leader says nothing about this one's commits.
+		return a.d.DCS.SetSync(ctx, dcs.Sync{Leader: a.s.Name}, rev)
+	}
+	want := wantSync(c, a.s.Name, key, max(1, a.dynamic.SynchronousNodeCount))
+	st, err := a.d.Postgres.SyncStatus(ctx)
+	if err != nil {
+		return err
+	}
+	applied := a.syncNames
+	if !a.syncApplied {
+		applied = []string{"\x00unknown"} // apply once after start
+	}
+	if a.syncPending == nil {
+		a.syncPending = map[string]uint64{}
+	}
+	step := planSync(key, want, applied, a.dynamic.SynchronousModeStrict, st, a.syncPending)
+	switch {
+	case step.WriteKey:
+		a.log.Info("synchronous standbys in the sync key", "members", fmt.Sprint(step.Key), "was", fmt.Sprint(key))
+		return a.d.DCS.SetSync(ctx, dcs.Sync{Leader: a.s.Name, SyncStandby: step.Key}, rev)
+	case step.Apply:
+		a.log.Info("commits now wait for", "standbys", fmt.Sprint(step.Names))
+		if err := a.d.Postgres.SetSyncStandbys(ctx, step.Names); err != nil {
+			return err
+		}
+		a.syncApplied, a.syncNames = true, step.Names
+		clear(a.syncPending)
+	}
+	return nil
+}
+
+// prepareSyncPromotion runs before a standby is promoted in synchronous
+// mode: the sync key is taken over empty (no one is known to have this
+// leader's commits yet).
+func (a *Agent) prepareSyncPromotion(ctx context.Context, c *dcs.Cluster) error {
+	if !a.dynamic.SynchronousMode {
+		return nil
+	}
+	var rev int64
+	if c.Sync != nil {
+		rev = c.Sync.Revision
+	}
+	if err := a.d.DCS.SetSync(ctx, dcs.Sync{Leader: a.s.Name}, rev); err != nil {
+		return fmt.Errorf("take over the sync key: %w", err)
+	}
+	return nil
+}
+
+// afterSyncPromotion runs right after promotion, before this node
+// publishes itself as primary (so no health check routes clients to it
+// yet): in strict mode commits wait for any standby until the heartbeat
+// names one. Not before promotion: a configuration reload on a standby
+// about to be promoted was seen to delay PostgreSQL 15's promotion past
+// the lease (the startup process went back to waiting for WAL).
+func (a *Agent) afterSyncPromotion(ctx context.Context) error {
+	if !a.dynamic.SynchronousMode {
+		return nil
+	}
+	names := []string{"*"}
+	if !a.dynamic.SynchronousModeStrict {
+		names = nil // as after the first heartbeat with no standby yet
+	}
+	if err := a.d.Postgres.SetSyncStandbys(ctx, names); err != nil {
+		return err
+	}
+	a.syncApplied, a.syncNames = true, names
+	clear(a.syncPending)
+	return nil
+}
