@@ -30,7 +30,7 @@ lint:
 	@if command -v staticcheck >/dev/null 2>&1; then staticcheck ./...; fi
 
 bench: deps build
-	$(GO) test $(ITAGS) -count=1 -timeout 20m -run '^$$' -bench . -benchtime 1x ./integration/ | tee bin/bench.txt
+	@GO=$(GO) sh scripts/bench.sh
 
 demo: build
 	$(BIN) demo

@@ -1,6 +1,7 @@
 package rest
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -106,23 +107,41 @@ func (s *Server) health(c check) http.Handler {
 		if !ok || !tagsMatch(st, q) {
 			code = http.StatusServiceUnavailable
 		}
-		if r.Method != http.MethodGet {
-			w.Header().Set("Content-Type", "application/json")
-			w.WriteHeader(code)
-			return
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(code)
+		if r.Method == http.MethodGet {
+			_, _ = w.Write(s.statusBody(st))
 		}
-		writeJSON(w, code, s.nodeStatus(st))
 	})
+}
+
+// encodedStatus is a snapshot's JSON body, encoded once: load balancers
+// ask many times a second and the snapshot changes about once a loop.
+type encodedStatus struct {
+	st   *agent.Status
+	body []byte
+}
+
+func (s *Server) statusBody(st *agent.Status) []byte {
+	if e := s.encoded.Load(); e != nil && e.st == st {
+		return e.body
+	}
+	body, err := json.MarshalIndent(s.nodeStatus(st), "", "  ")
+	if err != nil {
+		body = []byte(`{"error":` + strconv.Quote(err.Error()) + `}`)
+	}
+	body = append(body, '\n')
+	s.encoded.Store(&encodedStatus{st: st, body: body})
+	return body
 }
 
 func (s *Server) statusHandler(w http.ResponseWriter, r *http.Request) {
 	st := s.o.Agent.Status()
-	if r.Method != http.MethodGet {
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusOK)
-		return
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodGet {
+		_, _ = w.Write(s.statusBody(st))
 	}
-	writeJSON(w, http.StatusOK, s.nodeStatus(st))
 }
 
 // ParseBytes reads a byte count: "1048576", "16kB", "16MB", "1GB" (1024

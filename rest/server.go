@@ -15,6 +15,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/mux"
@@ -62,6 +63,8 @@ type Server struct {
 
 	mu   sync.Mutex
 	addr string
+
+	encoded atomic.Pointer[encodedStatus]
 }
 
 // NewServer checks the options (TLS files are loaded now, so a bad path is
