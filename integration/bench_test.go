@@ -246,9 +246,12 @@ func benchSwitchovers(b *testing.B, c *cluster, rounds int) (gaps, times []float
 
 func benchREST(b *testing.B, c *cluster) {
 	p := c.primary(30 * time.Second)
+	pid := p.agent.Cmd.Process.Pid
+	cpu0, t0 := cpu(pid), time.Now()
 	rps, p99 := runWrk(b, p.api("/primary"))
 	report(b, "rest_primary_rps_64conn", rps, "req/s")
 	report(b, "rest_primary_p99_64conn", p99, "ms")
+	report(b, "rest_agent_cpu_under_load", (cpu(pid)-cpu0)/time.Since(t0).Seconds(), "cores")
 	// The machine's own floor, in the same run: the smallest Go HTTP
 	// server answering the same body, under the same load generator.
 	body, err := http.Get(p.api("/primary"))
@@ -301,20 +304,22 @@ func runWrk(b *testing.B, url string) (rps, p99 float64) {
 	return rps, p99
 }
 
+// cpu is the CPU seconds a process has used.
+func cpu(pid int) float64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // clock ticks, USER_HZ = 100
+}
+
 // benchIdle measures an idle agent's resident memory and CPU, and the
 // etcd requests per second per agent, over 30 s.
 func benchIdle(b *testing.B, c *cluster) {
 	const window = 30 * time.Second
-	cpu := func(pid int) float64 {
-		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			return 0
-		}
-		f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+2:]))
-		ut, _ := strconv.ParseFloat(f[11], 64)
-		st, _ := strconv.ParseFloat(f[12], 64)
-		return (ut + st) / 100 // clock ticks, USER_HZ = 100
-	}
 	rss := func(pid int) float64 {
 		data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 		m := regexp.MustCompile(`VmRSS:\s+(\d+) kB`).FindStringSubmatch(string(data))

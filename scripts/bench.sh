@@ -1,11 +1,12 @@
 #!/bin/sh
 # make bench: runs the benchmarks against a real cluster, shows their
-# output live, then a table of the figures; bin/bench.json holds them too.
+# output live (without the processes' own logs, kept in bin/bench.txt),
+# then a table of the figures; bin/bench.json holds them too.
 set -u
 mkdir -p bin
 rcfile=$(mktemp)
 { ${GO:-go} test -tags integration -count=1 -timeout 20m -run '^$' -bench . -benchtime 1x ./integration/ 2>&1; echo $? > "$rcfile"; } |
-	tee bin/bench.txt | grep -v '^BENCH_JSON '
+	tee bin/bench.txt | grep -v -e '^BENCH_JSON ' -e 'harness.go:[0-9]*: '
 rc=$(cat "$rcfile"); rm -f "$rcfile"
 grep '^BENCH_JSON ' bin/bench.txt | tail -1 | cut -d' ' -f2- > bin/bench.json
 echo
