@@ -248,8 +248,9 @@ func benchREST(b *testing.B, c *cluster) {
 	p := c.primary(30 * time.Second)
 	pid := p.agent.Cmd.Process.Pid
 	cpu0, t0 := cpu(pid), time.Now()
-	rps, p99 := runWrk(b, p.api("/primary"))
+	rps, p50, p99 := runWrk(b, p.api("/primary"))
 	report(b, "rest_primary_rps_64conn", rps, "req/s")
+	report(b, "rest_primary_p50_64conn", p50, "ms")
 	report(b, "rest_primary_p99_64conn", p99, "ms")
 	report(b, "rest_agent_cpu_under_load", (cpu(pid)-cpu0)/time.Since(t0).Seconds(), "cores")
 	// The machine's own floor, in the same run: the smallest Go HTTP
@@ -270,14 +271,16 @@ func benchREST(b *testing.B, c *cluster) {
 	})}
 	go func() { _ = srv.Serve(ln) }()
 	defer srv.Close()
-	brps, bp99 := runWrk(b, "http://"+ln.Addr().String()+"/primary")
+	brps, bp50, bp99 := runWrk(b, "http://"+ln.Addr().String()+"/primary")
 	report(b, "rest_baseline_rps_64conn", brps, "req/s")
+	report(b, "rest_baseline_p50_64conn", bp50, "ms")
 	report(b, "rest_baseline_p99_64conn", bp99, "ms")
 	report(b, "rest_primary_rps_vs_baseline", rps/brps, "ratio")
 }
 
-// runWrk loads url for 10 s with 64 connections: requests/s and p99 (ms).
-func runWrk(b *testing.B, url string) (rps, p99 float64) {
+// runWrk loads url for 10 s with 64 connections: requests/s, p50 and p99
+// latency (ms).
+func runWrk(b *testing.B, url string) (rps, p50, p99 float64) {
 	wrk := harness.LookPath(b, "wrk", "wrk")
 	out, err := exec.Command(wrk, "-t2", "-c64", "-d10s", "--latency", url).CombinedOutput()
 	if err != nil {
@@ -286,22 +289,30 @@ func runWrk(b *testing.B, url string) (rps, p99 float64) {
 	text := string(out)
 	b.Logf("wrk against %s:\n%s", url, text)
 	r := regexp.MustCompile(`Requests/sec:\s+([\d.]+)`).FindStringSubmatch(text)
-	l := regexp.MustCompile(`99%\s+([\d.]+)(us|ms|s)`).FindStringSubmatch(text)
-	if r == nil || l == nil {
+	ms := func(pct string) (float64, bool) {
+		m := regexp.MustCompile(`(?m)^\s*` + pct + `%\s+([\d.]+)(us|ms|s)\b`).FindStringSubmatch(text)
+		if m == nil {
+			return 0, false
+		}
+		v, _ := strconv.ParseFloat(m[1], 64)
+		switch m[2] {
+		case "us":
+			v /= 1000
+		case "s":
+			v *= 1000
+		}
+		return v, true
+	}
+	p50, ok50 := ms("50")
+	p99, ok99 := ms("99")
+	if r == nil || !ok50 || !ok99 {
 		b.Fatalf("cannot parse wrk output:\n%s", text)
 	}
 	if strings.Contains(text, "Non-2xx") {
 		b.Fatalf("wrk saw non-2xx answers from %s:\n%s", url, text)
 	}
 	rps, _ = strconv.ParseFloat(r[1], 64)
-	p99, _ = strconv.ParseFloat(l[1], 64)
-	switch l[2] {
-	case "us":
-		p99 /= 1000
-	case "s":
-		p99 *= 1000
-	}
-	return rps, p99
+	return rps, p50, p99
 }
 
 // cpu is the CPU seconds a process has used.

@@ -97,7 +97,10 @@ func tagsMatch(st *agent.Status, q url.Values) bool {
 func (s *Server) health(c check) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		st := s.o.Agent.Status()
-		q := r.URL.Query()
+		var q url.Values // nil reads as empty: most checks carry no query
+		if r.URL.RawQuery != "" {
+			q = r.URL.Query()
+		}
 		ok, err := c(st, q)
 		if err != nil {
 			writeJSON(w, http.StatusBadRequest, errBody{Error: err.Error()})

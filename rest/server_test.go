@@ -419,3 +419,33 @@ func TestParseBytes(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkHealthPrimary is the handler's own cost per health request
+// (no network): what HAProxy's polling costs the agent.
+func BenchmarkHealthPrimary(b *testing.B) {
+	st := primaryStatus
+	f := &snapshotAgent{fakeAgent: &fakeAgent{}, st: &st}
+	s, err := NewServer(Options{Agent: f, Version: "test"}, hclog.NewNullLogger())
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := s.Handler()
+	req := httptest.NewRequest(http.MethodGet, "/primary", nil)
+	b.ReportAllocs()
+	for b.Loop() {
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code != http.StatusOK {
+			b.Fatalf("GET /primary: %d", w.Code)
+		}
+	}
+}
+
+// snapshotAgent returns the same snapshot until the loop would swap it, as
+// the agent does.
+type snapshotAgent struct {
+	*fakeAgent
+	st *agent.Status
+}
+
+func (a *snapshotAgent) Status() *agent.Status { return a.st }
