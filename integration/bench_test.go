@@ -56,9 +56,16 @@ func report(b testing.TB, name string, value float64, unit string) {
 	if data, err := json.MarshalIndent(results, "", "  "); err == nil {
 		_ = os.MkdirAll(filepath.Dir(path), 0o755)
 		if err := os.WriteFile(path, data, 0o644); err != nil {
-			b.Logf("write %s: %v", path, err)
+			say("write %s: %v", path, err)
 		}
 	}
+}
+
+// say prints a detail line of the benchmark on stdout, prefixed "# ": go
+// test truncates a benchmark's log, which the processes' logs fill first.
+func say(format string, args ...any) {
+	text := fmt.Sprintf(format, args...)
+	fmt.Print("# " + strings.ReplaceAll(strings.TrimRight(text, "\n"), "\n", "\n# ") + "\n")
 }
 
 func median(xs []float64) float64 {
@@ -100,7 +107,7 @@ func benchFailover(b *testing.B, ttl, retry float64, rounds int) {
 		})
 		d := time.Since(killed).Seconds()
 		secs = append(secs, d)
-		b.Logf("round %d: %s -> %s in %.2fs", r+1, p.name, np.name, d)
+		say("round %d: %s -> %s in %.2fs", r+1, p.name, np.name, d)
 		p.start()
 		harness.WaitFor(b, 120*time.Second, p.name+" rejoins", func() (bool, error) {
 			return p.probe("/replica") == 200, nil
@@ -111,7 +118,7 @@ func benchFailover(b *testing.B, ttl, retry float64, rounds int) {
 	name := fmt.Sprintf("failover_ttl%g", ttl)
 	report(b, name+"_median", median(secs), "s")
 	report(b, name+"_max", slices.Max(secs), "s")
-	b.Logf("%s rounds: %s", name, fmtSecs(secs))
+	say("%s rounds: %s", name, fmtSecs(secs))
 }
 
 func fmtSecs(xs []float64) string {
@@ -156,7 +163,7 @@ func BenchmarkOperations(b *testing.B) {
 	}
 	report(b, "pg_crash_recovery_median", median(crash), "s")
 	report(b, "pg_crash_recovery_max", slices.Max(crash), "s")
-	b.Logf("pg crash recovery rounds: %s", fmtSecs(crash))
+	say("pg crash recovery rounds: %s", fmtSecs(crash))
 
 	// Planned switchovers with a client writing through a replica's PgBouncer.
 	gaps, times, errs := benchSwitchovers(b, c, 5)
@@ -164,7 +171,7 @@ func BenchmarkOperations(b *testing.B) {
 	report(b, "switchover_client_gap_median", median(gaps), "s")
 	report(b, "switchover_client_gap_max", slices.Max(gaps), "s")
 	report(b, "switchover_client_errors", float64(errs), "count")
-	b.Logf("switchover times %s; client gaps %s", fmtSecs(times), fmtSecs(gaps))
+	say("switchover times %s; client gaps %s", fmtSecs(times), fmtSecs(gaps))
 
 	// REST throughput with wrk, 64 connections, 10 s.
 	benchREST(b, c)
@@ -238,7 +245,7 @@ func benchSwitchovers(b *testing.B, c *cluster, rounds int) (gaps, times []float
 		times = append(times, took.Seconds())
 		errs += out.errs
 		if out.errs > 0 {
-			b.Logf("switchover %d (%s to %s, client on %s's PgBouncer): %d failed statements, the first %s", r, cur.name, cand.name, host.name, out.errs, out.first)
+			say("switchover %d (%s to %s, client on %s's PgBouncer): %d failed statements, the first %s", r, cur.name, cand.name, host.name, out.errs, out.first)
 		}
 	}
 	return gaps, times, errs
@@ -287,7 +294,7 @@ func runWrk(b *testing.B, url string) (rps, p50, p99 float64) {
 		b.Fatalf("wrk: %v\n%s", err, out)
 	}
 	text := string(out)
-	b.Logf("wrk against %s:\n%s", url, text)
+	say("wrk against %s:\n%s", url, text)
 	r := regexp.MustCompile(`Requests/sec:\s+([\d.]+)`).FindStringSubmatch(text)
 	ms := func(pct string) (float64, bool) {
 		m := regexp.MustCompile(`(?m)^\s*` + pct + `%\s+([\d.]+)(us|ms|s)\b`).FindStringSubmatch(text)
