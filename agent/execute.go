@@ -21,19 +21,21 @@ func (a *Agent) execute(ctx context.Context, o Observation, d Decision) {
 	case ActAdopt:
 		err = a.adopt(ctx, o)
 	case ActClone:
-		if !o.PG.DataEmpty {
-			a.log.Warn("removing the data directory to re-clone", "member", d.Target, "reason", d.Reason)
-			if err = a.d.Postgres.Wipe(ctx); err != nil {
-				break
+		err = a.steerWhile(ctx, d, func() error {
+			if !o.PG.DataEmpty {
+				a.log.Warn("removing the data directory to re-clone", "member", d.Target, "reason", d.Reason)
+				if err := a.d.Postgres.Wipe(ctx); err != nil {
+					return err
+				}
 			}
-		}
-		err = a.clone(ctx, o.Cluster, d.Target)
+			return a.clone(ctx, o.Cluster, d.Target)
+		})
 	case ActStartReplica:
-		err = a.startReplica(ctx, o.Cluster, d.Target)
+		err = a.steerWhile(ctx, d, func() error { return a.startReplica(ctx, o.Cluster, d.Target) })
 	case ActFollow:
 		err = a.follow(ctx, o.Cluster, d.Target)
 	case ActRewind:
-		err = a.rewind(ctx, o.Cluster, d.Target)
+		err = a.steerWhile(ctx, d, func() error { return a.rewind(ctx, o.Cluster, d.Target) })
 	case ActHeartbeat:
 		err = a.heartbeat(ctx, o)
 	case ActAcquire:
@@ -391,6 +393,43 @@ func (a *Agent) steerPooler(ctx context.Context, o Observation, d Decision) {
 		}
 	}
 	a.resumePooler(ctx, pending, want != "" && a.poolerLeader == want)
+}
+
+// busySteerPoll is how often the pooler is steered while the loop is busy
+// with a long action.
+const busySteerPoll = 100 * time.Millisecond
+
+// steerWhile runs act, a long replica action (rewind, clone, start), while
+// a helper keeps the local pooler on the leader: the old leader of a
+// switchover rewinds for a second or more right after handing the key
+// over, and its host's clients, paused for the handover, must be resumed
+// on the new leader as soon as it accepts writes, not after the rewind.
+// The loop goroutine is blocked in act meanwhile, so the helper is the
+// only one touching the pooler state until it is joined.
+func (a *Agent) steerWhile(ctx context.Context, d Decision, act func() error) error {
+	if a.d.Pooler == nil {
+		return act()
+	}
+	hctx, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			if c, err := a.d.DCS.Cluster(hctx); err == nil && c.Leader != nil && c.Leader.Name != a.s.Name {
+				// ctx, not hctx: a repoint under way is finished, not cut.
+				a.steerPooler(ctx, Observation{Cluster: c, Now: a.d.Clock.Now()}, d)
+			}
+			select {
+			case <-hctx.Done():
+				return
+			case <-time.After(busySteerPoll):
+			}
+		}
+	}()
+	err := act()
+	stop()
+	<-done
+	return err
 }
 
 // resumePooler resumes paused clients once the switchover is over and the
