@@ -261,6 +261,11 @@ func decideFollower(o Observation, leader string) Decision {
 			return Decision{Action: ActFollow, Target: upstream, Reason: fmt.Sprintf("starting with upstream %q, leader is %s", pg.Upstream, leader)}
 		}
 		return Decision{Action: ActWait, Reason: "postgres is " + pg.State}
+	case !pg.Running && pg.WasPrimary && (lm.Role != "primary" || lm.State != "running"):
+		// pg_rewind against a leader still promoting reads its old
+		// timeline: a needless rewind from far back, or none when one is
+		// needed.
+		return Decision{Action: ActWait, Reason: "former primary: waiting for " + leader + " to run as primary before rewinding"}
 	case !pg.Running && pg.WasPrimary:
 		return Decision{Action: ActRewind, Target: leader, Reason: "former primary rejoining " + leader}
 	case !pg.Running:

@@ -116,7 +116,13 @@ func TestDecide(t *testing.T) {
 			o.PG = PGState{DataEmpty: true}
 			o.Cluster.Members[1].State = "starting"
 		})), ActWait, "", "nothing to clone"},
-		{"stopped former primary rewinds", obs(all(leader("other"), func(o *Observation) { o.PG = PGState{State: "stopped", WasPrimary: true, SystemID: "42"} })), ActRewind, "other", "former primary"},
+		{"stopped former primary rewinds", obs(all(leader("other"), func(o *Observation) {
+			o.PG = PGState{State: "stopped", WasPrimary: true, SystemID: "42"}
+			o.Cluster.Members[1].Role = "primary"
+		})), ActRewind, "other", "former primary"},
+		{"stopped former primary waits for the new leader's promotion", obs(all(leader("other"), func(o *Observation) {
+			o.PG = PGState{State: "stopped", WasPrimary: true, SystemID: "42"}
+		})), ActWait, "", "before rewinding"},
 		{"replica that keeps failing to start is re-cloned", obs(all(leader("other"), func(o *Observation) {
 			o.PG = PGState{State: "crashed", SystemID: "42", WasPrimary: true}
 			o.StartFailures = 3
