@@ -13,6 +13,12 @@ import (
 // execute performs d. Failures are logged and reported through the next
 // observation: the loop retries by deciding again.
 func (a *Agent) execute(ctx context.Context, o Observation, d Decision) {
+	switch d.Action {
+	case ActClone, ActStartReplica, ActRewind:
+		if o.Cluster.Member(a.s.Name) == nil {
+			a.announce(ctx, o.PG)
+		}
+	}
 	var err error
 	switch d.Action {
 	case ActWait, ActRefuse:

@@ -26,26 +26,7 @@ func (a *Agent) publish(ctx context.Context, o Observation, d Decision, start ti
 	case ActRelease, ActSwitchover, ActFence, ActDemote:
 		isLeader = false
 	}
-	m := dcs.Member{
-		Name:         a.s.Name,
-		ConnURL:      "postgres://" + a.s.ConnectAddress + "/postgres",
-		APIURL:       a.s.APIURL,
-		Role:         role(pg),
-		State:        stateName(pg),
-		Timeline:     pg.Timeline,
-		WALPosition:  pg.WAL,
-		ReplayedLSN:  pg.Replayed,
-		Streaming:    pg.Streaming,
-		Priority:     a.s.Priority,
-		Tags:         a.s.Tags,
-		NoFailover:   a.s.NoFailover,
-		Version:      a.s.Version,
-		Pooler:       a.d.Pooler != nil,
-		PoolerPaused: a.poolerPaused,
-	}
-	if pg.Running {
-		m.State = "running"
-	}
+	m := a.memberRecord(pg)
 	now := a.d.Clock.Now()
 	var leaderLSN uint64
 	st := &Status{
@@ -112,4 +93,42 @@ func sameMember(a, b dcs.Member) bool {
 	return a.Role == b.Role && a.State == b.State && a.Timeline == b.Timeline &&
 		a.Streaming == b.Streaming && a.ConnURL == b.ConnURL && a.Priority == b.Priority &&
 		a.PoolerPaused == b.PoolerPaused
+}
+
+// memberRecord is this member's key as PostgreSQL's state pg shows it.
+func (a *Agent) memberRecord(pg PGState) dcs.Member {
+	m := dcs.Member{
+		Name:         a.s.Name,
+		ConnURL:      "postgres://" + a.s.ConnectAddress + "/postgres",
+		APIURL:       a.s.APIURL,
+		Role:         role(pg),
+		State:        stateName(pg),
+		Timeline:     pg.Timeline,
+		WALPosition:  pg.WAL,
+		ReplayedLSN:  pg.Replayed,
+		Streaming:    pg.Streaming,
+		Priority:     a.s.Priority,
+		Tags:         a.s.Tags,
+		NoFailover:   a.s.NoFailover,
+		Version:      a.s.Version,
+		Pooler:       a.d.Pooler != nil,
+		PoolerPaused: a.poolerPaused,
+	}
+	if pg.Running {
+		m.State = "running"
+	}
+	return m
+}
+
+// announce publishes the member record before a long replica action: a
+// restarted agent whose old member key expired is otherwise unknown to the
+// leader, which then creates no replication slot for it, and a standby
+// started with that slot can never stream, so the action never ends.
+func (a *Agent) announce(ctx context.Context, pg PGState) {
+	m := a.memberRecord(pg)
+	if err := a.d.DCS.TouchMember(ctx, m); err != nil {
+		a.log.Warn("cannot publish member record", "error", err)
+		return
+	}
+	a.lastTouch, a.lastMember = a.d.Clock.Now(), m
 }

@@ -1,0 +1,146 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/pgwarden/pgwarden/dcs"
+)
+
+// recordingPooler records what the agent asked of the local pooler.
+type recordingPooler struct {
+	mu      sync.Mutex
+	leader  string
+	paused  bool
+	resumed chan struct{}
+}
+
+func (p *recordingPooler) SetLeader(ctx context.Context, addr string) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.leader = addr
+	return nil
+}
+
+func (p *recordingPooler) Pause(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.paused = true
+	return nil
+}
+
+func (p *recordingPooler) Resume(ctx context.Context) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.paused {
+		p.paused = false
+		close(p.resumed)
+	}
+	return nil
+}
+
+func (p *recordingPooler) State() string { return "" }
+
+// TestPoolerSteeredDuringLongAction: the old leader of a switchover rewinds
+// right after handing the key over; its host's paused clients must be
+// resumed on the new leader while the rewind still runs.
+func TestPoolerSteeredDuringLongAction(t *testing.T) {
+	ctx := t.Context()
+	mc := clusterLedBy(t, "b")
+	p := &recordingPooler{paused: true, resumed: make(chan struct{})}
+	a := New(Settings{Node: Node{Name: "a"}, ConnectAddress: "127.0.0.1:5432"},
+		Deps{DCS: mc.Client("a", 10*time.Second), Pooler: p}, hclog.NewNullLogger())
+	// The state the handover leaves: clients paused, entries fenced.
+	a.poolerPaused, a.pausedAt = true, time.Now()
+
+	rewind := func() error {
+		select {
+		case <-p.resumed:
+			return nil
+		case <-time.After(5 * time.Second):
+			return errors.New("clients still paused 5 s into the rewind")
+		}
+	}
+	if err := a.steerWhile(ctx, Decision{Action: ActRewind, Target: "b"}, rewind); err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.leader != "127.0.0.1:5433" || a.poolerLeader != "127.0.0.1:5433" || a.poolerPaused {
+		t.Fatalf("pooler leader %q (agent thinks %q), paused %v; want 127.0.0.1:5433, resumed", p.leader, a.poolerLeader, a.poolerPaused)
+	}
+}
+
+// clusterLedBy is an in-memory cluster whose leader runs as primary on
+// 127.0.0.1:5433.
+func clusterLedBy(t *testing.T, name string) *dcs.MemoryCluster {
+	t.Helper()
+	ctx := t.Context()
+	mc := dcs.NewMemoryCluster(time.Now)
+	l := mc.Client(name, 10*time.Second)
+	if _, err := l.Renew(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if won, err := l.AcquireLeader(ctx); err != nil || !won {
+		t.Fatalf("acquire: %v %v", won, err)
+	}
+	if err := l.TouchMember(ctx, dcs.Member{Name: name, ConnURL: "postgres://127.0.0.1:5433/postgres", Role: "primary", State: "running"}); err != nil {
+		t.Fatal(err)
+	}
+	return mc
+}
+
+// rewindPG is the PostgreSQL of a former primary; only what a rewind
+// calls is implemented.
+type rewindPG struct {
+	Postgres
+	rewind func() error
+}
+
+func (p *rewindPG) Stop(ctx context.Context, mode StopMode) error { return nil }
+func (p *rewindPG) Start(ctx context.Context, up *Upstream) error { return nil }
+func (p *rewindPG) Rewind(ctx context.Context, up Upstream) error { return p.rewind() }
+func (p *rewindPG) State(ctx context.Context) (PGState, error)    { return PGState{}, nil }
+
+// TestRestartedFormerPrimaryAnnouncesItselfBeforeRewinding: an agent
+// restarted after its member key expired must be known to the leader (which
+// creates replication slots for members) before it starts PostgreSQL with
+// a slot, or the standby can never stream and the start never ends.
+func TestRestartedFormerPrimaryAnnouncesItselfBeforeRewinding(t *testing.T) {
+	ctx := t.Context()
+	mc := clusterLedBy(t, "b")
+	store := mc.Client("a", 10*time.Second)
+	if _, err := store.Renew(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var called bool
+	var probe error
+	pg := &rewindPG{rewind: func() error {
+		called = true
+		c, err := store.Cluster(ctx)
+		if err == nil && c.Member("a") == nil {
+			err = errors.New("rewinding while the leader does not know this member")
+		}
+		probe = err
+		return err
+	}}
+	a := New(Settings{Node: Node{Name: "a", UsePgRewind: true, UseSlots: true}, ConnectAddress: "127.0.0.1:5432"},
+		Deps{DCS: store, Postgres: pg}, hclog.NewNullLogger())
+	c, err := store.Cluster(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := Observation{Cluster: c, PG: PGState{State: "stopped", WasPrimary: true}}
+	if d := decideFollower(o, "b"); d.Action != ActRewind {
+		t.Fatalf("decision %v (%s); want rewind", d.Action, d.Reason)
+	}
+	a.execute(ctx, o, Decision{Action: ActRewind, Target: "b"})
+	if !called || probe != nil {
+		t.Fatalf("rewind called %v: %v", called, probe)
+	}
+}
