@@ -30,6 +30,7 @@ lint:
 	@if command -v staticcheck >/dev/null 2>&1; then staticcheck ./...; fi
 
 bench: deps build
+	@WITH_WRK=1 sh scripts/deps.sh
 	@GO=$(GO) sh scripts/bench.sh
 
 demo: build
