@@ -15,8 +15,13 @@ import (
 func (a *Agent) execute(ctx context.Context, o Observation, d Decision) {
 	switch d.Action {
 	case ActClone, ActStartReplica, ActRewind:
+		// Announce this member before a long replica action: a restarted
+		// agent whose old member key expired is otherwise unknown to the
+		// leader, which then creates no replication slot for it, and a
+		// standby started with that slot can never stream, so the action
+		// never ends.
 		if o.Cluster.Member(a.s.Name) == nil {
-			a.announce(ctx, o.PG)
+			a.touchMember(ctx, a.memberRecord(o.PG), a.d.Clock.Now())
 		}
 	}
 	var err error

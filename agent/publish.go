@@ -67,11 +67,7 @@ func (a *Agent) publish(ctx context.Context, o Observation, d Decision, start ti
 	// health checks already saying so.
 	a.status.Store(st)
 	if o.Cluster != nil && (!sameMember(m, a.lastMember) || now.Sub(a.lastTouch) >= a.dynamic.LoopWait.D()) {
-		if err := a.d.DCS.TouchMember(ctx, m); err != nil {
-			a.log.Warn("cannot publish member record", "error", err)
-		} else {
-			a.lastTouch, a.lastMember = now, m
-		}
+		a.touchMember(ctx, m, now)
 	}
 	return pg
 }
@@ -120,15 +116,12 @@ func (a *Agent) memberRecord(pg PGState) dcs.Member {
 	return m
 }
 
-// announce publishes the member record before a long replica action: a
-// restarted agent whose old member key expired is otherwise unknown to the
-// leader, which then creates no replication slot for it, and a standby
-// started with that slot can never stream, so the action never ends.
-func (a *Agent) announce(ctx context.Context, pg PGState) {
-	m := a.memberRecord(pg)
+// touchMember writes the member key and remembers what and when, so that
+// publish rewrites it only on a change or at the loop_wait cadence.
+func (a *Agent) touchMember(ctx context.Context, m dcs.Member, now time.Time) {
 	if err := a.d.DCS.TouchMember(ctx, m); err != nil {
 		a.log.Warn("cannot publish member record", "error", err)
 		return
 	}
-	a.lastTouch, a.lastMember = a.d.Clock.Now(), m
+	a.lastTouch, a.lastMember = now, m
 }

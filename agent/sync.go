@@ -122,13 +122,13 @@ func planSync(key, want, applied []string, strict bool, st SyncStatus, pending m
 func (a *Agent) manageSync(ctx context.Context, c *dcs.Cluster) error {
 	var key []string
 	var rev int64
+	ownKey := c.Sync != nil && c.Sync.Leader == a.s.Name
 	if c.Sync != nil {
 		rev = c.Sync.Revision
-		if c.Sync.Leader == a.s.Name {
-			key = c.Sync.SyncStandby
-		}
 	}
-	ownKey := c.Sync != nil && c.Sync.Leader == a.s.Name
+	if ownKey {
+		key = c.Sync.SyncStandby
+	}
 	if !a.dynamic.SynchronousMode {
 		if !a.syncApplied || len(a.syncNames) > 0 {
 			if err := a.d.Postgres.SetSyncStandbys(ctx, nil); err != nil {

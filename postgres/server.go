@@ -779,8 +779,8 @@ func (s *Server) SetSyncStandbys(ctx context.Context, names []string) error {
 	if _, alive, _, _ := s.postmaster(); !alive {
 		return nil
 	}
-	if err := s.Exec(ctx, "SELECT pg_reload_conf()"); err != nil {
-		return fmt.Errorf("set synchronous standbys: reload: %w", err)
+	if err := s.Reload(ctx); err != nil {
+		return fmt.Errorf("set synchronous standbys: %w", err)
 	}
 	// The reload is asynchronous: wait until a new session sees it.
 	for {

@@ -110,12 +110,18 @@ func (s *Server) health(c check) http.Handler {
 		if !ok || !tagsMatch(st, q) {
 			code = http.StatusServiceUnavailable
 		}
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(code)
-		if r.Method == http.MethodGet {
-			_, _ = w.Write(s.statusBody(st))
-		}
+		s.writeStatus(w, r, code, st)
 	})
+}
+
+// writeStatus answers with the snapshot's JSON; HEAD and OPTIONS get the
+// code alone.
+func (s *Server) writeStatus(w http.ResponseWriter, r *http.Request, code int, st *agent.Status) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	if r.Method == http.MethodGet {
+		_, _ = w.Write(s.statusBody(st))
+	}
 }
 
 // encodedStatus is a snapshot's JSON body, encoded once: load balancers
@@ -139,12 +145,7 @@ func (s *Server) statusBody(st *agent.Status) []byte {
 }
 
 func (s *Server) statusHandler(w http.ResponseWriter, r *http.Request) {
-	st := s.o.Agent.Status()
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(http.StatusOK)
-	if r.Method == http.MethodGet {
-		_, _ = w.Write(s.statusBody(st))
-	}
+	s.writeStatus(w, r, http.StatusOK, s.o.Agent.Status())
 }
 
 // ParseBytes reads a byte count: "1048576", "16kB", "16MB", "1GB" (1024
