@@ -250,6 +250,8 @@ type Agent struct {
 	dynamic      config.Dynamic
 	crashedSince time.Time
 	stuckSince   time.Time
+	// leaderlessSince is when the leader key was first seen gone.
+	leaderlessSince time.Time
 	// replayWait is the replayed position last seen while the leader key
 	// is held and promotion waits for replay (0: not waiting).
 	replayWait uint64
@@ -463,6 +465,14 @@ func (a *Agent) observe(ctx context.Context) Observation {
 		a.crashedSince = time.Time{}
 	}
 	o.CrashedSince = a.crashedSince
+	if c != nil && c.Leader == nil {
+		if a.leaderlessSince.IsZero() {
+			a.leaderlessSince = a.d.Clock.Now()
+		}
+	} else if c != nil {
+		a.leaderlessSince = time.Time{}
+	}
+	o.LeaderlessSince = a.leaderlessSince
 	var lm *dcs.Member
 	if c != nil && c.Leader != nil && c.Leader.Name != a.s.Name {
 		lm = c.Member(c.Leader.Name)

@@ -452,7 +452,20 @@ func ineligible(o Observation) string {
 		if p.Primary {
 			return "member " + p.Name + " still runs as primary"
 		}
-		if manual || !p.Running || p.Priority <= 0 || p.NoFailover || p.Unguarded {
+		if manual || p.Priority <= 0 || p.NoFailover || p.Unguarded {
+			continue
+		}
+		if !p.Running {
+			// A member still starting (crash recovery) that was ahead when
+			// it last published holds the race for a while: it is about to
+			// be a candidate, and promoting past it would lose what only
+			// it has.
+			if m := c.Member(p.Name); p.Starting && m != nil && o.Now.Sub(o.LeaderlessSince) < startingBound(o) {
+				pc := Candidate{Name: p.Name, Timeline: m.Timeline, WAL: m.WALPosition, Priority: p.Priority}
+				if ok, _ := onNewestHistory(pc.Timeline, pc.WAL, newest, hist, known); ok && Better(pc, me) {
+					return fmt.Sprintf("member %s is starting and was ahead (timeline %d, WAL %d): waiting for it (at most %s without a leader)", p.Name, pc.Timeline, pc.WAL, startingBound(o))
+				}
+			}
 			continue
 		}
 		if o.Dynamic.SynchronousMode && !isSync(c, p.Name) {
@@ -470,6 +483,11 @@ func ineligible(o Observation) string {
 		}
 	}
 	return ""
+}
+
+// startingBound is how long a starting member that was ahead holds the race.
+func startingBound(o Observation) time.Duration {
+	return max(60*time.Second, 3*o.Dynamic.TTL.D())
 }
 
 func lagBehind(leader, mine uint64) uint64 {

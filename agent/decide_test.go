@@ -248,6 +248,21 @@ func TestDecide(t *testing.T) {
 			o.PG.Timeline, o.PG.WAL = 1, 5000
 			o.Cluster.Members[1].Timeline, o.Cluster.Members[1].History = 2, []dcs.Fork{{Timeline: 1, LSN: 3000}}
 		}), ActWait, "", "diverged"},
+		{"race: a starting member that was ahead holds the race", obs(func(o *Observation) {
+			o.LeaderlessSince = t0.Add(-5 * time.Second)
+			o.Cluster.Members[1].WALPosition = 5000
+			o.Peers = []Peer{{Name: "other", Reachable: true, Starting: true, Priority: 100}}
+		}), ActWait, "", "is starting and was ahead"},
+		{"race: ... but not for ever", obs(func(o *Observation) {
+			o.LeaderlessSince = t0.Add(-10 * time.Minute)
+			o.Cluster.Members[1].WALPosition = 5000
+			o.Peers = []Peer{{Name: "other", Reachable: true, Starting: true, Priority: 100}}
+		}), ActAcquire, "", "best candidate"},
+		{"race: a starting member that was behind does not", obs(func(o *Observation) {
+			o.LeaderlessSince = t0.Add(-5 * time.Second)
+			o.Cluster.Members[1].WALPosition = 10
+			o.Peers = []Peer{{Name: "other", Reachable: true, Starting: true, Priority: 100}}
+		}), ActAcquire, "", "best candidate"},
 		{"race: a newer timeline whose history no one knows", obs(func(o *Observation) {
 			o.PG.Timeline, o.PG.WAL = 2, 5000
 			o.Peers = []Peer{{Name: "other", Reachable: true, Running: false, Timeline: 3, WAL: 10, Priority: 100}}

@@ -53,6 +53,15 @@ func (a *Agent) execute(ctx context.Context, o Observation, d Decision) Outcome 
 	case ActBootstrap, ActAdopt, ActStartPrimary:
 		// It becomes writable during the action: armed to the lease first.
 		a.setGuard(true)
+	}
+	switch d.Action {
+	case ActStartReplica, ActStartPrimary:
+		// Peers read this node's state from its snapshot, which is
+		// otherwise the one from before the action: a race must see that
+		// this server is coming up (and may be ahead), not that it is down.
+		st := *a.Status()
+		st.State, st.Action, st.Reason = "starting", d.Action.String(), d.Reason
+		a.storeStatus(&st)
 	case ActRestart:
 		a.setGuard(o.PG.MayWrite())
 	}
@@ -516,7 +525,7 @@ func (a *Agent) steerPooler(ctx context.Context, o Observation, d Decision, out 
 	if pending && !a.poolerPaused && o.Cluster.Leader.Name != a.s.Name {
 		// Hold this host's clients before the old leader shuts down; it
 		// waits (bounded) until every member's pooler reports paused.
-		if err := a.d.Pooler.Pause(ctx); err != nil {
+		if err := a.poolerPause(ctx); err != nil {
 			a.log.Warn("switchover: cannot pause pooler", "error", err)
 		}
 		a.poolerPaused, a.pausedAt = true, a.d.Clock.Now()
@@ -538,7 +547,10 @@ func (a *Agent) steerPooler(ctx context.Context, o Observation, d Decision, out 
 		// The new leader is not up yet (or the key is between holders
 		// during a switchover, clients paused): keep the old target.
 	default:
-		if err := a.d.Pooler.SetLeader(ctx, want); err != nil {
+		pctx, cancel := context.WithTimeout(ctx, poolerBound)
+		err := a.d.Pooler.SetLeader(pctx, want)
+		cancel()
+		if err != nil {
 			a.log.Warn("cannot repoint pooler", "leader", want, "error", err)
 		} else {
 			a.poolerLeader = want
@@ -592,7 +604,9 @@ func (a *Agent) resumePooler(ctx context.Context, pending, ready bool) {
 	if stuck {
 		a.log.Warn("pooler paused too long: resuming")
 	}
-	if err := a.d.Pooler.Resume(ctx); err != nil {
+	pctx, cancel := context.WithTimeout(ctx, poolerBound)
+	defer cancel()
+	if err := a.d.Pooler.Resume(pctx); err != nil {
 		a.log.Warn("cannot resume pooler", "error", err)
 		return
 	}
@@ -642,9 +656,20 @@ func (a *Agent) awaitPoolersPaused(ctx context.Context) {
 	}
 }
 
-// poolerBound bounds telling PgBouncer to stop sending writes here: it is
-// told after PostgreSQL is stopped, and must not hold the loop.
-const poolerBound = 2 * time.Second
+// poolerBound bounds each call to PgBouncer (repoint, resume, fence): a
+// frozen or unreachable PgBouncer must not hold the HA loop. A fence tells
+// it only after PostgreSQL is stopped.
+const poolerBound = 3 * time.Second
+
+// pauseBound bounds a PAUSE, which waits for in-flight transactions (the
+// pooler gives up on each database after its own pause_timeout).
+const pauseBound = 15 * time.Second
+
+func (a *Agent) poolerPause(ctx context.Context) error {
+	pctx, cancel := context.WithTimeout(ctx, pauseBound)
+	defer cancel()
+	return a.d.Pooler.Pause(pctx)
+}
 
 // poolerFence stops the pooler sending writes to this node and drops its
 // connections to it (session-pooled clients included); new clients wait
@@ -680,7 +705,7 @@ func (a *Agent) switchover(ctx context.Context, o Observation, target string) (b
 		a.log.Warn("switchover: checkpoint failed", "error", err)
 	}
 	if a.d.Pooler != nil {
-		if err := a.d.Pooler.Pause(ctx); err != nil {
+		if err := a.poolerPause(ctx); err != nil {
 			a.log.Warn("switchover: cannot pause pooler", "error", err)
 		}
 		a.poolerPaused, a.pausedAt = true, a.d.Clock.Now()
@@ -691,6 +716,11 @@ func (a *Agent) switchover(ctx context.Context, o Observation, target string) (b
 	// PostgreSQL is down: a freeze during a long shutdown is fenced too.
 	if err := a.d.Postgres.Stop(ctx, StopFast); err != nil {
 		return a.abortSwitchover(ctx, fmt.Errorf("stop postgres: %w", err))
+	}
+	// Nothing of the data directory may outlive the stop (a backend that
+	// outlived a crash of the postmaster, say) once the key is released.
+	if err := a.d.Postgres.Fence(ctx); err != nil {
+		return a.abortSwitchover(ctx, fmt.Errorf("after the clean stop: %w", err))
 	}
 	a.setGuard(false)
 	lsn, err := a.d.Postgres.ShutdownCheckpoint(ctx)
@@ -746,7 +776,9 @@ func (a *Agent) abortSwitchover(ctx context.Context, cause error) (bool, error) 
 		_ = a.d.DCS.DeleteFailover(ctx, c.Failover.Revision)
 	}
 	if a.d.Pooler != nil && a.poolerPaused {
-		_ = a.d.Pooler.Resume(ctx)
+		pctx, cancel := context.WithTimeout(ctx, poolerBound)
+		_ = a.d.Pooler.Resume(pctx)
+		cancel()
 		a.poolerPaused = false
 	}
 	a.fire("switchover", false, cause.Error())

@@ -86,6 +86,9 @@ type Peer struct {
 	// Unguarded: its watchdog cannot fence it, so it will not take the
 	// key; it does not hold the race back either.
 	Unguarded bool
+	// Starting: its PostgreSQL runs but does not answer yet (startup or
+	// crash recovery): its position is the last one it published.
+	Starting bool
 }
 
 // Node is this member's static facts from its configuration file.
@@ -126,6 +129,9 @@ type Observation struct {
 	// StartFailures counts consecutive failed attempts to start (or
 	// rewind and start) PostgreSQL as a replica.
 	StartFailures int
+	// LeaderlessSince is when this node first saw no leader key (zero
+	// while there is one).
+	LeaderlessSince time.Time
 	// StuckSince is when this running replica was first seen not streaming
 	// while on an older timeline than the leader's (zero: it is not). A
 	// replica that stays so has diverged and cannot follow without rewind.

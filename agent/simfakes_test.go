@@ -191,7 +191,7 @@ type fakePG struct {
 	// in progress knows it was cut short.
 	gen int
 	// needsRecovery: it died uncleanly; the next start runs crash
-	// recovery, which takes recoveryTime.
+	// recovery, which takes recoveryTime. Else its last stop was clean.
 	needsRecovery bool
 	recoveryTime  time.Duration
 	// checkpointTime is how long the next CHECKPOINT takes.
@@ -539,6 +539,9 @@ func (p *fakePG) Restart(ctx context.Context) error {
 func (p *fakePG) Reload(ctx context.Context) error { return p.sleep(ctx, 5*time.Millisecond) }
 
 func (p *fakePG) ShutdownCheckpoint(ctx context.Context) (uint64, error) {
+	if p.alive || p.needsRecovery {
+		return 0, errors.New("shutdown checkpoint: not a clean shutdown")
+	}
 	return uint64(len(p.log)), nil
 }
 
@@ -746,6 +749,7 @@ func (sp simPeers) Fetch(ctx context.Context, ms []dcs.Member) []Peer {
 			st := t.agent.Status()
 			p.Reachable = true
 			p.Unguarded = st.Unguarded != ""
+			p.Starting = st.State == "starting"
 			p.Running = st.State == "running"
 			p.Primary = st.Role == "primary" && (st.State == "running" || st.State == "unresponsive" || st.State == "starting" || st.State == "stopping")
 			if p.Running {

@@ -312,6 +312,18 @@ func (s *Server) Status(ctx context.Context) (State, error) {
 	}
 	st.Answering, st.State = true, "running"
 	st.Timeline = uint32(tli)
+	replayEnd := LSN(0)
+	if st.InRecovery && wrStatus != "streaming" {
+		// With no WAL receiver the query's timeline is the last
+		// checkpoint's, which a standby that replayed into a newer timeline
+		// has not reached yet, and its received position may be on another
+		// timeline than its replay: ask the server where its WAL ends.
+		if t, end, err := s.walEnd(qctx); err == nil {
+			st.Timeline, replayEnd = t, end
+		} else {
+			s.log.Debug("cannot read where the standby's WAL ends", "error", err)
+		}
+	}
 	st.History = s.history(qctx, st.Timeline)
 	st.Streaming = wrStatus == "streaming"
 	st.Upstream = upstreamFromConninfo(conninfo)
@@ -319,6 +331,9 @@ func (s *Server) Status(ctx context.Context) (State, error) {
 		st.Received, _ = parseOptLSN(recv)
 		st.Replayed, _ = parseOptLSN(repl)
 		st.WAL = max(st.Received, st.Replayed)
+		if replayEnd != 0 {
+			st.WAL = replayEnd
+		}
 	} else {
 		st.WAL, _ = parseOptLSN(cur)
 		st.Received, st.Replayed = st.WAL, st.WAL

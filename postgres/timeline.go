@@ -199,3 +199,48 @@ func splitHostPortNum(hp string) (string, uint16, error) {
 	}
 	return h, uint16(n), nil
 }
+
+// walEnd is where a standby's WAL ends, as a timeline and a position that
+// belong together, from IDENTIFY_SYSTEM on a replication connection to
+// itself (as the replication user, whom the default pg_hba admits): the
+// replay timeline, and the received position when it is on that timeline,
+// else the replayed one. SQL has no function for the replay timeline.
+func (s *Server) walEnd(ctx context.Context) (uint32, LSN, error) {
+	host, port, err := splitHostPortNum(s.cfg.Listen)
+	if err != nil {
+		return 0, 0, err
+	}
+	user, pass := s.cfg.ReplUser, s.cfg.ReplPassword
+	if user == "" {
+		user, pass = s.cfg.SuperUser, s.cfg.SuperPassword
+	}
+	cc, err := pgconn.ParseConfig("sslmode=disable replication=true dbname=replication")
+	if err != nil {
+		return 0, 0, err
+	}
+	cc.Host, cc.Port, cc.User, cc.Password = host, port, user, pass
+	cc.ConnectTimeout = 3 * time.Second
+	cc.RuntimeParams["application_name"] = "pgwarden"
+	c, err := pgconn.ConnectConfig(ctx, cc)
+	if err != nil {
+		return 0, 0, fmt.Errorf("replication connection: %w", err)
+	}
+	defer c.Close(context.Background())
+	res, err := c.Exec(ctx, "IDENTIFY_SYSTEM").ReadAll()
+	if err != nil {
+		return 0, 0, fmt.Errorf("IDENTIFY_SYSTEM: %w", err)
+	}
+	if len(res) != 1 || len(res[0].Rows) != 1 || len(res[0].Rows[0]) < 3 {
+		return 0, 0, errors.New("IDENTIFY_SYSTEM: unexpected answer")
+	}
+	row := res[0].Rows[0]
+	t, err := strconv.ParseUint(string(row[1]), 10, 32)
+	if err != nil {
+		return 0, 0, fmt.Errorf("IDENTIFY_SYSTEM timeline %q: %w", row[1], err)
+	}
+	end, err := ParseLSN(string(row[2]))
+	if err != nil {
+		return 0, 0, fmt.Errorf("IDENTIFY_SYSTEM position: %w", err)
+	}
+	return uint32(t), end, nil
+}

@@ -69,6 +69,7 @@ func (pc *PeerClient) Fetch(ctx context.Context, ms []dcs.Member) []agent.Peer {
 			p := &out[i]
 			p.Reachable = true
 			p.Unguarded = st.Unguarded != ""
+			p.Starting = st.State == "starting"
 			running := st.State == "running"
 			p.Running = running
 			// A primary that runs but does not answer its agent (state
