@@ -68,7 +68,9 @@ func (p *loggingPG) Stop(ctx context.Context, mode StopMode) error {
 	p.log.add("postgres stop " + string(mode))
 	return nil
 }
-func (p *loggingPG) State(ctx context.Context) (PGState, error) { return PGState{State: "stopped"}, nil }
+func (p *loggingPG) State(ctx context.Context) (PGState, error) {
+	return PGState{State: "stopped"}, nil
+}
 
 // TestFenceDoesNotWaitOnPgBouncer: a fence stops PostgreSQL first, without
 // waiting on anything else; PgBouncer is told afterwards, with a bound,
