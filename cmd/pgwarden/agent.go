@@ -55,6 +55,10 @@ type wired struct {
 
 func wire(ctx context.Context, cfg *config.Config, path string, log hclog.Logger) (*wired, error) {
 	w := &wired{cfg: cfg, log: log}
+	peerTLS, err := rest.PeerTLS(cfg.REST.TLS)
+	if err != nil {
+		return nil, err
+	}
 	store, err := openStore(ctx, cfg, log.Named("dcs"))
 	if err != nil {
 		return nil, err
@@ -63,7 +67,7 @@ func wire(ctx context.Context, cfg *config.Config, path string, log hclog.Logger
 	deps := agent.Deps{
 		DCS:      store,
 		Postgres: pg,
-		Peers:    rest.NewPeerClient(cfg.Name, peerTimeout(cfg), false),
+		Peers:    rest.NewPeerClient(cfg.Name, peerTimeout(cfg), peerTLS, log.Named("peers")),
 	}
 	if pb := cfg.Pooler.PgBouncer; pb != nil {
 		p, err := pooler.New(*pb, cfg.Postgres.Listen, log.Named("pooler"))
