@@ -103,3 +103,23 @@ func PeerTLS(t *config.ServerTLS) (*tls.Config, error) {
 	}
 	return tc, nil
 }
+
+// VerifySelf checks this member's certificate as its peers will, when they
+// share its rest.tls.ca: against tc's roots (the system's when it has
+// none). A member whose own certificate fails it is unreadable to such
+// peers and to the CLI: most often rest.tls.ca is unset or names another
+// CA, or the certificate expired.
+func VerifySelf(tc *tls.Config) error {
+	if tc == nil || len(tc.Certificates) == 0 || tc.Certificates[0].Leaf == nil {
+		return nil
+	}
+	chain := tc.Certificates[0]
+	inter := x509.NewCertPool()
+	for _, der := range chain.Certificate[1:] {
+		if c, err := x509.ParseCertificate(der); err == nil {
+			inter.AddCert(c)
+		}
+	}
+	_, err := chain.Leaf.Verify(x509.VerifyOptions{Roots: tc.RootCAs, Intermediates: inter})
+	return err
+}

@@ -59,6 +59,9 @@ func wire(ctx context.Context, cfg *config.Config, path string, log hclog.Logger
 	if err != nil {
 		return nil, err
 	}
+	if err := rest.VerifySelf(peerTLS); err != nil {
+		log.Warn("this member's rest.tls.cert does not verify against rest.tls.ca (or the system roots when unset): peers sharing this configuration and the CLI cannot read its API", "error", err)
+	}
 	store, err := openStore(ctx, cfg, log.Named("dcs"))
 	if err != nil {
 		return nil, err
