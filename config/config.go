@@ -58,10 +58,17 @@ type REST struct {
 	TLS            *ServerTLS  `yaml:"tls"`
 }
 
-// ServerTLS is the REST server's TLS configuration.
+// ServerTLS is the REST API's TLS configuration: the server's, and that of
+// the clients of the API a node runs (its agent asking peers, the CLI).
 type ServerTLS struct {
-	Cert         string `yaml:"cert"`
-	Key          string `yaml:"key"`
+	// Cert and Key are this member's certificate: served by its API and
+	// presented as its client certificate when it calls a peer's.
+	Cert string `yaml:"cert"`
+	Key  string `yaml:"key"`
+	// CA is what peers' and the CLI's calls verify an API's certificate
+	// against; the system roots when empty.
+	CA string `yaml:"ca"`
+	// ClientCA is what the server verifies client certificates against.
 	ClientCA     string `yaml:"client_ca"`
 	VerifyClient bool   `yaml:"verify_client"`
 }

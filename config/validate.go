@@ -101,9 +101,7 @@ func (c *Config) Validate() error {
 		p.add("rest.auth", a.Username, "username and password are both required")
 	}
 	if t := c.REST.TLS; t != nil {
-		checkFile(&p, "rest.tls.cert", t.Cert, true)
-		checkFile(&p, "rest.tls.key", t.Key, true)
-		checkFile(&p, "rest.tls.client_ca", t.ClientCA, t.VerifyClient)
+		checkRESTTLS(&p, t, c.REST.ConnectAddress)
 	}
 	pg := c.Postgres
 	if pg.BinDir != "" {

@@ -4,6 +4,8 @@ package integration
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -20,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgwarden/pgwarden/integration/harness"
+	"github.com/pgwarden/pgwarden/rest/resttest"
 )
 
 func TestMain(m *testing.M) { os.Exit(harness.Main(m, harness.WithBinary)) }
@@ -31,6 +35,10 @@ type cluster struct {
 	etcd  *harness.Etcd
 	nodes []*node
 	opts  clusterOpts
+	// ca signs the members' certificates (when opts.tls).
+	ca *resttest.CA
+	// hc is the tests' client of the members' REST APIs.
+	hc *http.Client
 }
 
 type clusterOpts struct {
@@ -44,6 +52,9 @@ type clusterOpts struct {
 	pgbouncer bool
 	// extra YAML appended to every node's config.
 	extra string
+	// tls turns rest.tls on with verify_client: one CA, and per member a
+	// certificate for 127.0.0.1 that it serves and presents to its peers.
+	tls bool
 }
 
 type node struct {
@@ -57,6 +68,10 @@ type node struct {
 	// bouncer is this node's PgBouncer (when opts.pgbouncer).
 	bouncer     *harness.Proc
 	bouncerPort int
+	// cert and key are this member's certificate (when opts.tls).
+	cert, key string
+	// log is everything its agents printed.
+	log lockedLog
 }
 
 func newCluster(t testing.TB, o clusterOpts) *cluster {
@@ -73,10 +88,17 @@ func newCluster(t testing.TB, o clusterOpts) *cluster {
 	if o.retry == 0 {
 		o.retry = 3
 	}
-	c := &cluster{t: t, opts: o, etcd: harness.StartEtcd(t)}
+	c := &cluster{t: t, opts: o, etcd: harness.StartEtcd(t), hc: httpc}
+	if o.tls {
+		c.ca = resttest.NewCA(t, harness.Dir(t, "pki"), "cluster-ca")
+		c.hc = c.tlsClient(2*time.Second, true)
+	}
 	for i := range o.nodes {
 		n := &node{c: c, name: fmt.Sprintf("node%d", i+1), pgPort: harness.Port(t), apiPort: harness.Port(t)}
 		n.dir = harness.Dir(t, n.name)
+		if o.tls {
+			n.cert, n.key = c.ca.Issue(t, n.name)
+		}
 		prio := 100
 		if i < len(o.priorities) {
 			prio = o.priorities[i]
@@ -144,6 +166,7 @@ etcd:
   endpoints: [%[2]s]
 rest:
   listen: 127.0.0.1:%[3]d
+%[14]s
 postgres:
   bin_dir: %[4]s
   data_dir: %[5]s
@@ -165,11 +188,34 @@ cluster:
   retry_timeout: %[12]g
 %[13]s
 `, n.name, n.c.etcd.Endpoint, n.apiPort, harness.PgBinDir(n.c.t), filepath.Join(n.dir, "data"), n.pgPort,
-		n.dir, priority, pgb, o.ttl, o.loopWait, o.retry, o.extra)
+		n.dir, priority, pgb, o.ttl, o.loopWait, o.retry, o.extra, n.restTLS())
 	n.cfgPath = filepath.Join(n.dir, "pgwarden.yaml")
 	if err := os.WriteFile(n.cfgPath, []byte(cfg), 0o600); err != nil {
 		n.c.t.Fatal(err)
 	}
+}
+
+func (n *node) restTLS() string {
+	if !n.c.opts.tls {
+		return ""
+	}
+	return fmt.Sprintf("  tls: {cert: %s, key: %s, ca: %s, client_ca: %s, verify_client: true}", n.cert, n.key, n.c.ca.File, n.c.ca.File)
+}
+
+// tlsClient trusts the cluster's CA and, withCert, presents a client
+// certificate it signed.
+func (c *cluster) tlsClient(timeout time.Duration, withCert bool) *http.Client {
+	tc := &tls.Config{RootCAs: x509.NewCertPool()}
+	pem, err := os.ReadFile(c.ca.File)
+	must(c.t, err)
+	tc.RootCAs.AppendCertsFromPEM(pem)
+	if withCert {
+		cert, key := c.ca.Issue(c.t, "tester", x509.ExtKeyUsageClientAuth)
+		pair, err := tls.LoadX509KeyPair(cert, key)
+		must(c.t, err)
+		tc.Certificates = []tls.Certificate{pair}
+	}
+	return &http.Client{Timeout: timeout, Transport: &http.Transport{TLSClientConfig: tc}}
 }
 
 func (n *node) bouncerPortAlloc() int {
@@ -182,6 +228,7 @@ func (n *node) bouncerPortAlloc() int {
 // start runs this node's agent.
 func (n *node) start() {
 	cmd := exec.Command(harness.Binary(n.c.t), "agent", "-c", n.cfgPath)
+	cmd.Stdout = &n.log
 	n.agent = harness.Start(n.c.t, n.name, cmd)
 }
 
@@ -206,14 +253,40 @@ func (n *node) postmasterPID() int {
 	return pid
 }
 
-func (n *node) api(path string) string { return fmt.Sprintf("http://127.0.0.1:%d%s", n.apiPort, path) }
+func (n *node) api(path string) string {
+	scheme := "http"
+	if n.c.opts.tls {
+		scheme = "https"
+	}
+	return fmt.Sprintf("%s://127.0.0.1:%d%s", scheme, n.apiPort, path)
+}
 
 var httpc = &http.Client{Timeout: 2 * time.Second}
+
+// lockedLog keeps a process's output for the test to search.
+type lockedLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// since is the output after offset, and the offset of its end.
+func (l *lockedLog) since(offset int) (string, int) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s := l.b.String()
+	return s[offset:], len(s)
+}
 
 // probe returns the status code of GET path on this node's REST API (0 when
 // it does not answer).
 func (n *node) probe(path string) int {
-	resp, err := httpc.Get(n.api(path))
+	resp, err := n.c.hc.Get(n.api(path))
 	if err != nil {
 		return 0
 	}
@@ -224,7 +297,7 @@ func (n *node) probe(path string) int {
 
 // status is GET /patroni decoded loosely.
 func (n *node) status() map[string]any {
-	resp, err := httpc.Get(n.api("/patroni"))
+	resp, err := n.c.hc.Get(n.api("/patroni"))
 	if err != nil {
 		return nil
 	}

@@ -83,26 +83,7 @@ func TestFailoverPicksFurthestWAL(t *testing.T) {
 	c := newCluster(t, clusterOpts{ttl: 5, retry: 2, priorities: []int{100, 100, 100}})
 	p := c.primary(90 * time.Second)
 	c.waitReplicas(60*time.Second, p)
-	must(t, p.exec("CREATE TABLE t (id int primary key)"))
-	var replicas []*node
-	for _, n := range c.nodes {
-		if n != p {
-			replicas = append(replicas, n)
-		}
-	}
-	waitRows(t, 10*time.Second, 0, replicas...)
-	behind, ahead := replicas[0], replicas[1]
-	// Freeze the lagging replica's WAL receiver so it stops receiving.
-	wr, err := behind.queryInt("SELECT pid FROM pg_stat_wal_receiver")
-	if err != nil || wr == 0 {
-		t.Fatalf("walreceiver pid of %s: %d %v", behind.name, wr, err)
-	}
-	must(t, syscall.Kill(int(wr), syscall.SIGSTOP))
-	defer syscall.Kill(int(wr), syscall.SIGCONT)
-	for i := range 50 {
-		must(t, p.exec("INSERT INTO t VALUES ($1)", i))
-	}
-	waitRows(t, 10*time.Second, 50, ahead)
+	_, ahead := oneReplicaBehind(t, c, p, 50)
 	// Raise the lagging one's priority: WAL position must still win.
 	p.killHard()
 	np := c.primary(60*time.Second, p)
@@ -112,6 +93,33 @@ func TestFailoverPicksFurthestWAL(t *testing.T) {
 	if n, _ := np.queryInt("SELECT count(*) FROM t"); n != 50 {
 		t.Fatalf("new primary has %d rows, want 50", n)
 	}
+}
+
+// oneReplicaBehind creates table t on the primary p, freezes the WAL
+// receiver of one replica (thawed at cleanup) and commits rows that only
+// the other receives: it returns the replica behind and the one ahead.
+func oneReplicaBehind(t *testing.T, c *cluster, p *node, rows int) (behind, ahead *node) {
+	t.Helper()
+	must(t, p.exec("CREATE TABLE t (id int primary key)"))
+	var replicas []*node
+	for _, n := range c.nodes {
+		if n != p {
+			replicas = append(replicas, n)
+		}
+	}
+	waitRows(t, 10*time.Second, 0, replicas...)
+	behind, ahead = replicas[0], replicas[1]
+	wr, err := behind.queryInt("SELECT pid FROM pg_stat_wal_receiver")
+	if err != nil || wr == 0 {
+		t.Fatalf("walreceiver pid of %s: %d %v", behind.name, wr, err)
+	}
+	must(t, syscall.Kill(int(wr), syscall.SIGSTOP))
+	t.Cleanup(func() { _ = syscall.Kill(int(wr), syscall.SIGCONT) })
+	for i := range rows {
+		must(t, p.exec("INSERT INTO t VALUES ($1)", i))
+	}
+	waitRows(t, 10*time.Second, int64(rows), ahead)
+	return behind, ahead
 }
 
 // TestFrozenLeaderStopsWritesFirst: the leader's agent is frozen with

@@ -25,7 +25,7 @@ func (n *node) post(method, path, body string) (int, string) {
 		return 0, err.Error()
 	}
 	req.Header.Set("Content-Type", "application/json")
-	hc := &http.Client{Timeout: 90 * time.Second}
+	hc := &http.Client{Timeout: 90 * time.Second, Transport: n.c.hc.Transport}
 	resp, err := hc.Do(req)
 	if err != nil {
 		return 0, err.Error()

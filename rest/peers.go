@@ -4,34 +4,43 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
 	"github.com/pgwarden/pgwarden/agent"
 	"github.com/pgwarden/pgwarden/dcs"
 )
 
 // PeerClient asks other members for their state through GET /patroni, the
-// way the agent compares WAL positions during a leader race.
+// way the agent compares WAL positions during a leader race and checks that
+// no peer still runs as primary.
 type PeerClient struct {
 	// Self is skipped.
 	Self   string
 	Client *http.Client
+	log    hclog.Logger
+
+	mu sync.Mutex
+	// lastErr is each member's last failure ("" once it answered), so a
+	// peer that stays unreachable is logged once, not every loop.
+	lastErr map[string]string
 }
 
 // NewPeerClient makes a client with connection reuse and a timeout per
-// request; insecure skips TLS verification for members with self-signed
-// certificates.
-func NewPeerClient(self string, timeout time.Duration, insecure bool) *PeerClient {
+// request. tc is the TLS of https peers (PeerTLS: this member's rest.tls
+// CA and client certificate); nil means the system roots and no client
+// certificate.
+func NewPeerClient(self string, timeout time.Duration, tc *tls.Config, log hclog.Logger) *PeerClient {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 2
-	if insecure {
-		tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // operator's choice for self-signed member certs
-	}
-	return &PeerClient{Self: self, Client: &http.Client{Timeout: timeout, Transport: tr}}
+	tr.TLSClientConfig = tc
+	return &PeerClient{Self: self, Client: &http.Client{Timeout: timeout, Transport: tr}, log: log, lastErr: map[string]string{}}
 }
 
 // peerStatus is the part of GET /patroni a peer race needs.
@@ -62,8 +71,9 @@ func (pc *PeerClient) Fetch(ctx context.Context, ms []dcs.Member) []agent.Peer {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			st, ok := pc.get(ctx, strings.TrimRight(m.APIURL, "/")+"/patroni")
-			if !ok {
+			st, err := pc.get(ctx, strings.TrimRight(m.APIURL, "/")+"/patroni")
+			pc.note(m.Name, err)
+			if err != nil {
 				return
 			}
 			p := &out[i]
@@ -92,23 +102,44 @@ func (pc *PeerClient) Fetch(ctx context.Context, ms []dcs.Member) []agent.Peer {
 	return res
 }
 
-func (pc *PeerClient) get(ctx context.Context, url string) (peerStatus, bool) {
+func (pc *PeerClient) get(ctx context.Context, url string) (peerStatus, error) {
 	var st peerStatus
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
-		return st, false
+		return st, err
 	}
 	resp, err := pc.Client.Do(req)
 	if err != nil {
-		return st, false
+		return st, err
 	}
 	defer resp.Body.Close()
 	// /patroni answers 200 while the agent runs; a health-check style 503
 	// body is still a valid status.
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st); err != nil {
-		return st, false
+		return st, fmt.Errorf("GET %s: %d with a body that is not a status: %w", url, resp.StatusCode, err)
 	}
-	return st, true
+	return st, nil
+}
+
+// note logs a peer that stops answering, or answers again, once per
+// change: an unreachable peer drops out of the WAL comparison, and a TLS
+// mistake (unknown CA, a refused client certificate) must be visible.
+func (pc *PeerClient) note(member string, err error) {
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	pc.mu.Lock()
+	last, seen := pc.lastErr[member]
+	pc.lastErr[member] = msg
+	pc.mu.Unlock()
+	switch {
+	case msg == last:
+	case err != nil:
+		pc.log.Warn("peer unreachable", "member", member, "error", err)
+	case seen:
+		pc.log.Info("peer reachable again", "member", member)
+	}
 }
 
 // mayRun: a peer's reported PostgreSQL state in which its server may run.

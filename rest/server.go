@@ -5,14 +5,12 @@ import (
 	"context"
 	"crypto/subtle"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -74,27 +72,12 @@ func NewServer(o Options, log hclog.Logger) (*Server, error) {
 		return nil, errors.New("rest: no agent")
 	}
 	s := &Server{o: o, log: log}
-	if t := o.TLS; t != nil {
-		cert, err := tls.LoadX509KeyPair(t.Cert, t.Key)
+	if o.TLS != nil {
+		tc, err := serverTLS(o.TLS)
 		if err != nil {
-			return nil, fmt.Errorf("rest.tls: load certificate %s and key %s: %w", t.Cert, t.Key, err)
+			return nil, err
 		}
-		s.tls = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
-		if t.ClientCA != "" {
-			pem, err := os.ReadFile(t.ClientCA)
-			if err != nil {
-				return nil, fmt.Errorf("rest.tls.client_ca: %w", err)
-			}
-			pool := x509.NewCertPool()
-			if !pool.AppendCertsFromPEM(pem) {
-				return nil, fmt.Errorf("rest.tls.client_ca %s: no certificate found", t.ClientCA)
-			}
-			s.tls.ClientCAs = pool
-			s.tls.ClientAuth = tls.VerifyClientCertIfGiven
-			if t.VerifyClient {
-				s.tls.ClientAuth = tls.RequireAndVerifyClientCert
-			}
-		}
+		s.tls = tc
 	}
 	s.metrics = newMetrics(o.Agent)
 	s.handler = s.routes()

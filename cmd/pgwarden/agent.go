@@ -56,6 +56,13 @@ type wired struct {
 
 func wire(ctx context.Context, cfg *config.Config, path string, log hclog.Logger) (*wired, error) {
 	w := &wired{cfg: cfg, log: log}
+	peerTLS, err := rest.PeerTLS(cfg.REST.TLS)
+	if err != nil {
+		return nil, err
+	}
+	if err := rest.VerifySelf(peerTLS); err != nil {
+		log.Warn("this member's rest.tls.cert does not verify against rest.tls.ca (or the system roots when unset): peers sharing this configuration and the CLI cannot read its API", "error", err)
+	}
 	store, err := openStore(ctx, cfg, log.Named("dcs"))
 	if err != nil {
 		return nil, err
@@ -65,7 +72,7 @@ func wire(ctx context.Context, cfg *config.Config, path string, log hclog.Logger
 		DCS:      store,
 		Postgres: pg,
 		Probe:    pg,
-		Peers:    rest.NewPeerClient(cfg.Name, peerTimeout(cfg), false),
+		Peers:    rest.NewPeerClient(cfg.Name, peerTimeout(cfg), peerTLS, log.Named("peers")),
 	}
 	if pb := cfg.Pooler.PgBouncer; pb != nil {
 		p, err := pooler.New(*pb, cfg.Postgres.Listen, log.Named("pooler"))

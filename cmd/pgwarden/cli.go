@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"maps"
 	"net/http"
 	"os"
@@ -344,54 +343,6 @@ func setPause(e *env, name string, args []string, pause bool) error {
 	})
 }
 
-// api calls a member's REST API with the configured credentials and
-// returns the body; a status other than 200/202 becomes the error.
-func api(ctx context.Context, cfg *config.Config, method, url string, body any) (int, []byte, error) {
-	var rd io.Reader
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return 0, nil, err
-		}
-		rd = bytes.NewReader(b)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, url, rd)
-	if err != nil {
-		return 0, nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	if a := cfg.REST.Auth; a != nil {
-		req.SetBasicAuth(a.Username, a.Password)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, nil, fmt.Errorf("%s %s: %w", method, url, err)
-	}
-	defer resp.Body.Close()
-	out, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if resp.StatusCode != http.StatusOK && resp.StatusCode != http.StatusAccepted {
-		return resp.StatusCode, out, fmt.Errorf("%s %s: %d %s", method, url, resp.StatusCode, apiMessage(out))
-	}
-	return resp.StatusCode, out, nil
-}
-
-// apiMessage extracts the error text of a JSON error body.
-func apiMessage(b []byte) string {
-	var v struct {
-		Error   string `json:"error"`
-		Message string `json:"message"`
-	}
-	if json.Unmarshal(b, &v) == nil {
-		if v.Error != "" {
-			return v.Error
-		}
-		if v.Message != "" {
-			return v.Message
-		}
-	}
-	return strings.TrimSpace(string(b))
-}
-
 // memberAPI is the REST base URL of a member (or of the leader when name
 // is "", or any member when there is no leader).
 func memberAPI(c *dcs.Cluster, name string) (string, error) {
@@ -410,8 +361,9 @@ func memberAPI(c *dcs.Cluster, name string) (string, error) {
 }
 
 func cmdSwitchover(e *env, args []string) error {
-	fs := flags(e, "switchover", "-c FILE [--leader N] [--candidate N] [--scheduled T] [--force]")
+	fs := flags(e, "switchover", "-c FILE [--leader N] [--candidate N] [--scheduled T] [--force] "+restFlagsUsage)
 	path := fs.String("c", "", "node configuration file")
+	rf := addRESTFlags(fs)
 	leader := fs.String("leader", "", "the current leader (checked)")
 	cand := fs.String("candidate", "", "the member to promote (default: the best replica)")
 	sched := fs.String("scheduled", "", "RFC 3339 time to switch over at (default: now)")
@@ -433,6 +385,10 @@ func cmdSwitchover(e *env, args []string) error {
 		body["scheduled_at"] = *sched
 	}
 	return withCluster(e, *path, func(cfg *config.Config, _ *dcs.Etcd, c *dcs.Cluster) error {
+		rc, err := newRESTClient(cfg, rf)
+		if err != nil {
+			return err
+		}
 		url, err := memberAPI(c, "")
 		if err != nil {
 			return err
@@ -449,7 +405,7 @@ func cmdSwitchover(e *env, args []string) error {
 			return errors.New("aborted")
 		}
 		start := time.Now()
-		code, _, err := api(e.ctx, cfg, http.MethodPost, url+"/switchover", body)
+		code, _, err := rc.do(e.ctx, http.MethodPost, url+"/switchover", body)
 		if err != nil {
 			return err
 		}
@@ -470,8 +426,9 @@ func leaderName(c *dcs.Cluster) string {
 }
 
 func cmdFailover(e *env, args []string) error {
-	fs := flags(e, "failover", "-c FILE --candidate N [--force]")
+	fs := flags(e, "failover", "-c FILE --candidate N [--force] "+restFlagsUsage)
 	path := fs.String("c", "", "node configuration file")
+	rf := addRESTFlags(fs)
 	cand := fs.String("candidate", "", "the member to promote")
 	force := fs.Bool("force", false, "skip confirmation and the lag check")
 	if err := parse(fs, args); err != nil {
@@ -481,6 +438,10 @@ func cmdFailover(e *env, args []string) error {
 		return fmt.Errorf("--candidate is required: %w", errUsage)
 	}
 	return withCluster(e, *path, func(cfg *config.Config, _ *dcs.Etcd, c *dcs.Cluster) error {
+		rc, err := newRESTClient(cfg, rf)
+		if err != nil {
+			return err
+		}
 		url, err := memberAPI(c, *cand)
 		if err != nil {
 			return err
@@ -492,7 +453,7 @@ func cmdFailover(e *env, args []string) error {
 			fmt.Fprintln(e.stderr, "warning: --force skips the lag check: transactions the candidate has not received are lost")
 		}
 		start := time.Now()
-		if _, _, err := api(e.ctx, cfg, http.MethodPost, url+"/failover", map[string]any{"candidate": *cand, "force": *force}); err != nil {
+		if _, _, err := rc.do(e.ctx, http.MethodPost, url+"/failover", map[string]any{"candidate": *cand, "force": *force}); err != nil {
 			return err
 		}
 		fmt.Fprintf(e.stdout, "failover to %s done in %.1fs\n", *cand, time.Since(start).Seconds())
@@ -504,8 +465,9 @@ func cmdRestart(e *env, args []string) error { return nodeAction(e, "restart", "
 func cmdReinit(e *env, args []string) error  { return nodeAction(e, "reinit", "/reinitialize", args) }
 
 func nodeAction(e *env, name, path string, args []string) error {
-	fs := flags(e, name, "-c FILE NODE [--force]")
+	fs := flags(e, name, "-c FILE NODE [--force] "+restFlagsUsage)
 	cfgPath := fs.String("c", "", "node configuration file")
+	rf := addRESTFlags(fs)
 	force := fs.Bool("force", false, "do not ask for confirmation")
 	pos, err := parseInterleaved(fs, args)
 	if err != nil {
@@ -516,6 +478,10 @@ func nodeAction(e *env, name, path string, args []string) error {
 	}
 	node := pos[0]
 	return withCluster(e, *cfgPath, func(cfg *config.Config, _ *dcs.Etcd, c *dcs.Cluster) error {
+		rc, err := newRESTClient(cfg, rf)
+		if err != nil {
+			return err
+		}
 		url, err := memberAPI(c, node)
 		if err != nil {
 			return err
@@ -523,7 +489,7 @@ func nodeAction(e *env, name, path string, args []string) error {
 		if !*force && !confirm(e, fmt.Sprintf("%s %s?", name, node)) {
 			return errors.New("aborted")
 		}
-		if _, _, err := api(e.ctx, cfg, http.MethodPost, url+path, map[string]any{}); err != nil {
+		if _, _, err := rc.do(e.ctx, http.MethodPost, url+path, map[string]any{}); err != nil {
 			return err
 		}
 		fmt.Fprintf(e.stdout, "%s %s: done\n", name, node)
