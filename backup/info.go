@@ -90,7 +90,7 @@ type infoJSON struct {
 		Database struct {
 			ID int `json:"id"`
 		} `json:"database"`
-		Info  struct {
+		Info struct {
 			Repository struct {
 				Delta int64 `json:"delta"`
 				Size  int64 `json:"size"`
