@@ -9,7 +9,7 @@ import (
 
 func TestRenderArchiveSettings(t *testing.T) {
 	s := New(Config{Listen: "127.0.0.1:5433", Archive: &Archive{Mode: "always",
-		Command: "/usr/bin/pgwarden archive-push --pgbackrest-config /x/pgbackrest.conf --stanza main %p",
+		Command:        "/usr/bin/pgwarden archive-push --pgbackrest-config /x/pgbackrest.conf --stanza main %p",
 		RestoreCommand: `pgbackrest --config=/x/pgbackrest.conf --stanza=main archive-get %f "%p"`}}, nil)
 	conf, err := s.renderConf(nil)
 	if err != nil {

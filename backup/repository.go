@@ -1,0 +1,151 @@
+package backup
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// Repository is one stanza's backups and WAL archive, read at one time.
+type Repository struct {
+	Info    Info
+	Archive Archive
+	// History is the line of timelines of the newest timeline in the
+	// archive: the one recovery follows (recovery_target_timeline=latest).
+	History History
+	ReadAt  time.Time
+}
+
+// ReadRepository reads a stanza's info, its archive listing and the
+// newest timeline's history.
+func (p *PgBackRest) ReadRepository(ctx context.Context, stanza string) (Repository, error) {
+	stanza = orDefault(stanza, p.o.Stanza)
+	in, err := p.Info(ctx, stanza)
+	if err != nil {
+		return Repository{}, err
+	}
+	r := Repository{Info: in, ReadAt: time.Now()}
+	id := in.ArchiveID()
+	if id == "" {
+		r.History = History{{Timeline: 1}}
+		return r, nil
+	}
+	if r.Archive, err = p.ArchiveFiles(ctx, stanza, id); err != nil {
+		return r, err
+	}
+	tl := r.Archive.NewestTimeline()
+	r.History = History{{Timeline: 1}}
+	if tl > 1 {
+		if _, ok := r.Archive.Histories[tl]; ok {
+			b, err := p.RepoGet(ctx, stanza, fmt.Sprintf("archive/%s/%s/%08X.history", stanza, id, tl))
+			if err != nil {
+				return r, fmt.Errorf("read the history of timeline %d: %w", tl, err)
+			}
+			if r.History, err = ParseHistory(tl, string(b)); err != nil {
+				return r, err
+			}
+		} else {
+			// Segments of a timeline whose history file is missing: the
+			// walk reports it.
+			r.History = History{{Timeline: tl}}
+		}
+	}
+	return r, nil
+}
+
+// Point is how far recovery from a backup can go: to the end of the newest
+// segment of an unbroken run of archived WAL from the backup's start, along
+// the newest timeline. The position is exact. The time is when that
+// segment reached the repository: every commit before its end is in it,
+// and none after it can be replayed; PostgreSQL closes a segment when it
+// is full, at pg_switch_wal() or after archive_timeout, so the newest
+// commits can be that much older than the segment.
+type Point struct {
+	LSN        string    `json:"lsn"`
+	Timeline   uint32    `json:"timeline"`
+	Segment    string    `json:"segment"`
+	ArchivedAt time.Time `json:"archived_at"`
+	// Missing is the first segment the run lacks, when the run stops before
+	// the newest archived segment (a gap in the archive).
+	Missing string `json:"missing,omitempty"`
+}
+
+// RestorableTo is the point recovery from b can reach.
+func (r Repository) RestorableTo(b BackupSet) (Point, error) {
+	w, err := r.Archive.WalkFrom(b.WALStart, r.History)
+	if err != nil {
+		return Point{}, err
+	}
+	if !w.Reached || w.Last.No < segmentNo(b.LSNStop) {
+		miss := b.WALStart
+		if w.Missing != nil {
+			miss = w.Missing.String()
+		}
+		return Point{Missing: miss}, fmt.Errorf("backup %s cannot become consistent: WAL segment %s is not in the archive", b.Label, miss)
+	}
+	p := Point{LSN: w.Last.End().String(), Timeline: w.Last.Timeline, Segment: w.Last.String(), ArchivedAt: r.Archive.Segments[w.Last]}
+	if w.Missing != nil {
+		p.Missing = w.Missing.String()
+	}
+	return p, nil
+}
+
+// ErrHistoryConflict: a timeline history file is in the repository with
+// other content: two primaries were promoted to the same timeline.
+var ErrHistoryConflict = errors.New("a different history file of this timeline is in the repository")
+
+// PushHistory archives a timeline history file unless the repository
+// already has it. pgBackRest 2.45 checks WAL segments against what is
+// archived but overwrites a history file: a diverged primary promoted to a
+// timeline that the cluster's primary already took would replace the
+// cluster's history and break every restore across it. Identical content
+// is success (a retry, or a standby archiving what it received).
+func (p *PgBackRest) PushHistory(ctx context.Context, path string) error {
+	name := filepath.Base(path)
+	mine, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("archive %s: %w", name, err)
+	}
+	tmp, err := os.CreateTemp("", "pgwarden-history-")
+	if err != nil {
+		return err
+	}
+	tmp.Close()
+	defer os.Remove(tmp.Name())
+	os.Remove(tmp.Name()) // archive-get refuses to overwrite
+	err = p.ArchiveGet(ctx, name, tmp.Name())
+	switch {
+	case errors.Is(err, ErrNotInArchive):
+		_, err = p.run(ctx, "", "archive-push", []string{path}, nil)
+		return err
+	case err != nil:
+		return fmt.Errorf("archive %s: read the repository's copy: %w", name, err)
+	}
+	theirs, err := os.ReadFile(tmp.Name())
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(mine, theirs) {
+		err := fmt.Errorf("%s: %w (two primaries promoted to that timeline: split brain?); refusing to overwrite it", name, ErrHistoryConflict)
+		p.logFailure(err)
+		return err
+	}
+	return nil
+}
+
+// HistoryLog is the file, in this node's log path, where pgwarden's own
+// archive refusals are written (pgBackRest's are in its archive-push log).
+const HistoryLog = "pgwarden-archive-push.log"
+
+func (p *PgBackRest) logFailure(err error) {
+	f, ferr := os.OpenFile(filepath.Join(p.o.LogPath(), HistoryLog), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
+	if ferr != nil {
+		return
+	}
+	defer f.Close()
+	fmt.Fprintf(f, "%s ERROR: %v\n", time.Now().Format("2006-01-02 15:04:05.000"), err)
+}
