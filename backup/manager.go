@@ -79,8 +79,10 @@ type Manager struct {
 	c   ManagerConfig
 	log hclog.Logger
 
-	mu         sync.Mutex
+	// root is the life of the Manager: Run's context ends it.
 	root       context.Context
+	stop       context.CancelFunc
+	mu         sync.Mutex
 	leading    bool
 	leadCancel context.CancelFunc
 	leadCtx    context.Context
@@ -112,18 +114,14 @@ func NewManager(c ManagerConfig, log hclog.Logger) *Manager {
 	if c.ArchiverEvery == 0 {
 		c.ArchiverEvery = 5 * time.Second
 	}
-	return &Manager{c: c, log: log, refresh: make(chan struct{}, 1)}
+	root, stop := context.WithCancel(context.Background())
+	return &Manager{c: c, log: log, refresh: make(chan struct{}, 1), root: root, stop: stop}
 }
 
 // Run reads the repository and the archiver statistics periodically until
 // ctx ends; leader work started by SetLeading lives under ctx too.
 func (m *Manager) Run(ctx context.Context) {
-	m.mu.Lock()
-	m.root = ctx
-	if m.leading {
-		m.startLeading()
-	}
-	m.mu.Unlock()
+	defer m.stop()
 	info := time.NewTicker(m.c.InfoEvery)
 	defer info.Stop()
 	arch := time.NewTicker(m.c.ArchiverEvery)
@@ -163,13 +161,6 @@ func (m *Manager) SetLeading(leading bool) {
 		}
 		return
 	}
-	if m.root != nil {
-		m.startLeading()
-	}
-}
-
-// startLeading: m.mu held, m.root set.
-func (m *Manager) startLeading() {
 	m.leadCtx, m.leadCancel = context.WithCancel(m.root)
 	go m.takeOver(m.leadCtx)
 }

@@ -70,13 +70,7 @@ func (m *Manager) View(ctx context.Context) (View, error) {
 	v := View{Stanza: o.Stanza, Repository: o.RepositoryName(), Backups: []BackupView{}}
 	m.mu.Lock()
 	repo, repoErr := m.repo, m.repoErr
-	if st := m.archiver; st != nil {
-		v.Archiver = &ArchiverView{ArchivedCount: st.ArchivedCount, LastArchivedWAL: st.LastArchivedWAL, LastArchivedTime: st.LastArchivedTime,
-			FailedCount: st.FailedCount, LastFailedWAL: st.LastFailedWAL, LastFailedTime: st.LastFailedTime}
-		if st.FailedCount > 0 {
-			v.Archiver.FailureReason = m.failReason
-		}
-	}
+	v.Archiver = m.archiverView()
 	local := m.run
 	var progress Progress
 	if local != nil {
@@ -128,9 +122,20 @@ func (m *Manager) Metrics() Metrics {
 			out.LastDuration = n.Duration()
 		}
 	}
-	if st := m.archiver; st != nil {
-		out.Archiver = &ArchiverView{ArchivedCount: st.ArchivedCount, LastArchivedWAL: st.LastArchivedWAL, LastArchivedTime: st.LastArchivedTime,
-			FailedCount: st.FailedCount, LastFailedWAL: st.LastFailedWAL, LastFailedTime: st.LastFailedTime, FailureReason: m.failReason}
-	}
+	out.Archiver = m.archiverView()
 	return out
+}
+
+// archiverView: m.mu held.
+func (m *Manager) archiverView() *ArchiverView {
+	st := m.archiver
+	if st == nil {
+		return nil
+	}
+	v := &ArchiverView{ArchivedCount: st.ArchivedCount, LastArchivedWAL: st.LastArchivedWAL, LastArchivedTime: st.LastArchivedTime,
+		FailedCount: st.FailedCount, LastFailedWAL: st.LastFailedWAL, LastFailedTime: st.LastFailedTime}
+	if st.FailedCount > 0 {
+		v.FailureReason = m.failReason
+	}
+	return v
 }
