@@ -159,6 +159,7 @@ type Deps struct {
 	Peers    Peers
 	Hooks    Hooks
 	Clock    Clock
+	Backup   Backup
 }
 
 // Agent is the HA loop of one node.
@@ -310,6 +311,7 @@ func (a *Agent) Step(ctx context.Context) Decision {
 	}
 	a.execute(ctx, o, d)
 	pg := a.publish(ctx, o, d, start)
+	a.tellBackup(pg)
 	if pg.Writable() && d.Action != ActWait && d.Action != ActHeartbeat {
 		// A long action (bootstrap, promotion, restart) may have used up
 		// the lease time measured before it: renew before arming the

@@ -45,7 +45,9 @@ func (f *fakeEngine) called(c string) bool {
 	return false
 }
 
-func (f *fakeEngine) Options() Options                       { return Options{Stanza: "main", Repository: "/repo", Dir: "/nonexistent"} }
+func (f *fakeEngine) Options() Options {
+	return Options{Stanza: "main", Repository: "/repo", Dir: "/nonexistent"}
+}
 func (f *fakeEngine) StanzaCreate(ctx context.Context) error { f.record("stanza-create"); return nil }
 func (f *fakeEngine) Check(ctx context.Context) error        { f.record("check"); return nil }
 func (f *fakeEngine) Backup(ctx context.Context, kind string, progress func(Progress)) (string, error) {
@@ -157,7 +159,10 @@ func TestBackupOnlyOnTheLeaderAndOneAtATime(t *testing.T) {
 		c, _ := s.Cluster(ctx)
 		return c.BackupLock == nil && c.BackupRuns["full"].OK && c.BackupRuns["full"].Label == "20260101-000000F"
 	})
-	eventually(t, "backup hook", func() bool { ev := h.list(); return len(ev) == 1 && strings.HasPrefix(ev[0], "backup: full 20260101-000000F") })
+	eventually(t, "backup hook", func() bool {
+		ev := h.list()
+		return len(ev) == 1 && strings.HasPrefix(ev[0], "backup: full 20260101-000000F")
+	})
 }
 
 func TestBackupStopsWhenLeadershipIsLost(t *testing.T) {
