@@ -44,6 +44,10 @@ type clusterOpts struct {
 	pgbouncer bool
 	// extra YAML appended to every node's config.
 	extra string
+	// scope is the cluster's scope (default "test"); pgExtra are lines
+	// added to every node's postgres section.
+	scope   string
+	pgExtra string
 }
 
 type node struct {
@@ -72,6 +76,9 @@ func newCluster(t testing.TB, o clusterOpts) *cluster {
 	}
 	if o.retry == 0 {
 		o.retry = 3
+	}
+	if o.scope == "" {
+		o.scope = "test"
 	}
 	c := &cluster{t: t, opts: o, etcd: harness.StartEtcd(t)}
 	for i := range o.nodes {
@@ -138,7 +145,7 @@ func (n *node) writeConfig(priority int) {
 `, n.bouncerPortAlloc(), filepath.Join(n.dir, "pgbouncer-databases.ini"))
 	}
 	cfg := fmt.Sprintf(`name: %[1]s
-scope: test
+scope: %[14]s
 namespace: /pgwarden
 etcd:
   endpoints: [%[2]s]
@@ -155,7 +162,7 @@ postgres:
     shared_buffers: 16MB
     fsync: "off"
     max_connections: "50"
-priority: %[8]d
+%[15]spriority: %[8]d
 log:
   level: debug
 %[9]s
@@ -165,7 +172,7 @@ cluster:
   retry_timeout: %[12]g
 %[13]s
 `, n.name, n.c.etcd.Endpoint, n.apiPort, harness.PgBinDir(n.c.t), filepath.Join(n.dir, "data"), n.pgPort,
-		n.dir, priority, pgb, o.ttl, o.loopWait, o.retry, o.extra)
+		n.dir, priority, pgb, o.ttl, o.loopWait, o.retry, o.extra, o.scope, o.pgExtra)
 	n.cfgPath = filepath.Join(n.dir, "pgwarden.yaml")
 	if err := os.WriteFile(n.cfgPath, []byte(cfg), 0o600); err != nil {
 		n.c.t.Fatal(err)
