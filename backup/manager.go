@@ -42,6 +42,7 @@ type Engine interface {
 	Options() Options
 	StanzaCreate(ctx context.Context) error
 	Check(ctx context.Context) error
+	PushMissing(ctx context.Context) ([]string, error)
 	Backup(ctx context.Context, kind string, progress func(Progress)) (string, error)
 	ReadRepository(ctx context.Context, stanza string) (Repository, error)
 }
@@ -165,9 +166,10 @@ func (m *Manager) SetLeading(leading bool) {
 	go m.takeOver(m.leadCtx)
 }
 
-// takeOver makes the stanza (a new cluster, or a repository that lost it)
-// and checks the archive end to end: it forces a WAL switch, so the new
-// timeline's history and first segment reach the repository at once.
+// takeOver makes the stanza (a new cluster, or a repository that lost it),
+// fills the archive's gap a dead primary may have left, and checks the
+// archive end to end: check forces a WAL switch, so the new timeline's
+// history and first segment reach the repository at once.
 func (m *Manager) takeOver(ctx context.Context) {
 	for {
 		err := m.c.Engine.StanzaCreate(ctx)
@@ -180,6 +182,15 @@ func (m *Manager) takeOver(ctx context.Context) {
 			return
 		case <-time.After(5 * time.Second):
 		}
+	}
+	// The former primary may have died with segments it had not archived
+	// yet; this node received them: the archive must have no gap.
+	pushed, err := m.c.Engine.PushMissing(ctx)
+	switch {
+	case err != nil && ctx.Err() == nil:
+		m.log.Warn("cannot push the former primary's unarchived WAL", "error", err)
+	case len(pushed) > 0:
+		m.log.Info("pushed WAL segments the former primary had not archived", "segments", strings.Join(pushed, " "))
 	}
 	start := time.Now()
 	if err := m.c.Engine.Check(ctx); err != nil {

@@ -50,6 +50,10 @@ func (f *fakeEngine) Options() Options {
 }
 func (f *fakeEngine) StanzaCreate(ctx context.Context) error { f.record("stanza-create"); return nil }
 func (f *fakeEngine) Check(ctx context.Context) error        { f.record("check"); return nil }
+func (f *fakeEngine) PushMissing(ctx context.Context) ([]string, error) {
+	f.record("push-missing")
+	return nil, nil
+}
 func (f *fakeEngine) Backup(ctx context.Context, kind string, progress func(Progress)) (string, error) {
 	f.record("backup " + kind)
 	progress(Progress{Percent: 40, Bytes: 400})
@@ -135,7 +139,7 @@ func TestBackupOnlyOnTheLeaderAndOneAtATime(t *testing.T) {
 		t.Fatalf("start on a replica = %v; want ErrNotLeading", err)
 	}
 	m.SetLeading(true)
-	eventually(t, "stanza-create and check on taking over", func() bool { return e.called("stanza-create") && e.called("check") })
+	eventually(t, "stanza-create and check on taking over", func() bool { return e.called("stanza-create") && e.called("push-missing") && e.called("check") })
 	if _, err := m.Start(ctx, "logical"); !errors.Is(err, ErrBadKind) {
 		t.Fatalf("start logical = %v; want ErrBadKind", err)
 	}

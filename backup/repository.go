@@ -149,3 +149,65 @@ func (p *PgBackRest) logFailure(err error) {
 	defer f.Close()
 	fmt.Fprintf(f, "%s ERROR: %v\n", time.Now().Format("2006-01-02 15:04:05.000"), err)
 }
+
+// PushMissing archives the complete segments of earlier timelines in this
+// node's pg_wal that the repository lacks. A primary archives its segments
+// shortly after closing them; one that dies in between leaves a gap, which
+// the replica promoted in its place can fill: it received those segments,
+// but as a standby (archive_mode on) it does not archive them. Called on
+// taking over, before any new backup relies on the archive.
+func (p *PgBackRest) PushMissing(ctx context.Context) ([]string, error) {
+	walDir := filepath.Join(p.o.PgPath, "pg_wal")
+	entries, err := os.ReadDir(walDir)
+	if err != nil {
+		return nil, err
+	}
+	var local []Segment
+	var current uint32
+	for _, e := range entries {
+		s, ok := ParseSegment(e.Name())
+		if !ok {
+			continue
+		}
+		current = max(current, s.Timeline)
+		if info, err := e.Info(); err == nil && info.Size() == SegmentSize {
+			local = append(local, s)
+		}
+	}
+	// Only segments on this node's own line of timelines: a rewound former
+	// primary may still hold segments of a branch it left.
+	h := History{{Timeline: current}}
+	if current > 1 {
+		b, err := os.ReadFile(filepath.Join(walDir, fmt.Sprintf("%08X.history", current)))
+		if err != nil {
+			return nil, err
+		}
+		if h, err = ParseHistory(current, string(b)); err != nil {
+			return nil, err
+		}
+	}
+	in, err := p.Info(ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	id := in.ArchiveID()
+	if id == "" {
+		return nil, nil
+	}
+	a, err := p.ArchiveFiles(ctx, "", id)
+	if err != nil {
+		return nil, err
+	}
+	var pushed []string
+	for _, s := range local {
+		// The current timeline's segments are the archiver's own.
+		if _, ok := a.Segments[s]; ok || s.Timeline >= current || h.TimelineOf(s.No) != s.Timeline {
+			continue
+		}
+		if _, err := p.run(ctx, "", "archive-push", []string{filepath.Join(walDir, s.String())}, nil); err != nil {
+			return pushed, err
+		}
+		pushed = append(pushed, s.String())
+	}
+	return pushed, nil
+}

@@ -14,9 +14,7 @@ import (
 
 // Archive is the WAL archive as PostgreSQL is told of it.
 type Archive struct {
-	// Mode is archive_mode: "always" makes standbys archive the WAL they
-	// receive too, so segments a primary had not archived yet when it died
-	// still reach the archive from the replica promoted in its place.
+	// Mode is archive_mode ("on" when empty).
 	Mode           string
 	Command        string
 	RestoreCommand string

@@ -68,9 +68,10 @@ func readSecret(key, path string) (string, error) {
 }
 
 // archiveSettings are archive_command and restore_command of a node with
-// backup.archive_wal (nil without). archive_mode is "always": a standby
-// archives what it receives too, so the segments a primary had not archived
-// when it died reach the repository from the replica promoted in its place.
+// backup.archive_wal (nil without). archive_mode is "on" (pgBackRest 2.45
+// refuses to back up with "always"): the primary archives; the segments a
+// primary had not archived when it died are pushed by the replica promoted
+// in its place (backup.PgBackRest.PushMissing).
 func archiveSettings(cfg *config.Config) *postgres.Archive {
 	if cfg.Backup == nil || !cfg.Backup.ArchiveWAL {
 		return nil
@@ -83,7 +84,7 @@ func archiveSettings(cfg *config.Config) *postgres.Archive {
 	if err != nil {
 		self = "pgwarden"
 	}
-	return &postgres.Archive{Mode: "always", Command: o.ArchiveCommand(self), RestoreCommand: o.RestoreCommand()}
+	return &postgres.Archive{Mode: "on", Command: o.ArchiveCommand(self), RestoreCommand: o.RestoreCommand()}
 }
 
 // wireBackup writes this node's pgBackRest configuration and makes the
