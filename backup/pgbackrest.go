@@ -77,13 +77,14 @@ func (e *CommandError) Error() string {
 func (e *CommandError) Unwrap() error { return e.Err }
 
 // run runs one command for stanza (the node's own when ""), with extra
-// options; line, when set, gets every output line as it comes.
-func (p *PgBackRest) run(ctx context.Context, stanza, command string, opts []string, line func(string)) (string, error) {
+// options before the command and its parameters (paths) after it; line,
+// when set, gets every output line as it comes.
+func (p *PgBackRest) run(ctx context.Context, stanza, command string, opts []string, line func(string), params ...string) (string, error) {
 	if stanza == "" {
 		stanza = p.o.Stanza
 	}
 	args := append([]string{"--config=" + p.o.ConfigPath(), "--stanza=" + stanza}, opts...)
-	args = append(args, command)
+	args = append(append(args, command), params...)
 	cmd := exec.CommandContext(ctx, p.o.binary(), args...)
 	// SIGTERM first: pgBackRest then stops its workers and frees its lock.
 	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
@@ -230,8 +231,8 @@ func jsonPart(out string) string {
 // ArchiveFiles lists the WAL archive of one archive id of a stanza.
 func (p *PgBackRest) ArchiveFiles(ctx context.Context, stanza, archiveID string) (Archive, error) {
 	stanza = orDefault(stanza, p.o.Stanza)
-	out, err := p.run(ctx, stanza, "repo-ls", []string{"--output=json", "--recurse", "--log-level-console=error",
-		"archive/" + stanza + "/" + archiveID}, nil)
+	out, err := p.run(ctx, stanza, "repo-ls", []string{"--output=json", "--recurse", "--log-level-console=error"}, nil,
+		"archive/"+stanza+"/"+archiveID)
 	if err != nil {
 		return Archive{}, err
 	}
@@ -241,7 +242,7 @@ func (p *PgBackRest) ArchiveFiles(ctx context.Context, stanza, archiveID string)
 // RepoGet reads one file of the repository (path relative to its root).
 func (p *PgBackRest) RepoGet(ctx context.Context, stanza, path string) ([]byte, error) {
 	var b strings.Builder
-	_, err := p.run(ctx, stanza, "repo-get", []string{"--log-level-console=error", path}, func(l string) { b.WriteString(l + "\n") })
+	_, err := p.run(ctx, stanza, "repo-get", []string{"--log-level-console=error"}, func(l string) { b.WriteString(l + "\n") }, path)
 	return []byte(b.String()), err
 }
 
@@ -250,7 +251,7 @@ var ErrNotInArchive = errors.New("not in the archive")
 
 // ArchiveGet copies one archived file (a segment or a history file) to dst.
 func (p *PgBackRest) ArchiveGet(ctx context.Context, name, dst string) error {
-	_, err := p.run(ctx, "", "archive-get", []string{"--log-level-console=error", name, dst}, nil)
+	_, err := p.run(ctx, "", "archive-get", []string{"--log-level-console=error"}, nil, name, dst)
 	var ce *CommandError
 	if errors.As(err, &ce) && ce.Code == 1 {
 		return fmt.Errorf("%s: %w", name, ErrNotInArchive)

@@ -120,7 +120,7 @@ func (p *PgBackRest) PushHistory(ctx context.Context, path string) error {
 	err = p.ArchiveGet(ctx, name, tmp.Name())
 	switch {
 	case errors.Is(err, ErrNotInArchive):
-		_, err = p.run(ctx, "", "archive-push", []string{path}, nil)
+		_, err = p.run(ctx, "", "archive-push", nil, nil, path)
 		return err
 	case err != nil:
 		return fmt.Errorf("archive %s: read the repository's copy: %w", name, err)
@@ -204,7 +204,7 @@ func (p *PgBackRest) PushMissing(ctx context.Context) ([]string, error) {
 		if _, ok := a.Segments[s]; ok || s.Timeline >= current || h.TimelineOf(s.No) != s.Timeline {
 			continue
 		}
-		if _, err := p.run(ctx, "", "archive-push", []string{filepath.Join(walDir, s.String())}, nil); err != nil {
+		if _, err := p.run(ctx, "", "archive-push", nil, nil, filepath.Join(walDir, s.String())); err != nil {
 			return pushed, err
 		}
 		pushed = append(pushed, s.String())
