@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -372,6 +373,190 @@ func TestBackupFollowsPrimary(t *testing.T) {
 			t.Fatalf("restore into a non-empty directory = exit %d: %s", code, errOut)
 		}
 	})
+	if t.Failed() {
+		return
+	}
+
+	t.Run("replica restored from the repository, then streaming", func(t *testing.T) {
+		var r *node
+		for _, n := range c.nodes {
+			if n != final {
+				r = n
+				break
+			}
+		}
+		pgwarden(t, "reinit", "-c", cfg, r.name, "--force")
+		harness.WaitFor(t, 120*time.Second, r.name+" streams from the leader", func() (bool, error) {
+			return r.probe("/replica") == 200, fmt.Errorf("/replica = %d", r.probe("/replica"))
+		})
+		// pg_basebackup labels its copy "pg_basebackup base backup";
+		// pgBackRest's restore brings the backup's own label.
+		label, err := os.ReadFile(filepath.Join(r.dir, "data", "backup_label.old"))
+		must(t, err)
+		if !strings.Contains(string(label), "LABEL: pgBackRest backup") {
+			t.Fatalf("%s was not restored from the repository; backup_label.old:\n%s", r.name, label)
+		}
+		must(t, final.exec("INSERT INTO t (id) VALUES (-1)"))
+		waitRows(t, 30*time.Second, int64(len(survivors)+1), r)
+	})
+	if t.Failed() {
+		return
+	}
+
+	t.Run("a backup stopped by kill -9 of the leader is not listed; the next one succeeds", func(t *testing.T) {
+		p := c.primary(30 * time.Second)
+		before := len(backupsJSON(t, cfg).Backups)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_, _, _ = runCLI(t, "", "backup", "create", "-c", cfg, "--type", "full")
+		}()
+		harness.WaitFor(t, 30*time.Second, "a backup running", func() (bool, error) {
+			v := backupsJSON(t, cfg)
+			return v.Running != nil && v.Running.Member == p.name, nil
+		})
+		p.killHard()
+		np := c.primary(60*time.Second, p)
+		<-done
+		v := backupsJSON(t, cfg)
+		if len(v.Backups) != before {
+			t.Fatalf("after the interrupted backup %d backups are listed; want %d: %+v", len(v.Backups), before, v.Backups)
+		}
+		p.start()
+		c.waitReplicas(120*time.Second, np)
+		out := pgwarden(t, "backup", "create", "-c", cfg, "--type", "full")
+		if v := backupsJSON(t, cfg); len(v.Backups) != before+1 || v.Running != nil {
+			t.Fatalf("the next backup did not complete: %s\n%+v", out, v)
+		}
+	})
+	if t.Failed() {
+		return
+	}
+
+	t.Run("split brain: a diverged former primary's archive is refused", func(t *testing.T) {
+		splitBrain(t, c, repo, cfg)
+	})
+}
+
+// splitBrain kills the leader, and once its successor has archived its new
+// timeline, brings the old leader's PostgreSQL up by hand (the cluster
+// paused, as an operator or a partition would leave it) promoted to that
+// same timeline without seeing the repository: the timeline's history file
+// or its segments, which the new primary archived, now differ from what
+// the old one tries to archive.
+func splitBrain(t *testing.T, c *cluster, repo, cfg string) {
+	p := c.primary(30 * time.Second)
+	c.waitReplicas(60*time.Second, p)
+	p.killHard()
+	np := c.primary(60*time.Second, p)
+	must(t, np.exec("INSERT INTO t (id) VALUES (-2)"))
+	var tl uint32
+	harness.WaitFor(t, 30*time.Second, "the new primary's timeline in pg_control", func() (bool, error) {
+		_ = np.exec("CHECKPOINT")
+		err := np.queryRow("SELECT timeline_id FROM pg_control_checkpoint()", &tl)
+		return err == nil && tl > 1, err
+	})
+	histName := fmt.Sprintf("%08X.history", tl)
+	switchWAL(t, np)
+	harness.WaitFor(t, 30*time.Second, histName+" in the repository", func() (bool, error) {
+		_, h := archiveListing(t, repo, "test")
+		return h[histName], nil
+	})
+	theirs := repoFile(t, repo, histName)
+	pgwarden(t, "pause", "-c", cfg)
+	defer pgwarden(t, "resume", "-c", cfg)
+
+	// The old leader's agent comes back (paused: it leaves PostgreSQL alone).
+	out := &lockedBuffer{}
+	cmd := exec.Command(harness.Binary(t), "agent", "-c", p.cfgPath)
+	cmd.Stdout = out
+	p.agent = harness.Start(t, p.name, cmd)
+	harness.WaitFor(t, 30*time.Second, p.name+"'s agent answers", func() (bool, error) { return p.probe("/patroni") == 200, nil })
+	data := filepath.Join(p.dir, "data")
+	must(t, os.WriteFile(filepath.Join(data, "standby.signal"), nil, 0o600))
+	pgctl := filepath.Join(harness.PgBinDir(t), "pg_ctl")
+	if b, err := exec.Command(pgctl, "start", "-D", data, "-l", filepath.Join(p.dir, "data.log"), "-w", "-t", "60",
+		"-o", "-c restore_command='' -c primary_conninfo=''").CombinedOutput(); err != nil {
+		t.Fatalf("start %s by hand: %v: %s", p.name, err, b)
+	}
+	defer exec.Command(pgctl, "stop", "-D", data, "-m", "immediate").Run()
+	if b, err := exec.Command(pgctl, "promote", "-D", data, "-w").CombinedOutput(); err != nil {
+		t.Fatalf("promote %s by hand: %v: %s", p.name, err, b)
+	}
+	var ptl uint32
+	harness.WaitFor(t, 30*time.Second, p.name+" promoted", func() (bool, error) {
+		_ = p.exec("CHECKPOINT")
+		err := p.queryRow("SELECT timeline_id FROM pg_control_checkpoint()", &ptl)
+		return err == nil && ptl == tl, fmt.Errorf("timeline %d, want %d", ptl, tl)
+	})
+	_ = p.exec("INSERT INTO t (id) VALUES (-3)")
+	_ = p.exec("SELECT pg_switch_wal()")
+	var failed string
+	harness.WaitFor(t, 60*time.Second, p.name+"'s agent reports the refused archive", func() (bool, error) {
+		m := failureMetric.FindStringSubmatch(metrics(t, p))
+		if m == nil {
+			return false, fmt.Errorf("no failure metric yet")
+		}
+		failed = m[1]
+		return strings.Contains(out.String(), "wal archive failing") && strings.Contains(out.String(), "segment="+failed), fmt.Errorf("no log line for %s", failed)
+	})
+	t.Logf("%s's archive of %s refused; agent said: %s", p.name, failed, grepLine(out.String(), "wal archive failing"))
+	if got := repoFile(t, repo, histName); got != theirs {
+		t.Fatalf("the repository's %s was overwritten:\n%s\nwas:\n%s", histName, got, theirs)
+	}
+}
+
+var failureMetric = regexp.MustCompile(`pgwarden_wal_archive_last_failure_timestamp_seconds\{[^}]*segment="([^"]+)"`)
+
+func metrics(t *testing.T, n *node) string {
+	resp, err := httpc.Get(n.api("/metrics"))
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	var b strings.Builder
+	_, _ = io.Copy(&b, resp.Body)
+	return b.String()
+}
+
+func grepLine(s, sub string) string {
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			return l
+		}
+	}
+	return ""
+}
+
+// repoFile is a history file of the repository's archive, as stored
+// (pgBackRest keeps history files uncompressed).
+func repoFile(t *testing.T, repo, name string) string {
+	t.Helper()
+	matches, _ := filepath.Glob(filepath.Join(repo, "archive", "test", "*", name))
+	if len(matches) != 1 {
+		t.Fatalf("%s in the repository: %v", name, matches)
+	}
+	b, err := os.ReadFile(matches[0])
+	must(t, err)
+	return string(b)
+}
+
+// lockedBuffer collects a process's output for the test to search.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 func lastOf(ids []int64) int64 {

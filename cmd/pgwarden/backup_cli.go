@@ -34,7 +34,7 @@ func cmdBackupCreate(e *env, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	return withCluster(e, *path, func(cfg *config.Config, _ *dcs.Etcd, c *dcs.Cluster) error {
+	return withCluster(e, *path, func(cfg *config.Config, s *dcs.Etcd, c *dcs.Cluster) error {
 		if c.Leader == nil {
 			return errors.New("the cluster has no leader: backups run on the leader's primary")
 		}
@@ -53,13 +53,14 @@ func cmdBackupCreate(e *env, args []string) error {
 			return fmt.Errorf("unexpected answer from %s: %s", url, body)
 		}
 		fmt.Fprintf(e.stdout, "%s backup %s started on %s\n", started.Type, started.ID, started.Member)
-		return followBackup(e, cfg, url, started.ID, started.Type)
+		return followBackup(e, cfg, s, url, started.ID, started.Type)
 	})
 }
 
 // followBackup prints the run's progress until GET /backups records its
-// end; a member that stops answering for a minute ends the wait.
-func followBackup(e *env, cfg *config.Config, url, id, kind string) error {
+// end. When the member stops answering, etcd tells whether the run still
+// holds the backup lock (it goes with its agent's lease).
+func followBackup(e *env, cfg *config.Config, s *dcs.Etcd, url, id, kind string) error {
 	start := time.Now()
 	lastSeen := time.Now()
 	lastPrinted := -1.0
@@ -77,7 +78,12 @@ func followBackup(e *env, cfg *config.Config, url, id, kind string) error {
 			err = json.Unmarshal(body, &v)
 		}
 		if err != nil {
-			if time.Since(lastSeen) > time.Minute {
+			if time.Since(lastSeen) > 5*time.Second {
+				if c, cerr := s.Cluster(e.ctx); cerr == nil && (c.BackupLock == nil || c.BackupLock.ID != id) {
+					return fmt.Errorf("backup %s did not complete: %s stopped answering (%v) and the run no longer holds the backup lock", id, url, err)
+				}
+			}
+			if time.Since(lastSeen) > 5*time.Minute {
 				return fmt.Errorf("lost contact with %s during the backup: %w", url, err)
 			}
 			continue
