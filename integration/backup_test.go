@@ -4,9 +4,17 @@ package integration
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -436,6 +444,25 @@ func TestBackupFollowsPrimary(t *testing.T) {
 	t.Run("split brain: a diverged former primary's archive is refused", func(t *testing.T) {
 		splitBrain(t, c, repo, cfg)
 	})
+
+	t.Run("a new cluster from the backup", func(t *testing.T) {
+		want := rowsAt(t, final, final.pgPort, target)
+		nc := newCluster(t, clusterOpts{nodes: 2, ttl: 5, retry: 2, scope: "copy",
+			extra: fmt.Sprintf("backup:\n  repository: %s\n  archive_wal: true\nbootstrap: {method: backup, stanza: test, target_time: %q}\n",
+				repo, target.Format(time.RFC3339Nano)),
+			pgExtra: "  create_replica_methods: [backup, basebackup]\n"})
+		np := nc.primary(180 * time.Second)
+		nc.waitReplicas(120*time.Second, np)
+		if got := rowsAt(t, np, np.pgPort, time.Time{}); !slices.Equal(got, want) {
+			t.Fatalf("the new cluster's leader %s holds %d rows (up to %d); want the %d up to the target (up to %d)", np.name, len(got), lastOf(got), len(want), lastOf(want))
+		}
+		must(t, np.exec("INSERT INTO t (id) VALUES (-10)"))
+		switchWAL(t, np)
+		if segs, _ := archiveListing(t, repo, "copy"); len(segs) == 0 {
+			t.Fatal("the new cluster archives nothing into its own stanza")
+		}
+		t.Logf("new cluster: leader %s with the %d rows up to the target, replica streaming, archiving into stanza copy", np.name, len(want))
+	})
 }
 
 // splitBrain kills the leader, and once its successor has archived its new
@@ -595,4 +622,121 @@ func pickTarget(t *testing.T, w *timedWriter, np *node) time.Time {
 	}
 	t.Fatal("no two consecutive rows 40 ms apart after the failover")
 	return time.Time{}
+}
+
+// TestBackupS3: the archive, a base backup and a restore through an
+// S3-compatible store (versitygw over TLS with a CA made here, path-style
+// addressing).
+func TestBackupS3(t *testing.T) {
+	vgw := versitygw(t)
+	dir := harness.Dir(t, "s3")
+	ca, cert, key := selfSignedTLS(t, dir)
+	root := filepath.Join(dir, "root")
+	must(t, os.MkdirAll(filepath.Join(root, "pgwarden"), 0o700)) // the bucket
+	must(t, os.WriteFile(filepath.Join(dir, "key"), []byte("pgwarden-test\n"), 0o600))
+	must(t, os.WriteFile(filepath.Join(dir, "secret"), []byte("s3cret-s3cret\n"), 0o600))
+	port := harness.Port(t)
+	harness.Start(t, "versitygw", exec.Command(vgw, "--access", "pgwarden-test", "--secret", "s3cret-s3cret",
+		"--port", fmt.Sprintf("127.0.0.1:%d", port), "--cert", cert, "--key", key, "--quiet", "posix", root))
+	harness.WaitFor(t, 20*time.Second, "versitygw listening", func() (bool, error) {
+		conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), time.Second)
+		if err == nil {
+			conn.Close()
+		}
+		return err == nil, err
+	})
+	// pgBackRest 2.45 matches the endpoint against the certificate's DNS
+	// names only, not its IP addresses: localhost, on loopback.
+	extra := fmt.Sprintf(`backup:
+  archive_wal: true
+  s3: {bucket: pgwarden, endpoint: "localhost:%d", region: us-east-1, uri_style: path, key_file: %s, secret_file: %s, ca_file: %s, verify_tls: true}
+`, port, filepath.Join(dir, "key"), filepath.Join(dir, "secret"), ca)
+	c := newCluster(t, clusterOpts{nodes: 1, ttl: 5, retry: 2, extra: extra})
+	p := c.primary(90 * time.Second)
+	cfg := p.cfgPath
+	must(t, p.exec("CREATE TABLE t (id bigint PRIMARY KEY, at timestamptz NOT NULL DEFAULT clock_timestamp())"))
+	must(t, p.exec("INSERT INTO t (id) SELECT g FROM generate_series(1, 1000) g"))
+	out := pgwarden(t, "backup", "create", "-c", cfg, "--type", "full")
+	t.Logf("backup create over S3:\n%s", out)
+	must(t, p.exec("INSERT INTO t (id) SELECT g FROM generate_series(1001, 2000) g"))
+	switchWAL(t, p)
+	v := backupsJSON(t, cfg)
+	if len(v.Backups) != 1 || !strings.HasPrefix(v.Repository, "s3://pgwarden/") {
+		t.Fatalf("backup list over S3: %+v", v)
+	}
+	if files, _ := filepath.Glob(filepath.Join(root, "pgwarden", "pgwarden", "archive", "test", "*", "*", "*")); len(files) == 0 {
+		t.Fatal("no WAL in the bucket's directory")
+	}
+	data := filepath.Join(harness.Dir(t, "restored"), "data")
+	rport := harness.Port(t)
+	out = pgwarden(t, "backup", "restore", "-c", cfg, "--data-dir", data, "--latest", "--start", "--port", fmt.Sprint(rport))
+	t.Logf("backup restore over S3:\n%s", out)
+	defer exec.Command(filepath.Join(harness.PgBinDir(t), "pg_ctl"), "stop", "-D", data, "-m", "immediate").Run()
+	if got := rowsAt(t, p, rport, time.Time{}); len(got) != 2000 {
+		t.Fatalf("restored %d rows from S3; want 2000", len(got))
+	}
+}
+
+// versitygw is the S3 server binary: $PGWARDEN_VERSITYGW, or v1.8.0 built
+// once with go install into $PGWARDEN_TOOLS_DIR (default
+// /var/tmp/pgwarden-tools), with its own module and build caches there.
+func versitygw(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("PGWARDEN_VERSITYGW"); p != "" {
+		return p
+	}
+	dir := os.Getenv("PGWARDEN_TOOLS_DIR")
+	if dir == "" {
+		dir = "/var/tmp/pgwarden-tools"
+	}
+	bin := filepath.Join(dir, "versitygw-v1.8.0")
+	if _, err := os.Stat(bin); err == nil {
+		return bin
+	}
+	gobin := filepath.Join(dir, "bin")
+	must(t, os.MkdirAll(gobin, 0o755))
+	const pkg = "github.com/versity/versitygw/cmd/versitygw@v1.8.0"
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "go", "install", pkg)
+	cmd.Env = append(os.Environ(), "GOBIN="+gobin, "GOPATH="+filepath.Join(dir, "gopath"),
+		"GOMODCACHE="+filepath.Join(dir, "gomod"), "GOCACHE="+filepath.Join(dir, "gocache"), "GOFLAGS=-modcacherw")
+	start := time.Now()
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("the S3 test needs versitygw v1.8.0 and could not build it: %v\n%s\nbuild it by hand: GOBIN=%s go install %s && mv %s/versitygw %s (or set PGWARDEN_VERSITYGW to a versitygw binary)",
+			err, out, gobin, pkg, gobin, bin)
+	}
+	must(t, os.Rename(filepath.Join(gobin, "versitygw"), bin))
+	t.Logf("built versitygw v1.8.0 in %s into %s", time.Since(start).Round(time.Second), bin)
+	return bin
+}
+
+// selfSignedTLS makes a CA and a server certificate for localhost and
+// 127.0.0.1 signed by it; it returns the CA, certificate and key files.
+func selfSignedTLS(t *testing.T, dir string) (ca, cert, key string) {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	must(t, err)
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "pgwarden test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	must(t, err)
+	caCert, err := x509.ParseCertificate(caDER)
+	must(t, err)
+	srvKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	must(t, err)
+	srvTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"},
+		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+	srvDER, err := x509.CreateCertificate(rand.Reader, srvTmpl, caCert, &srvKey.PublicKey, caKey)
+	must(t, err)
+	keyDER, err := x509.MarshalECPrivateKey(srvKey)
+	must(t, err)
+	ca, cert, key = filepath.Join(dir, "ca.pem"), filepath.Join(dir, "server.pem"), filepath.Join(dir, "server.key")
+	must(t, os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644))
+	must(t, os.WriteFile(cert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srvDER}), 0o644))
+	must(t, os.WriteFile(key, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600))
+	return ca, cert, key
 }
