@@ -94,6 +94,7 @@ type Manager struct {
 	archiver   *postgres.ArchiverStats
 	failReason string
 	lastWarn   string
+	lastWarnAt time.Time
 	refresh    chan struct{}
 }
 
@@ -381,23 +382,22 @@ func (m *Manager) watchArchiver(ctx context.Context) {
 	m.archiver = &st
 	m.mu.Unlock()
 	failingNow := st.FailedCount > 0 && st.LastFailedTime.After(st.LastArchivedTime)
-	if prev != nil && st.FailedCount > prev.FailedCount && failingNow {
-		reason := m.failureReason(st.LastFailedWAL)
-		m.mu.Lock()
-		m.failReason = reason
-		warn := st.LastFailedWAL != m.lastWarn
-		m.lastWarn = st.LastFailedWAL
-		m.mu.Unlock()
-		if warn {
-			m.log.Warn("wal archive failing: PostgreSQL keeps the WAL and retries; failover is not held up",
-				"segment", st.LastFailedWAL, "failures", st.FailedCount, "reason", reason)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	switch {
+	case failingNow:
+		// PostgreSQL retries a failing file 3 times, then waits up to a
+		// minute: say so once per file, and again every 5 minutes.
+		if st.LastFailedWAL == m.lastWarn && time.Since(m.lastWarnAt) < 5*time.Minute {
+			return
 		}
-	}
-	if prev != nil && !failingNow && m.lastWarn != "" && st.ArchivedCount > prev.ArchivedCount {
+		m.failReason = m.failureReason(st.LastFailedWAL)
+		m.lastWarn, m.lastWarnAt = st.LastFailedWAL, time.Now()
+		m.log.Warn("wal archive failing: PostgreSQL keeps the WAL and retries; failover is not held up",
+			"segment", st.LastFailedWAL, "failures", st.FailedCount, "reason", m.failReason)
+	case m.lastWarn != "" && prev != nil && st.ArchivedCount > prev.ArchivedCount:
 		m.log.Info("wal archive works again", "segment", st.LastArchivedWAL)
-		m.mu.Lock()
 		m.lastWarn = ""
-		m.mu.Unlock()
 	}
 }
 
