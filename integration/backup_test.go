@@ -181,7 +181,7 @@ func backupsJSON(t *testing.T, cfg string) backup.View {
 // archiveListing is the repository's archive of stanza, read from the
 // file system, independently of pgwarden's own parsing: segment names
 // (without ".partial") and history file names.
-func archiveListing(t *testing.T, repo, stanza string) (segments, histories map[string]bool) {
+func archiveListing(t testing.TB, repo, stanza string) (segments, histories map[string]bool) {
 	t.Helper()
 	segments, histories = map[string]bool{}, map[string]bool{}
 	root := filepath.Join(repo, "archive", stanza)
