@@ -186,12 +186,20 @@ func (m *Manager) takeOver(ctx context.Context) {
 	}
 	// The former primary may have died with segments it had not archived
 	// yet; this node received them: the archive must have no gap.
-	pushed, err := m.c.Engine.PushMissing(ctx)
-	switch {
-	case err != nil && ctx.Err() == nil:
-		m.log.Warn("cannot push the former primary's unarchived WAL", "error", err)
-	case len(pushed) > 0:
-		m.log.Info("pushed WAL segments the former primary had not archived", "segments", strings.Join(pushed, " "))
+	for {
+		pushed, err := m.c.Engine.PushMissing(ctx)
+		if len(pushed) > 0 {
+			m.log.Info("pushed WAL segments the former primary had not archived", "segments", strings.Join(pushed, " "))
+		}
+		if err == nil {
+			break
+		}
+		m.log.Warn("cannot push the former primary's unarchived WAL: retrying", "error", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(10 * time.Second):
+		}
 	}
 	start := time.Now()
 	if err := m.c.Engine.Check(ctx); err != nil {

@@ -445,6 +445,10 @@ func TestBackupFollowsPrimary(t *testing.T) {
 		splitBrain(t, c, repo, cfg)
 	})
 
+	t.Run("a failing archive_command does not hold up a switchover", func(t *testing.T) {
+		archiveFailure(t, c, repo, cfg)
+	})
+
 	t.Run("a new cluster from the backup", func(t *testing.T) {
 		want := rowsAt(t, final, final.pgPort, target)
 		nc := newCluster(t, clusterOpts{nodes: 2, ttl: 5, retry: 2, scope: "copy",
@@ -531,6 +535,42 @@ func splitBrain(t *testing.T, c *cluster, repo, cfg string) {
 	if got := repoFile(t, repo, histName); got != theirs {
 		t.Fatalf("the repository's %s was overwritten:\n%s\nwas:\n%s", histName, got, theirs)
 	}
+}
+
+// archiveFailure makes the repository unwritable, so the primary's
+// archive_command fails; a switchover still completes at once, the old
+// primary's agent reports the failure, and archiving resumes once the
+// repository is writable again.
+func archiveFailure(t *testing.T, c *cluster, repo, cfg string) {
+	p := c.primary(30 * time.Second)
+	c.waitReplicas(60*time.Second, p)
+	dirs, _ := filepath.Glob(filepath.Join(repo, "archive", "test", "*", "*"))
+	dirs = append(dirs, filepath.Dir(dirs[0]))
+	for _, d := range dirs {
+		must(t, os.Chmod(d, 0o500))
+	}
+	restore := func() {
+		for _, d := range dirs {
+			_ = os.Chmod(d, 0o750)
+		}
+	}
+	defer restore()
+	must(t, p.exec("INSERT INTO t (id) VALUES (-20)"))
+	must(t, p.exec("SELECT pg_switch_wal()"))
+	harness.WaitFor(t, 60*time.Second, p.name+" reports its failing archive", func() (bool, error) {
+		return failureMetric.MatchString(metrics(t, p)), nil
+	})
+	start := time.Now()
+	pgwarden(t, "switchover", "-c", cfg, "--force")
+	np := c.primary(30*time.Second, p)
+	took := time.Since(start)
+	t.Logf("switchover %s -> %s with a failing archive took %s", p.name, np.name, took.Round(100*time.Millisecond))
+	if took > 20*time.Second {
+		t.Fatalf("switchover with a failing archive took %s", took)
+	}
+	restore()
+	c.waitReplicas(120*time.Second, np)
+	switchWAL(t, np)
 }
 
 var failureMetric = regexp.MustCompile(`pgwarden_wal_archive_last_failure_timestamp_seconds\{[^}]*segment="([^"]+)"`)
