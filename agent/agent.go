@@ -24,7 +24,7 @@ type DCS interface {
 	UpdateLeader(ctx context.Context) error
 	ReleaseLeader(ctx context.Context) error
 	TouchMember(ctx context.Context, m dcs.Member) error
-	Initialize(ctx context.Context, sysid string) (bool, error)
+	Initialize(ctx context.Context, sysid string) (int64, error)
 	SetInitialize(ctx context.Context, sysid string, prevRevision int64) error
 	CancelInitialize(ctx context.Context, prevRevision int64) error
 	SetConfig(ctx context.Context, raw []byte, prevRevision int64) error
@@ -66,6 +66,9 @@ type Postgres interface {
 	// no upstream when up.Host is ""), else as primary.
 	Start(ctx context.Context, up *Upstream) error
 	Stop(ctx context.Context, mode StopMode) error
+	// Fence ends every process of the data directory at once (backends that
+	// outlived their postmaster included) and returns once none is left.
+	Fence(ctx context.Context) error
 	// Restart restarts PostgreSQL in its current role.
 	Restart(ctx context.Context) error
 	// Reload makes PostgreSQL re-read its configuration files.
@@ -103,13 +106,17 @@ type Pooler interface {
 	// Pause holds new transactions of "primary" entries (planned switchover).
 	Pause(ctx context.Context) error
 	Resume(ctx context.Context) error
+	// Fence points "primary" entries nowhere and drops their connections
+	// to this node (clients of session pooling too); new clients wait
+	// until Resume.
+	Fence(ctx context.Context) error
 	State() string
 }
 
 // Watchdog fences PostgreSQL from outside the agent when it is not fed.
 type Watchdog interface {
-	// Arm: fence unless armed again within d.
-	Arm(d time.Duration) error
+	// Arm: fence unless armed again (or disarmed) before deadline.
+	Arm(deadline time.Time) error
 	Disarm() error
 }
 
@@ -118,21 +125,71 @@ type Peers interface {
 	Fetch(ctx context.Context, members []dcs.Member) []Peer
 }
 
+// Probe asks a PostgreSQL server directly, not its agent, what it is.
+type Probe interface {
+	Probe(ctx context.Context, hostPort string) ProbeResult
+}
+
+// ProbeResult is what a PostgreSQL server said when asked directly.
+type ProbeResult int
+
+const (
+	// ProbeNoAnswer: refused, or no answer in time.
+	ProbeNoAnswer ProbeResult = iota
+	// ProbeStandby: it answered that it is in recovery.
+	ProbeStandby
+	// ProbePrimary: it answered that it is not in recovery.
+	ProbePrimary
+	// ProbeRunning: the server itself answered, but not its role (an
+	// error such as "too many clients", or authentication refused): it runs.
+	ProbeRunning
+)
+
 // Hooks runs the operator's event command, asynchronously.
 type Hooks interface {
 	Fire(event string, success bool, details string)
 }
 
-// Clock is the time source; tests move it by hand.
+// Clock is the time source and the loop's only way to wait or to run
+// something beside itself; tests move it by hand.
 type Clock interface {
 	Now() time.Time
 	After(d time.Duration) <-chan time.Time
+	// Sleep waits d, or until ctx ends (returning its error).
+	Sleep(ctx context.Context, d time.Duration) error
+	// Go runs f beside the caller; stop cancels f's context and returns
+	// once f has returned.
+	Go(f func(ctx context.Context)) (stop func())
 }
 
 type realClock struct{}
 
 func (realClock) Now() time.Time                         { return time.Now() }
 func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+func (realClock) Sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
+func (realClock) Go(f func(ctx context.Context)) func() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f(ctx)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
 
 // Settings are the agent's static facts.
 type Settings struct {
@@ -147,19 +204,27 @@ type Settings struct {
 	Initial config.Dynamic
 	// PeerTimeout bounds asking the other members for their WAL position.
 	PeerTimeout time.Duration
-	Version     string
+	// WatchdogRequired: watchdog.mode is "required".
+	WatchdogRequired bool
+	Version          string
 }
 
-// Deps are the agent's side effects. Pooler, Watchdog and Hooks may be nil.
+// Deps are the agent's side effects. Pooler, Watchdog, Hooks and WatchExit
+// may be nil.
 type Deps struct {
 	DCS      DCS
 	Postgres Postgres
 	Pooler   Pooler
 	Watchdog Watchdog
 	Peers    Peers
+	Probe    Probe
 	Hooks    Hooks
 	Clock    Clock
-	Backup   Backup
+	// WatchExit closes its channel when process pid exits (stop ends the
+	// watch): the agent learns of its postmaster's death at once, not at
+	// the next loop.
+	WatchExit func(pid int) (exited <-chan struct{}, stop func())
+	Backup    Backup
 }
 
 // Agent is the HA loop of one node.
@@ -173,11 +238,10 @@ type Agent struct {
 
 	// mu guards the loop's state; only the loop goroutine writes it, and
 	// shutdown takes it to wait for a running step.
-	mu            sync.Mutex
-	dynamic       config.Dynamic
-	leaseDeadline time.Time
-	crashedSince  time.Time
-	stuckSince    time.Time
+	mu           sync.Mutex
+	dynamic      config.Dynamic
+	crashedSince time.Time
+	stuckSince   time.Time
 	// replayWait is the replayed position last seen while the leader key
 	// is held and promotion waits for replay (0: not waiting).
 	replayWait uint64
@@ -186,7 +250,6 @@ type Agent struct {
 	syncApplied  bool
 	syncNames    []string
 	syncPending  map[string]uint64
-	refused      string
 	last         Decision
 	lastTouch    time.Time
 	lastMember   dcs.Member
@@ -194,10 +257,18 @@ type Agent struct {
 	poolerPaused bool
 	startFails   int
 	pausedAt     time.Time
-	renewals     uint64
-	renewFails   uint64
 	failovers    uint64
 	lastDCS      time.Time
+
+	// lease is shared with the keeper that renews it during long actions.
+	lease leaseState
+
+	// pm watches the running postmaster (postmaster.go).
+	pm pmWatch
+
+	// restarts are operators' restart requests waiting for the loop.
+	reqMu    sync.Mutex
+	restarts []chan error
 }
 
 // New builds an agent; Run starts it.
@@ -212,9 +283,6 @@ func New(s Settings, d Deps, log hclog.Logger) *Agent {
 	a.status.Store(&Status{Name: s.Name, Scope: s.Scope, Priority: s.Priority})
 	return a
 }
-
-// Status is the last published snapshot; never nil, never modified.
-func (a *Agent) Status() *Status { return a.status.Load() }
 
 // Wake makes the loop run now instead of at its next tick.
 func (a *Agent) Wake() {
@@ -231,6 +299,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	watchCtx, stopWatch := context.WithCancel(ctx)
 	defer stopWatch()
 	events := a.d.DCS.Watch(watchCtx)
+	defer a.pm.stop()
 	for {
 		a.Step(ctx)
 		wait := a.loopWait()
@@ -260,6 +329,11 @@ func (a *Agent) loopWait() time.Duration {
 	if a.replayWait != 0 {
 		return handoverPoll
 	}
+	return a.renewEvery()
+}
+
+// renewEvery is loop_wait: how often the lease is renewed.
+func (a *Agent) renewEvery() time.Duration {
 	if w := a.dynamic.LoopWait.D(); w > 0 {
 		return w
 	}
@@ -273,24 +347,33 @@ func (a *Agent) shutdown() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	st := a.Status()
-	if a.d.Watchdog != nil {
-		_ = a.d.Watchdog.Disarm()
-	}
 	var errs []error
 	if st.IsLeader && !a.dynamic.Pause {
 		a.log.Info("shutting down leader: stopping postgres cleanly, then releasing the leader key")
-		a.poolerFence(ctx)
-		if err := a.d.Postgres.Stop(ctx, StopFast); err != nil {
+		// The watchdog stays armed (and the lease renewed) until
+		// PostgreSQL is down.
+		stop := a.keepLease()
+		err := a.d.Postgres.Stop(ctx, StopFast)
+		stop()
+		if err != nil {
 			errs = append(errs, fmt.Errorf("stop postgres: %w", err))
-		}
-		if err := a.d.DCS.ReleaseLeader(ctx); err != nil && !errors.Is(err, dcs.ErrNotLeader) {
-			errs = append(errs, fmt.Errorf("release leader key: %w", err))
+			// The key is kept: releasing it with PostgreSQL perhaps still
+			// running could make two primaries. The lease expires instead.
+		} else {
+			a.setGuard(false)
+			a.poolerFence(ctx)
+			if err := a.d.DCS.ReleaseLeader(ctx); err != nil && !errors.Is(err, dcs.ErrNotLeader) {
+				errs = append(errs, fmt.Errorf("release leader key: %w", err))
+			}
 		}
 	} else if !a.dynamic.Pause {
 		a.log.Info("shutting down replica: stopping postgres")
 		if err := a.d.Postgres.Stop(ctx, StopFast); err != nil {
 			errs = append(errs, fmt.Errorf("stop postgres: %w", err))
 		}
+		a.setGuard(false)
+	} else {
+		a.setGuard(false)
 	}
 	if err := a.d.DCS.Close(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("close dcs: %w", err))
@@ -303,48 +386,33 @@ func (a *Agent) Step(ctx context.Context) Decision {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	start := a.d.Clock.Now()
+	// The lease is renewed at the start of the step and then every
+	// loop_wait until it ends: a step that takes long (a status query that
+	// waits out its timeout on a server with no free connection slot, a
+	// long action, slow etcd) must not use up the lease of a node whose
+	// agent is alive.
+	_ = a.renewLease(ctx)
+	stop := a.keepLease()
+	defer stop()
 	o := a.observe(ctx)
 	d := Decide(o)
 	if d != a.last {
 		a.log.Info("decision", "action", d.Action.String(), "target", d.Target, "reason", d.Reason)
 		a.last = d
 	}
-	a.execute(ctx, o, d)
-	pg := a.publish(ctx, o, d, start)
-	a.tellBackup(pg)
-	if pg.Writable() && d.Action != ActWait && d.Action != ActHeartbeat {
-		// A long action (bootstrap, promotion, restart) may have used up
-		// the lease time measured before it: renew before arming the
-		// watchdog, or it would fence a primary that is fine.
-		a.renewLease(ctx)
-	}
-	a.feedWatchdog(pg, o.Dynamic.Pause)
+	out := a.execute(ctx, o, d)
+	a.publish(ctx, o, d, out, start)
+	a.tellBackup(out.PG)
+	// The one invariant of the watchdog: armed to the lease whenever
+	// PostgreSQL may accept writes (a paused cluster excepted: its agent
+	// may be restarted for maintenance), disarmed otherwise.
+	a.setGuard(out.PG.MayWrite() && !o.Dynamic.Pause)
+	a.pm.track(a, out.PG.PostmasterPID)
 	return d
 }
 
-// renewLease keeps this member's lease alive; the deadline is measured
-// from when the renewal was sent, so it can only be early, never late.
-func (a *Agent) renewLease(ctx context.Context) {
-	sent := a.d.Clock.Now()
-	ttl, err := a.d.DCS.Renew(ctx)
-	if errors.Is(err, dcs.ErrLeaseExpired) {
-		a.log.Warn("lease expired; taking a new one")
-		a.leaseDeadline = time.Time{}
-		sent = a.d.Clock.Now()
-		ttl, err = a.d.DCS.Renew(ctx)
-	}
-	if err != nil {
-		a.renewFails++
-		a.log.Warn("lease renewal failed", "error", err)
-		return
-	}
-	a.renewals++
-	a.leaseDeadline = sent.Add(ttl)
-}
-
 func (a *Agent) observe(ctx context.Context) Observation {
-	a.renewLease(ctx)
-	o := Observation{Node: a.s.Node, LeaseDeadline: a.leaseDeadline, Refused: a.refused, StartFailures: a.startFails}
+	o := Observation{Node: a.s.Node, StartFailures: a.startFails, WatchdogRequired: a.s.WatchdogRequired}
 	c, err := a.d.DCS.Cluster(ctx)
 	if err != nil {
 		o.DCSError = err.Error()
@@ -358,14 +426,25 @@ func (a *Agent) observe(ctx context.Context) Observation {
 	o.Dynamic = a.dynamic
 	pg, err := a.d.Postgres.State(ctx)
 	if err != nil {
-		o.PGError = err.Error()
 		a.log.Warn("cannot read postgres state", "error", err)
 	}
 	o.PG = pg
-	if c != nil && c.Leader == nil && pg.Running && pg.InRecovery && a.d.Peers != nil {
+	if c != nil && c.Leader == nil && pg.Standby() && a.d.Peers != nil {
 		pctx, cancel := context.WithTimeout(ctx, a.s.PeerTimeout)
 		o.Peers = a.d.Peers.Fetch(pctx, c.Members)
 		cancel()
+	}
+	if c != nil && c.Leader == nil && pg.Standby() && a.d.Probe != nil &&
+		c.Status.Leader != "" && c.Status.Leader != a.s.Name && c.Status.ConnURL != "" {
+		// The last leader's agent may be frozen or dead with its
+		// PostgreSQL running on (its watchdog frozen too, or paused):
+		// ask the server itself, not its REST API.
+		pctx, cancel := context.WithTimeout(ctx, a.s.PeerTimeout)
+		r := a.d.Probe.Probe(pctx, hostPort(c.Status.ConnURL))
+		cancel()
+		if r == ProbePrimary || r == ProbeRunning {
+			o.LastLeaderRuns = c.Status.Leader + " at " + hostPort(c.Status.ConnURL)
+		}
 	}
 	if c != nil && c.Leader != nil && c.Leader.Name == a.s.Name && !pg.Running {
 		if a.crashedSince.IsZero() {
@@ -379,7 +458,7 @@ func (a *Agent) observe(ctx context.Context) Observation {
 	if c != nil && c.Leader != nil && c.Leader.Name != a.s.Name {
 		lm = c.Member(c.Leader.Name)
 	}
-	if lm != nil && pg.Running && pg.InRecovery && !pg.Streaming && pg.Timeline > 0 && pg.Timeline < lm.Timeline {
+	if lm != nil && pg.Standby() && !pg.Streaming && pg.Timeline > 0 && pg.Timeline < lm.Timeline {
 		if a.stuckSince.IsZero() {
 			a.stuckSince = a.d.Clock.Now()
 		}
@@ -387,6 +466,11 @@ func (a *Agent) observe(ctx context.Context) Observation {
 		a.stuckSince = time.Time{}
 	}
 	o.StuckSince = a.stuckSince
+	o.RestartRequested = a.restartPending()
+	// The watchdog is told the current guard again every loop: a failure
+	// to reach it shows in Unguarded at once, not only when arming.
+	a.applyGuard()
+	o.LeaseDeadline, o.Unguarded = a.leaseView()
 	o.Now = a.d.Clock.Now()
 	return o
 }

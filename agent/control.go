@@ -177,10 +177,8 @@ func (a *Agent) awaitLeader(ctx context.Context, old, candidate string) error {
 		} else {
 			last = err.Error()
 		}
-		select {
-		case <-ctx.Done():
+		if a.d.Clock.Sleep(ctx, 50*time.Millisecond) != nil {
 			return fmt.Errorf("%w: not done within %s: %s", ErrNotCompleted, completionBound, last)
-		case <-time.After(50 * time.Millisecond):
 		}
 	}
 }
@@ -235,16 +233,60 @@ func (a *Agent) History(ctx context.Context) ([]dcs.HistoryEntry, error) {
 	return c.History, nil
 }
 
-// Restart restarts the local PostgreSQL in its current role, between two
-// loop iterations.
+// Restart asks the loop to restart the local PostgreSQL in its current
+// role and waits for it: the loop runs it when the node is steady (a leader
+// with a safe lease, a standby that answers), with the lease renewed and
+// the watchdog armed meanwhile. The caller does not hold the loop.
 func (a *Agent) Restart(ctx context.Context) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if err := a.d.Postgres.Restart(ctx); err != nil {
-		return fmt.Errorf("%w: restart postgres: %v", ErrNotCompleted, err)
+	done := make(chan error, 1)
+	a.reqMu.Lock()
+	a.restarts = append(a.restarts, done)
+	a.reqMu.Unlock()
+	a.Wake()
+	bound := max(2*a.Status().TTL, completionBound)
+	t := time.NewTimer(bound)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			return fmt.Errorf("%w: restart postgres: %v", ErrNotCompleted, err)
+		}
+		return nil
+	case <-ctx.Done():
+		a.dropRestart(done)
+		return fmt.Errorf("%w: restart postgres: %v", ErrNotCompleted, ctx.Err())
+	case <-t.C:
+		a.dropRestart(done)
+		return fmt.Errorf("%w: restart postgres: not possible within %s: %s", ErrNotCompleted, bound, a.Status().Reason)
 	}
-	a.fire("restart", true, "")
-	return nil
+}
+
+func (a *Agent) restartPending() bool {
+	a.reqMu.Lock()
+	defer a.reqMu.Unlock()
+	return len(a.restarts) > 0
+}
+
+func (a *Agent) dropRestart(done chan error) {
+	a.reqMu.Lock()
+	defer a.reqMu.Unlock()
+	for i, c := range a.restarts {
+		if c == done {
+			a.restarts = append(a.restarts[:i], a.restarts[i+1:]...)
+			return
+		}
+	}
+}
+
+// finishRestarts answers every waiting restart request with err.
+func (a *Agent) finishRestarts(err error) {
+	a.reqMu.Lock()
+	reqs := a.restarts
+	a.restarts = nil
+	a.reqMu.Unlock()
+	for _, c := range reqs {
+		c <- err
+	}
 }
 
 // Reload makes PostgreSQL re-read its configuration.

@@ -16,9 +16,26 @@ import (
 // writable primaries (fencing), then not losing data (who may be promoted),
 // then availability.
 func Decide(o Observation) Decision {
-	if o.Refused != "" {
-		return Decision{Action: ActRefuse, Reason: o.Refused}
+	d := decide(o)
+	if o.RestartRequested && steady(o, d) {
+		return Decision{Action: ActRestart, Reason: "restart requested"}
 	}
+	return d
+}
+
+// steady: the node would do nothing but keep its role this round, so an
+// operator's restart may run now.
+func steady(o Observation, d Decision) bool {
+	switch d.Action {
+	case ActHeartbeat:
+		return o.PG.Writable()
+	case ActWait:
+		return o.Cluster != nil && o.PG.Running && o.PG.Answering && (o.PG.InRecovery || o.Dynamic.Pause)
+	}
+	return false
+}
+
+func decide(o Observation) Decision {
 	if o.Cluster == nil {
 		return decideWithoutDCS(o)
 	}
@@ -56,8 +73,11 @@ func leaseReason(o Observation) string {
 	return fmt.Sprintf("lease could expire in %s (safety margin %s)", left.Round(time.Millisecond), o.Node.SafetyMargin)
 }
 
+// decideWithoutDCS: a server that may accept writes and cannot count on
+// its lease is fenced, paused or not: the operator's pause stops automatic
+// failover, not the lease's expiry, and a manual failover may follow it.
 func decideWithoutDCS(o Observation) Decision {
-	if o.PG.Writable() && !o.Dynamic.Pause && !leaseSafe(o) {
+	if o.PG.MayWrite() && !leaseSafe(o) {
 		return Decision{Action: ActFence, Reason: "dcs unreachable (" + o.DCSError + ") and " + leaseReason(o)}
 	}
 	return Decision{Action: ActWait, Reason: "dcs unreachable: " + o.DCSError}
@@ -69,6 +89,8 @@ func decideUninitialized(o Observation) Decision {
 		// A node that may never be primary must not become one by
 		// winning the bootstrap race either.
 		return Decision{Action: ActWait, Reason: "cluster not initialized; priority 0 or nofailover: waiting for another member to bootstrap"}
+	case o.Unguarded != "" && (o.PG.DataEmpty || o.PG.Writable() || o.PG.WasPrimary):
+		return Decision{Action: ActWait, Reason: "cluster not initialized; the watchdog cannot fence this node (" + o.Unguarded + "): not becoming primary"}
 	case o.PG.DataEmpty:
 		return Decision{Action: ActBootstrap, Reason: "cluster not initialized"}
 	case o.PG.Writable() || o.PG.WasPrimary:
@@ -94,6 +116,8 @@ func foreignData(o Observation) string {
 func decidePaused(o Observation) Decision {
 	leader := o.leaderName()
 	switch {
+	case (leader == o.Node.Name || leader == "") && o.PG.MayWrite() && !leaseSafe(o):
+		return Decision{Action: ActFence, Reason: "paused, but " + leaseReason(o)}
 	case leader == o.Node.Name && o.PG.Writable():
 		return Decision{Action: ActHeartbeat, Reason: "paused: holding leader key"}
 	case leader == "" && o.PG.Writable():
@@ -115,25 +139,39 @@ func manualCandidate(o Observation) string {
 func decideLeader(o Observation) Decision {
 	pg := o.PG
 	if !leaseSafe(o) {
-		if pg.Writable() {
+		if pg.MayWrite() {
 			return Decision{Action: ActFence, Reason: "cannot keep leader lease: " + leaseReason(o)}
 		}
 		return Decision{Action: ActWait, Reason: "leader key held but " + leaseReason(o)}
 	}
 	switch {
 	case pg.Writable():
+		if o.Unguarded != "" && o.WatchdogRequired {
+			return Decision{Action: ActDemote, Reason: "watchdog.mode is required and the watchdog cannot fence this node (" + o.Unguarded + "): stepping down"}
+		}
 		if d, ok := switchoverDecision(o); ok {
 			return d
 		}
+		if o.Unguarded != "" {
+			return Decision{Action: ActHeartbeat, Reason: "holding leader key, UNGUARDED: the watchdog cannot fence this node (" + o.Unguarded + ")"}
+		}
 		return Decision{Action: ActHeartbeat, Reason: "holding leader key"}
-	case pg.Running:
+	case pg.Standby():
+		if o.Unguarded != "" {
+			return Decision{Action: ActRelease, Reason: "leader key held but the watchdog cannot fence this node (" + o.Unguarded + "): not promoting"}
+		}
 		return Decision{Action: ActAcquire, Reason: "leader key held but postgres is in recovery: promoting"}
+	case pg.Mute():
+		// It may be serving the sessions it has: it stays the leader
+		// (and guarded) while the lease can be renewed, and is fenced like
+		// any primary when it cannot.
+		return Decision{Action: ActWait, Reason: "leader's postgres is " + pg.State + ": keeping the key while the lease renews"}
 	}
 	bound := o.Dynamic.TTL.D()
+	if o.Unguarded != "" {
+		return Decision{Action: ActRelease, Reason: "leader's postgres is " + stateName(pg) + " and the watchdog cannot fence this node (" + o.Unguarded + "): handing over"}
+	}
 	if o.CrashedSince.IsZero() || o.Now.Sub(o.CrashedSince) < bound {
-		if transitioning(pg) {
-			return Decision{Action: ActWait, Reason: "leader's postgres is " + pg.State}
-		}
 		return Decision{Action: ActStartPrimary, Reason: "leader's postgres is " + stateName(pg) + ": restarting it in place"}
 	}
 	return Decision{Action: ActRelease, Reason: fmt.Sprintf("leader's postgres not running for %s (bound %s): handing over", o.Now.Sub(o.CrashedSince).Round(time.Millisecond), bound)}
@@ -148,12 +186,6 @@ func stuckBound(o Observation) time.Duration {
 
 // maxStartFailures is how many failed starts as a replica lead to a re-clone.
 const maxStartFailures = 3
-
-// transitioning: PostgreSQL runs but does not answer yet (starting,
-// recovering, stopping): acting on it now would only fail.
-func transitioning(pg PGState) bool {
-	return !pg.Running && (pg.State == "starting" || pg.State == "stopping")
-}
 
 func stateName(pg PGState) string {
 	if pg.State == "" {
@@ -229,15 +261,26 @@ func replicaIneligible(c *dcs.Cluster, m dcs.Member, syncMode bool) string {
 
 // isSync: name has every commit the last leader acknowledged in
 // synchronous mode: it is a synchronous standby in the sync key, or it is
-// the leader that wrote the key (its own commits are all its own).
+// the leader that wrote the key (its own commits are all its own). With no
+// sync key at all no leader ever ran in synchronous mode (a leader writes
+// the key before it takes the leader key, or on its first heartbeat in
+// synchronous mode), so no member is known to lack a commit; without this
+// a bootstrap cut short before it wrote the key left a cluster that could
+// never elect a leader.
 func isSync(c *dcs.Cluster, name string) bool {
-	return c.Sync != nil && (c.Sync.Leader == name || slices.Contains(c.Sync.SyncStandby, name))
+	if c.Sync == nil {
+		return true
+	}
+	return c.Sync.Leader == name || slices.Contains(c.Sync.SyncStandby, name)
 }
 
 func decideFollower(o Observation, leader string) Decision {
 	pg := o.PG
 	if pg.Writable() {
 		return Decision{Action: ActDemote, Target: leader, Reason: leader + " holds the leader key: this node must not accept writes"}
+	}
+	if pg.MayWrite() {
+		return Decision{Action: ActFence, Target: leader, Reason: leader + " holds the leader key and this node's postgres is " + pg.State + " as a primary: it may accept writes"}
 	}
 	lm := o.Cluster.Member(leader)
 	if lm == nil || lm.ConnURL == "" {
@@ -250,11 +293,11 @@ func decideFollower(o Observation, leader string) Decision {
 			return Decision{Action: ActWait, Reason: "leader " + leader + " not running yet: nothing to clone from"}
 		}
 		return Decision{Action: ActClone, Target: leader, Reason: "empty data directory"}
-	case !pg.Running && !transitioning(pg) && o.StartFailures >= maxStartFailures:
+	case !pg.Running && o.StartFailures >= maxStartFailures:
 		// Its data cannot be started as a standby of this leader (a
 		// diverged or damaged directory): the leader has the data.
 		return Decision{Action: ActClone, Target: leader, Reason: fmt.Sprintf("postgres failed to start as replica %d times: re-cloning from %s", o.StartFailures, leader)}
-	case transitioning(pg):
+	case pg.Mute():
 		// A standby still starting (perhaps never consistent without an
 		// upstream) is repointed by a reload; otherwise let it start.
 		if m := o.Cluster.Member(upstream); pg.State == "starting" && m != nil && pg.Upstream != hostPort(m.ConnURL) {
@@ -298,16 +341,22 @@ func upstreamFor(o Observation, leader string) string {
 // decideRace: no one holds the leader key.
 func decideRace(o Observation) Decision {
 	pg := o.PG
-	if pg.Writable() {
-		if !leaseSafe(o) {
-			return Decision{Action: ActFence, Reason: "no leader key and " + leaseReason(o)}
-		}
+	switch {
+	case pg.MayWrite() && !leaseSafe(o):
+		return Decision{Action: ActFence, Reason: "no leader key and " + leaseReason(o)}
+	case pg.Mute() && pg.MayWrite():
+		// It cannot take part in the race (its position is unknown) and
+		// may accept writes while a replica is promoted.
+		return Decision{Action: ActFence, Reason: "no leader key and postgres is " + pg.State + " as a primary: it may accept writes"}
+	case pg.Writable() && o.Unguarded != "":
+		return Decision{Action: ActDemote, Reason: "no leader key, and the watchdog cannot fence this node (" + o.Unguarded + "): not taking the key"}
+	case pg.Writable():
 		return Decision{Action: ActAcquire, Reason: "no leader; this node runs as primary"}
 	}
 	switch {
 	case pg.DataEmpty:
 		return Decision{Action: ActWait, Reason: "no leader to clone from"}
-	case transitioning(pg):
+	case pg.Mute():
 		return Decision{Action: ActWait, Reason: "no leader; postgres is " + pg.State}
 	case !pg.Running:
 		// A standby with no upstream can still report its WAL position
@@ -316,6 +365,12 @@ func decideRace(o Observation) Decision {
 	}
 	if c := manualCandidate(o); c != "" && c != o.Node.Name && peerReachable(o, c) && !requestStale(o) {
 		return Decision{Action: ActWait, Reason: "failover request names " + c}
+	}
+	if o.LastLeaderRuns != "" {
+		return Decision{Action: ActWait, Reason: "no leader; the last leader " + o.LastLeaderRuns + " still runs as a primary: not promoting"}
+	}
+	if o.Unguarded != "" {
+		return Decision{Action: ActWait, Reason: "no leader; not promotable: the watchdog cannot fence this node (" + o.Unguarded + ")"}
 	}
 	if why := ineligible(o); why != "" {
 		return Decision{Action: ActWait, Reason: "no leader; not promotable: " + why}

@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"encoding/json"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -29,7 +30,7 @@ func obs(edit func(o *Observation)) Observation {
 				{Name: "other", ConnURL: "postgres://127.0.0.1:5433/postgres", Role: "replica", State: "running", Streaming: true, Priority: 100},
 			},
 		},
-		PG: PGState{Running: true, State: "running", InRecovery: true, Streaming: true, SystemID: "42", WAL: 1000, Upstream: "127.0.0.1:5433"},
+		PG: PGState{Running: true, Answering: true, State: "running", InRecovery: true, Streaming: true, SystemID: "42", WAL: 1000, Upstream: "127.0.0.1:5433"},
 	}
 	if edit != nil {
 		edit(&o)
@@ -42,6 +43,9 @@ func leader(name string) func(o *Observation) {
 }
 
 func primary(o *Observation) { o.PG.InRecovery, o.PG.Streaming, o.PG.Upstream = false, false, "" }
+
+// mute: PostgreSQL runs but did not answer the status query.
+func mute(o *Observation) { o.PG.Answering, o.PG.State = false, "unresponsive" }
 
 func all(fs ...func(o *Observation)) func(o *Observation) {
 	return func(o *Observation) {
@@ -59,16 +63,25 @@ func TestDecide(t *testing.T) {
 		target string
 		reason string // substring of the reason
 	}{
-		{"refusal is repeated", obs(func(o *Observation) { o.Refused = "foreign" }), ActRefuse, "", "foreign"},
 		{"no dcs, primary with safe lease keeps running", obs(all(primary, func(o *Observation) { o.Cluster, o.DCSError = nil, "down" })), ActWait, "", "dcs unreachable"},
 		{"no dcs, primary with lease about to expire fences", obs(all(primary, func(o *Observation) {
 			o.Cluster, o.DCSError = nil, "down"
 			o.Now = o.LeaseDeadline.Add(-time.Second)
 		})), ActFence, "", "lease could expire"},
-		{"no dcs, paused primary is left alone", obs(all(primary, func(o *Observation) {
+		{"no dcs, paused primary with a safe lease is left alone", obs(all(primary, func(o *Observation) {
+			o.Cluster, o.DCSError, o.Dynamic.Pause = nil, "down", true
+		})), ActWait, "", "dcs unreachable"},
+		// Pause stops automatic failover, not the lease: a paused leader cut
+		// off from etcd fences like any other (a resume, or a manual
+		// failover, may promote another node meanwhile).
+		{"no dcs, paused primary past its lease fences", obs(all(primary, func(o *Observation) {
 			o.Cluster, o.DCSError, o.Dynamic.Pause = nil, "down", true
 			o.Now = o.LeaseDeadline.Add(time.Second)
-		})), ActWait, "", "dcs unreachable"},
+		})), ActFence, "", "lease could expire"},
+		{"paused leader past its lease fences", obs(all(primary, leader("me"), func(o *Observation) {
+			o.Dynamic.Pause = true
+			o.Now = o.LeaseDeadline.Add(-time.Second)
+		})), ActFence, "", "paused, but lease"},
 		{"no dcs, replica waits", obs(func(o *Observation) { o.Cluster, o.DCSError = nil, "down" }), ActWait, "", "dcs unreachable"},
 		{"uninitialized, empty: bootstrap", obs(func(o *Observation) {
 			o.Cluster = &dcs.Cluster{}
@@ -89,6 +102,43 @@ func TestDecide(t *testing.T) {
 		{"leader with unsafe lease fences", obs(all(primary, leader("me"), func(o *Observation) { o.Now = o.LeaseDeadline.Add(-time.Second) })), ActFence, "", "cannot keep leader lease"},
 		{"leader without lease fences", obs(all(primary, leader("me"), func(o *Observation) { o.LeaseDeadline = time.Time{} })), ActFence, "", "no lease"},
 		{"leader in recovery promotes", obs(leader("me")), ActAcquire, "", "promoting"},
+		// A running primary that does not answer the agent is a running
+		// primary: it keeps the key while the lease renews, and is fenced
+		// when the lease could expire (before: a failed status query read as
+		// "starting", not running, and the lease loss yielded Wait).
+		{"mute leader keeps the key while the lease renews", obs(all(primary, leader("me"), mute)), ActWait, "", "keeping the key"},
+		{"mute leader whose lease could expire is fenced", obs(all(primary, leader("me"), mute, func(o *Observation) { o.Now = o.LeaseDeadline.Add(-time.Second) })), ActFence, "", "cannot keep leader lease"},
+		{"mute primary without dcs past its lease is fenced", obs(all(primary, mute, func(o *Observation) {
+			o.Cluster, o.DCSError = nil, "down"
+			o.Now = o.LeaseDeadline.Add(-time.Second)
+		})), ActFence, "", "dcs unreachable"},
+		{"mute primary without the key is fenced", obs(all(primary, mute)), ActFence, "", "may accept writes"},
+		{"mute primary under another leader is fenced", obs(all(primary, mute, leader("other"))), ActFence, "other", "may accept writes"},
+		{"starting standby under a leader waits", obs(all(leader("other"), mute, func(o *Observation) { o.PG.State = "starting" })), ActWait, "", "starting"},
+		// A node the watchdog cannot fence never becomes primary.
+		{"unguarded replica is not promoted", obs(func(o *Observation) { o.Unguarded = "watchdog unavailable" }), ActWait, "", "watchdog cannot fence"},
+		{"unguarded leader standby hands over", obs(all(leader("me"), func(o *Observation) { o.Unguarded = "watchdog unavailable" })), ActRelease, "", "not promoting"},
+		{"unguarded leader in required mode steps down", obs(all(primary, leader("me"), func(o *Observation) {
+			o.Unguarded, o.WatchdogRequired = "watchdog unavailable", true
+		})), ActDemote, "", "required"},
+		{"unguarded leader in process mode says so", obs(all(primary, leader("me"), func(o *Observation) { o.Unguarded = "watchdog unavailable" })), ActHeartbeat, "", "UNGUARDED"},
+		{"unguarded crashed leader is not restarted as primary", obs(all(leader("me"), func(o *Observation) {
+			o.PG = PGState{State: "crashed", SystemID: "42"}
+			o.Unguarded = "watchdog unavailable"
+		})), ActRelease, "", "handing over"},
+		{"unguarded node does not bootstrap", obs(func(o *Observation) {
+			o.Cluster = &dcs.Cluster{}
+			o.PG = PGState{DataEmpty: true}
+			o.Unguarded = "watchdog unavailable"
+		}), ActWait, "", "watchdog cannot fence"},
+		// An operator's restart runs only when the node is steady.
+		{"restart of a steady leader", obs(all(primary, leader("me"), func(o *Observation) { o.RestartRequested = true })), ActRestart, "", "restart requested"},
+		{"restart of a streaming replica", obs(all(leader("other"), func(o *Observation) { o.RestartRequested = true })), ActRestart, "", "restart requested"},
+		{"restart waits while the leader promotes", obs(all(leader("me"), func(o *Observation) { o.RestartRequested = true })), ActAcquire, "", "promoting"},
+		{"restart waits while the lease is unsafe", obs(all(primary, leader("me"), func(o *Observation) {
+			o.RestartRequested = true
+			o.Now = o.LeaseDeadline.Add(-time.Second)
+		})), ActFence, "", "cannot keep leader lease"},
 		{"leader's postgres crashed: restart in place", obs(all(leader("me"), func(o *Observation) {
 			o.PG = PGState{State: "crashed", SystemID: "42"}
 			o.CrashedSince = t0.Add(-time.Second)
@@ -194,14 +244,14 @@ func TestDecide(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			before := c.o
+			before := deepText(t, c.o)
 			got := Decide(c.o)
 			if got.Action != c.want || got.Target != c.target || !strings.Contains(got.Reason, c.reason) {
 				t.Fatalf("Decide = %s (target %q, reason %q); want %s target %q reason containing %q",
 					got.Action, got.Target, got.Reason, c.want, c.target, c.reason)
 			}
-			if before.Now != c.o.Now || before.PG != c.o.PG {
-				t.Fatal("Decide modified its observation")
+			if after := deepText(t, c.o); after != before {
+				t.Fatalf("Decide modified its observation:\nbefore %s\nafter  %s", before, after)
 			}
 		})
 	}
@@ -258,5 +308,27 @@ func TestBetterIsATotalOrder(t *testing.T) {
 	}
 	if err := quick.Check(f, nil); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// deepText renders o with everything its pointers reach (the cluster view
+// included), so a change anywhere in it shows.
+func deepText(t *testing.T, o Observation) string {
+	t.Helper()
+	b, err := json.Marshal(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestDeepTextSeesClusterChanges: the check above can fail (a by-value
+// copy of the observation shares its cluster and could not).
+func TestDeepTextSeesClusterChanges(t *testing.T) {
+	o := obs(leader("other"))
+	before := deepText(t, o)
+	o.Cluster.Members[1].Priority = 7
+	if deepText(t, o) == before {
+		t.Fatal("a change in the cluster view went unseen")
 	}
 }

@@ -10,9 +10,33 @@ import (
 	"github.com/pgwarden/pgwarden/dcs"
 )
 
-// execute performs d. Failures are logged and reported through the next
-// observation: the loop retries by deciding again.
-func (a *Agent) execute(ctx context.Context, o Observation, d Decision) {
+// Outcome is what an action left behind: the facts publish and the
+// watchdog go by, never the action that was attempted.
+type Outcome struct {
+	// KeyHeld: this member holds the leader key, as far as the action
+	// found out (a lost race or a lost key say false).
+	KeyHeld bool
+	// PG is PostgreSQL's state after the action.
+	PG  PGState
+	Err error
+}
+
+// pgChanging are the actions after which PostgreSQL is observed again.
+func pgChanging(a Action) bool {
+	switch a {
+	case ActWait, ActRefuse, ActHeartbeat, ActClearFailover:
+		return false
+	}
+	return true
+}
+
+// execute performs d and returns its outcome. Failures are logged and
+// reported through the next observation: the loop retries by deciding
+// again. While the action runs the step's keeper renews the lease (and
+// re-arms the watchdog), so an action is cut short by the lease only when
+// etcd really cannot be reached.
+func (a *Agent) execute(ctx context.Context, o Observation, d Decision) Outcome {
+	out := Outcome{KeyHeld: o.leaderName() == a.s.Name, PG: o.PG}
 	switch d.Action {
 	case ActClone, ActStartReplica, ActRewind:
 		// Announce this member before a long replica action: a restarted
@@ -23,14 +47,22 @@ func (a *Agent) execute(ctx context.Context, o Observation, d Decision) {
 		if o.Cluster.Member(a.s.Name) == nil {
 			a.touchMember(ctx, a.memberRecord(o.PG), a.d.Clock.Now())
 		}
+		// PostgreSQL is down or a standby: an expired watchdog (still
+		// fencing whatever starts) must let the standby start.
+		a.setGuard(false)
+	case ActBootstrap, ActAdopt, ActStartPrimary:
+		// It becomes writable during the action: armed to the lease first.
+		a.setGuard(true)
+	case ActRestart:
+		a.setGuard(o.PG.MayWrite())
 	}
 	var err error
 	switch d.Action {
 	case ActWait, ActRefuse:
 	case ActBootstrap:
-		err = a.bootstrap(ctx)
+		out.KeyHeld, err = a.bootstrap(ctx)
 	case ActAdopt:
-		err = a.adopt(ctx, o)
+		out.KeyHeld, err = a.adopt(ctx, o)
 	case ActClone:
 		err = a.steerWhile(ctx, d, func() error {
 			if !o.PG.DataEmpty {
@@ -48,33 +80,28 @@ func (a *Agent) execute(ctx context.Context, o Observation, d Decision) {
 	case ActRewind:
 		err = a.steerWhile(ctx, d, func() error { return a.rewind(ctx, o.Cluster, d.Target) })
 	case ActHeartbeat:
-		err = a.heartbeat(ctx, o)
+		out.KeyHeld, err = a.heartbeat(ctx, o)
 	case ActAcquire:
-		err = a.acquire(ctx, o)
+		out.KeyHeld, err = a.acquire(ctx, o)
 	case ActStartPrimary:
-		// The key may still be bound to the lease of an earlier agent
-		// process (restarted after a crash), whose expiry this process
-		// cannot see: bind it to our own lease before writes can start,
-		// so the deadline the watchdog is armed to is the key's.
-		if err = a.d.DCS.UpdateLeader(ctx); err == nil {
-			err = a.d.Postgres.Start(ctx, nil)
-		}
+		out.KeyHeld, err = a.startPrimary(ctx)
 	case ActRelease:
-		a.poolerFence(ctx)
-		err = a.d.DCS.ReleaseLeader(ctx)
-		a.fire("lost_lock", err == nil, d.Reason)
+		out.KeyHeld, err = a.release(ctx, d.Reason)
 	case ActDemote:
 		err = a.demote(ctx, d.Reason)
 	case ActFence:
 		err = a.fence(ctx, d.Reason)
 	case ActSwitchover:
-		err = a.switchover(ctx, o, d.Target)
+		out.KeyHeld, err = a.switchover(ctx, o, d.Target)
 	case ActClearFailover:
 		err = a.d.DCS.DeleteFailover(ctx, o.Cluster.Failover.Revision)
+	case ActRestart:
+		out.KeyHeld, err = a.restart(ctx, o)
 	}
 	if err != nil {
 		a.log.Error("action failed", "action", d.Action.String(), "target", d.Target, "error", err)
 	}
+	out.Err = err
 	switch d.Action {
 	case ActStartReplica, ActRewind, ActClone:
 		if err != nil && d.Target != "" {
@@ -83,9 +110,16 @@ func (a *Agent) execute(ctx context.Context, o Observation, d Decision) {
 			a.startFails = 0
 		}
 	}
-	if o.Cluster != nil {
-		a.steerPooler(ctx, o, d)
+	if pgChanging(d.Action) {
+		// The action changed PostgreSQL: report what it is now.
+		if st, serr := a.d.Postgres.State(ctx); serr == nil {
+			out.PG = st
+		}
 	}
+	if o.Cluster != nil {
+		a.steerPooler(ctx, o, d, out)
+	}
+	return out
 }
 
 func (a *Agent) fire(event string, ok bool, details string) {
@@ -94,28 +128,29 @@ func (a *Agent) fire(event string, ok bool, details string) {
 	}
 }
 
-func (a *Agent) bootstrap(ctx context.Context) error {
-	won, err := a.d.DCS.Initialize(ctx, "")
-	if err != nil || !won {
-		return err
+// bootstrap reports whether it took the leader key.
+func (a *Agent) bootstrap(ctx context.Context) (bool, error) {
+	claim, err := a.d.DCS.Initialize(ctx, "")
+	if err != nil || claim == 0 {
+		return false, err
 	}
 	a.log.Info("won the initialize race: creating the cluster")
-	if err := a.createCluster(ctx); err != nil {
+	if err := a.createCluster(ctx, claim); err != nil {
 		a.fire("bootstrap", false, err.Error())
 		// Give the race back so another node (or this one, after the
-		// cause is fixed) can try again from a clean state.
-		if c, cerr := a.d.DCS.Cluster(ctx); cerr == nil {
-			_ = a.d.DCS.CancelInitialize(ctx, c.InitializeRevision)
-		}
-		_ = a.d.Postgres.Stop(ctx, StopImmediate)
+		// cause is fixed) can try again from a clean state; only our own
+		// claim (if it expired meanwhile, another node may be creating
+		// the cluster now).
+		_ = a.d.DCS.CancelInitialize(ctx, claim)
+		_ = a.d.Postgres.Fence(ctx)
 		_ = a.d.Postgres.Wipe(ctx)
-		return fmt.Errorf("bootstrap: %w", err)
+		return false, fmt.Errorf("bootstrap: %w", err)
 	}
 	a.fire("bootstrap", true, "")
-	return nil
+	return true, nil
 }
 
-func (a *Agent) createCluster(ctx context.Context) error {
+func (a *Agent) createCluster(ctx context.Context, claim int64) error {
 	if err := a.d.Postgres.Bootstrap(ctx); err != nil {
 		return err
 	}
@@ -123,17 +158,19 @@ func (a *Agent) createCluster(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("read new cluster state: %w", err)
 	}
-	return a.register(ctx, st.SystemID)
+	return a.register(ctx, st.SystemID, claim)
 }
 
-// register records the system identifier, writes the initial dynamic
-// configuration (if none) and takes the leader key.
-func (a *Agent) register(ctx context.Context, sysid string) error {
+// register records the system identifier over this node's claim (the
+// revision its Initialize returned: a claim that expired meanwhile may
+// now be another node's, which must not be overwritten), writes the
+// initial dynamic configuration (if none) and takes the leader key.
+func (a *Agent) register(ctx context.Context, sysid string, claim int64) error {
 	c, err := a.d.DCS.Cluster(ctx)
 	if err != nil {
 		return fmt.Errorf("read cluster: %w", err)
 	}
-	if err := a.d.DCS.SetInitialize(ctx, sysid, c.InitializeRevision); err != nil {
+	if err := a.d.DCS.SetInitialize(ctx, sysid, claim); err != nil {
 		return fmt.Errorf("record system identifier: %w", err)
 	}
 	if c.Config == nil {
@@ -166,17 +203,21 @@ func (a *Agent) register(ctx context.Context, sysid string) error {
 	return nil
 }
 
-func (a *Agent) adopt(ctx context.Context, o Observation) error {
-	won, err := a.d.DCS.Initialize(ctx, o.PG.SystemID)
-	if err != nil || !won {
-		return err
+// adopt reports whether it took the leader key.
+func (a *Agent) adopt(ctx context.Context, o Observation) (bool, error) {
+	claim, err := a.d.DCS.Initialize(ctx, o.PG.SystemID)
+	if err != nil || claim == 0 {
+		return false, err
 	}
 	if !o.PG.Running {
 		if err := a.d.Postgres.Start(ctx, nil); err != nil {
-			return fmt.Errorf("adopt: start postgres: %w", err)
+			return false, fmt.Errorf("adopt: start postgres: %w", err)
 		}
 	}
-	return a.register(ctx, o.PG.SystemID)
+	if err := a.register(ctx, o.PG.SystemID, claim); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 func (a *Agent) clone(ctx context.Context, c *dcs.Cluster, from string) error {
@@ -218,7 +259,7 @@ func (a *Agent) rewind(ctx context.Context, c *dcs.Cluster, target string) error
 	}
 	// A running replica found diverged is stopped first: pg_rewind and
 	// re-cloning both need it down.
-	if err := a.d.Postgres.Stop(ctx, StopFast); err != nil {
+	if err := a.stop(ctx); err != nil {
 		return fmt.Errorf("rewind: %w", err)
 	}
 	if a.s.UsePgRewind {
@@ -234,16 +275,17 @@ func (a *Agent) rewind(ctx context.Context, c *dcs.Cluster, target string) error
 	return a.clone(ctx, c, target)
 }
 
-func (a *Agent) heartbeat(ctx context.Context, o Observation) error {
+// heartbeat reports whether the key is still held.
+func (a *Agent) heartbeat(ctx context.Context, o Observation) (bool, error) {
 	if err := a.d.DCS.UpdateLeader(ctx); err != nil {
 		if errors.Is(err, dcs.ErrNotLeader) {
 			// Someone else holds the key now: stop writes at once rather
 			// than at the next loop.
-			return a.fence(ctx, "leader key lost")
+			return false, a.fence(ctx, "leader key lost")
 		}
-		return fmt.Errorf("renew leadership: %w", err)
+		return true, fmt.Errorf("renew leadership: %w", err)
 	}
-	if err := a.d.DCS.SetStatus(ctx, dcs.Status{LSN: o.PG.WAL, Time: o.Now}); err != nil {
+	if err := a.d.DCS.SetStatus(ctx, dcs.Status{LSN: o.PG.WAL, Time: o.Now, Leader: a.s.Name, ConnURL: a.memberRecord(o.PG).ConnURL}); err != nil {
 		a.log.Warn("cannot record leader wal position", "error", err)
 	}
 	if err := a.manageSync(ctx, o.Cluster); err != nil {
@@ -260,22 +302,24 @@ func (a *Agent) heartbeat(ctx context.Context, o Observation) error {
 			a.log.Warn("cannot sync replication slots", "error", err)
 		}
 	}
-	return nil
+	return true, nil
 }
 
-func (a *Agent) acquire(ctx context.Context, o Observation) error {
+// acquire takes the leader key (when it is free) and promotes a standby;
+// it reports whether this member holds the key afterwards.
+func (a *Agent) acquire(ctx context.Context, o Observation) (bool, error) {
 	if o.Cluster.Leader == nil {
 		won, err := a.d.DCS.AcquireLeader(ctx)
 		if err != nil {
-			return fmt.Errorf("take leader key: %w", err)
+			return false, fmt.Errorf("take leader key: %w", err)
 		}
 		if !won {
 			a.log.Info("another member took the leader key first")
-			return nil
+			return false, nil
 		}
 	}
 	if !o.PG.InRecovery {
-		return nil
+		return true, nil
 	}
 	// Promotion first replays all WAL received. Done here, with the
 	// watchdog armed for the lease, a long replay would outlast the lease
@@ -286,23 +330,30 @@ func (a *Agent) acquire(ctx context.Context, o Observation) error {
 			a.log.Info("leader key taken: waiting for WAL replay before promoting", "received", pg.WAL, "replayed", pg.Replayed)
 		}
 		a.replayWait = pg.Replayed
-		return nil
+		return true, nil
 	}
 	a.replayWait = 0
 	if err := a.prepareSyncPromotion(ctx, o.Cluster); err != nil {
-		_ = a.d.DCS.ReleaseLeader(ctx)
-		return fmt.Errorf("promote: %w", err)
+		return a.giveUpKey(ctx), fmt.Errorf("promote: %w", err)
 	}
-	// Arm the watchdog before the server becomes writable.
-	a.feedWatchdog(PGState{Running: true}, o.Dynamic.Pause)
+	// Armed to the lease before the server becomes writable.
+	a.setGuard(true)
 	event := "failover"
 	if f := o.Cluster.Failover; f != nil && f.Candidate == a.s.Name && f.Kind == "switchover" {
 		event = "switchover"
 	}
 	if err := a.d.Postgres.Promote(ctx); err != nil {
 		a.fire("promote", false, err.Error())
-		_ = a.d.DCS.ReleaseLeader(ctx)
-		return fmt.Errorf("promote: %w", err)
+		// Promotion may have gone through although the wait failed.
+		if ferr := a.d.Postgres.Fence(ctx); ferr != nil {
+			return true, errors.Join(fmt.Errorf("promote: %w", err), fmt.Errorf("fence after failed promotion: %w", ferr))
+		}
+		return a.giveUpKey(ctx), fmt.Errorf("promote: %w", err)
+	}
+	// The lease may have been lost while promoting (etcd unreachable):
+	// then the key is gone, and so must the writes be.
+	if err := a.d.DCS.UpdateLeader(ctx); errors.Is(err, dcs.ErrNotLeader) || errors.Is(err, dcs.ErrLeaseExpired) {
+		return false, errors.Join(fmt.Errorf("promoted but the leader key is lost: %w", err), a.fence(ctx, "leader key lost during promotion"))
 	}
 	if err := a.afterSyncPromotion(ctx); err != nil {
 		a.log.Warn("cannot set synchronous standbys after promotion", "error", err)
@@ -323,53 +374,105 @@ func (a *Agent) acquire(ctx context.Context, o Observation) error {
 		}
 	}
 	a.log.Info("promoted", "timeline", st.Timeline)
+	return true, nil
+}
+
+// giveUpKey releases the leader key and reports whether it is still held.
+func (a *Agent) giveUpKey(ctx context.Context) bool {
+	err := a.d.DCS.ReleaseLeader(ctx)
+	return err != nil && !errors.Is(err, dcs.ErrNotLeader)
+}
+
+// startPrimary restarts a crashed primary in place while holding the key;
+// it reports whether the key is still held afterwards. Crash recovery can
+// take long: the keeper renews the lease meanwhile and the watchdog is
+// armed to it, so a lease that lapses (etcd unreachable) fences the
+// recovering server rather than letting it come up beside a new primary.
+func (a *Agent) startPrimary(ctx context.Context) (bool, error) {
+	// The key may still be bound to the lease of an earlier agent process
+	// (restarted after a crash), whose expiry this process cannot see:
+	// bind it to our own lease before writes can start, so the deadline
+	// the watchdog is armed to is the key's.
+	if err := a.d.DCS.UpdateLeader(ctx); err != nil {
+		return !errors.Is(err, dcs.ErrNotLeader), fmt.Errorf("start primary: %w", err)
+	}
+	if err := a.d.Postgres.Start(ctx, nil); err != nil {
+		return true, fmt.Errorf("start primary: %w", err)
+	}
+	if err := a.d.DCS.UpdateLeader(ctx); errors.Is(err, dcs.ErrNotLeader) || errors.Is(err, dcs.ErrLeaseExpired) {
+		return false, errors.Join(fmt.Errorf("started as primary but the leader key is lost: %w", err), a.fence(ctx, "leader key lost during start"))
+	}
+	return true, nil
+}
+
+// release hands leadership over when PostgreSQL would not come back: it is
+// fenced first (a server that might still accept writes keeps the key), then
+// the key is deleted. It reports whether the key is still held.
+func (a *Agent) release(ctx context.Context, reason string) (bool, error) {
+	if err := a.d.Postgres.Fence(ctx); err != nil {
+		return true, fmt.Errorf("release: fence first: %w", err)
+	}
+	a.poolerFence(ctx)
+	err := a.d.DCS.ReleaseLeader(ctx)
+	a.fire("lost_lock", err == nil, reason)
+	if err != nil && !errors.Is(err, dcs.ErrNotLeader) {
+		return true, fmt.Errorf("release leader key: %w", err)
+	}
+	return false, nil
+}
+
+// restart restarts PostgreSQL for an operator; on a primary it reports
+// whether the key is still held afterwards.
+func (a *Agent) restart(ctx context.Context, o Observation) (bool, error) {
+	held := o.leaderName() == a.s.Name
+	err := a.d.Postgres.Restart(ctx)
+	a.finishRestarts(err)
+	if err != nil {
+		a.fire("restart", false, err.Error())
+		return held, fmt.Errorf("restart postgres: %w", err)
+	}
+	a.fire("restart", true, "")
+	if held {
+		if uerr := a.d.DCS.UpdateLeader(ctx); errors.Is(uerr, dcs.ErrNotLeader) || errors.Is(uerr, dcs.ErrLeaseExpired) {
+			return false, errors.Join(fmt.Errorf("restarted but the leader key is lost: %w", uerr), a.fence(ctx, "leader key lost during restart"))
+		}
+	}
+	return held, nil
+}
+
+// stop stops PostgreSQL cleanly, and fences it when that fails.
+func (a *Agent) stop(ctx context.Context) error {
+	err := a.d.Postgres.Stop(ctx, StopFast)
+	if err != nil {
+		a.log.Warn("clean stop failed: fencing", "error", err)
+		if ferr := a.d.Postgres.Fence(ctx); ferr != nil {
+			return errors.Join(err, ferr)
+		}
+	}
 	return nil
 }
 
+// demote stops this node accepting writes cleanly; PostgreSQL first, then
+// the pooler (bounded), so nothing waits on PgBouncer before writes stop.
 func (a *Agent) demote(ctx context.Context, reason string) error {
+	err := a.stop(ctx)
 	a.poolerFence(ctx)
-	err := a.d.Postgres.Stop(ctx, StopFast)
-	if err != nil {
-		err = errors.Join(err, a.d.Postgres.Stop(ctx, StopImmediate))
-	}
 	a.fire("demote", err == nil, reason)
 	return err
 }
 
+// fence stops PostgreSQL at once: every process of its data directory is
+// killed, verified gone. PgBouncer is told afterwards, bounded.
 func (a *Agent) fence(ctx context.Context, reason string) error {
-	a.log.Warn("fencing: stopping postgres immediately", "reason", reason)
+	a.log.Warn("fencing: killing postgres", "reason", reason)
+	err := a.d.Postgres.Fence(ctx)
 	a.poolerFence(ctx)
-	err := a.d.Postgres.Stop(ctx, StopImmediate)
 	a.fire("lost_lock", err == nil, reason)
 	return err
 }
 
-// feedWatchdog keeps one invariant: whenever PostgreSQL may accept writes,
-// the watchdog is armed to fence it at the lease deadline minus the safety
-// margin (at once when there is no safe lease), so a freeze or crash of this
-// agent right now cannot leave it writable once another node could be
-// promoted. Paused clusters have no automatic failover, so no deadline.
-func (a *Agent) feedWatchdog(pg PGState, paused bool) {
-	if a.d.Watchdog == nil {
-		return
-	}
-	var err error
-	if pg.Writable() && !paused {
-		left := a.leaseDeadline.Add(-a.s.SafetyMargin).Sub(a.d.Clock.Now())
-		if a.leaseDeadline.IsZero() || left < 0 {
-			left = 0
-		}
-		err = a.d.Watchdog.Arm(left)
-	} else {
-		err = a.d.Watchdog.Disarm()
-	}
-	if err != nil {
-		a.log.Error("cannot feed watchdog", "error", err)
-	}
-}
-
 // steerPooler keeps the local pooler's "primary" entries on the leader.
-func (a *Agent) steerPooler(ctx context.Context, o Observation, d Decision) {
+func (a *Agent) steerPooler(ctx context.Context, o Observation, d Decision, out Outcome) {
 	if a.d.Pooler == nil {
 		return
 	}
@@ -387,9 +490,11 @@ func (a *Agent) steerPooler(ctx context.Context, o Observation, d Decision) {
 		if m := o.Cluster.Member(l.Name); m != nil && m.Role == "primary" && m.State == "running" {
 			want = hostPort(m.ConnURL)
 		}
-		if l.Name == a.s.Name && (d.Action == ActHeartbeat || d.Action == ActAcquire) {
+		if l.Name == a.s.Name && out.KeyHeld && out.PG.Writable() {
 			want = a.s.ConnectAddress
 		}
+	} else if out.KeyHeld && out.PG.Writable() {
+		want = a.s.ConnectAddress // the key was just taken
 	}
 	switch {
 	case want == a.poolerLeader:
@@ -421,25 +526,19 @@ func (a *Agent) steerWhile(ctx context.Context, d Decision, act func() error) er
 	if a.d.Pooler == nil {
 		return act()
 	}
-	hctx, stop := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
+	stop := a.d.Clock.Go(func(hctx context.Context) {
 		for {
 			if c, err := a.d.DCS.Cluster(hctx); err == nil && c.Leader != nil && c.Leader.Name != a.s.Name {
 				// ctx, not hctx: a repoint under way is finished, not cut.
-				a.steerPooler(ctx, Observation{Cluster: c, Now: a.d.Clock.Now()}, d)
+				a.steerPooler(ctx, Observation{Cluster: c, Now: a.d.Clock.Now()}, d, Outcome{})
 			}
-			select {
-			case <-hctx.Done():
+			if a.d.Clock.Sleep(hctx, busySteerPoll) != nil {
 				return
-			case <-time.After(busySteerPoll):
 			}
 		}
-	}()
+	})
 	err := act()
 	stop()
-	<-done
 	return err
 }
 
@@ -501,35 +600,43 @@ func (a *Agent) awaitPoolersPaused(ctx context.Context) {
 			a.log.Warn("switchover: poolers not paused in time; going on", "members", fmt.Sprint(waiting))
 			return
 		}
-		select {
-		case <-ctx.Done():
-		case <-a.d.Clock.After(20 * time.Millisecond):
+		if a.d.Clock.Sleep(ctx, 20*time.Millisecond) != nil {
+			return
 		}
 	}
 }
 
-// poolerFence stops the pooler sending writes to this node.
+// poolerBound bounds telling PgBouncer to stop sending writes here: it is
+// told after PostgreSQL is stopped, and must not hold the loop.
+const poolerBound = 2 * time.Second
+
+// poolerFence stops the pooler sending writes to this node and drops its
+// connections to it (session-pooled clients included); new clients wait
+// for the next leader.
 func (a *Agent) poolerFence(ctx context.Context) {
 	if a.d.Pooler == nil || a.poolerLeader != a.s.ConnectAddress {
 		return
 	}
-	if err := a.d.Pooler.SetLeader(ctx, ""); err != nil {
+	pctx, cancel := context.WithTimeout(ctx, poolerBound)
+	defer cancel()
+	if err := a.d.Pooler.Fence(pctx); err != nil {
 		a.log.Warn("cannot fence pooler", "error", err)
-		return
 	}
-	a.poolerLeader = ""
+	a.poolerLeader = "-" // repoint on the next leader seen, whatever happened
+	a.poolerPaused, a.pausedAt = true, a.d.Clock.Now()
 }
 
 // switchover hands leadership to target without losing a committed
 // transaction: checkpoint, clean shutdown, wait until target has received
 // everything up to the shutdown checkpoint, then release the key (the
 // failover request naming target keeps the other replicas out of the race).
-func (a *Agent) switchover(ctx context.Context, o Observation, target string) error {
+// switchover reports whether this member still holds the key.
+func (a *Agent) switchover(ctx context.Context, o Observation, target string) (bool, error) {
 	f := *o.Cluster.Failover
 	if f.Candidate != target {
 		f.Candidate = target
 		if err := a.d.DCS.SetFailover(ctx, f, f.Revision); err != nil {
-			return fmt.Errorf("switchover: record candidate: %w", err)
+			return true, fmt.Errorf("switchover: record candidate: %w", err)
 		}
 	}
 	// Checkpoint first, while clients still run, so the shutdown is quick.
@@ -544,27 +651,19 @@ func (a *Agent) switchover(ctx context.Context, o Observation, target string) er
 	}
 	a.awaitPoolersPaused(ctx)
 	a.log.Info("switchover: stopping postgres cleanly", "member", target)
-	if a.d.Watchdog != nil {
-		_ = a.d.Watchdog.Disarm()
-	}
+	// The watchdog stays armed (the keeper renews the lease) until
+	// PostgreSQL is down: a freeze during a long shutdown is fenced too.
 	if err := a.d.Postgres.Stop(ctx, StopFast); err != nil {
 		return a.abortSwitchover(ctx, fmt.Errorf("stop postgres: %w", err))
 	}
+	a.setGuard(false)
 	lsn, err := a.d.Postgres.ShutdownCheckpoint(ctx)
 	if err != nil {
 		return a.abortSwitchover(ctx, fmt.Errorf("read shutdown checkpoint: %w", err))
 	}
 	m := o.Cluster.Member(target)
 	deadline := a.d.Clock.Now().Add(a.switchoverWait())
-	lastRenew := a.d.Clock.Now()
 	for {
-		// Keep the lease (and so the key) alive while waiting.
-		if now := a.d.Clock.Now(); now.Sub(lastRenew) >= a.dynamic.LoopWait.D() {
-			if ttl, err := a.d.DCS.Renew(ctx); err == nil {
-				a.leaseDeadline = now.Add(ttl)
-			}
-			lastRenew = now
-		}
 		ps := a.d.Peers.Fetch(ctx, []dcs.Member{*m})
 		if len(ps) == 1 && ps[0].Reachable && ps[0].WAL >= lsn {
 			break
@@ -572,18 +671,17 @@ func (a *Agent) switchover(ctx context.Context, o Observation, target string) er
 		if a.d.Clock.Now().After(deadline) || ctx.Err() != nil {
 			return a.abortSwitchover(ctx, fmt.Errorf("%s did not receive the shutdown checkpoint %d in time", target, lsn))
 		}
-		select {
-		case <-ctx.Done():
-		case <-a.d.Clock.After(20 * time.Millisecond):
+		if a.d.Clock.Sleep(ctx, 20*time.Millisecond) != nil {
+			return a.abortSwitchover(ctx, ctx.Err())
 		}
 	}
 	if err := a.d.DCS.ReleaseLeader(ctx); err != nil {
 		return a.abortSwitchover(ctx, fmt.Errorf("release leader key: %w", err))
 	}
-	a.poolerFenceForced(ctx)
+	a.poolerLeader = "-" // force a repoint on the next leader seen
 	a.log.Info("switchover: leader key released", "member", target, "lsn", lsn)
 	a.fire("switchover", true, "to "+target)
-	return nil
+	return false, nil
 }
 
 func (a *Agent) switchoverWait() time.Duration {
@@ -594,11 +692,14 @@ func (a *Agent) switchoverWait() time.Duration {
 }
 
 // abortSwitchover restarts this node as primary (it still holds the key) so
-// the cluster is left with a working primary, and drops the request.
-func (a *Agent) abortSwitchover(ctx context.Context, cause error) error {
+// the cluster is left with a working primary, and drops the request. It
+// reports whether the key is still held.
+func (a *Agent) abortSwitchover(ctx context.Context, cause error) (bool, error) {
 	var err error
-	if uerr := a.d.DCS.UpdateLeader(ctx); uerr == nil {
+	uerr := a.d.DCS.UpdateLeader(ctx)
+	if uerr == nil {
 		a.log.Error("switchover failed: staying primary", "error", cause)
+		a.setGuard(true)
 		err = a.d.Postgres.Start(ctx, nil)
 	} else {
 		// The key is gone: starting as primary could make two writers.
@@ -613,12 +714,5 @@ func (a *Agent) abortSwitchover(ctx context.Context, cause error) error {
 		a.poolerPaused = false
 	}
 	a.fire("switchover", false, cause.Error())
-	return errors.Join(fmt.Errorf("switchover: %w", cause), err)
-}
-
-func (a *Agent) poolerFenceForced(ctx context.Context) {
-	if a.d.Pooler == nil {
-		return
-	}
-	a.poolerLeader = "-" // force a repoint on the next leader seen
+	return uerr == nil, errors.Join(fmt.Errorf("switchover: %w", cause), err)
 }

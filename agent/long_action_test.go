@@ -44,6 +44,8 @@ func (p *recordingPooler) Resume(ctx context.Context) error {
 	return nil
 }
 
+func (p *recordingPooler) Fence(ctx context.Context) error { return p.SetLeader(ctx, "") }
+
 func (p *recordingPooler) State() string { return "" }
 
 // TestPoolerSteeredDuringLongAction: the old leader of a switchover rewinds
@@ -103,6 +105,7 @@ type rewindPG struct {
 }
 
 func (p *rewindPG) Stop(ctx context.Context, mode StopMode) error { return nil }
+func (p *rewindPG) Fence(ctx context.Context) error               { return nil }
 func (p *rewindPG) Start(ctx context.Context, up *Upstream) error { return nil }
 func (p *rewindPG) Rewind(ctx context.Context, up Upstream) error { return p.rewind() }
 func (p *rewindPG) State(ctx context.Context) (PGState, error)    { return PGState{}, nil }

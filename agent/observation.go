@@ -12,10 +12,19 @@ import (
 type PGState struct {
 	// DataEmpty: the data directory does not exist or holds no cluster.
 	DataEmpty bool
-	// Running: the server accepts connections.
+	// Running: a postmaster of this data directory is alive, whether or
+	// not it answers. A server that does not answer the agent (all
+	// connection slots taken, a pg_hba change, a hung query) still runs,
+	// and may still accept writes from the sessions it has.
 	Running bool
-	// State is "running", "starting", "stopped" or "crashed".
-	State      string
+	// Answering: the status query succeeded, so InRecovery and the
+	// positions below are current.
+	Answering bool
+	// State is "running" (answering), "starting", "stopping",
+	// "unresponsive" (running, not answering), "stopped" or "crashed".
+	State string
+	// InRecovery: the server is a standby. When it does not answer, only
+	// what its files say (standby.signal, the postmaster's status).
 	InRecovery bool
 	Timeline   uint32
 	// WAL is the current LSN on a primary, the received (or else replayed)
@@ -33,10 +42,26 @@ type PGState struct {
 	WasPrimary       bool
 	ServerVersion    int
 	ReplicationConns int
+	// PostmasterPID is the running postmaster (0 when none).
+	PostmasterPID int
+	// PostmasterStart is when it started.
+	PostmasterStart time.Time
 }
 
-// Writable says whether this server accepts writes.
-func (s PGState) Writable() bool { return s.Running && !s.InRecovery }
+// Writable says whether this server is known to accept writes: it runs,
+// answers, and is not in recovery.
+func (s PGState) Writable() bool { return s.Running && s.Answering && !s.InRecovery }
+
+// MayWrite says whether this server could accept writes: it runs and is
+// not known to be a standby. A primary that does not answer may write.
+// Fencing and the watchdog go by this, never by Writable.
+func (s PGState) MayWrite() bool { return s.Running && !s.InRecovery }
+
+// Standby: a running standby that answers (its positions are current).
+func (s PGState) Standby() bool { return s.Running && s.Answering && s.InRecovery }
+
+// Mute: running but not answering (starting, stopping, or unresponsive).
+func (s PGState) Mute() bool { return s.Running && !s.Answering }
 
 // Peer is another member's state as its own REST API reported it during a
 // leader race.
@@ -80,8 +105,6 @@ type Observation struct {
 	// last known one when the DCS is unreachable).
 	Dynamic config.Dynamic
 	PG      PGState
-	// PGError is set when the PostgreSQL state could not be read.
-	PGError string
 	// LeaseDeadline is when this member's lease could expire at the
 	// earliest: the send time of the last successful renewal plus the TTL.
 	// Zero when there is no lease.
@@ -99,14 +122,19 @@ type Observation struct {
 	// while on an older timeline than the leader's (zero: it is not). A
 	// replica that stays so has diverged and cannot follow without rewind.
 	StuckSince time.Time
-	// Refused is a standing refusal to act (a data directory from another
-	// cluster); Decide repeats it.
-	Refused string
-	// SwitchoverPrepared: this leader has already stopped PostgreSQL
-	// cleanly for the pending switchover, and ShutdownLSN is the shutdown
-	// checkpoint.
-	SwitchoverPrepared bool
-	ShutdownLSN        uint64
+	// Unguarded says why the watchdog cannot fence this node now ("" when
+	// it can, or when none is configured): such a node must not become a
+	// primary.
+	Unguarded string
+	// WatchdogRequired: watchdog.mode is "required"; a leader left
+	// unguarded hands over rather than running on.
+	WatchdogRequired bool
+	// LastLeaderRuns names the last leader (and where) when, with no
+	// leader key, its PostgreSQL still answers as a primary (or answers at
+	// all, without saying its role): no one may be promoted then.
+	LastLeaderRuns string
+	// RestartRequested: an operator asked for a restart of PostgreSQL.
+	RestartRequested bool
 	// Now is the time of the observation.
 	Now time.Time
 }
@@ -162,6 +190,12 @@ const (
 	ActClearFailover
 	// ActRefuse does nothing and says why: acting would be unsafe.
 	ActRefuse
+	// ActRestart restarts PostgreSQL in its current role (an operator's
+	// request).
+	ActRestart
+	// ActRefuseRestart answers an operator's restart request that cannot be
+	// honoured now, with the reason.
+	ActRefuseRestart
 )
 
 var actionNames = [...]string{
@@ -170,6 +204,7 @@ var actionNames = [...]string{
 	ActHeartbeat: "heartbeat", ActAcquire: "acquire", ActStartPrimary: "start_primary",
 	ActRelease: "release", ActDemote: "demote", ActFence: "fence",
 	ActSwitchover: "switchover", ActClearFailover: "clear_failover", ActRefuse: "refuse",
+	ActRestart: "restart", ActRefuseRestart: "refuse_restart",
 }
 
 func (a Action) String() string {

@@ -9,53 +9,49 @@ import (
 )
 
 // publish writes this member's record (when it changed, or once per
-// loop_wait) and swaps in a new status snapshot for the REST API.
-// It returns PostgreSQL's state after the action.
-func (a *Agent) publish(ctx context.Context, o Observation, d Decision, start time.Time) PGState {
-	pg := o.PG
-	if d.Action != ActWait && d.Action != ActHeartbeat && d.Action != ActRefuse {
-		// The action changed PostgreSQL: report what it is now.
-		if st, err := a.d.Postgres.State(ctx); err == nil {
-			pg = st
-		}
-	}
-	isLeader := o.Cluster != nil && o.Cluster.Leader != nil && o.Cluster.Leader.Name == a.s.Name
-	switch d.Action {
-	case ActAcquire:
-		isLeader = true
-	case ActRelease, ActSwitchover, ActFence, ActDemote:
-		isLeader = false
-	}
+// loop_wait) and swaps in a new status snapshot for the REST API. Its facts
+// come from the outcome of the action, never from the action attempted: a
+// lost leader race publishes no leadership.
+func (a *Agent) publish(ctx context.Context, o Observation, d Decision, out Outcome, start time.Time) {
+	pg := out.PG
 	m := a.memberRecord(pg)
 	now := a.d.Clock.Now()
+	renewals, failures := a.leaseCounters()
+	_, unguarded := a.leaseView()
 	var leaderLSN uint64
 	st := &Status{
 		Name: a.s.Name, Scope: a.s.Scope, Role: m.Role, State: m.State,
-		IsLeader: isLeader, Running: pg.Running, InRecovery: pg.InRecovery,
+		IsLeader: out.KeyHeld, Running: pg.Running, Answering: pg.Answering, InRecovery: pg.InRecovery,
 		Streaming: pg.Streaming, Upstream: pg.Upstream, Timeline: pg.Timeline,
 		WALPosition: pg.WAL, ReceivedLSN: pg.WAL, ReplayedLSN: pg.Replayed,
 		SyncMode: a.dynamic.SynchronousMode, Priority: a.s.Priority,
 		NoFailover: a.s.NoFailover, NoLoadBalance: a.s.Tags["noloadbalance"] == "true",
 		Tags: a.s.Tags, Pause: a.dynamic.Pause, ServerVersion: pg.ServerVersion,
 		SystemID: pg.SystemID, ReplicationConns: pg.ReplicationConns,
+		PostmasterPID: pg.PostmasterPID, PostmasterStart: pg.PostmasterStart,
 		LastLoop: now, LoopDuration: now.Sub(start), TTL: a.dynamic.TTL.D(),
 		LoopWait: a.dynamic.LoopWait.D(), LastDCSContact: a.lastDCS,
 		Action: d.Action.String(), Reason: d.Reason,
-		LeaseRenewals: a.renewals, LeaseFailures: a.renewFails, Failovers: a.failovers,
-		DCSClusterView: o.Cluster,
+		LeaseRenewals: renewals, LeaseFailures: failures, Failovers: a.failovers,
+		DCSClusterView: o.Cluster, Unguarded: unguarded,
 	}
 	if c := o.Cluster; c != nil {
 		leaderLSN = c.Status.LSN
-		st.ClusterUnlocked = c.Leader == nil
+		st.ClusterUnlocked = c.Leader == nil && !out.KeyHeld
 		if c.Leader != nil {
 			st.Leader = c.Leader.Name
+		}
+		if out.KeyHeld {
+			st.Leader = a.s.Name
+		} else if st.Leader == a.s.Name {
+			st.Leader = ""
 		}
 		st.Synchronous = c.Sync != nil && slices.Contains(c.Sync.SyncStandby, a.s.Name)
 	} else {
 		prev := a.Status()
 		leaderLSN, st.Leader = prev.LeaderLSN, prev.Leader
 	}
-	if isLeader {
+	if out.KeyHeld && pg.Answering {
 		leaderLSN = pg.WAL
 	}
 	st.LeaderLSN = leaderLSN
@@ -65,11 +61,10 @@ func (a *Agent) publish(ctx context.Context, o Observation, d Decision, start ti
 	// The snapshot first: whoever sees the member record change (an
 	// operator's switchover waiting for "primary") must then find the
 	// health checks already saying so.
-	a.status.Store(st)
+	a.storeStatus(st)
 	if o.Cluster != nil && (!sameMember(m, a.lastMember) || now.Sub(a.lastTouch) >= a.dynamic.LoopWait.D()) {
 		a.touchMember(ctx, m, now)
 	}
-	return pg
 }
 
 func role(pg PGState) string {
@@ -109,9 +104,6 @@ func (a *Agent) memberRecord(pg PGState) dcs.Member {
 		Version:      a.s.Version,
 		Pooler:       a.d.Pooler != nil,
 		PoolerPaused: a.poolerPaused,
-	}
-	if pg.Running {
-		m.State = "running"
 	}
 	return m
 }

@@ -20,8 +20,14 @@ type Status struct {
 	State string
 	// IsLeader: this node holds the leader key.
 	IsLeader bool
-	// Running: PostgreSQL accepts connections.
+	// Running: a postmaster of this data directory is alive.
 	Running bool
+	// Answering: it answered the agent's status query, so the role and
+	// positions are current. A primary that runs but does not answer is
+	// not vouched for by health checks.
+	Answering bool
+	// PostmasterPID is the running postmaster (0: none).
+	PostmasterPID int
 	// InRecovery: PostgreSQL is a standby.
 	InRecovery bool
 	// Streaming: the WAL receiver is streaming from Upstream.
@@ -62,6 +68,9 @@ type Status struct {
 	Reason string
 	// Pooler is the PgBouncer state ("", "ok", "error: ...").
 	Pooler string
+	// Unguarded says why the watchdog cannot fence this node ("" when it
+	// can or none is configured).
+	Unguarded string
 	// Counters since the agent started.
 	LeaseRenewals  uint64
 	LeaseFailures  uint64

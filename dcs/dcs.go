@@ -87,10 +87,14 @@ type HistoryEntry struct {
 	NewLeader string    `json:"new_leader"`
 }
 
-// Status is the leader's last reported WAL position.
+// Status is the leader's last reported WAL position, and who reported it
+// where: after the leader key is gone, candidates check directly that this
+// server no longer runs as a primary.
 type Status struct {
-	LSN  uint64    `json:"lsn"`
-	Time time.Time `json:"time,omitzero"`
+	LSN     uint64    `json:"lsn"`
+	Time    time.Time `json:"time,omitzero"`
+	Leader  string    `json:"leader,omitempty"`
+	ConnURL string    `json:"conn_url,omitempty"`
 }
 
 // BackupLock is the base backup running in the cluster: one at a time,
@@ -181,9 +185,12 @@ type Store interface {
 	TouchMember(ctx context.Context, m Member) error
 	// DeleteMember removes this member's record.
 	DeleteMember(ctx context.Context) error
-	// Initialize writes the initialize key if absent; it reports whether this
-	// call created it.
-	Initialize(ctx context.Context, sysid string) (bool, error)
+	// Initialize writes the initialize key if absent; it returns the key's
+	// revision when this call created it, 0 when another holds it. With sysid "" it is a bootstrap claim, bound to this
+	// member's lease until SetInitialize records the system identifier: a
+	// winner that dies while creating the cluster does not leave the race
+	// closed for ever.
+	Initialize(ctx context.Context, sysid string) (int64, error)
 	// SetInitialize overwrites the initialize key only at prevRevision (used
 	// by the bootstrap winner to record the real system identifier).
 	SetInitialize(ctx context.Context, sysid string, prevRevision int64) error

@@ -323,18 +323,29 @@ func (e *Etcd) DeleteMember(ctx context.Context) error {
 }
 
 // Initialize implements Store.
-func (e *Etcd) Initialize(ctx context.Context, sysid string) (bool, error) {
+func (e *Etcd) Initialize(ctx context.Context, sysid string) (int64, error) {
+	var opts []clientv3.OpOption
+	if sysid == "" {
+		lease, err := e.needLease("initialize")
+		if err != nil {
+			return 0, err
+		}
+		opts = append(opts, clientv3.WithLease(lease))
+	}
 	ctx, cancel := e.call(ctx)
 	defer cancel()
 	k := e.key(keyInitialize)
 	r, err := e.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
-		Then(clientv3.OpPut(k, sysid)).
+		Then(clientv3.OpPut(k, sysid, opts...)).
 		Commit()
 	if err != nil {
-		return false, e.mapErr("initialize", err)
+		return 0, e.mapErr("initialize", err)
 	}
-	return r.Succeeded, nil
+	if !r.Succeeded {
+		return 0, nil
+	}
+	return r.Header.Revision, nil
 }
 
 // cas writes (value non-nil) or deletes key if its ModRevision is prev;

@@ -328,17 +328,24 @@ func (m *Memory) DeleteMember(ctx context.Context) error {
 }
 
 // Initialize implements Store.
-func (m *Memory) Initialize(ctx context.Context, sysid string) (bool, error) {
+func (m *Memory) Initialize(ctx context.Context, sysid string) (int64, error) {
 	unlock, err := m.begin("initialize")
 	if err != nil {
-		return false, err
+		return 0, err
 	}
 	defer unlock()
-	if _, ok := m.mc.keys[keyInitialize]; ok {
-		return false, nil
+	var lease int64
+	if sysid == "" {
+		lease = m.ourLease()
+		if lease == 0 || m.mc.leases[lease] == nil {
+			return 0, fmt.Errorf("initialize: %w", ErrLeaseExpired)
+		}
 	}
-	m.mc.putLocked(keyInitialize, []byte(sysid), 0)
-	return true, nil
+	if _, ok := m.mc.keys[keyInitialize]; ok {
+		return 0, nil
+	}
+	m.mc.putLocked(keyInitialize, []byte(sysid), lease)
+	return m.mc.rev, nil
 }
 
 // cas writes (or deletes, with value nil) key if its ModRevision is prev

@@ -126,6 +126,41 @@ func runSuite(t *testing.T, b backend) {
 		}
 	})
 
+	t.Run("a bootstrap claim goes with its holder's lease; a recorded system id stays", func(t *testing.T) {
+		a, c := b.client(t, "a", ttl), b.client(t, "b", ttl)
+		if _, err := a.Initialize(ctx, ""); !errors.Is(err, ErrLeaseExpired) {
+			t.Fatalf("claim without a lease = %v; want ErrLeaseExpired", err)
+		}
+		renew(t, a)
+		if rev, err := a.Initialize(ctx, ""); err != nil || rev == 0 {
+			t.Fatalf("claim = %v, %v", rev, err)
+		}
+		// The winner dies while creating the cluster: the race reopens.
+		b.expire(t, ttl, func() bool {
+			cl, err := c.Cluster(ctx)
+			return err == nil && cl.InitializeRevision == 0
+		})
+		renew(t, c)
+		rev, err := c.Initialize(ctx, "")
+		if err != nil || rev == 0 {
+			t.Fatalf("second claim after the first holder's lease expired = %v, %v", rev, err)
+		}
+		if cl, _ := c.Cluster(ctx); cl.InitializeRevision != rev {
+			t.Fatalf("claim revision %d, key at %d", rev, cl.InitializeRevision)
+		}
+		if err := c.SetInitialize(ctx, "4242", rev); err != nil {
+			t.Fatal(err)
+		}
+		// Its writer's lease revoked: the recorded cluster stays.
+		if err := c.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		cl, err := a.Cluster(ctx)
+		if err != nil || cl.Initialize != "4242" {
+			t.Fatalf("recorded system id after its writer's lease: %q, %v", cl.Initialize, err)
+		}
+	})
+
 	t.Run("restarted holder rebinds the key to its new lease", func(t *testing.T) {
 		old, c := b.client(t, "a", ttl), b.client(t, "b", ttl)
 		renew(t, old)
@@ -147,11 +182,11 @@ func runSuite(t *testing.T, b backend) {
 
 	t.Run("initialize race and compare-and-swap keys", func(t *testing.T) {
 		a, c := b.client(t, "a", ttl), b.client(t, "b", ttl)
-		if ok, err := a.Initialize(ctx, "123"); err != nil || !ok {
-			t.Fatalf("a initialize = %v, %v", ok, err)
+		if rev, err := a.Initialize(ctx, "123"); err != nil || rev == 0 {
+			t.Fatalf("a initialize = %v, %v", rev, err)
 		}
-		if ok, err := c.Initialize(ctx, "456"); err != nil || ok {
-			t.Fatalf("b initialize = %v, %v; want lost", ok, err)
+		if rev, err := c.Initialize(ctx, "456"); err != nil || rev != 0 {
+			t.Fatalf("b initialize = %v, %v; want lost", rev, err)
 		}
 		cl, _ := c.Cluster(ctx)
 		if cl.Initialize != "123" {

@@ -359,6 +359,23 @@ func (p *PgBouncer) pauseOne(ctx context.Context, name string) error {
 	return errors.Join(fmt.Errorf("pgbouncer PAUSE %s timed out after %s: connections killed", name, p.cfg.PauseTimeout.D()), kerr, rerr)
 }
 
+// Fence points the "primary" databases nowhere and drops every client and
+// server connection they have (KILL), so no client, session-pooled or not,
+// keeps talking to the old primary; new clients wait until Resume.
+func (p *PgBouncer) Fence(ctx context.Context) error {
+	err := p.setLeader(ctx, "")
+	p.mu.Lock()
+	p.paused = true
+	p.mu.Unlock()
+	for _, name := range p.names("primary") {
+		if _, kerr := p.admin(ctx, "KILL "+name); kerr != nil && !alreadyDone(kerr) {
+			err = errors.Join(err, fmt.Errorf("pgbouncer KILL %s: %w", name, kerr))
+		}
+	}
+	p.setState(err)
+	return err
+}
+
 // Resume resumes the "primary" databases.
 func (p *PgBouncer) Resume(ctx context.Context) error {
 	err := p.resume(ctx, p.names("primary"))

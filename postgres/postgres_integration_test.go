@@ -148,7 +148,8 @@ func TestReplicationLifecycle(t *testing.T) {
 	// a diverges (written as a primary after b's promotion), then is rewound.
 	must(t, a.Start(ctxT(t, 60*time.Second), nil))
 	must(t, a.Exec(ctxT(t, 5*time.Second), "INSERT INTO t VALUES (99)"))
-	pid, _, _, _ := a.postmaster()
+	pf, _ := a.postmaster()
+	pid := pf.PID
 	must(t, syscall.Kill(pid, syscall.SIGKILL)) // crashed, not cleanly stopped
 	harness.WaitFor(t, 10*time.Second, "a seen crashed", func() (bool, error) {
 		s := status(t, a)
@@ -176,11 +177,11 @@ func TestCrashedStartAndWipe(t *testing.T) {
 	a := newNode(t, "solo")
 	must(t, a.Bootstrap(ctxT(t, 60*time.Second)))
 	for range 2 {
-		pid, alive, _, _ := a.postmaster()
+		pf, alive := a.postmaster()
 		if !alive {
 			t.Fatal("postmaster not alive")
 		}
-		must(t, syscall.Kill(pid, syscall.SIGKILL))
+		must(t, syscall.Kill(pf.PID, syscall.SIGKILL))
 		harness.WaitFor(t, 10*time.Second, "crash seen", func() (bool, error) {
 			s := status(t, a)
 			return s.State == "crashed", fmt.Errorf("state %s", s.State)

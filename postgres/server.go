@@ -13,11 +13,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/pgwarden/pgwarden/postgres/pgproc"
 )
 
 // Config says where the local PostgreSQL lives and how to reach it.
@@ -50,10 +51,18 @@ type Upstream struct {
 // State is the local server at one moment.
 type State struct {
 	DataEmpty bool
-	// Running: the server accepts connections and answered.
+	// Running: a postmaster of this data directory is alive (its pid file
+	// names a living, non-zombie process working in the directory),
+	// whether or not it answers.
 	Running bool
-	// State: "running", "starting", "stopping", "stopped" or "crashed".
-	State      string
+	// Answering: the status query succeeded; the fields below it are
+	// current only then.
+	Answering bool
+	// State: "running" (answering), "starting", "stopping",
+	// "unresponsive" (running, not answering), "stopped" or "crashed".
+	State string
+	// InRecovery: a standby. When the server does not answer, what its
+	// files say: standby.signal, or the postmaster's "standby" status.
 	InRecovery bool
 	Timeline   uint32
 	// WAL is pg_current_wal_lsn() on a primary, max(received, replayed) on
@@ -68,6 +77,7 @@ type State struct {
 	WasPrimary       bool
 	ServerVersion    int
 	ReplicationConns int
+	PostmasterPID    int
 	PostmasterStart  time.Time
 }
 
@@ -212,39 +222,12 @@ func (s *Server) dataEmpty() bool {
 	return err != nil
 }
 
-// postmaster reads postmaster.pid: the PID when that process is alive (a
-// zombie counts as dead), its status line and start time.
-func (s *Server) postmaster() (pid int, alive bool, status string, start time.Time) {
-	b, err := os.ReadFile(filepath.Join(s.cfg.DataDir, "postmaster.pid"))
-	if err != nil {
-		return 0, false, "", time.Time{}
-	}
-	lines := strings.Split(string(b), "\n")
-	pid, _ = strconv.Atoi(strings.TrimSpace(lines[0]))
-	if len(lines) > 2 {
-		if sec, err := strconv.ParseInt(strings.TrimSpace(lines[2]), 10, 64); err == nil {
-			start = time.Unix(sec, 0)
-		}
-	}
-	if len(lines) > 7 {
-		status = strings.TrimSpace(lines[7])
-	}
-	return pid, pid > 0 && processAlive(pid), status, start
-}
-
-func processAlive(pid int) bool {
-	if syscall.Kill(pid, 0) != nil {
-		return false
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	s := string(b)
-	if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) {
-		return s[i+2] != 'Z'
-	}
-	return true
+// postmaster is the postmaster.pid of a living postmaster of this data
+// directory (alive false when there is none: no pid file, a dead or
+// zombie process, or a PID reused by a process working elsewhere).
+func (s *Server) postmaster() (pgproc.PIDFile, bool) {
+	pf, alive, _ := pgproc.Postmaster(s.cfg.DataDir)
+	return pf, alive
 }
 
 func (s *Server) controlData(ctx context.Context) (controlData, error) {
@@ -274,7 +257,7 @@ func (s *Server) Status(ctx context.Context) (State, error) {
 	if st.DataEmpty {
 		return st, nil
 	}
-	pid, alive, pmStatus, start := s.postmaster()
+	pf, alive := s.postmaster()
 	if !alive {
 		s.dropConn()
 		cd, err := s.controlData(ctx)
@@ -291,7 +274,7 @@ func (s *Server) Status(ctx context.Context) (State, error) {
 		case "in archive recovery", "in crash recovery":
 			st.State = "crashed"
 		}
-		if pid > 0 {
+		if pf.PID > 0 {
 			st.State = "crashed"
 		}
 		if tli, err := strconv.ParseUint(cd["Latest checkpoint's TimeLineID"], 10, 32); err == nil {
@@ -299,7 +282,7 @@ func (s *Server) Status(ctx context.Context) (State, error) {
 		}
 		return st, nil
 	}
-	st.PostmasterStart = start
+	st.Running, st.PostmasterPID, st.PostmasterStart = true, pf.PID, pf.Start
 	qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	var cur, recv, repl, wrStatus, conninfo string
@@ -309,15 +292,21 @@ func (s *Server) Status(ctx context.Context) (State, error) {
 			&st.SystemID, &st.ServerVersion, &st.ReplicationConns, &conninfo)
 	})
 	if err != nil {
-		st.State = "starting"
-		if pmStatus == "stopping" {
-			st.State = "stopping"
+		// It runs: whether it is a primary that still accepts writes from
+		// its sessions cannot be told from here, only whether it was
+		// started as a standby.
+		switch pf.Status {
+		case "starting", "stopping":
+			st.State = pf.Status
+		default:
+			st.State = "unresponsive"
 		}
+		st.InRecovery = s.standbySignal() || pf.Status == "standby"
 		st.Upstream = s.configuredUpstream()
-		s.log.Debug("postgres not answering", "status", pmStatus, "error", err)
+		s.log.Debug("postgres not answering", "status", pf.Status, "error", err)
 		return st, nil
 	}
-	st.Running, st.State = true, "running"
+	st.Answering, st.State = true, "running"
 	st.Timeline = uint32(tli)
 	st.Streaming = wrStatus == "streaming"
 	st.Upstream = upstreamFromConninfo(conninfo)
@@ -406,7 +395,7 @@ func sqlQuote(v string) string { return "'" + strings.ReplaceAll(v, "'", "''") +
 // until it accepts connections. A stale lock file whose PID is still a
 // zombie makes pg_ctl fail: that is retried until ctx ends.
 func (s *Server) Start(ctx context.Context, up *Upstream) error {
-	if _, alive, _, _ := s.postmaster(); alive {
+	if _, alive := s.postmaster(); alive {
 		return errors.New("start postgres: already running")
 	}
 	if err := s.writeConfig(up); err != nil {
@@ -458,19 +447,48 @@ func (s *Server) logTail() string {
 	return lastLines(string(b), 3)
 }
 
-// Stop stops the server ("smart", "fast" or "immediate"); stopping a
-// stopped server is not an error.
+// Stop stops the server ("smart" or "fast"; "immediate" is Fence);
+// stopping a stopped server is not an error.
 func (s *Server) Stop(ctx context.Context, mode string) error {
+	if mode == "immediate" {
+		return s.Fence(ctx)
+	}
 	s.dropConn()
-	if _, alive, _, _ := s.postmaster(); !alive {
+	if _, alive := s.postmaster(); !alive {
 		return nil
 	}
 	_, err := s.run(ctx, nil, "pg_ctl", "stop", "-D", s.cfg.DataDir, "-m", mode, "-w", "-t", secondsLeft(ctx, 60*time.Second), "-s")
 	if err != nil {
-		if _, alive, _, _ := s.postmaster(); !alive {
+		if _, alive := s.postmaster(); !alive {
 			return nil
 		}
 		return fmt.Errorf("stop postgres (%s): %w", mode, err)
+	}
+	return nil
+}
+
+// fenceBound bounds a fence when the caller set no deadline.
+const fenceBound = 10 * time.Second
+
+// Fence leaves no process of the data directory able to commit: the
+// postmaster and every process working in the directory are killed
+// (backends call setsid() and outlive a killed postmaster; an
+// archive_command's children were never its children), and it returns
+// once none is alive, zombies aside, or with an error naming the
+// survivors.
+func (s *Server) Fence(ctx context.Context) error {
+	s.dropConn()
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, fenceBound)
+		defer cancel()
+	}
+	rep, err := pgproc.Fence(ctx, s.cfg.DataDir)
+	if err != nil {
+		return fmt.Errorf("fence postgres: %w", err)
+	}
+	if len(rep.Killed) > 0 {
+		s.log.Warn("postgres fenced", "postmaster", rep.Postmaster, "killed", len(rep.Killed), "took", rep.Took.Round(time.Microsecond))
 	}
 	return nil
 }
@@ -507,7 +525,7 @@ func (s *Server) Promote(ctx context.Context) error {
 
 func (s *Server) waitWritable(ctx context.Context) error {
 	for {
-		if _, alive, _, _ := s.postmaster(); !alive {
+		if _, alive := s.postmaster(); !alive {
 			return errors.New("wait for promotion: postgres is not running")
 		}
 		var rec bool
@@ -589,7 +607,7 @@ func (s *Server) Clone(ctx context.Context, up Upstream) error {
 // that was not shut down cleanly is first taken through crash recovery in
 // single-user mode (pg_rewind needs a clean shutdown).
 func (s *Server) Rewind(ctx context.Context, up Upstream) error {
-	if _, alive, _, _ := s.postmaster(); alive {
+	if _, alive := s.postmaster(); alive {
 		return errors.New("rewind: postgres is running")
 	}
 	cd, err := s.controlData(ctx)
@@ -676,7 +694,7 @@ func (s *Server) singleUserRecovery(ctx context.Context) error {
 
 // Wipe removes the data directory (the server must be stopped).
 func (s *Server) Wipe(ctx context.Context) error {
-	if _, alive, _, _ := s.postmaster(); alive {
+	if _, alive := s.postmaster(); alive {
 		return errors.New("wipe: postgres is running")
 	}
 	if err := os.RemoveAll(s.cfg.DataDir); err != nil {
@@ -779,7 +797,7 @@ func (s *Server) SetSyncStandbys(ctx context.Context, names []string) error {
 	if err := s.writeSyncConf(want); err != nil {
 		return fmt.Errorf("set synchronous standbys: %w", err)
 	}
-	if _, alive, _, _ := s.postmaster(); !alive {
+	if _, alive := s.postmaster(); !alive {
 		return nil
 	}
 	if err := s.Reload(ctx); err != nil {

@@ -16,14 +16,16 @@ import (
 // reason it is not (an error for a malformed query).
 type check func(st *agent.Status, q url.Values) (ok bool, err error)
 
+// checkPrimary: the leader, running as primary and answering. A primary
+// that runs but does not answer the agent is not vouched for.
 func checkPrimary(st *agent.Status, q url.Values) (bool, error) {
-	return st.IsLeader && st.Running && !st.InRecovery, nil
+	return st.IsLeader && st.Running && st.Answering && !st.InRecovery, nil
 }
 
 // streamingReplica: a running standby whose WAL receiver streams, within
 // ?lag= when given.
 func streamingReplica(st *agent.Status, q url.Values) (bool, error) {
-	if !st.Running || !st.InRecovery || !st.Streaming {
+	if !st.Running || !st.Answering || !st.InRecovery || !st.Streaming {
 		return false, nil
 	}
 	if v := q.Get("lag"); v != "" {
@@ -226,7 +228,7 @@ func (s *Server) nodeStatus(st *agent.Status) nodeStatus {
 	if !st.LastLoop.IsZero() {
 		ns.LastLoop = st.LastLoop.Format(time.RFC3339Nano)
 	}
-	if st.Running {
+	if st.Running && st.Answering {
 		if st.InRecovery {
 			rcv, rep, paused := st.ReceivedLSN, st.ReplayedLSN, false
 			ns.XLog = xlog{ReceivedLocation: &rcv, ReplayedLocation: &rep, Paused: &paused}

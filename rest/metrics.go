@@ -77,8 +77,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, l...)
 	}
 	g(c.leader, b2f(st.IsLeader))
-	g(c.primary, b2f(st.Running && !st.InRecovery))
-	g(c.replica, b2f(st.Running && st.InRecovery))
+	g(c.primary, b2f(st.Running && st.Answering && !st.InRecovery))
+	g(c.replica, b2f(st.Running && st.Answering && st.InRecovery))
 	g(c.running, b2f(st.Running))
 	g(c.streaming, b2f(st.Streaming))
 	g(c.pause, b2f(st.Pause))

@@ -67,7 +67,10 @@ func (pc *PeerClient) Fetch(ctx context.Context, ms []dcs.Member) []agent.Peer {
 			p.Reachable = true
 			running := st.State == "running"
 			p.Running = running
-			p.Primary = running && (st.Role == "primary" || st.Role == "master")
+			// A primary that runs but does not answer its agent (state
+			// "unresponsive", "starting" or "stopping") may still accept
+			// writes: it holds the race back like a running one.
+			p.Primary = (st.Role == "primary" || st.Role == "master") && mayRun(st.State)
 			if running {
 				p.WAL = max(st.XLog.Location, st.XLog.ReceivedLocation, st.XLog.ReplayedLocation)
 			}
@@ -100,4 +103,13 @@ func (pc *PeerClient) get(ctx context.Context, url string) (peerStatus, bool) {
 		return st, false
 	}
 	return st, true
+}
+
+// mayRun: a peer's reported PostgreSQL state in which its server may run.
+func mayRun(state string) bool {
+	switch state {
+	case "running", "unresponsive", "starting", "stopping":
+		return true
+	}
+	return false
 }

@@ -1,17 +1,26 @@
 // Package watchdog is the companion process that enforces the leader's
-// deadline outside the agent: the agent arms it with "stop PostgreSQL unless
-// armed again within d" after every renewal of its lease, and disarms it
-// when PostgreSQL is not writable. If the agent freezes (SIGSTOP, a stuck
-// call) or dies, the watchdog is not fed and kills PostgreSQL's process group
-// when the deadline passes, so a primary never accepts writes after its lease
-// could have expired.
+// deadline outside the agent. After every renewal of its lease the agent
+// arms it with the instant the lease could expire (minus the safety
+// margin); when PostgreSQL is certainly not writable it disarms it. If the
+// deadline passes unfed (the agent froze, or a call hung) the watchdog
+// fences: it kills every process of the data directory (pgproc.Fence) and
+// keeps killing any that appears until the agent arms or disarms it again.
+// If the agent dies while the watchdog is armed, it fences at once and
+// exits, so no orphaned watchdog outlives its agent by more than a fence.
 //
-// The watchdog is the same binary (`pgwarden watchdog --data-dir DIR`) run as
-// a child in its own process group, so a signal meant for the agent does not
-// reach it. Its protocol is one line per command on standard input:
-// "arm <milliseconds>", "disarm", "exit". End of input keeps the current
-// deadline: a dead agent's primary is fenced when its deadline passes, and
-// the watchdog exits then (or at once when disarmed).
+// The watchdog is the same binary (`pgwarden watchdog --data-dir DIR`), a
+// child in its own process group so a signal meant for the agent does not
+// reach it. It holds an exclusive lock on DIR.watchdog.lock (beside the
+// data directory, which may be wiped and cloned) for its whole life: a new
+// agent cannot start a second watchdog for the same directory while an
+// old one lives.
+//
+// Protocol, one line each way. Agent to watchdog on standard input:
+// "arm <ns>" (fence when CLOCK_MONOTONIC reaches ns: an absolute instant,
+// so a delay in reading the line cannot extend it), "disarm", "exit"
+// (only after disarm; while armed it counts as the agent's death).
+// Watchdog to agent on standard output: "ready <pid>" once the lock is
+// held, "fenced <n>" after each fence that killed n processes.
 package watchdog
 
 import (
@@ -22,117 +31,39 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"golang.org/x/sys/unix"
+
+	"github.com/pgwarden/pgwarden/postgres/pgproc"
 )
 
-// Client is the agent's end of a running watchdog.
-type Client struct {
-	self, dataDir string
-	log           hclog.Logger
+// LockPath is the lock file of the watchdog guarding dataDir.
+func LockPath(dataDir string) string { return filepath.Clean(dataDir) + ".watchdog.lock" }
 
-	mu    sync.Mutex
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
-	done  chan struct{}
-}
+// exitLocked is the exit status of a watchdog that found another one
+// holding the lock.
+const exitLocked = 3
 
-// Start runs `self watchdog --data-dir dataDir` and returns once it runs.
-func Start(ctx context.Context, self, dataDir string, log hclog.Logger) (*Client, error) {
-	c := &Client{self: self, dataDir: dataDir, log: log}
-	if err := c.spawn(); err != nil {
-		return nil, err
-	}
-	return c, nil
-}
-
-func (c *Client) spawn() error {
-	cmd := exec.Command(c.self, "watchdog", "--data-dir", c.dataDir)
-	// Its own process group: Ctrl-C or a group kill aimed at the agent must
-	// not take the watchdog with it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Stdout = os.Stderr
-	cmd.Stderr = os.Stderr
-	in, err := cmd.StdinPipe()
-	if err != nil {
-		return fmt.Errorf("watchdog stdin: %w", err)
-	}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start watchdog: %w", err)
-	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
-	c.cmd, c.stdin, c.done = cmd, in, done
-	c.log.Info("watchdog started", "pid", cmd.Process.Pid)
-	return nil
-}
-
-// PID is the watchdog's process ID.
-func (c *Client) PID() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.cmd.Process.Pid
-}
-
-func (c *Client) send(line string) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	select {
-	case <-c.done:
-		// It died (killed by someone): start a new one rather than run
-		// unguarded.
-		c.log.Error("watchdog exited: restarting it")
-		if err := c.spawn(); err != nil {
-			return err
-		}
-	default:
-	}
-	if _, err := io.WriteString(c.stdin, line+"\n"); err != nil {
-		return fmt.Errorf("feed watchdog: %w", err)
-	}
-	return nil
-}
-
-// Arm makes the watchdog stop PostgreSQL unless armed again within d.
-func (c *Client) Arm(d time.Duration) error {
-	return c.send("arm " + strconv.FormatInt(max(d.Milliseconds(), 0), 10))
-}
-
-// Disarm cancels the deadline.
-func (c *Client) Disarm() error { return c.send("disarm") }
-
-// Close disarms and stops the watchdog (clean agent shutdown).
-func (c *Client) Close() error {
-	err := c.send("disarm")
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	_, _ = io.WriteString(c.stdin, "exit\n")
-	_ = c.stdin.Close()
-	select {
-	case <-c.done:
-	case <-time.After(3 * time.Second):
-		_ = c.cmd.Process.Kill()
-		err = errors.Join(err, errors.New("watchdog did not exit: killed"))
-	}
-	return err
+// monoNow reads CLOCK_MONOTONIC, the clock both processes share.
+func monoNow() int64 {
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	return ts.Nano()
 }
 
 // Main is `pgwarden watchdog`: it returns the process exit status.
-func Main(ctx context.Context, args []string, stdin io.Reader, stderr io.Writer) int {
+func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("watchdog", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	dataDir := fs.String("data-dir", "", "PostgreSQL data directory whose postmaster is fenced")
+	dataDir := fs.String("data-dir", "", "PostgreSQL data directory whose processes are fenced")
+	member := fs.String("member", "", "member name, for the log")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -141,17 +72,78 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stderr io.Writer)
 		return 2
 	}
 	log := hclog.New(&hclog.LoggerOptions{Name: "watchdog", Output: stderr})
+	if *member != "" {
+		log = log.With("member", *member)
+	}
 	// Signals meant for a terminal's foreground group do not stop it; only
 	// its input and its deadline do.
-	signalIgnore()
-	w := &dog{dataDir: *dataDir, log: log}
+	signal.Ignore(syscall.SIGINT, syscall.SIGHUP, syscall.SIGPIPE, syscall.SIGTERM)
+	unlock, err := lock(*dataDir)
+	if err != nil {
+		fmt.Fprintln(stderr, "watchdog:", err)
+		return exitLocked
+	}
+	defer unlock()
+	w := &dog{dataDir: *dataDir, log: log, out: stdout, fence: pgproc.Fence, now: monoNow}
+	fmt.Fprintf(stdout, "ready %d\n", os.Getpid())
 	return w.run(ctx, stdin)
+}
+
+// lock takes the directory's watchdog lock, or says which process holds it.
+func lock(dataDir string) (func(), error) {
+	p := LockPath(dataDir)
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return nil, fmt.Errorf("lock %s: %w", p, err)
+	}
+	f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock %s: %w", p, err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		b, _ := os.ReadFile(p)
+		f.Close()
+		return nil, fmt.Errorf("another watchdog (pid %s) still guards %s (lock %s)", strings.TrimSpace(string(b)), dataDir, p)
+	}
+	_ = f.Truncate(0)
+	_, _ = f.WriteAt([]byte(strconv.Itoa(os.Getpid())+"\n"), 0)
+	return func() { f.Close() }, nil
+}
+
+// HolderPID is the process holding dataDir's watchdog lock, 0 when none does.
+func HolderPID(dataDir string) int {
+	f, err := os.OpenFile(LockPath(dataDir), os.O_RDONLY, 0)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB); err == nil {
+		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
+		return 0
+	}
+	b, _ := os.ReadFile(LockPath(dataDir))
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	if pid == 0 {
+		pid = -1 // held, by a process that did not write its PID yet
+	}
+	return pid
 }
 
 type dog struct {
 	dataDir string
 	log     hclog.Logger
+	out     io.Writer
+	fence   func(context.Context, string) (pgproc.Report, error)
+	now     func() int64
 }
+
+// refencePoll is how often an expired watchdog looks for a process that
+// appeared in the data directory (a postmaster restarted by a frozen
+// agent's pg_ctl, say).
+const refencePoll = 100 * time.Millisecond
+
+// fenceBound bounds one fence: a process in uninterruptible sleep dies
+// only when its I/O returns.
+const fenceBound = 10 * time.Second
 
 func (w *dog) run(ctx context.Context, stdin io.Reader) int {
 	lines := make(chan string)
@@ -162,79 +154,90 @@ func (w *dog) run(ctx context.Context, stdin io.Reader) int {
 		}
 		close(lines)
 	}()
-	var deadline time.Time // zero: disarmed
-	var timer <-chan time.Time
+	var (
+		armed    bool
+		expired  bool // the deadline passed: fence whatever appears
+		deadline int64
+		timer    *time.Timer
+		timerC   <-chan time.Time
+	)
+	setTimer := func(d time.Duration) {
+		if timer != nil {
+			timer.Stop()
+		}
+		timer = time.NewTimer(max(d, 0))
+		timerC = timer.C
+	}
+	stopTimer := func() {
+		if timer != nil {
+			timer.Stop()
+		}
+		timer, timerC = nil, nil
+	}
 	for {
 		select {
 		case l, ok := <-lines:
-			if !ok {
-				if deadline.IsZero() {
+			cmd, arg, _ := strings.Cut(strings.TrimSpace(l), " ")
+			if !ok || (cmd == "exit" && (armed || expired)) {
+				if !armed && !expired {
 					return 0
 				}
-				w.log.Warn("agent gone while armed: fencing at the deadline", "in", time.Until(deadline).Round(time.Millisecond))
-				lines = nil
-				continue
+				// A dead agent cannot step down cleanly: nothing may keep
+				// accepting writes for it. Fence now, then go.
+				w.log.Warn("agent gone while armed: fencing now")
+				w.doFence(ctx)
+				return 0
 			}
-			cmd, arg, _ := strings.Cut(strings.TrimSpace(l), " ")
 			switch cmd {
 			case "arm":
-				ms, err := strconv.ParseInt(arg, 10, 64)
-				if err != nil || ms < 0 {
+				ns, err := strconv.ParseInt(arg, 10, 64)
+				if err != nil || ns <= 0 {
 					w.log.Error("bad arm command: fencing now", "line", l)
-					ms = 0
+					ns = w.now()
 				}
-				deadline = time.Now().Add(time.Duration(ms) * time.Millisecond)
-				timer = time.After(time.Until(deadline))
+				armed, expired, deadline = true, false, ns
+				setTimer(time.Duration(deadline - w.now()))
 			case "disarm":
-				deadline, timer = time.Time{}, nil
+				armed, expired = false, false
+				stopTimer()
 			case "exit":
 				return 0
 			default:
 				w.log.Error("unknown command", "line", l)
 			}
-		case <-timer:
-			w.fence()
-			deadline, timer = time.Time{}, nil
-			if lines == nil {
-				return 0
+		case <-timerC:
+			if armed && w.now() < deadline {
+				// Timers may fire early by a hair: wait for the instant.
+				setTimer(time.Duration(deadline - w.now()))
+				continue
 			}
+			if !expired {
+				w.log.Error("deadline passed without being fed: fencing PostgreSQL", "data_dir", w.dataDir,
+					"late", time.Duration(w.now()-deadline).Round(time.Millisecond))
+			}
+			armed, expired = false, true
+			w.doFence(ctx)
+			setTimer(refencePoll)
 		case <-ctx.Done():
 			return 0
 		}
 	}
 }
 
-// fence kills the postmaster's process group (pg_ctl makes the postmaster a
-// session leader, so its backends share its group): no backend can
-// acknowledge another commit.
-func (w *dog) fence() {
-	pid, err := postmasterPID(w.dataDir)
+func (w *dog) doFence(ctx context.Context) {
+	fctx, cancel := context.WithTimeout(ctx, fenceBound)
+	defer cancel()
+	rep, err := w.fence(fctx, w.dataDir)
 	if err != nil {
-		w.log.Warn("deadline passed; no postmaster to fence", "error", err)
-		return
+		w.log.Error("fence incomplete", "error", err)
 	}
-	w.log.Error("deadline passed without being fed: killing PostgreSQL", "pid", pid)
-	if err := syscall.Kill(-pid, syscall.SIGKILL); err != nil {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
+	if len(rep.Killed) > 0 {
+		w.log.Warn("fenced", "postmaster", rep.Postmaster, "killed", len(rep.Killed), "took", rep.Took.Round(time.Microsecond))
 	}
+	fmt.Fprintf(w.out, "fenced %d\n", len(rep.Killed))
 }
 
-func postmasterPID(dataDir string) (int, error) {
-	b, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid"))
-	if err != nil {
-		return 0, err
-	}
-	first, _, _ := strings.Cut(string(b), "\n")
-	pid, err := strconv.Atoi(strings.TrimSpace(first))
-	if err != nil || pid <= 1 {
-		return 0, fmt.Errorf("postmaster.pid: bad pid %q", first)
-	}
-	if err := syscall.Kill(pid, 0); err != nil {
-		return 0, fmt.Errorf("postmaster %d: %w", pid, err)
-	}
-	return pid, nil
-}
-
-func signalIgnore() {
-	signal.Ignore(syscall.SIGINT, syscall.SIGHUP, syscall.SIGPIPE)
-}
+// ErrUnavailable: the watchdog cannot guard this node now (it could not be
+// started, or does not take commands); the agent must not let PostgreSQL
+// accept writes unguarded.
+var ErrUnavailable = errors.New("watchdog unavailable")

@@ -7,39 +7,93 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/pgwarden/pgwarden/postgres/pgproc"
 )
 
-// victim is a process in its own group standing in for a postmaster, with
-// a postmaster.pid naming it.
-func victim(t *testing.T) (dir string, exited <-chan struct{}) {
+// TestMain makes this test binary serve as `pgwarden watchdog` for the
+// Client tests.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == "watchdog" {
+		os.Exit(Main(context.Background(), os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+// server is a stand-in for a running PostgreSQL in dir: a "postmaster"
+// with two children that each call setsid(), as backends do.
+type server struct {
+	dir    string
+	pm     *exec.Cmd
+	exited chan struct{}
+}
+
+func startServer(t *testing.T, dir string) *server {
 	t.Helper()
-	cmd := exec.Command("sleep", "60")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
+	srv := spawnServer(t, dir)
+	waitProcs(t, dir, 3, 5*time.Second)
+	return srv
+}
+
+// spawnServer starts the stand-in without waiting for it to be up.
+func spawnServer(t *testing.T, dir string) *server {
+	t.Helper()
+	pm := exec.Command("sh", "-c", "setsid sleep 60 & setsid sleep 60 & exec sleep 60")
+	pm.Dir = dir
+	pm.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := pm.Start(); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	t.Cleanup(func() { _ = cmd.Process.Kill(); <-done })
-	dir = t.TempDir()
-	pid := fmt.Sprintf("%d\n%s\n", cmd.Process.Pid, dir)
+	exited := make(chan struct{})
+	go func() { _ = pm.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		if ps, _ := pgproc.Processes(dir); len(ps) > 0 {
+			for _, p := range ps {
+				_ = syscall.Kill(p, syscall.SIGKILL)
+			}
+		}
+	})
+	pid := fmt.Sprintf("%d\n%s\n%d\n5432\n\n\n\nready\n", pm.Process.Pid, dir, time.Now().Unix())
 	if err := os.WriteFile(filepath.Join(dir, "postmaster.pid"), []byte(pid), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return dir, done
+	return &server{dir: dir, pm: pm, exited: exited}
 }
 
+// waitProcs waits until n processes work in dir and returns when.
+func waitProcs(t *testing.T, dir string, n int, within time.Duration) time.Time {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		ps, err := pgproc.Processes(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ps) == n {
+			return time.Now()
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d processes in %s after %s, want %d", len(ps), dir, within, n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// runDog runs a watchdog loop on dir with commands from the returned pipe.
 func runDog(t *testing.T, dir string) (io.WriteCloser, <-chan int) {
+	t.Helper()
 	r, w := io.Pipe()
 	code := make(chan int, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	d := &dog{dataDir: dir, log: hclog.NewNullLogger()}
+	d := &dog{dataDir: dir, log: hclog.New(&hclog.LoggerOptions{Output: hclog.DefaultOutput, Level: hclog.Warn}),
+		out: io.Discard, fence: pgproc.Fence, now: monoNow}
 	go func() { code <- d.run(ctx, r) }()
 	return w, code
 }
@@ -51,52 +105,98 @@ func send(t *testing.T, w io.Writer, line string) {
 	}
 }
 
-func TestFencesWhenNotFed(t *testing.T) {
-	dir, exited := victim(t)
+func armIn(d time.Duration) string {
+	return "arm " + strconv.FormatInt(monoNow()+int64(d), 10)
+}
+
+// TestFenceLeavesNoBackend: at the deadline every process working in the
+// data directory is gone, the session leaders a process-group kill missed
+// included.
+func TestFenceLeavesNoBackend(t *testing.T) {
+	dir := t.TempDir()
+	startServer(t, dir)
 	w, _ := runDog(t, dir)
 	start := time.Now()
-	send(t, w, "arm 200")
-	select {
-	case <-exited:
-		if took := time.Since(start); took < 200*time.Millisecond {
-			t.Fatalf("fenced after %s, before the 200ms deadline", took)
-		}
-	case <-time.After(3 * time.Second):
-		t.Fatal("postmaster not killed 3s after a 200ms deadline")
+	send(t, w, armIn(200*time.Millisecond))
+	gone := waitProcs(t, dir, 0, 3*time.Second)
+	if took := gone.Sub(start); took < 200*time.Millisecond {
+		t.Fatalf("fenced after %s, before the 200ms deadline", took)
 	}
 }
 
 func TestFeedingKeepsItAlive(t *testing.T) {
-	dir, exited := victim(t)
+	dir := t.TempDir()
+	startServer(t, dir)
 	w, _ := runDog(t, dir)
-	// Re-arm 300ms deadlines every 50ms for a second: never fenced.
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
 	for range 20 {
-		send(t, w, "arm 300")
-		select {
-		case <-exited:
-			t.Fatal("fenced although fed")
-		case <-tick.C:
-		}
+		send(t, w, armIn(300*time.Millisecond))
+		time.Sleep(50 * time.Millisecond)
 	}
 	send(t, w, "disarm")
-	select {
-	case <-exited:
-		t.Fatal("fenced after disarm")
-	case <-time.After(500 * time.Millisecond):
+	time.Sleep(500 * time.Millisecond)
+	if ps, _ := pgproc.Processes(dir); len(ps) != 3 {
+		t.Fatalf("%d processes left, want all 3: fenced although fed", len(ps))
 	}
 }
 
-func TestAgentDeathWhileArmedFencesAtDeadline(t *testing.T) {
-	dir, exited := victim(t)
-	w, code := runDog(t, dir)
-	send(t, w, "arm 300")
-	w.Close() // the agent died
+// TestArmIsAbsolute: an arm line read late (the watchdog was not
+// scheduled, the pipe was slow) does not move the deadline later.
+func TestArmIsAbsolute(t *testing.T) {
+	dir := t.TempDir()
+	startServer(t, dir)
+	w, _ := runDog(t, dir)
+	line := armIn(100 * time.Millisecond)
+	sent := time.Now()
+	time.Sleep(400 * time.Millisecond) // the line sits unread
+	send(t, w, line)
+	gone := waitProcs(t, dir, 0, 3*time.Second)
+	// With a relative "arm 100" it would have fenced 100 ms after reading,
+	// at ~500 ms; the absolute deadline has passed: at once.
+	if took := gone.Sub(sent); took > 480*time.Millisecond {
+		t.Fatalf("fenced %s after the deadline was computed; a late line extended it", took)
+	}
+}
+
+// TestStaysArmedAfterFence: once expired, the watchdog fences whatever
+// starts in the directory until it is told otherwise.
+func TestStaysArmedAfterFence(t *testing.T) {
+	dir := t.TempDir()
+	startServer(t, dir)
+	w, _ := runDog(t, dir)
+	send(t, w, armIn(50*time.Millisecond))
+	waitProcs(t, dir, 0, 3*time.Second)
+	// A server started again (a frozen agent's pg_ctl, a thawed script)
+	// is fenced too.
+	again := spawnServer(t, dir)
 	select {
-	case <-exited:
+	case <-again.exited:
 	case <-time.After(3 * time.Second):
-		t.Fatal("not fenced after the agent died while armed")
+		t.Fatal("a server started after the fence was not fenced")
+	}
+	waitProcs(t, dir, 0, 3*time.Second)
+	send(t, w, "disarm")
+	time.Sleep(100 * time.Millisecond)
+	startServer(t, dir)
+	time.Sleep(3 * refencePoll)
+	if ps, _ := pgproc.Processes(dir); len(ps) != 3 {
+		t.Fatalf("after disarm a new server was fenced (%d left)", len(ps))
+	}
+}
+
+// TestAgentDeathFencesAtOnce: a dead agent's watchdog does not wait for
+// the deadline (an orphan that did would later kill the primary of the
+// agent restarted meanwhile); it fences at once and exits.
+func TestAgentDeathFencesAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	startServer(t, dir)
+	w, code := runDog(t, dir)
+	send(t, w, armIn(time.Minute))
+	died := time.Now()
+	w.Close()
+	gone := waitProcs(t, dir, 0, 3*time.Second)
+	t.Logf("fenced %s after the agent's end", gone.Sub(died))
+	if gone.Sub(died) > time.Second {
+		t.Fatalf("fenced %s after the agent died; want at once", gone.Sub(died))
 	}
 	select {
 	case c := <-code:
@@ -104,14 +204,15 @@ func TestAgentDeathWhileArmedFencesAtDeadline(t *testing.T) {
 			t.Fatalf("exit %d", c)
 		}
 	case <-time.After(2 * time.Second):
-		t.Fatal("watchdog did not exit after fencing an orphaned primary")
+		t.Fatal("watchdog did not exit after fencing for a dead agent")
 	}
 }
 
 func TestAgentDeathWhileDisarmedExits(t *testing.T) {
-	dir, exited := victim(t)
+	dir := t.TempDir()
+	startServer(t, dir)
 	w, code := runDog(t, dir)
-	send(t, w, "arm 60000")
+	send(t, w, armIn(time.Minute))
 	send(t, w, "disarm")
 	w.Close()
 	select {
@@ -119,15 +220,112 @@ func TestAgentDeathWhileDisarmedExits(t *testing.T) {
 	case <-time.After(2 * time.Second):
 		t.Fatal("watchdog did not exit")
 	}
-	select {
-	case <-exited:
-		t.Fatal("replica killed")
-	default:
+	if ps, _ := pgproc.Processes(dir); len(ps) != 3 {
+		t.Fatalf("replica fenced: %d processes left", len(ps))
 	}
 }
 
 func TestMainNeedsDataDir(t *testing.T) {
-	if c := Main(context.Background(), nil, nil, io.Discard); c != 2 {
+	if c := Main(context.Background(), nil, nil, io.Discard, io.Discard); c != 2 {
 		t.Fatalf("exit %d without --data-dir; want 2", c)
 	}
+}
+
+func testClient(t *testing.T, ctx context.Context, dir string) (*Client, error) {
+	t.Helper()
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Start(ctx, exe, dir, "test", hclog.New(&hclog.LoggerOptions{Output: hclog.DefaultOutput, Level: hclog.Warn}))
+}
+
+// TestSecondWatchdogRefused: while a watchdog guards a data directory (an
+// orphan of a crashed agent, say), a new agent cannot start another one.
+func TestSecondWatchdogRefused(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	a, err := testClient(t, context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	if got := HolderPID(dir); got != a.PID() {
+		t.Fatalf("lock holder %d, want %d", got, a.PID())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if b, err := testClient(t, ctx, dir); err == nil {
+		b.Close()
+		t.Fatal("a second watchdog started for the same data directory")
+	} else {
+		t.Logf("refused: %v", err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := HolderPID(dir); got != 0 {
+		t.Fatalf("lock still held by %d after Close", got)
+	}
+}
+
+// TestOrphanGoesBeforeNewAgent: the agent dies (its end of the pipe
+// closes) while armed far ahead: its watchdog fences at once and goes, so a
+// restarted agent's watchdog can start and nothing fences later.
+func TestOrphanGoesBeforeNewAgent(t *testing.T) {
+	dir := t.TempDir()
+	startServer(t, dir)
+	a, err := testClient(t, context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Arm(time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	a.stdin.Close() // as the kernel does when the agent is killed
+	waitProcs(t, dir, 0, 3*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	b, err := testClient(t, ctx, dir)
+	if err != nil {
+		t.Fatalf("restarted agent's watchdog: %v", err)
+	}
+	defer b.Close()
+	startServer(t, dir) // the new agent's PostgreSQL
+	if err := b.Disarm(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(3 * refencePoll)
+	if ps, _ := pgproc.Processes(dir); len(ps) != 3 {
+		t.Fatalf("the new agent's server was fenced (%d left)", len(ps))
+	}
+}
+
+// TestFrozenWatchdogDoesNotBlock: a watchdog stopped with SIGSTOP stops
+// reading; once its pipe is full, a command fails within the bound
+// instead of blocking the HA loop.
+func TestFrozenWatchdogDoesNotBlock(t *testing.T) {
+	dir := t.TempDir()
+	c, err := testClient(t, context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := c.PID()
+	_ = syscall.Kill(pid, syscall.SIGSTOP)
+	defer func() {
+		_ = syscall.Kill(pid, syscall.SIGCONT)
+		_ = c.Close()
+	}()
+	var failed error
+	start := time.Now()
+	for i := 0; i < 20000 && failed == nil; i++ {
+		t0 := time.Now()
+		failed = c.Arm(time.Now().Add(time.Hour))
+		if d := time.Since(t0); d > writeBound+300*time.Millisecond {
+			t.Fatalf("one command blocked %s", d)
+		}
+	}
+	if failed == nil {
+		t.Fatal("20000 commands to a frozen watchdog all succeeded")
+	}
+	t.Logf("failed after %s: %v", time.Since(start), failed)
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/pgwarden/pgwarden/dcs"
 	"github.com/pgwarden/pgwarden/hooks"
 	"github.com/pgwarden/pgwarden/pooler"
+	"github.com/pgwarden/pgwarden/postgres/pgproc"
 	"github.com/pgwarden/pgwarden/rest"
 	"github.com/pgwarden/pgwarden/watchdog"
 )
@@ -93,17 +94,21 @@ func wire(ctx context.Context, cfg *config.Config, path string, log hclog.Logger
 		if err != nil {
 			return nil, fmt.Errorf("watchdog: find own binary: %w", err)
 		}
-		wd, err := watchdog.Start(ctx, self, cfg.Postgres.DataDir, log.Named("watchdog"))
+		wd, err := watchdog.Start(ctx, self, cfg.Postgres.DataDir, cfg.Name, log.Named("watchdog"))
 		if err != nil {
 			if cfg.Watchdog.Mode == "required" {
 				return nil, fmt.Errorf("watchdog required but not started: %w", err)
 			}
-			log.Error("watchdog not started: a frozen agent could leave a writable primary", "error", err)
+			// The agent runs, but says at every loop that it is unguarded
+			// and will not become primary.
+			log.Error("WATCHDOG NOT STARTED: this node will not become primary until it runs", "error", err)
+			deps.Watchdog = watchdog.Failed{Err: err}
 		} else {
 			w.wd = wd
 			deps.Watchdog = wd
 		}
 	}
+	deps.WatchExit = pgproc.WatchExit
 	mgr, err := wireBackup(cfg, log.Named("backup"), store, &deps, w.hooks)
 	if err != nil {
 		return nil, fmt.Errorf("backup: %w", err)
@@ -126,6 +131,8 @@ func wire(ctx context.Context, cfg *config.Config, path string, log hclog.Logger
 		Initial:        cfg.Cluster,
 		PeerTimeout:    peerTimeout(cfg),
 		Version:        version,
+
+		WatchdogRequired: cfg.Watchdog.Mode == "required",
 	}
 	w.agent = agent.New(s, deps, log.Named("ha"))
 	ro := restOptions(cfg, w.agent)
@@ -229,7 +236,9 @@ func ignoreClosed(err error) error {
 }
 
 func cmdWatchdog(e *env, args []string) error {
-	if code := watchdog.Main(e.ctx, args, e.stdin, e.stderr); code != 0 {
+	// Not e.ctx: SIGTERM, meant for the agent, must not end the watchdog
+	// (it ignores it, and ends only by its input or its deadline).
+	if code := watchdog.Main(context.Background(), args, e.stdin, e.stdout, e.stderr); code != 0 {
 		return fmt.Errorf("watchdog exited with status %d", code)
 	}
 	return nil

@@ -42,6 +42,7 @@ func (p pgAdapter) State(ctx context.Context) (agent.PGState, error) {
 	return agent.PGState{
 		DataEmpty:        st.DataEmpty,
 		Running:          st.Running,
+		Answering:        st.Answering,
 		State:            st.State,
 		InRecovery:       st.InRecovery,
 		Timeline:         st.Timeline,
@@ -53,6 +54,8 @@ func (p pgAdapter) State(ctx context.Context) (agent.PGState, error) {
 		WasPrimary:       st.WasPrimary,
 		ServerVersion:    st.ServerVersion,
 		ReplicationConns: st.ReplicationConns,
+		PostmasterPID:    st.PostmasterPID,
+		PostmasterStart:  st.PostmasterStart,
 	}, nil
 }
 
@@ -76,6 +79,7 @@ func (p pgAdapter) Stop(ctx context.Context, mode agent.StopMode) error {
 	return p.s.Stop(ctx, string(mode))
 }
 
+func (p pgAdapter) Fence(ctx context.Context) error   { return p.s.Fence(ctx) }
 func (p pgAdapter) Restart(ctx context.Context) error { return p.s.Restart(ctx) }
 func (p pgAdapter) Reload(ctx context.Context) error  { return p.s.Reload(ctx) }
 func (p pgAdapter) Promote(ctx context.Context) error { return p.s.Promote(ctx) }

@@ -1,0 +1,322 @@
+// Package pgproc knows the processes of one PostgreSQL data directory from
+// the outside: its postmaster.pid, whether that postmaster lives, every
+// process working in the directory, and how to end them all (the fence).
+//
+// It links only the standard library and x/sys, so the watchdog (which must
+// fence when the agent cannot) uses exactly the code the agent uses.
+package pgproc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// PIDFile is what postmaster.pid says. PostgreSQL writes it line by line:
+// PID, data directory, start time, port, socket directory, listen address,
+// shared memory key, and (since 10) a status word.
+type PIDFile struct {
+	PID       int
+	DataDir   string
+	Start     time.Time
+	Port      int
+	SocketDir string
+	Listen    string
+	// Status is "starting", "stopping", "ready" or "standby" ("" when
+	// the line is not written yet).
+	Status string
+}
+
+// ErrNoPIDFile: there is no postmaster.pid, so no postmaster was started
+// (or it shut down cleanly).
+var ErrNoPIDFile = errors.New("no postmaster.pid")
+
+// ReadPIDFile reads dataDir/postmaster.pid.
+func ReadPIDFile(dataDir string) (PIDFile, error) {
+	b, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid"))
+	if errors.Is(err, os.ErrNotExist) {
+		return PIDFile{}, ErrNoPIDFile
+	}
+	if err != nil {
+		return PIDFile{}, fmt.Errorf("read postmaster.pid: %w", err)
+	}
+	return ParsePIDFile(string(b))
+}
+
+// ParsePIDFile parses the text of a postmaster.pid.
+func ParsePIDFile(text string) (PIDFile, error) {
+	lines := strings.Split(text, "\n")
+	line := func(i int) string {
+		if i < len(lines) {
+			return strings.TrimSpace(lines[i])
+		}
+		return ""
+	}
+	var pf PIDFile
+	pid, err := strconv.Atoi(line(0))
+	if err != nil || pid <= 1 {
+		return PIDFile{}, fmt.Errorf("postmaster.pid: bad pid %q", line(0))
+	}
+	pf.PID = pid
+	pf.DataDir = line(1)
+	if sec, err := strconv.ParseInt(line(2), 10, 64); err == nil {
+		pf.Start = time.Unix(sec, 0)
+	}
+	pf.Port, _ = strconv.Atoi(line(3))
+	pf.SocketDir = line(4)
+	pf.Listen = line(5)
+	pf.Status = line(7)
+	return pf, nil
+}
+
+// Alive says whether pid is a living process: it exists and is not a
+// zombie (a killed postmaster stays a zombie until it is reaped, and
+// kill(pid, 0) succeeds on a zombie).
+func Alive(pid int) bool {
+	if pid <= 0 || syscall.Kill(pid, 0) == syscall.ESRCH {
+		return false
+	}
+	st, err := procState(pid)
+	if err != nil {
+		// Gone between the two looks, or /proc unreadable: kill(0) said it
+		// exists, so only ESRCH from /proc counts as dead.
+		return !errors.Is(err, os.ErrNotExist)
+	}
+	return st != 'Z' && st != 'X'
+}
+
+// procState is the state letter of /proc/PID/stat (R, S, D, T, Z, ...).
+func procState(pid int) (byte, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, err
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 || i+2 >= len(s) {
+		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
+	}
+	return s[i+2], nil
+}
+
+// Postmaster reads postmaster.pid and says whether the postmaster it names
+// is alive. A PID file whose process is gone, or whose PID now belongs to a
+// process working elsewhere (PID reuse after a crash), is reported dead.
+func Postmaster(dataDir string) (PIDFile, bool, error) {
+	pf, err := ReadPIDFile(dataDir)
+	if err != nil {
+		return pf, false, err
+	}
+	if !Alive(pf.PID) {
+		return pf, false, nil
+	}
+	if cwd, ok := cwdOf(pf.PID); ok && !sameDir(cwd, dataDir) {
+		return pf, false, nil
+	}
+	return pf, true, nil
+}
+
+// cwdOf is the working directory of pid, when this process may read it.
+func cwdOf(pid int) (string, bool) {
+	cwd, err := os.Readlink("/proc/" + strconv.Itoa(pid) + "/cwd")
+	if err != nil {
+		return "", false
+	}
+	return cwd, true
+}
+
+func sameDir(cwd, dir string) bool {
+	want, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		want = filepath.Clean(dir)
+	}
+	// A removed directory reads as "path (deleted)".
+	cwd = strings.TrimSuffix(cwd, " (deleted)")
+	return cwd == want || cwd == filepath.Clean(dir)
+}
+
+// Processes lists the living processes (zombies excluded) whose working
+// directory is dataDir, this process excluded. PostgreSQL's postmaster
+// and every backend, auxiliary process and archive_command child works
+// there, and a backend outlives a killed postmaster: each calls setsid(),
+// so neither its process group nor its parent says it belongs to the
+// server once the postmaster is gone.
+func Processes(dataDir string) ([]int, error) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, fmt.Errorf("list processes: %w", err)
+	}
+	self := os.Getpid()
+	var out []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self {
+			continue
+		}
+		cwd, ok := cwdOf(pid)
+		if !ok || !sameDir(cwd, dataDir) {
+			continue
+		}
+		if Alive(pid) {
+			out = append(out, pid)
+		}
+	}
+	return out, nil
+}
+
+// Report says what a fence did.
+type Report struct {
+	// Postmaster is the PID the pid file named (0: none alive).
+	Postmaster int
+	// Killed are the processes sent SIGKILL.
+	Killed []int
+	// Took is how long until no process was left.
+	Took time.Duration
+}
+
+// fencePoll is how often Fence looks again for processes left.
+const fencePoll = 10 * time.Millisecond
+
+// Fence leaves no process of dataDir able to commit: the postmaster is
+// stopped (SIGSTOP: it can neither fork a new backend nor restart crashed
+// children), every process working in the directory is killed, then the
+// postmaster; it returns once none is left alive (zombies aside), or an
+// error naming the survivors when ctx ends first. Fencing a directory with
+// no process is not an error.
+//
+// SIGKILL rather than PostgreSQL's own immediate shutdown (SIGQUIT): a
+// backend in a CPU-bound statement must not get to its commit, and a
+// frozen postmaster would never relay the signal.
+func Fence(ctx context.Context, dataDir string) (Report, error) {
+	start := time.Now()
+	var rep Report
+	if pf, alive, _ := Postmaster(dataDir); alive {
+		rep.Postmaster = pf.PID
+		_ = syscall.Kill(pf.PID, syscall.SIGSTOP)
+	}
+	killed := map[int]bool{}
+	for {
+		pids, err := Processes(dataDir)
+		if err != nil {
+			return rep, fmt.Errorf("fence %s: %w", dataDir, err)
+		}
+		if rep.Postmaster != 0 && Alive(rep.Postmaster) && !contains(pids, rep.Postmaster) {
+			// Its cwd was unreadable: it is still ours to kill.
+			pids = append(pids, rep.Postmaster)
+		}
+		if len(pids) == 0 {
+			rep.Took = time.Since(start)
+			return rep, nil
+		}
+		// Children first, the (stopped) postmaster last, so it never sees
+		// a child die and starts a crash restart.
+		for _, pid := range pids {
+			if pid != rep.Postmaster {
+				kill(pid, killed, &rep)
+			}
+		}
+		if rep.Postmaster != 0 {
+			kill(rep.Postmaster, killed, &rep)
+		}
+		select {
+		case <-ctx.Done():
+			return rep, fmt.Errorf("fence %s: processes still alive %v: %w", dataDir, pids, ctx.Err())
+		case <-time.After(fencePoll):
+		}
+	}
+}
+
+func kill(pid int, seen map[int]bool, rep *Report) {
+	_ = syscall.Kill(pid, syscall.SIGKILL)
+	if !seen[pid] {
+		seen[pid] = true
+		rep.Killed = append(rep.Killed, pid)
+	}
+}
+
+func contains(xs []int, x int) bool {
+	for _, v := range xs {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
+
+// WatchExit closes the returned channel when pid exits (becomes a zombie
+// or is gone). It waits on a pidfd, so nothing polls; where pidfds are not
+// available it looks every 100 ms. stop ends the watch.
+func WatchExit(pid int) (exited <-chan struct{}, stop func()) {
+	ch := make(chan struct{})
+	done := make(chan struct{})
+	var once sync.Once
+	fd, err := unix.PidfdOpen(pid, 0)
+	var efd int
+	if err == nil {
+		efd, err = unix.Eventfd(0, unix.EFD_CLOEXEC)
+		if err != nil {
+			unix.Close(fd)
+		}
+	}
+	if err != nil {
+		go func() {
+			t := time.NewTicker(100 * time.Millisecond)
+			defer t.Stop()
+			for Alive(pid) {
+				select {
+				case <-done:
+					return
+				case <-t.C:
+				}
+			}
+			close(ch)
+		}()
+		return ch, func() { once.Do(func() { close(done) }) }
+	}
+	var mu sync.Mutex
+	finished := false
+	go func() {
+		defer func() {
+			// Closed under mu: stop must never write to a reused fd number.
+			mu.Lock()
+			finished = true
+			unix.Close(fd)
+			unix.Close(efd)
+			mu.Unlock()
+		}()
+		for {
+			fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}, {Fd: int32(efd), Events: unix.POLLIN}}
+			_, err := unix.Poll(fds, -1)
+			if errors.Is(err, unix.EINTR) {
+				continue
+			}
+			if err != nil || fds[1].Revents != 0 {
+				return
+			}
+			if fds[0].Revents != 0 {
+				close(ch)
+				return
+			}
+		}
+	}()
+	return ch, func() {
+		once.Do(func() {
+			mu.Lock()
+			defer mu.Unlock()
+			if !finished {
+				var one [8]byte
+				one[0] = 1
+				_, _ = unix.Write(efd, one[:])
+			}
+		})
+	}
+}

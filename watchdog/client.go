@@ -1,0 +1,215 @@
+package watchdog
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+)
+
+// Client is the agent's end of a running watchdog.
+type Client struct {
+	self, dataDir, member string
+	log                   hclog.Logger
+
+	mu    sync.Mutex
+	cmd   *exec.Cmd
+	stdin *os.File
+	done  chan struct{}
+	// last is the last command sent, repeated to a respawned watchdog.
+	last string
+}
+
+// writeBound bounds one command: a frozen watchdog stops reading, and a
+// full pipe must not block the HA loop.
+const writeBound = 200 * time.Millisecond
+
+// startBound is how long Start waits for an earlier watchdog of the same
+// data directory to go (an orphan fences and exits at once) and for the
+// new one to report ready.
+const startBound = 15 * time.Second
+
+// Start runs `self watchdog --data-dir dataDir` and returns once it holds
+// the directory's lock and is ready. While a watchdog of an earlier agent
+// still guards the directory it waits (bounded), then refuses.
+func Start(ctx context.Context, self, dataDir, member string, log hclog.Logger) (*Client, error) {
+	c := &Client{self: self, dataDir: dataDir, member: member, log: log}
+	ctx, cancel := context.WithTimeout(ctx, startBound)
+	defer cancel()
+	for {
+		err := c.spawn(ctx)
+		if err == nil {
+			return c, nil
+		}
+		if !errors.Is(err, errLocked) || ctx.Err() != nil {
+			return nil, err
+		}
+		log.Warn("an earlier watchdog of this data directory is still alive: waiting for it to go", "pid", HolderPID(dataDir))
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("start watchdog: %w (pid %d), and it did not go in time", err, HolderPID(dataDir))
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+var errLocked = errors.New("another watchdog guards this data directory")
+
+func (c *Client) spawn(ctx context.Context) error {
+	args := []string{"watchdog", "--data-dir", c.dataDir}
+	if c.member != "" {
+		args = append(args, "--member", c.member)
+	}
+	cmd := exec.Command(c.self, args...)
+	// Its own process group: Ctrl-C or a group kill aimed at the agent must
+	// not take the watchdog with it.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Stderr = os.Stderr
+	r, w, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("watchdog stdin: %w", err)
+	}
+	cmd.Stdin = r
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		r.Close()
+		w.Close()
+		return fmt.Errorf("watchdog stdout: %w", err)
+	}
+	if err := cmd.Start(); err != nil {
+		r.Close()
+		w.Close()
+		return fmt.Errorf("start watchdog: %w", err)
+	}
+	r.Close()
+	done := make(chan struct{})
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(out)
+		readyOnce := false
+		for sc.Scan() {
+			l := sc.Text()
+			switch {
+			case strings.HasPrefix(l, "ready ") && !readyOnce:
+				readyOnce = true
+				close(ready)
+			case strings.HasPrefix(l, "fenced "):
+				if n, _ := strconv.Atoi(strings.TrimPrefix(l, "fenced ")); n > 0 {
+					c.log.Warn("watchdog fenced PostgreSQL", "killed", n)
+				}
+			}
+		}
+		_ = cmd.Wait()
+		close(done)
+	}()
+	select {
+	case <-ready:
+	case <-done:
+		w.Close()
+		if cmd.ProcessState != nil && cmd.ProcessState.ExitCode() == exitLocked {
+			return errLocked
+		}
+		return fmt.Errorf("start watchdog: exited at start (%v)", cmd.ProcessState)
+	case <-ctx.Done():
+		_ = cmd.Process.Kill()
+		w.Close()
+		<-done
+		return fmt.Errorf("start watchdog: not ready: %w", ctx.Err())
+	}
+	c.cmd, c.stdin, c.done = cmd, w, done
+	c.log.Info("watchdog started", "pid", cmd.Process.Pid)
+	return nil
+}
+
+// PID is the watchdog's process ID.
+func (c *Client) PID() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cmd.Process.Pid
+}
+
+func (c *Client) send(line string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	select {
+	case <-c.done:
+		// It died (killed by someone): start a new one rather than run
+		// unguarded; the lock is free once the old process is gone.
+		c.log.Error("watchdog exited: restarting it")
+		c.stdin.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := c.spawn(ctx)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+		if c.last != "" && c.last != line {
+			if err := c.write(c.last); err != nil {
+				return err
+			}
+		}
+	default:
+	}
+	if err := c.write(line); err != nil {
+		return err
+	}
+	c.last = line
+	return nil
+}
+
+func (c *Client) write(line string) error {
+	_ = c.stdin.SetWriteDeadline(time.Now().Add(writeBound))
+	if _, err := c.stdin.WriteString(line + "\n"); err != nil {
+		return fmt.Errorf("%w: feed watchdog: %v", ErrUnavailable, err)
+	}
+	return nil
+}
+
+// Arm makes the watchdog fence PostgreSQL unless armed again (or disarmed)
+// before deadline. The deadline travels as an instant of CLOCK_MONOTONIC,
+// so the time the line spends in the pipe does not extend it.
+func (c *Client) Arm(deadline time.Time) error {
+	ns := monoNow() + int64(time.Until(deadline))
+	return c.send("arm " + strconv.FormatInt(max(ns, 1), 10))
+}
+
+// Disarm cancels the deadline (and stops an expired watchdog's fencing).
+func (c *Client) Disarm() error { return c.send("disarm") }
+
+// Close disarms and stops the watchdog (clean agent shutdown).
+func (c *Client) Close() error {
+	err := c.send("disarm")
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err == nil {
+		_ = c.write("exit")
+	}
+	_ = c.stdin.Close()
+	select {
+	case <-c.done:
+	case <-time.After(3 * time.Second):
+		_ = c.cmd.Process.Kill()
+		err = errors.Join(err, errors.New("watchdog did not exit: killed"))
+	}
+	return err
+}
+
+// Failed stands in for a watchdog that could not be started: every command
+// fails, so the agent knows the node is unguarded and will not make it a
+// primary.
+type Failed struct{ Err error }
+
+// Arm implements the agent's Watchdog.
+func (f Failed) Arm(time.Time) error { return fmt.Errorf("%w: %v", ErrUnavailable, f.Err) }
+
+// Disarm implements the agent's Watchdog.
+func (f Failed) Disarm() error { return fmt.Errorf("%w: %v", ErrUnavailable, f.Err) }
