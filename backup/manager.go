@@ -410,7 +410,7 @@ func (m *Manager) watchArchiver(ctx context.Context) {
 }
 
 // failureReason is the last error line that names segment in this node's
-// pgBackRest archive-push log or pgwarden's own.
+// archive log (see PushWAL).
 func (m *Manager) failureReason(segment string) string {
 	dir := m.c.Engine.Options().LogPath()
 	files, _ := filepath.Glob(filepath.Join(dir, "*archive-push*.log"))

@@ -259,12 +259,6 @@ func (p *PgBackRest) ArchiveGet(ctx context.Context, name, dst string) error {
 	return err
 }
 
-// ArchivePushArgs is the archive-push command line for one file, for a
-// caller that execs it in place.
-func (p *PgBackRest) ArchivePushArgs(path string) []string {
-	return []string{p.o.binary(), "--config=" + p.o.ConfigPath(), "--stanza=" + p.o.Stanza, "archive-push", path}
-}
-
 // Verify runs pgBackRest's verify: checksums of every backup file and WAL
 // segment. pgBackRest 2.45 exits 0 even when it finds errors; its report
 // says "status: error" then, which becomes the error here.

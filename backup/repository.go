@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
@@ -137,12 +138,28 @@ func (p *PgBackRest) PushHistory(ctx context.Context, path string) error {
 	return nil
 }
 
-// HistoryLog is the file, in this node's log path, where pgwarden's own
-// archive refusals are written (pgBackRest's are in its archive-push log).
-const HistoryLog = "pgwarden-archive-push.log"
+// PushWAL is archive_command: pgBackRest's archive-push of one WAL file, a
+// history file checked first (PushHistory). pgBackRest 2.45 writes no log
+// file for archive-push, so each failure is also written, with pgBackRest's
+// own words, to ArchiveLog in this node's log path, where the agent finds
+// the reason it reports.
+func (p *PgBackRest) PushWAL(ctx context.Context, path string) error {
+	if strings.HasSuffix(path, ".history") {
+		return p.PushHistory(ctx, path)
+	}
+	_, err := p.run(ctx, "", "archive-push", nil, nil, path)
+	if err != nil {
+		p.logFailure(fmt.Errorf("%s: %w", filepath.Base(path), err))
+	}
+	return err
+}
+
+// ArchiveLog is the file, in this node's log path, where failed archive
+// pushes are written.
+const ArchiveLog = "pgwarden-archive-push.log"
 
 func (p *PgBackRest) logFailure(err error) {
-	f, ferr := os.OpenFile(filepath.Join(p.o.LogPath(), HistoryLog), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
+	f, ferr := os.OpenFile(filepath.Join(p.o.LogPath(), ArchiveLog), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
 	if ferr != nil {
 		return
 	}

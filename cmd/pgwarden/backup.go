@@ -6,12 +6,10 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -219,9 +217,9 @@ func progressLog(log hclog.Logger, what string) func(backup.Progress) {
 	}
 }
 
-// cmdArchivePush is archive_command (hidden): WAL segments go straight to
-// pgBackRest's archive-push (exec'd in place); a timeline history file is
-// first compared with the repository's copy (see backup.PushHistory).
+// cmdArchivePush is archive_command (hidden): pgBackRest's archive-push,
+// a timeline history file compared with the repository's copy first (see
+// backup.PgBackRest.PushWAL).
 func cmdArchivePush(e *env, args []string) error {
 	fs := flags(e, "archive-push", "--pgbackrest-config FILE --stanza S PATH")
 	conf := fs.String("pgbackrest-config", "", "this node's pgBackRest configuration")
@@ -232,26 +230,8 @@ func cmdArchivePush(e *env, args []string) error {
 	if fs.NArg() != 1 || *conf == "" || *stanza == "" {
 		return fmt.Errorf("--pgbackrest-config, --stanza and one WAL file are required: %w", errUsage)
 	}
-	path := fs.Arg(0)
 	pb := backup.New(backup.Options{Stanza: *stanza, Dir: filepath.Dir(*conf)}, hclog.NewNullLogger())
-	if strings.HasSuffix(path, ".history") {
-		return pb.PushHistory(e.ctx, path)
-	}
-	argv := pb.ArchivePushArgs(path)
-	bin, err := lookPath(argv[0])
-	if err != nil {
-		return err
-	}
-	return execInPlace(bin, argv)
-}
-
-func lookPath(prog string) (string, error) {
-	for _, p := range []string{prog, "/usr/bin/" + prog} {
-		if path, err := execLookPath(p); err == nil {
-			return path, nil
-		}
-	}
-	return "", fmt.Errorf("%s not found: apt-get install pgbackrest", prog)
+	return pb.PushWAL(e.ctx, fs.Arg(0))
 }
 
 // backupKinds lists the kinds a user may ask for.
@@ -314,8 +294,3 @@ func mapKeys[V any](m map[string]V) func(func(string) bool) {
 		}
 	}
 }
-
-var (
-	execLookPath = exec.LookPath
-	execInPlace  = func(bin string, argv []string) error { return syscall.Exec(bin, argv, os.Environ()) }
-)
