@@ -251,6 +251,28 @@ func expectedSegments(tl uint32, history, from, to string) []string {
 
 var labelRe = regexp.MustCompile(`backup (\d{8}-\d{6}F(?:_\d{8}-\d{6}[DI])?) \(full\)`)
 
+// TestBackupFollowsPrimary: on a 3-node cluster archiving WAL, a full
+// backup, then 3 switchovers and 3 kill -9 failovers under a writer; backup
+// verify passes and the repository holds every timeline's history file and
+// every segment from the backup's start to the final primary's WAL. Then,
+// on the same cluster and repository (short subtest names keep socket
+// paths under the kernel's limit):
+//   - pitr: a restore to a time between two commits after the first kill -9
+//     failover holds exactly the rows committed up to it; targets out of
+//     reach and non-empty directories are refused, nothing written;
+//   - replica-from-repository: a reinitialized replica is restored from the
+//     repository (its backup_label is pgBackRest's, not pg_basebackup's),
+//     then streams;
+//   - interrupted: a backup stopped by kill -9 of the leader is not listed;
+//     the next one succeeds;
+//   - split-brain: a diverged former primary promoted to the new primary's
+//     timeline has its archive refused; its agent reports it (metric, log
+//     line naming the file) and the repository keeps the new primary's;
+//   - failing-archive: with the repository unwritable a switchover still
+//     completes within seconds;
+//   - new-cluster: a new scope bootstrapped from the backup to the same
+//     target holds the same rows, elects a leader, streams to a replica and
+//     archives into its own stanza.
 func TestBackupFollowsPrimary(t *testing.T) {
 	repo := harness.Dir(t, "repo")
 	c := backupCluster(t, repo, clusterOpts{ttl: 5, retry: 2})
@@ -349,7 +371,7 @@ func TestBackupFollowsPrimary(t *testing.T) {
 		t.Fatalf("segments missing from the repository: %v", missing)
 	}
 
-	t.Run("point-in-time restore", func(t *testing.T) {
+	t.Run("pitr", func(t *testing.T) {
 		dir := filepath.Join(harness.Dir(t, "pitr"), "data")
 		port := harness.Port(t)
 		out := pgwarden(t, "backup", "restore", "-c", cfg, "--data-dir", dir, "--target-time", target.Format(time.RFC3339Nano), "--start", "--port", fmt.Sprint(port))
@@ -385,7 +407,7 @@ func TestBackupFollowsPrimary(t *testing.T) {
 		return
 	}
 
-	t.Run("replica restored from the repository, then streaming", func(t *testing.T) {
+	t.Run("replica-from-repository", func(t *testing.T) {
 		var r *node
 		for _, n := range c.nodes {
 			if n != final {
@@ -411,7 +433,7 @@ func TestBackupFollowsPrimary(t *testing.T) {
 		return
 	}
 
-	t.Run("a backup stopped by kill -9 of the leader is not listed; the next one succeeds", func(t *testing.T) {
+	t.Run("interrupted", func(t *testing.T) {
 		p := c.primary(30 * time.Second)
 		before := len(backupsJSON(t, cfg).Backups)
 		done := make(chan struct{})
@@ -441,15 +463,15 @@ func TestBackupFollowsPrimary(t *testing.T) {
 		return
 	}
 
-	t.Run("split brain: a diverged former primary's archive is refused", func(t *testing.T) {
+	t.Run("split-brain", func(t *testing.T) {
 		splitBrain(t, c, repo, cfg)
 	})
 
-	t.Run("a failing archive_command does not hold up a switchover", func(t *testing.T) {
+	t.Run("failing-archive", func(t *testing.T) {
 		archiveFailure(t, c, repo, cfg)
 	})
 
-	t.Run("a new cluster from the backup", func(t *testing.T) {
+	t.Run("new-cluster", func(t *testing.T) {
 		want := rowsAt(t, final, final.pgPort, target)
 		nc := newCluster(t, clusterOpts{nodes: 2, ttl: 5, retry: 2, scope: "copy",
 			extra: fmt.Sprintf("backup:\n  repository: %s\n  archive_wal: true\nbootstrap: {method: backup, stanza: test, target_time: %q}\n",
