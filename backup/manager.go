@@ -87,6 +87,9 @@ type Manager struct {
 	leading    bool
 	leadCancel context.CancelFunc
 	leadCtx    context.Context
+	// ready is closed once the takeover's stanza-create and check are
+	// over: pgBackRest takes the same lock for them as for a backup.
+	ready      chan struct{}
 	run        *run
 	last       *dcs.BackupRun
 	repo       *Repository
@@ -164,7 +167,11 @@ func (m *Manager) SetLeading(leading bool) {
 		return
 	}
 	m.leadCtx, m.leadCancel = context.WithCancel(m.root)
-	go m.takeOver(m.leadCtx)
+	m.ready = make(chan struct{})
+	go func(ready chan struct{}) {
+		defer close(ready)
+		m.takeOver(m.leadCtx)
+	}(m.ready)
 }
 
 // takeOver makes the stanza (a new cluster, or a repository that lost it),
@@ -254,21 +261,29 @@ func (m *Manager) Start(ctx context.Context, kind string) (dcs.BackupLock, error
 	r := &run{lock: l, rev: rev, cancel: cancel}
 	m.run = r
 	m.log.Info("backup started", "type", kind, "id", l.ID)
-	go m.execute(rctx, r)
+	go m.execute(rctx, r, m.ready)
 	return l, nil
 }
 
 var errLockLost = errors.New("the backup lock was lost (this agent's lease expired)")
 
-// execute runs one backup to its end and records how it ended.
-func (m *Manager) execute(ctx context.Context, r *run) {
+// execute runs one backup to its end, once the takeover is over (ready),
+// and records how it ended.
+func (m *Manager) execute(ctx context.Context, r *run, ready <-chan struct{}) {
 	done := make(chan struct{})
 	go m.keepLock(ctx, r, done)
-	label, err := m.c.Engine.Backup(ctx, r.lock.Type, func(p Progress) {
-		m.mu.Lock()
-		r.progress = p
-		m.mu.Unlock()
-	})
+	var label string
+	var err error
+	select {
+	case <-ready:
+		label, err = m.c.Engine.Backup(ctx, r.lock.Type, func(p Progress) {
+			m.mu.Lock()
+			r.progress = p
+			m.mu.Unlock()
+		})
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
 	close(done)
 	if err != nil {
 		switch cause := context.Cause(ctx); {
