@@ -523,7 +523,7 @@ func splitBrain(t *testing.T, c *cluster, repo, cfg string) {
 	out := &lockedBuffer{}
 	cmd := exec.Command(harness.Binary(t), "agent", "-c", p.cfgPath)
 	cmd.Stdout = out
-	p.agent = harness.Start(t, p.name, cmd)
+	p.agent = harness.Start(c.t, p.name, cmd) // outlives this subtest
 	harness.WaitFor(t, 30*time.Second, p.name+"'s agent answers", func() (bool, error) { return p.probe("/patroni") == 200, nil })
 	data := filepath.Join(p.dir, "data")
 	must(t, os.WriteFile(filepath.Join(data, "standby.signal"), nil, 0o600))
@@ -532,7 +532,11 @@ func splitBrain(t *testing.T, c *cluster, repo, cfg string) {
 		"-o", "-c restore_command='' -c primary_conninfo=''").CombinedOutput(); err != nil {
 		t.Fatalf("start %s by hand: %v: %s", p.name, err, b)
 	}
-	defer exec.Command(pgctl, "stop", "-D", data, "-m", "immediate").Run()
+	defer func() {
+		// The diverged node is rebuilt from the cluster once it resumes.
+		_ = exec.Command(pgctl, "stop", "-D", data, "-m", "immediate").Run()
+		must(t, os.RemoveAll(data))
+	}()
 	if b, err := exec.Command(pgctl, "promote", "-D", data, "-w").CombinedOutput(); err != nil {
 		t.Fatalf("promote %s by hand: %v: %s", p.name, err, b)
 	}
