@@ -60,8 +60,11 @@ const (
 type Postgres interface {
 	State(ctx context.Context) (PGState, error)
 	// Bootstrap creates a new cluster in the empty data directory and
-	// starts it as primary.
+	// leaves it stopped (the agent starts it once it knows its lease is
+	// safe).
 	Bootstrap(ctx context.Context) error
+	// CreateRoles creates the replication role on a new, running primary.
+	CreateRoles(ctx context.Context) error
 	// Start starts PostgreSQL: as a standby of up when up is non-nil (with
 	// no upstream when up.Host is ""), else as primary.
 	Start(ctx context.Context, up *Upstream) error
@@ -75,6 +78,12 @@ type Postgres interface {
 	Reload(ctx context.Context) error
 	// Promote makes a standby a primary and waits until it accepts writes.
 	Promote(ctx context.Context) error
+	// ReserveTimelines makes the next promotion choose a timeline ID above
+	// upTo. PostgreSQL takes the highest ID whose history file it finds
+	// (pg_wal, the archive) plus one: a standby promoted from an ancestor
+	// of the newest timeline would otherwise reuse the newest timeline's
+	// ID for different WAL.
+	ReserveTimelines(ctx context.Context, upTo uint32) error
 	// Follow makes PostgreSQL a standby of up: a running standby is
 	// repointed without a restart; a primary is stopped and restarted as
 	// standby.
@@ -260,8 +269,9 @@ type Agent struct {
 	failovers    uint64
 	lastDCS      time.Time
 
-	// lease is shared with the keeper that renews it during long actions.
-	lease leaseState
+	// lease is shared with the keeper that renews it (guard.go).
+	lease      leaseState
+	stopKeeper func()
 
 	// pm watches the running postmaster (postmaster.go).
 	pm pmWatch
@@ -352,9 +362,7 @@ func (a *Agent) shutdown() error {
 		a.log.Info("shutting down leader: stopping postgres cleanly, then releasing the leader key")
 		// The watchdog stays armed (and the lease renewed) until
 		// PostgreSQL is down.
-		stop := a.keepLease()
 		err := a.d.Postgres.Stop(ctx, StopFast)
-		stop()
 		if err != nil {
 			errs = append(errs, fmt.Errorf("stop postgres: %w", err))
 			// The key is kept: releasing it with PostgreSQL perhaps still
@@ -375,6 +383,9 @@ func (a *Agent) shutdown() error {
 	} else {
 		a.setGuard(false)
 	}
+	if a.stopKeeper != nil {
+		a.stopKeeper()
+	}
 	if err := a.d.DCS.Close(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("close dcs: %w", err))
 	}
@@ -386,14 +397,13 @@ func (a *Agent) Step(ctx context.Context) Decision {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	start := a.d.Clock.Now()
-	// The lease is renewed at the start of the step and then every
-	// loop_wait until it ends: a step that takes long (a status query that
-	// waits out its timeout on a server with no free connection slot, a
-	// long action, slow etcd) must not use up the lease of a node whose
-	// agent is alive.
-	_ = a.renewLease(ctx)
-	stop := a.keepLease()
-	defer stop()
+	a.noteProgress()
+	if a.stopKeeper == nil {
+		// The first step has a lease (or knows it cannot get one) before
+		// it decides; from then on the keeper renews.
+		_ = a.renewLease(ctx)
+		a.startKeeper()
+	}
 	o := a.observe(ctx)
 	d := Decide(o)
 	if d != a.last {
@@ -401,6 +411,7 @@ func (a *Agent) Step(ctx context.Context) Decision {
 		a.last = d
 	}
 	out := a.execute(ctx, o, d)
+	a.noteProgress()
 	a.publish(ctx, o, d, out, start)
 	a.tellBackup(out.PG)
 	// The one invariant of the watchdog: armed to the lease whenever

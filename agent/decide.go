@@ -168,6 +168,17 @@ func decideLeader(o Observation) Decision {
 		return Decision{Action: ActWait, Reason: "leader's postgres is " + pg.State + ": keeping the key while the lease renews"}
 	}
 	bound := o.Dynamic.TTL.D()
+	if pg.DataEmpty {
+		return Decision{Action: ActRelease, Reason: "leader key held but the data directory is empty: handing over"}
+	}
+	if !pg.WasPrimary {
+		// The key was taken but the promotion never finished (the agent
+		// died meanwhile). Started as a primary without promotion, a
+		// standby's data would write on its old timeline beside the WAL
+		// the last leader wrote there: start it as a standby, then promote
+		// (a new timeline).
+		return Decision{Action: ActStartReplica, Reason: "leader key held but this data directory is a standby's: starting it as one to promote it"}
+	}
 	if o.Unguarded != "" {
 		return Decision{Action: ActRelease, Reason: "leader's postgres is " + stateName(pg) + " and the watchdog cannot fence this node (" + o.Unguarded + "): handing over"}
 	}
@@ -406,18 +417,19 @@ func requestStale(o Observation) bool {
 // ineligible says why this running replica must not take the leader key now
 // ("" when it is the best candidate).
 //
-// An operator's failover naming this node skips the priority and peer
-// comparisons (the operator chose it; the lag check still applies unless
-// forced) but never the check that no reachable member runs as primary. The
-// candidate of a switchover skips only the priority tie-break: its leader
-// waited until it had received everything, so no peer can be ahead of it
-// unless that leader died before handing over, and then WAL decides.
+// An operator's failover naming this node skips the peer comparisons (the
+// operator chose it; the lag check still applies unless forced) but never
+// the priority-0 / nofailover rule, the timeline rule, nor the check that no
+// reachable member runs as primary. The candidate of a switchover skips
+// only the priority tie-break: its leader waited until it had received
+// everything, so no peer can be ahead of it unless that leader died before
+// handing over, and then WAL decides.
 func ineligible(o Observation) string {
 	c, pg, n := o.Cluster, o.PG, o.Node
 	named := manualCandidate(o) == n.Name && !requestStale(o)
 	manual := named && c.Failover.Kind == "failover"
 	force := manual && c.Failover.Force
-	if !named && (n.Priority <= 0 || n.NoFailover) {
+	if n.Priority <= 0 || n.NoFailover {
 		return "priority 0 or nofailover"
 	}
 	if lag := lagBehind(c.Status.LSN, pg.WAL); !force && lag > uint64(max(o.Dynamic.MaximumLagOnFailover, 0)) {
@@ -426,7 +438,13 @@ func ineligible(o Observation) string {
 	if o.Dynamic.SynchronousMode && !isSync(c, n.Name) {
 		return "synchronous mode and this node is not a synchronous standby"
 	}
-	me := Candidate{Name: n.Name, WAL: pg.WAL, Priority: n.Priority}
+	// Even an operator's forced choice: promoting a diverged node would
+	// throw away the newest timeline.
+	newest, hist, known := newestTimeline(o)
+	if ok, why := onNewestHistory(pg.Timeline, pg.WAL, newest, hist, known); !ok {
+		return why
+	}
+	me := Candidate{Name: n.Name, Timeline: pg.Timeline, WAL: pg.WAL, Priority: n.Priority}
 	for _, p := range o.Peers {
 		if p.Name == n.Name || !p.Reachable {
 			continue
@@ -434,17 +452,21 @@ func ineligible(o Observation) string {
 		if p.Primary {
 			return "member " + p.Name + " still runs as primary"
 		}
-		if manual || !p.Running || p.Priority <= 0 || p.NoFailover {
+		if manual || !p.Running || p.Priority <= 0 || p.NoFailover || p.Unguarded {
 			continue
 		}
 		if o.Dynamic.SynchronousMode && !isSync(c, p.Name) {
 			continue
 		}
-		if named && p.WAL > me.WAL {
-			return fmt.Sprintf("member %s is ahead (WAL %d > %d) of this switchover candidate", p.Name, p.WAL, me.WAL)
+		if ok, _ := onNewestHistory(p.Timeline, p.WAL, newest, hist, known); !ok {
+			continue // diverged: not a candidate, and not ahead
 		}
-		if !named && Better(Candidate{Name: p.Name, WAL: p.WAL, Priority: p.Priority}, me) {
-			return fmt.Sprintf("member %s is a better candidate (WAL %d, priority %d)", p.Name, p.WAL, p.Priority)
+		pc := Candidate{Name: p.Name, Timeline: p.Timeline, WAL: p.WAL, Priority: p.Priority}
+		if named && (pc.Timeline > me.Timeline || (pc.Timeline == me.Timeline && pc.WAL > me.WAL)) {
+			return fmt.Sprintf("member %s is ahead (timeline %d WAL %d, this node timeline %d WAL %d) of this switchover candidate", p.Name, p.Timeline, p.WAL, me.Timeline, me.WAL)
+		}
+		if !named && Better(pc, me) {
+			return fmt.Sprintf("member %s is a better candidate (timeline %d, WAL %d, priority %d)", p.Name, p.Timeline, p.WAL, p.Priority)
 		}
 	}
 	return ""

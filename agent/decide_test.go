@@ -123,7 +123,7 @@ func TestDecide(t *testing.T) {
 		})), ActDemote, "", "required"},
 		{"unguarded leader in process mode says so", obs(all(primary, leader("me"), func(o *Observation) { o.Unguarded = "watchdog unavailable" })), ActHeartbeat, "", "UNGUARDED"},
 		{"unguarded crashed leader is not restarted as primary", obs(all(leader("me"), func(o *Observation) {
-			o.PG = PGState{State: "crashed", SystemID: "42"}
+			o.PG = PGState{State: "crashed", SystemID: "42", WasPrimary: true}
 			o.Unguarded = "watchdog unavailable"
 		})), ActRelease, "", "handing over"},
 		{"unguarded node does not bootstrap", obs(func(o *Observation) {
@@ -139,12 +139,17 @@ func TestDecide(t *testing.T) {
 			o.RestartRequested = true
 			o.Now = o.LeaseDeadline.Add(-time.Second)
 		})), ActFence, "", "cannot keep leader lease"},
-		{"leader's postgres crashed: restart in place", obs(all(leader("me"), func(o *Observation) {
+		{"leader whose standby data never got promoted starts it as a standby", obs(all(leader("me"), func(o *Observation) {
 			o.PG = PGState{State: "crashed", SystemID: "42"}
+			o.CrashedSince = t0.Add(-time.Second)
+		})), ActStartReplica, "", "to promote it"},
+		{"leader with an empty data directory hands over", obs(all(leader("me"), func(o *Observation) { o.PG = PGState{DataEmpty: true} })), ActRelease, "", "empty"},
+		{"leader's postgres crashed: restart in place", obs(all(leader("me"), func(o *Observation) {
+			o.PG = PGState{State: "crashed", SystemID: "42", WasPrimary: true}
 			o.CrashedSince = t0.Add(-time.Second)
 		})), ActStartPrimary, "", "restarting it in place"},
 		{"leader's postgres down past the bound: release", obs(all(leader("me"), func(o *Observation) {
-			o.PG = PGState{State: "crashed", SystemID: "42"}
+			o.PG = PGState{State: "crashed", SystemID: "42", WasPrimary: true}
 			o.CrashedSince = t0.Add(-time.Minute)
 		})), ActRelease, "", "handing over"},
 		{"other leader while writable: demote", obs(all(primary, leader("other"))), ActDemote, "other", "must not accept writes"},
@@ -201,8 +206,57 @@ func TestDecide(t *testing.T) {
 		}), ActWait, "", "still runs as primary"},
 		{"race: priority 0 never promoted", obs(func(o *Observation) { o.Node.Priority = 0 }), ActWait, "", "priority 0"},
 		{"race: nofailover never promoted", obs(func(o *Observation) { o.Node.NoFailover = true }), ActWait, "", "nofailover"},
+		// Not by an operator's failover naming it either, forced or not, nor
+		// as the candidate of a switchover whose leader died.
+		{"race: forced manual failover to a priority-0 node is refused", obs(func(o *Observation) {
+			o.Node.Priority = 0
+			o.Cluster.Failover = &dcs.Failover{Kind: "failover", Candidate: "me", Force: true, RequestedAt: t0}
+		}), ActWait, "", "priority 0"},
+		{"race: switchover candidate with nofailover is not promoted after its leader died", obs(func(o *Observation) {
+			o.Node.NoFailover = true
+			o.Cluster.Failover = &dcs.Failover{Kind: "switchover", Candidate: "me", RequestedAt: t0}
+		}), ActWait, "", "nofailover"},
 		{"race: too far behind the last leader position", obs(func(o *Observation) { o.Cluster.Status.LSN = 1000 + 2<<20 }), ActWait, "", "maximum_lag_on_failover"},
-		{"race: synchronous mode, not sync standby", obs(func(o *Observation) { o.Dynamic.SynchronousMode = true }), ActWait, "", "synchronous"},
+		{"race: synchronous mode, not sync standby", obs(func(o *Observation) {
+			o.Dynamic.SynchronousMode = true
+			o.Cluster.Sync = &dcs.Sync{Leader: "old", SyncStandby: []string{"other"}}
+		}), ActWait, "", "synchronous"},
+		// No sync key at all: no leader ever ran in synchronous mode (a
+		// bootstrap cut short before writing it), so no one lacks a commit.
+		{"race: synchronous mode, no sync key ever written", obs(func(o *Observation) { o.Dynamic.SynchronousMode = true }), ActAcquire, "", "best candidate"},
+		// Timelines (the candidate order is (timeline, position) among the
+		// members on the newest timeline's history).
+		{"race: diverged former primary at a higher LSN on an old timeline is not promoted", obs(func(o *Observation) {
+			o.PG.Timeline, o.PG.WAL = 1, 5000
+			o.Cluster.History = []dcs.HistoryEntry{{Timeline: 2, LSN: 3000}}
+		}), ActWait, "", "diverged"},
+		{"race: replica on an ancestor timeline, not past its end, is eligible", obs(func(o *Observation) {
+			o.PG.Timeline, o.PG.WAL = 1, 2000
+			o.Cluster.History = []dcs.HistoryEntry{{Timeline: 2, LSN: 3000}}
+		}), ActAcquire, "", "best candidate"},
+		{"race: a diverged peer at a higher LSN does not hold the race", obs(func(o *Observation) {
+			o.PG.Timeline, o.PG.WAL = 2, 3500
+			o.PG.History = []dcs.Fork{{Timeline: 1, LSN: 3000}}
+			o.Peers = []Peer{{Name: "other", Reachable: true, Running: true, Timeline: 1, WAL: 5000, Priority: 100}}
+		}), ActAcquire, "", "best candidate"},
+		{"race: a peer on the newer timeline wins over a higher LSN", obs(func(o *Observation) {
+			o.PG.Timeline, o.PG.WAL = 1, 2900
+			o.Cluster.History = []dcs.HistoryEntry{{Timeline: 2, LSN: 3000}}
+			o.Peers = []Peer{{Name: "other", Reachable: true, Running: true, Timeline: 2, WAL: 1000, Priority: 100}}
+		}), ActWait, "", "better candidate"},
+		{"race: the newest timeline's history from a member record (the DCS history lags)", obs(func(o *Observation) {
+			o.PG.Timeline, o.PG.WAL = 1, 5000
+			o.Cluster.Members[1].Timeline, o.Cluster.Members[1].History = 2, []dcs.Fork{{Timeline: 1, LSN: 3000}}
+		}), ActWait, "", "diverged"},
+		{"race: a newer timeline whose history no one knows", obs(func(o *Observation) {
+			o.PG.Timeline, o.PG.WAL = 2, 5000
+			o.Peers = []Peer{{Name: "other", Reachable: true, Running: false, Timeline: 3, WAL: 10, Priority: 100}}
+		}), ActWait, "", "not known"},
+		{"race: forced failover to a diverged node is refused", obs(func(o *Observation) {
+			o.PG.Timeline, o.PG.WAL = 1, 5000
+			o.Cluster.History = []dcs.HistoryEntry{{Timeline: 2, LSN: 3000}}
+			o.Cluster.Failover = &dcs.Failover{Kind: "failover", Candidate: "me", Force: true, RequestedAt: t0}
+		}), ActWait, "", "diverged"},
 		{"race: synchronous mode, sync standby acquires", obs(func(o *Observation) {
 			o.Dynamic.SynchronousMode = true
 			o.Cluster.Sync = &dcs.Sync{Leader: "old", SyncStandby: []string{"me"}}
@@ -262,6 +316,11 @@ func naiveBest(cs []Candidate) Candidate {
 	s := slices.Clone(cs)
 	slices.SortStableFunc(s, func(a, b Candidate) int {
 		switch {
+		case a.Timeline != b.Timeline:
+			if a.Timeline > b.Timeline {
+				return -1
+			}
+			return 1
 		case a.WAL != b.WAL:
 			if a.WAL > b.WAL {
 				return -1
@@ -282,7 +341,7 @@ func TestBestMatchesNaiveReference(t *testing.T) {
 		cs := make([]Candidate, int(n%8)+1)
 		for i := range cs {
 			// Small ranges so ties on WAL and priority are common.
-			cs[i] = Candidate{Name: string(rune('a' + i)), WAL: uint64(r.IntN(3)), Priority: r.IntN(3) * 50}
+			cs[i] = Candidate{Name: string(rune('a' + i)), Timeline: uint32(1 + r.IntN(2)), WAL: uint64(r.IntN(3)), Priority: r.IntN(3) * 50}
 		}
 		r.Shuffle(len(cs), func(i, j int) { cs[i], cs[j] = cs[j], cs[i] })
 		got, ok := Best(cs)

@@ -154,6 +154,12 @@ func (a *Agent) createCluster(ctx context.Context, claim int64) error {
 	if err := a.d.Postgres.Bootstrap(ctx); err != nil {
 		return err
 	}
+	if err := a.startAsPrimary(ctx); err != nil {
+		return err
+	}
+	if err := a.d.Postgres.CreateRoles(ctx); err != nil {
+		return err
+	}
 	st, err := a.d.Postgres.State(ctx)
 	if err != nil {
 		return fmt.Errorf("read new cluster state: %w", err)
@@ -210,8 +216,8 @@ func (a *Agent) adopt(ctx context.Context, o Observation) (bool, error) {
 		return false, err
 	}
 	if !o.PG.Running {
-		if err := a.d.Postgres.Start(ctx, nil); err != nil {
-			return false, fmt.Errorf("adopt: start postgres: %w", err)
+		if err := a.startAsPrimary(ctx); err != nil {
+			return false, fmt.Errorf("adopt: %w", err)
 		}
 	}
 	if err := a.register(ctx, o.PG.SystemID, claim); err != nil {
@@ -336,8 +342,16 @@ func (a *Agent) acquire(ctx context.Context, o Observation) (bool, error) {
 	if err := a.prepareSyncPromotion(ctx, o.Cluster); err != nil {
 		return a.giveUpKey(ctx), fmt.Errorf("promote: %w", err)
 	}
+	if newest, _, _ := newestTimeline(o); newest > o.PG.Timeline {
+		if err := a.d.Postgres.ReserveTimelines(ctx, newest); err != nil {
+			return a.giveUpKey(ctx), fmt.Errorf("promote: reserve timeline IDs up to %d: %w", newest, err)
+		}
+	}
 	// Armed to the lease before the server becomes writable.
 	a.setGuard(true)
+	if why := a.leaseUnsafe(); why != "" {
+		return a.giveUpKey(ctx), fmt.Errorf("promote: not now: %s", why)
+	}
 	event := "failover"
 	if f := o.Cluster.Failover; f != nil && f.Candidate == a.s.Name && f.Kind == "switchover" {
 		event = "switchover"
@@ -363,7 +377,7 @@ func (a *Agent) acquire(ctx context.Context, o Observation) (bool, error) {
 	a.fire(event, true, "")
 	st, err := a.d.Postgres.State(ctx)
 	if err == nil {
-		h := dcs.HistoryEntry{Timeline: st.Timeline, LSN: o.PG.WAL, Reason: event, Time: a.d.Clock.Now(), NewLeader: a.s.Name}
+		h := dcs.HistoryEntry{Timeline: st.Timeline, LSN: o.PG.WAL, Parent: o.PG.Timeline, Reason: event, Time: a.d.Clock.Now(), NewLeader: a.s.Name}
 		if err := a.d.DCS.AppendHistory(ctx, h); err != nil {
 			a.log.Warn("cannot append history", "error", err)
 		}
@@ -396,7 +410,7 @@ func (a *Agent) startPrimary(ctx context.Context) (bool, error) {
 	if err := a.d.DCS.UpdateLeader(ctx); err != nil {
 		return !errors.Is(err, dcs.ErrNotLeader), fmt.Errorf("start primary: %w", err)
 	}
-	if err := a.d.Postgres.Start(ctx, nil); err != nil {
+	if err := a.startAsPrimary(ctx); err != nil {
 		return true, fmt.Errorf("start primary: %w", err)
 	}
 	if err := a.d.DCS.UpdateLeader(ctx); errors.Is(err, dcs.ErrNotLeader) || errors.Is(err, dcs.ErrLeaseExpired) {
@@ -438,6 +452,28 @@ func (a *Agent) restart(ctx context.Context, o Observation) (bool, error) {
 		}
 	}
 	return held, nil
+}
+
+// startAsPrimary starts PostgreSQL as a primary, armed to the lease, and
+// only while the lease is safe right now: an agent frozen (or a call
+// stalled) past its lease must not bring up a writable server after
+// another node may have been promoted.
+func (a *Agent) startAsPrimary(ctx context.Context) error {
+	a.setGuard(true)
+	if why := a.leaseUnsafe(); why != "" {
+		return fmt.Errorf("not starting postgres as primary: %s", why)
+	}
+	return a.d.Postgres.Start(ctx, nil)
+}
+
+// leaseUnsafe says why the lease may not be relied on now ("" when it may).
+func (a *Agent) leaseUnsafe() string {
+	deadline, _ := a.leaseView()
+	o := Observation{Node: a.s.Node, LeaseDeadline: deadline, Now: a.d.Clock.Now()}
+	if leaseSafe(o) {
+		return ""
+	}
+	return leaseReason(o)
 }
 
 // stop stops PostgreSQL cleanly, and fences it when that fails.
@@ -700,7 +736,7 @@ func (a *Agent) abortSwitchover(ctx context.Context, cause error) (bool, error) 
 	if uerr == nil {
 		a.log.Error("switchover failed: staying primary", "error", cause)
 		a.setGuard(true)
-		err = a.d.Postgres.Start(ctx, nil)
+		err = a.startAsPrimary(ctx)
 	} else {
 		// The key is gone: starting as primary could make two writers.
 		// The next loop follows whoever leads now.

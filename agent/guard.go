@@ -16,9 +16,14 @@ import (
 // after each successful renewal (not at the end of a loop that may run
 // long): only a lease that could really expire fences.
 //
-// Renewals happen at the start of every loop and, while an action runs,
-// every loop_wait from the keeper, so a long checkpoint, crash recovery or
-// slow etcd does not use up the lease of a healthy node.
+// Renewals come from the keeper, one every loop_wait (send to send) for the
+// life of the agent process, whatever the loop is doing: a long checkpoint,
+// crash recovery, a status query waiting out its timeout, slow etcd calls
+// or the sleep between two loops do not use up the lease of a node whose
+// agent lives. A frozen agent (SIGSTOP) stops its keeper too, and then the
+// watchdog fences. A loop that stops making progress while PostgreSQL may
+// accept writes (a call stuck past every deadline) stops the keeper after
+// hangBound, so it is fenced too rather than holding the key for ever.
 
 // leaseState is shared by the loop and the keeper.
 type leaseState struct {
@@ -31,7 +36,16 @@ type leaseState struct {
 	// unguarded is why the watchdog could not be told ("" when it was).
 	unguarded           string
 	renewals, renewFail uint64
+	// progress is when the loop last showed it is not stuck.
+	progress time.Time
+	// keeping: the keeper runs.
+	keeping bool
 }
+
+// hangBound is how long the loop may make no progress while PostgreSQL
+// may accept writes before the keeper stops renewing. Crash recovery and
+// restarts run inside one step, so it is long.
+const hangBound = 5 * time.Minute
 
 func (a *Agent) leaseLock() *leaseState {
 	a.lease.mu.Lock()
@@ -66,17 +80,48 @@ func (a *Agent) renewLease(ctx context.Context) error {
 	return err
 }
 
-// keepLease renews the lease every loop_wait until stop is called, for
-// the length of an action. It stops at a lease found expired.
-func (a *Agent) keepLease() (stop func()) {
-	every := a.renewEvery()
-	return a.d.Clock.Go(func(ctx context.Context) {
-		for a.d.Clock.Sleep(ctx, every) == nil {
-			if err := a.renewLease(ctx); errors.Is(err, dcs.ErrLeaseExpired) {
+// startKeeper starts the keeper once (the loop's first step does): it
+// renews every loop_wait, measured from the previous renewal's send time,
+// until stop.
+func (a *Agent) startKeeper() {
+	l := a.leaseLock()
+	if l.keeping {
+		a.leaseUnlock()
+		return
+	}
+	l.keeping = true
+	a.leaseUnlock()
+	a.stopKeeper = a.d.Clock.Go(func(ctx context.Context) {
+		warned := false
+		for {
+			sent := a.d.Clock.Now()
+			switch stuck := a.stuck(sent); {
+			case stuck && !warned:
+				a.log.Error("the HA loop made no progress while postgres may accept writes: no longer renewing the lease", "bound", hangBound)
+				warned = true
+			case !stuck:
+				warned = false
+				_ = a.renewLease(ctx)
+			}
+			wait := sent.Add(a.renewEvery()).Sub(a.d.Clock.Now())
+			if a.d.Clock.Sleep(ctx, max(wait, 0)) != nil {
 				return
 			}
 		}
 	})
+}
+
+// noteProgress records that the loop is not stuck.
+func (a *Agent) noteProgress() {
+	l := a.leaseLock()
+	l.progress = a.d.Clock.Now()
+	a.leaseUnlock()
+}
+
+func (a *Agent) stuck(now time.Time) bool {
+	l := a.leaseLock()
+	defer a.leaseUnlock()
+	return l.guard && !l.progress.IsZero() && now.Sub(l.progress) > hangBound
 }
 
 // setGuard says whether PostgreSQL may accept writes, and tells the

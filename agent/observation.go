@@ -27,6 +27,9 @@ type PGState struct {
 	// what its files say (standby.signal, the postmaster's status).
 	InRecovery bool
 	Timeline   uint32
+	// History is the timeline history of Timeline: where each ancestor
+	// timeline ended (nil on timeline 1, or when it could not be read).
+	History []dcs.Fork
 	// WAL is the current LSN on a primary, the received (or else replayed)
 	// LSN on a replica: what it would have after promotion.
 	WAL       uint64
@@ -74,10 +77,15 @@ type Peer struct {
 	Running bool
 	// Primary: the peer says it runs as primary.
 	Primary bool
-	WAL     uint64
+	// Timeline and WAL: where the peer's WAL ends.
+	Timeline uint32
+	WAL      uint64
 	// Priority and NoFailover as the peer reports them.
 	Priority   int
 	NoFailover bool
+	// Unguarded: its watchdog cannot fence it, so it will not take the
+	// key; it does not hold the race back either.
+	Unguarded bool
 }
 
 // Node is this member's static facts from its configuration file.

@@ -3,19 +3,25 @@ package agent
 // Candidate is a member competing to become leader.
 type Candidate struct {
 	Name     string
+	Timeline uint32
 	WAL      uint64
 	Priority int
 }
 
 // Better reports whether a should be promoted rather than b. It is the one
-// total order of candidates:
+// total order of candidates (all of them on the newest timeline's history,
+// see timeline.go):
 //
-//  1. the higher WAL position (what it would have after promotion) wins;
-//  2. among equal positions, the higher priority wins;
+//  1. the later end of WAL wins: the higher timeline, then the higher
+//     position (what it would have after promotion);
+//  2. among equal ends, the higher priority wins;
 //  3. among equal priorities, the lexically smaller name wins.
 //
 // Names are unique in a cluster, so two different members are never equal.
 func Better(a, b Candidate) bool {
+	if a.Timeline != b.Timeline {
+		return a.Timeline > b.Timeline
+	}
 	if a.WAL != b.WAL {
 		return a.WAL > b.WAL
 	}

@@ -95,6 +95,7 @@ func (a *Agent) memberRecord(pg PGState) dcs.Member {
 		Role:         role(pg),
 		State:        stateName(pg),
 		Timeline:     pg.Timeline,
+		History:      pg.History,
 		WALPosition:  pg.WAL,
 		ReplayedLSN:  pg.Replayed,
 		Streaming:    pg.Streaming,

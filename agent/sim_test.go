@@ -66,6 +66,15 @@ type world struct {
 	faults map[string]int
 	// systems counts bootstraps (each a new system identifier).
 	systems int
+	// registered is since when each member's key exists.
+	registered map[string]time.Time
+	// newestLog is the WAL of the newest timeline: the log of the last
+	// node promoted (or bootstrapped), as it went on taking commits.
+	newestLog  []int
+	newestNode *simNode
+	// orphanLife is how long a busy backend outlives a killed postmaster
+	// (its statement runs on, then commits).
+	orphanLife time.Duration
 }
 
 type simNode struct {
@@ -79,6 +88,8 @@ type simNode struct {
 	wd       *simWatchdog
 	wdProc   *fakeWatchdog
 	settings Settings
+	// stepStart is when its agent's current (or last) step began.
+	stepStart time.Time
 }
 
 func (w *world) now() time.Time { return w.s.now }
@@ -131,13 +142,7 @@ func (w *world) leaderKey() string {
 }
 
 // leaderKeyRev is the holder of the leader key and the key's revision.
-func (w *world) leaderKeyRev() (string, int64) {
-	c, err := w.mem.Client("observer", time.Second).Cluster(context.Background())
-	if err != nil || c.Leader == nil {
-		return "", 0
-	}
-	return c.Leader.Name, c.Leader.Revision
-}
+func (w *world) leaderKeyRev() (string, int64) { return w.mem.LeaderKey() }
 
 // checkPromotion: no reachable eligible member is ahead of the one being
 // promoted (against the truth, not what the agent was told), and in
@@ -158,6 +163,11 @@ func (w *world) checkPromotion(n *simNode) {
 		}
 	}
 	for _, o := range w.nodes {
+		// A member registered after the candidate observed the cluster
+		// could not have been asked.
+		if since, ok := w.registered[o.name]; !ok || since.After(n.stepStart) {
+			continue
+		}
 		if o == n || manual || !o.alive || o.ag.frozen || w.restCut[[2]string{n.name, o.name}] ||
 			!o.pg.alive || !o.pg.ready || o.pg.mute || o.priority <= 0 || c.Member(o.name) == nil {
 			continue
@@ -165,8 +175,16 @@ func (w *world) checkPromotion(n *simNode) {
 		if sync && (c.Sync == nil || (c.Sync.Leader != o.name && !slices.Contains(c.Sync.SyncStandby, o.name))) {
 			continue // only synchronous standbys compete
 		}
-		if len(o.pg.log) > len(n.pg.log) {
-			w.fail("%s promoted at WAL %d while reachable eligible %s is at %d", n.name, len(n.pg.log), o.name, len(o.pg.log))
+		// What each has of the newest timeline's WAL. A diverged node (rows
+		// past where its timeline left the newest one's history) is no
+		// candidate: it cannot be promoted without losing the newest
+		// timeline, nor rewound without a primary to rewind from.
+		if !isPrefix(o.pg.log, w.newestLog) {
+			continue
+		}
+		if have := commonPrefix(n.pg.log, w.newestLog); len(o.pg.log) > have {
+			w.fail("%s promoted with %d rows of the newest timeline (of %d) while reachable eligible %s has %d",
+				n.name, have, len(n.pg.log), o.name, len(o.pg.log))
 		}
 	}
 }
@@ -181,6 +199,9 @@ func (w *world) write() {
 	n := w.node(c[0])
 	w.nextID++
 	n.pg.log = append(n.pg.log, w.nextID)
+	if n == w.newestNode && isPrefix(w.newestLog, n.pg.log) {
+		w.newestLog = append(w.newestLog, w.nextID)
+	}
 	if !n.pg.alive || w.leaderKey() != n.name {
 		// Committed, but not by the cluster's leader (a backend orphaned
 		// by a dead postmaster, a bootstrap that never took the key): a
@@ -200,6 +221,14 @@ func (w *world) write() {
 		o.pg.log = slices.Clone(n.pg.log)
 	}
 	w.acked = append(w.acked, w.nextID)
+}
+
+func commonPrefix(a, b []int) int {
+	i := 0
+	for i < len(a) && i < len(b) && a[i] == b[i] {
+		i++
+	}
+	return i
 }
 
 // missing is the first acknowledged row not in log, or -1.
@@ -231,6 +260,7 @@ func newWorld(t testing.TB, seed int64, o simOpts) *world {
 		t: t, rng: rand.New(rand.NewPCG(uint64(seed), 99)), s: newSched(simStart),
 		etcdDown: map[string]bool{}, etcdSlow: map[string]time.Duration{}, restCut: map[[2]string]bool{},
 		watchdogFences: map[string]int{}, faults: map[string]int{}, verbose: *simSeed >= 0,
+		registered: map[string]time.Time{}, orphanLife: 4 * time.Second,
 	}
 	w.mem = dcs.NewMemoryCluster(w.now)
 	w.dyn = config.DefaultDynamic()
@@ -309,6 +339,7 @@ func (w *world) start(n *simNode, delay time.Duration) {
 		ctx := context.Background()
 		for {
 			holder, rev := w.leaderKeyRev()
+			n.stepStart = w.s.now
 			d := n.agent.Step(ctx)
 			if d.Action != ActWait && d.Action != ActHeartbeat {
 				w.logf("%s: %s", n.name, d)
@@ -531,6 +562,7 @@ func (w *world) tick(faults *bool) {
 	var step func()
 	step = func() {
 		w.mem.Expire()
+		w.trackMembers()
 		for _, n := range w.nodes {
 			n.pg.replicate()
 		}
@@ -542,6 +574,20 @@ func (w *world) tick(faults *bool) {
 		w.after(simTick, step)
 	}
 	w.after(simTick, step)
+}
+
+func (w *world) trackMembers() {
+	names := w.mem.MemberNames()
+	for name := range w.registered {
+		if !slices.Contains(names, name) {
+			delete(w.registered, name)
+		}
+	}
+	for _, name := range names {
+		if _, ok := w.registered[name]; !ok {
+			w.registered[name] = w.s.now
+		}
+	}
 }
 
 // checkHandover: once the target of a planned switchover runs as primary,

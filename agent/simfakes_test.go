@@ -201,7 +201,12 @@ type fakePG struct {
 	// postmaster or of its process group leaves it running).
 	orphanUntil time.Time
 
-	timeline   uint32
+	timeline uint32
+	// hist is the timeline's history: where each ancestor ended.
+	hist []dcs.Fork
+	// reserved: history files up to this timeline ID exist in pg_wal, so a
+	// promotion picks a higher one.
+	reserved   uint32
 	log        []int
 	upstream   string // member name
 	sysid      string
@@ -235,7 +240,7 @@ func (p *fakePG) die(why string, orphan bool) {
 	}
 	wasWriter := p.ready && !p.standby && !p.stopping
 	if wasWriter && orphan {
-		p.orphanUntil = p.w.s.now.Add(4 * time.Second)
+		p.orphanUntil = p.w.s.now.Add(p.w.orphanLife)
 	}
 	if !p.standby {
 		p.wasPrimary = true
@@ -266,7 +271,7 @@ func (p *fakePG) State(ctx context.Context) (PGState, error) {
 	if p.empty {
 		return PGState{DataEmpty: true}, nil
 	}
-	s := PGState{SystemID: p.sysid, Timeline: p.timeline}
+	s := PGState{SystemID: p.sysid, Timeline: p.timeline, History: slices.Clone(p.hist)}
 	switch {
 	case !p.alive:
 		s.State = "stopped"
@@ -303,12 +308,17 @@ func (p *fakePG) Bootstrap(ctx context.Context) error {
 		return err
 	}
 	p.w.systems++
-	p.empty, p.alive, p.ready, p.standby, p.timeline = false, true, true, false, 1
+	p.w.newestLog, p.w.newestNode = nil, p.n
+	// initdb: a new cluster, stopped.
+	p.empty, p.alive, p.ready, p.standby, p.timeline, p.hist = false, false, false, false, 1, nil
+	p.needsRecovery, p.wasPrimary = false, true
 	p.sysid = fmt.Sprint(7000000000000000000 + p.w.systems)
 	p.gen++
 	p.w.logf("%s: bootstrapped", p.n.name)
 	return nil
 }
+
+func (p *fakePG) CreateRoles(ctx context.Context) error { return p.sleep(ctx, 10*time.Millisecond) }
 
 func (p *fakePG) Start(ctx context.Context, up *Upstream) error {
 	if p.empty {
@@ -419,8 +429,10 @@ func (p *fakePG) Promote(ctx context.Context) error {
 	w.s.at(w.s.now.Add(d), nil, func() {
 		if p.gen == g && p.alive && p.standby {
 			p.standby = false
-			p.timeline++
+			p.hist = append(slices.Clone(p.hist), dcs.Fork{Timeline: p.timeline, LSN: uint64(len(p.log))})
+			p.timeline = max(p.timeline, p.reserved) + 1
 			p.upstream = ""
+			w.newestLog, w.newestNode = slices.Clone(p.log), p.n
 			w.logf("%s: promoted (timeline %d, wal %d)", p.n.name, p.timeline, len(p.log))
 		}
 	})
@@ -430,6 +442,14 @@ func (p *fakePG) Promote(ctx context.Context) error {
 	if p.gen != g || p.standby {
 		return errors.New("promote: postgres died meanwhile")
 	}
+	return nil
+}
+
+func (p *fakePG) ReserveTimelines(ctx context.Context, upTo uint32) error {
+	if err := p.sleep(ctx, 5*time.Millisecond); err != nil {
+		return err
+	}
+	p.reserved = max(p.reserved, upTo)
 	return nil
 }
 
@@ -457,7 +477,7 @@ func (p *fakePG) Clone(ctx context.Context, up Upstream) error {
 		return errors.New("upstream not running")
 	}
 	p.empty, p.alive, p.wasPrimary, p.needsRecovery = false, false, false, false
-	p.log, p.sysid, p.timeline = slices.Clone(src.pg.log), src.pg.sysid, src.pg.timeline
+	p.log, p.sysid, p.timeline, p.hist = slices.Clone(src.pg.log), src.pg.sysid, src.pg.timeline, slices.Clone(src.pg.hist)
 	p.w.logf("%s: cloned from %s (wal %d)", p.n.name, up.Name, len(p.log))
 	return nil
 }
@@ -477,7 +497,7 @@ func (p *fakePG) Rewind(ctx context.Context, up Upstream) error {
 	for i < len(p.log) && i < len(src.pg.log) && p.log[i] == src.pg.log[i] {
 		i++
 	}
-	p.log, p.wasPrimary, p.timeline, p.needsRecovery = p.log[:i], false, src.pg.timeline, false
+	p.log, p.wasPrimary, p.timeline, p.hist, p.needsRecovery = p.log[:i], false, src.pg.timeline, slices.Clone(src.pg.hist), false
 	p.w.logf("%s: rewound to %d from %s", p.n.name, i, up.Name)
 	return nil
 }
@@ -579,6 +599,11 @@ func (p *fakePG) replicate() {
 			k = p.w.rng.IntN(missing + 1)
 		}
 		p.log = append(p.log, up.pg.log[len(p.log):len(p.log)+k]...)
+	}
+	// A standby follows its upstream's timeline switch (it streams the
+	// history file).
+	if up.pg.timeline > p.timeline {
+		p.timeline, p.hist = up.pg.timeline, slices.Clone(up.pg.hist)
 	}
 }
 
@@ -720,9 +745,12 @@ func (sp simPeers) Fetch(ctx context.Context, ms []dcs.Member) []Peer {
 		default:
 			st := t.agent.Status()
 			p.Reachable = true
+			p.Unguarded = st.Unguarded != ""
 			p.Running = st.State == "running"
 			p.Primary = st.Role == "primary" && (st.State == "running" || st.State == "unresponsive" || st.State == "starting" || st.State == "stopping")
-			p.WAL = st.WALPosition
+			if p.Running {
+				p.Timeline, p.WAL = st.Timeline, st.WALPosition
+			}
 		}
 		out = append(out, p)
 	}

@@ -87,6 +87,9 @@ func newSched(start time.Time) *sched {
 }
 
 func (s *sched) push(e *event) *event {
+	if e.at.Before(s.now) {
+		e.at = s.now // a deadline already past is due now: time never runs back
+	}
 	s.seq++
 	e.seq = s.seq
 	heap.Push(&s.q, e)

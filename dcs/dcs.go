@@ -31,6 +31,9 @@ type Member struct {
 	// State is the PostgreSQL state: running, starting, stopped, crashed, ...
 	State    string `json:"state"`
 	Timeline uint32 `json:"timeline,omitempty"`
+	// History is the timeline history of Timeline (from its history file):
+	// where each ancestor timeline ended.
+	History []Fork `json:"history,omitempty"`
 	// WALPosition is the current LSN on a primary, the received (or else
 	// replayed) LSN on a replica.
 	WALPosition uint64 `json:"wal_position,omitempty"`
@@ -47,6 +50,13 @@ type Member struct {
 	PoolerPaused bool `json:"pooler_paused,omitempty"`
 	// Revision is the key's ModRevision (not stored in the value).
 	Revision int64 `json:"-"`
+}
+
+// Fork is one line of a timeline history file: Timeline ended at LSN,
+// where its child timeline began.
+type Fork struct {
+	Timeline uint32 `json:"timeline"`
+	LSN      uint64 `json:"lsn"`
 }
 
 // Leader is the holder of the leader key.
@@ -78,10 +88,12 @@ type Sync struct {
 	Revision    int64    `json:"-"`
 }
 
-// HistoryEntry records one change of timeline.
+// HistoryEntry records one change of timeline: Timeline began at LSN,
+// where Parent ended.
 type HistoryEntry struct {
 	Timeline  uint32    `json:"timeline"`
 	LSN       uint64    `json:"lsn"`
+	Parent    uint32    `json:"parent,omitempty"`
 	Reason    string    `json:"reason"`
 	Time      time.Time `json:"time"`
 	NewLeader string    `json:"new_leader"`

@@ -500,3 +500,32 @@ func (m *Memory) Close(ctx context.Context) error {
 	}
 	return nil
 }
+
+// LeaderKey is the holder of the leader key and its revision ("" and 0
+// when there is none), read without decoding the store: the simulation's
+// invariant checks ask after every step.
+func (mc *MemoryCluster) LeaderKey() (string, int64) {
+	mc.mu.Lock()
+	defer mc.mu.Unlock()
+	mc.expireLocked()
+	k := mc.keys[keyLeader]
+	if k == nil {
+		return "", 0
+	}
+	return string(k.value), k.modRev
+}
+
+// MemberNames are the members whose key exists now.
+func (mc *MemoryCluster) MemberNames() []string {
+	mc.mu.Lock()
+	defer mc.mu.Unlock()
+	mc.expireLocked()
+	var out []string
+	for k := range mc.keys {
+		if name, ok := strings.CutPrefix(k, keyMembers); ok {
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}

@@ -79,6 +79,9 @@ type State struct {
 	ReplicationConns int
 	PostmasterPID    int
 	PostmasterStart  time.Time
+	// History is the timeline history of Timeline (nil on timeline 1 or
+	// when its history file could not be read).
+	History []Fork
 }
 
 // ErrRewindImpossible: pg_rewind could not make the data directory fit to
@@ -92,6 +95,9 @@ type Server struct {
 
 	mu   sync.Mutex
 	conn *pgx.Conn
+	// histories caches parsed timeline history files by timeline: a
+	// timeline's history never changes.
+	histories map[uint32][]Fork
 }
 
 // New makes a Server; nothing is touched until a method is called.
@@ -280,6 +286,7 @@ func (s *Server) Status(ctx context.Context) (State, error) {
 		if tli, err := strconv.ParseUint(cd["Latest checkpoint's TimeLineID"], 10, 32); err == nil {
 			st.Timeline = uint32(tli)
 		}
+		st.History = s.historyFromFile(st.Timeline)
 		return st, nil
 	}
 	st.Running, st.PostmasterPID, st.PostmasterStart = true, pf.PID, pf.Start
@@ -308,6 +315,7 @@ func (s *Server) Status(ctx context.Context) (State, error) {
 	}
 	st.Answering, st.State = true, "running"
 	st.Timeline = uint32(tli)
+	st.History = s.history(qctx, st.Timeline)
 	st.Streaming = wrStatus == "streaming"
 	st.Upstream = upstreamFromConninfo(conninfo)
 	if st.InRecovery {
@@ -350,9 +358,21 @@ func parseOptLSN(s string) (LSN, error) {
 	return ParseLSN(s)
 }
 
-// Bootstrap creates a new cluster (initdb with data checksums, so pg_rewind
-// works), starts it as primary and creates the replication role.
+// Bootstrap creates a new cluster (InitDB), starts it as primary and
+// creates the replication role (CreateRoles).
 func (s *Server) Bootstrap(ctx context.Context) error {
+	if err := s.InitDB(ctx); err != nil {
+		return err
+	}
+	if err := s.Start(ctx, nil); err != nil {
+		return fmt.Errorf("start new cluster: %w", err)
+	}
+	return s.CreateRoles(ctx)
+}
+
+// InitDB creates a new cluster in the empty data directory (with data
+// checksums, so pg_rewind works) and leaves it stopped.
+func (s *Server) InitDB(ctx context.Context) error {
 	if !s.dataEmpty() {
 		return fmt.Errorf("bootstrap: %s already holds a cluster", s.cfg.DataDir)
 	}
@@ -376,15 +396,18 @@ func (s *Server) Bootstrap(ctx context.Context) error {
 		"--data-checksums", "--encoding=UTF8", "--locale=C", "--auth-local=peer", "--auth-host=scram-sha-256"); err != nil {
 		return fmt.Errorf("initdb: %w", err)
 	}
-	if err := s.Start(ctx, nil); err != nil {
-		return fmt.Errorf("start new cluster: %w", err)
+	return nil
+}
+
+// CreateRoles creates the replication role on the new, running primary.
+func (s *Server) CreateRoles(ctx context.Context) error {
+	if s.cfg.ReplUser == "" {
+		return nil
 	}
-	if s.cfg.ReplUser != "" {
-		sql := fmt.Sprintf("CREATE ROLE %s WITH REPLICATION LOGIN PASSWORD %s",
-			pgx.Identifier{s.cfg.ReplUser}.Sanitize(), sqlQuote(s.cfg.ReplPassword))
-		if err := s.Exec(ctx, sql); err != nil {
-			return fmt.Errorf("create replication role %s: %w", s.cfg.ReplUser, err)
-		}
+	sql := fmt.Sprintf("CREATE ROLE %s WITH REPLICATION LOGIN PASSWORD %s",
+		pgx.Identifier{s.cfg.ReplUser}.Sanitize(), sqlQuote(s.cfg.ReplPassword))
+	if err := s.Exec(ctx, sql); err != nil {
+		return fmt.Errorf("create replication role %s: %w", s.cfg.ReplUser, err)
 	}
 	return nil
 }

@@ -197,6 +197,7 @@ type nodeStatus struct {
 	SystemID         string            `json:"database_system_identifier,omitempty"`
 	Replication      int               `json:"replication_connections"`
 	Pooler           string            `json:"pooler,omitempty"`
+	Unguarded        string            `json:"unguarded,omitempty"`
 	LastLoop         string            `json:"last_loop,omitempty"`
 	Action           string            `json:"action,omitempty"`
 	Reason           string            `json:"reason,omitempty"`
@@ -216,7 +217,7 @@ func (s *Server) nodeStatus(st *agent.Status) nodeStatus {
 		Name: st.Name, State: st.State, Role: st.Role, ServerVersion: st.ServerVersion, Timeline: st.Timeline,
 		Leader: st.Leader, IsLeader: st.IsLeader, Pause: st.Pause, ClusterUnlocked: st.ClusterUnlocked,
 		Tags: st.Tags, Priority: st.Priority, SystemID: st.SystemID, Replication: st.ReplicationConns,
-		Pooler: st.Pooler, Action: st.Action, Reason: st.Reason,
+		Pooler: st.Pooler, Unguarded: st.Unguarded, Action: st.Action, Reason: st.Reason,
 		Patroni: patroniInfo{Version: s.o.Version, Scope: st.Scope, Name: st.Name},
 	}
 	if ns.State == "" {

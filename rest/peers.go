@@ -36,9 +36,12 @@ func NewPeerClient(self string, timeout time.Duration, insecure bool) *PeerClien
 
 // peerStatus is the part of GET /patroni a peer race needs.
 type peerStatus struct {
-	State string `json:"state"`
-	Role  string `json:"role"`
-	XLog  struct {
+	State    string `json:"state"`
+	Role     string `json:"role"`
+	Timeline uint32 `json:"timeline"`
+	// Unguarded: the peer's watchdog cannot fence it.
+	Unguarded string `json:"unguarded"`
+	XLog      struct {
 		Location         uint64 `json:"location"`
 		ReceivedLocation uint64 `json:"received_location"`
 		ReplayedLocation uint64 `json:"replayed_location"`
@@ -65,6 +68,7 @@ func (pc *PeerClient) Fetch(ctx context.Context, ms []dcs.Member) []agent.Peer {
 			}
 			p := &out[i]
 			p.Reachable = true
+			p.Unguarded = st.Unguarded != ""
 			running := st.State == "running"
 			p.Running = running
 			// A primary that runs but does not answer its agent (state
@@ -72,6 +76,7 @@ func (pc *PeerClient) Fetch(ctx context.Context, ms []dcs.Member) []agent.Peer {
 			// writes: it holds the race back like a running one.
 			p.Primary = (st.Role == "primary" || st.Role == "master") && mayRun(st.State)
 			if running {
+				p.Timeline = st.Timeline
 				p.WAL = max(st.XLog.Location, st.XLog.ReceivedLocation, st.XLog.ReplayedLocation)
 			}
 		}()

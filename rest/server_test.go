@@ -87,9 +87,9 @@ func (f *fakeAgent) Reload(ctx context.Context) error       { return f.record("r
 func (f *fakeAgent) Reinitialize(ctx context.Context) error { return f.record("reinit") }
 
 var (
-	primaryStatus = agent.Status{Name: "a", Scope: "main", Role: "primary", State: "running", IsLeader: true, Running: true,
+	primaryStatus = agent.Status{Name: "a", Scope: "main", Role: "primary", State: "running", IsLeader: true, Running: true, Answering: true,
 		WALPosition: 5000, Timeline: 2, LastLoop: time.Now(), TTL: 10 * time.Second, Tags: map[string]string{"dc": "x"}}
-	replicaStatus = agent.Status{Name: "b", Scope: "main", Role: "replica", State: "running", Running: true, InRecovery: true,
+	replicaStatus = agent.Status{Name: "b", Scope: "main", Role: "replica", State: "running", Running: true, Answering: true, InRecovery: true,
 		Streaming: true, ReceivedLSN: 4000, ReplayedLSN: 3000, LeaderLSN: 3000 + 20<<10, LastLoop: time.Now(), Tags: map[string]string{"dc": "y"}}
 )
 
@@ -134,6 +134,10 @@ func TestHealthChecks(t *testing.T) {
 	keyOnly := primaryStatus
 	keyOnly.InRecovery = true // holds the key but PostgreSQL is not a primary yet
 	stopped := agent.Status{Name: "c", State: "stopped"}
+	// Its postmaster runs but it does not answer the agent: the agent
+	// cannot vouch that it is a primary.
+	mutePrimary := primaryStatus
+	mutePrimary.Answering, mutePrimary.State = false, "unresponsive"
 	cases := []struct {
 		name string
 		st   agent.Status
@@ -145,6 +149,9 @@ func TestHealthChecks(t *testing.T) {
 		{"primary aliases", primaryStatus, "/leader", 200},
 		{"primary aliases", primaryStatus, "/read-write", 200},
 		{"key without primary postgres", keyOnly, "/primary", 503},
+		{"unresponsive primary is not vouched for", mutePrimary, "/primary", 503},
+		{"unresponsive primary is not read-only either", mutePrimary, "/read-only", 503},
+		{"unresponsive primary runs", mutePrimary, "/health", 200},
 		{"replica on primary", primaryStatus, "/replica", 503},
 		{"primary on replica", replicaStatus, "/primary", 503},
 		{"replica", replicaStatus, "/replica", 200},

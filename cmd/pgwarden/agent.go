@@ -66,6 +66,7 @@ func wire(ctx context.Context, cfg *config.Config, path string, log hclog.Logger
 	deps := agent.Deps{
 		DCS:      store,
 		Postgres: pg,
+		Probe:    pg,
 		Peers:    rest.NewPeerClient(cfg.Name, peerTimeout(cfg), false),
 	}
 	if pb := cfg.Pooler.PgBouncer; pb != nil {

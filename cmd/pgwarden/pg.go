@@ -7,6 +7,7 @@ import (
 
 	"github.com/pgwarden/pgwarden/agent"
 	"github.com/pgwarden/pgwarden/config"
+	"github.com/pgwarden/pgwarden/dcs"
 	"github.com/pgwarden/pgwarden/postgres"
 )
 
@@ -56,7 +57,19 @@ func (p pgAdapter) State(ctx context.Context) (agent.PGState, error) {
 		ReplicationConns: st.ReplicationConns,
 		PostmasterPID:    st.PostmasterPID,
 		PostmasterStart:  st.PostmasterStart,
+		History:          forks(st.History),
 	}, nil
+}
+
+func forks(h []postgres.Fork) []dcs.Fork {
+	if h == nil {
+		return nil
+	}
+	out := make([]dcs.Fork, len(h))
+	for i, f := range h {
+		out[i] = dcs.Fork{Timeline: f.Timeline, LSN: uint64(f.LSN)}
+	}
+	return out
 }
 
 // upstream translates; an empty host (a standby with no upstream yet)
@@ -65,7 +78,8 @@ func upstream(up agent.Upstream) postgres.Upstream {
 	return postgres.Upstream{Host: up.Host, Port: up.Port, Slot: up.Slot}
 }
 
-func (p pgAdapter) Bootstrap(ctx context.Context) error { return p.s.Bootstrap(ctx) }
+func (p pgAdapter) Bootstrap(ctx context.Context) error   { return p.s.InitDB(ctx) }
+func (p pgAdapter) CreateRoles(ctx context.Context) error { return p.s.CreateRoles(ctx) }
 
 func (p pgAdapter) Start(ctx context.Context, up *agent.Upstream) error {
 	if up == nil {
@@ -83,6 +97,22 @@ func (p pgAdapter) Fence(ctx context.Context) error   { return p.s.Fence(ctx) }
 func (p pgAdapter) Restart(ctx context.Context) error { return p.s.Restart(ctx) }
 func (p pgAdapter) Reload(ctx context.Context) error  { return p.s.Reload(ctx) }
 func (p pgAdapter) Promote(ctx context.Context) error { return p.s.Promote(ctx) }
+
+// Probe implements agent.Probe.
+func (p pgAdapter) Probe(ctx context.Context, hostPort string) agent.ProbeResult {
+	switch p.s.Probe(ctx, hostPort) {
+	case postgres.RolePrimary:
+		return agent.ProbePrimary
+	case postgres.RoleStandby:
+		return agent.ProbeStandby
+	case postgres.RoleRunning:
+		return agent.ProbeRunning
+	}
+	return agent.ProbeNoAnswer
+}
+func (p pgAdapter) ReserveTimelines(ctx context.Context, upTo uint32) error {
+	return p.s.ReserveTimelines(ctx, upTo)
+}
 func (p pgAdapter) Follow(ctx context.Context, up agent.Upstream) error {
 	return p.s.Follow(ctx, upstream(up))
 }

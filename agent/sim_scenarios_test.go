@@ -1,0 +1,355 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgwarden/pgwarden/dcs"
+)
+
+// Scripted scenarios on the simulated cluster: each drives one defect the
+// random schedules found (or could find), with the invariant checks of the
+// simulation running after every step of every process. Seeds do not
+// survive changes to the random stream; these do.
+
+// healthy starts a world and runs it until it has a leader and every other
+// member streams from it.
+func healthy(t *testing.T, o simOpts) *world {
+	t.Helper()
+	return healthySeed(t, 1, o)
+}
+
+func healthySeed(t *testing.T, seed int64, o simOpts) *world {
+	t.Helper()
+	if o.nodes == 0 {
+		o.nodes = 3
+	}
+	if o.ttl == 0 {
+		o.ttl = 10 * time.Second
+	}
+	w := newWorld(t, seed, o)
+	off := false
+	w.tick(&off)
+	t.Cleanup(w.s.shutdown)
+	if !w.until(60*time.Second, func() bool { return w.settled() }) {
+		w.fatal(t, "cluster did not settle")
+	}
+	return w
+}
+
+// settled: one leader that accepts commits, every other node streaming
+// from it.
+func (w *world) settled() bool {
+	l := w.leaderNode()
+	if l == nil {
+		return false
+	}
+	for _, n := range w.nodes {
+		if n != l && (!n.pg.streaming() || n.pg.upstream != l.name) {
+			return false
+		}
+	}
+	return true
+}
+
+// leaderNode is the holder of the leader key when its PostgreSQL accepts
+// commits.
+func (w *world) leaderNode() *simNode {
+	n := w.node(w.leaderKey())
+	if n == nil || !n.pg.canCommit() {
+		return nil
+	}
+	return n
+}
+
+// until runs the world until cond holds (true) or d passes (false).
+func (w *world) until(d time.Duration, cond func() bool) bool {
+	w.s.runUntil(w.s.now.Add(d), func() bool { return w.failed != "" || cond() })
+	return w.failed == "" && cond()
+}
+
+func (w *world) runFor(d time.Duration) {
+	w.s.runUntil(w.s.now.Add(d), func() bool { return w.failed != "" })
+}
+
+func (w *world) fatal(t *testing.T, format string, args ...any) {
+	t.Helper()
+	msg := format
+	if len(args) > 0 {
+		msg = fmt.Sprintf(format, args...)
+	}
+	if w.failed != "" {
+		msg = w.failed + " (" + msg + ")"
+	}
+	tail := w.trace[max(0, len(w.trace)-50):]
+	t.Fatalf("%s\n%s", msg, strings.Join(tail, "\n"))
+}
+
+func (w *world) noViolation(t *testing.T) {
+	t.Helper()
+	if w.failed != "" {
+		w.fatal(t, "violation")
+	}
+}
+
+// others are the nodes but n.
+func (w *world) others(n *simNode) []*simNode {
+	var out []*simNode
+	for _, o := range w.nodes {
+		if o != n {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
+// TestSimFenceKillsOrphanedBackends: the leader's postmaster dies while a
+// busy backend runs on (it committed a minute later on real PostgreSQL 15:
+// each backend calls setsid(), so a kill of the postmaster or of its group
+// misses it). The leader tries to restart in place, cannot (the orphan
+// still holds shared memory), and hands over after ttl: its release must
+// kill the orphan first, or the new primary and the orphan both commit.
+func TestSimFenceKillsOrphanedBackends(t *testing.T) {
+	w := healthy(t, simOpts{ttl: 5 * time.Second})
+	w.orphanLife = 10 * time.Minute
+	old := w.leaderNode()
+	old.pg.die("postmaster killed by the test", true)
+	if !w.until(60*time.Second, func() bool { l := w.leaderNode(); return l != nil && l != old }) {
+		w.fatal(t, "no failover after the leader's postmaster died")
+	}
+	w.runFor(30 * time.Second)
+	w.noViolation(t)
+	if w.s.now.Before(old.pg.orphanUntil) {
+		w.fatal(t, "the orphaned backend of %s still runs", old.name)
+	}
+}
+
+// TestSimMutePrimaryIsFenced: the leader's PostgreSQL runs but does not
+// answer its agent (all connection slots taken). It keeps the key while
+// the lease renews (no failover, no fence), and when the leader is then cut
+// from etcd it is fenced before its lease can expire: a replica is
+// promoted, never beside it. (Before: the failed status query read as "not
+// running", a lease loss yielded Wait, and after ttl the leader released its
+// key with PostgreSQL still running.)
+func TestSimMutePrimaryIsFenced(t *testing.T) {
+	w := healthy(t, simOpts{ttl: 5 * time.Second})
+	old := w.leaderNode()
+	old.pg.mute = true
+	w.runFor(40 * time.Second)
+	w.noViolation(t)
+	if w.leaderKey() != old.name || !old.pg.canCommit() {
+		w.fatal(t, "a mute leader with a healthy lease lost its key or its server (leader %q)", w.leaderKey())
+	}
+	if st := old.agent.Status(); st.State != "unresponsive" || st.Role != "primary" {
+		w.fatal(t, "mute leader published state %q role %q; want unresponsive primary", st.State, st.Role)
+	}
+	w.etcdDown[old.name] = true
+	if !w.until(60*time.Second, func() bool { l := w.leaderNode(); return l != nil && l != old }) {
+		w.fatal(t, "no failover after the mute leader was cut from etcd")
+	}
+	w.noViolation(t)
+	if old.pg.alive {
+		w.fatal(t, "the mute former leader still runs")
+	}
+}
+
+// TestSimCrashRecoveryRunsWatched: the leader's PostgreSQL crashes and its
+// crash recovery takes 12 s, more than the ttl: the leader keeps the key
+// (renewed meanwhile) and comes back; no replica is promoted beside it.
+// Then the same with etcd cut off during the recovery: the watchdog fences
+// the recovering server before the lease can expire, so the replica that
+// takes over is the only primary. (Before: the long start ran with no
+// renewals and the watchdog disarmed; afterwards a fresh lease armed the
+// watchdog although the key was gone: two primaries.)
+func TestSimCrashRecoveryRunsWatched(t *testing.T) {
+	w := healthy(t, simOpts{ttl: 5 * time.Second})
+	old := w.leaderNode()
+	old.pg.recoveryTime = 12 * time.Second
+	old.pg.die("crash", false)
+	if !w.until(60*time.Second, func() bool { return w.leaderNode() == old }) {
+		w.fatal(t, "the leader did not come back after crash recovery (leader %q)", w.leaderKey())
+	}
+	w.noViolation(t)
+
+	old.pg.recoveryTime = 12 * time.Second
+	old.pg.die("crash", false)
+	w.after(2*time.Second, func() { w.etcdDown[old.name] = true })
+	if !w.until(60*time.Second, func() bool { l := w.leaderNode(); return l != nil && l != old }) {
+		w.fatal(t, "no failover while the leader's recovery ran cut from etcd")
+	}
+	w.runFor(20 * time.Second)
+	w.noViolation(t)
+	if old.pg.canCommit() {
+		w.fatal(t, "the cut-off leader came up writable")
+	}
+}
+
+// TestSimRestartThroughTheLoop: an operator's restart of the leader runs
+// as a decision of the loop, with the lease renewed and the watchdog armed:
+// a slow shutdown checkpoint and crash recovery do not cost the key.
+func TestSimRestartThroughTheLoop(t *testing.T) {
+	w := healthy(t, simOpts{ttl: 5 * time.Second})
+	l := w.leaderNode()
+	l.pg.checkpointTime = 7 * time.Second
+	done := make(chan error, 1)
+	l.agent.reqMu.Lock()
+	l.agent.restarts = append(l.agent.restarts, done)
+	l.agent.reqMu.Unlock()
+	if !w.until(30*time.Second, func() bool { return len(done) == 1 }) {
+		w.fatal(t, "restart not done")
+	}
+	if err := <-done; err != nil {
+		w.fatal(t, "restart: %v", err)
+	}
+	if !w.until(10*time.Second, func() bool { return w.leaderNode() == l }) {
+		w.fatal(t, "leader changed across a restart")
+	}
+	w.noViolation(t)
+	if w.watchdogFences[l.name] != 0 {
+		w.fatal(t, "restart fenced by the watchdog")
+	}
+}
+
+// TestSimSlowEtcdDoesNotFenceAHealthyPrimary: every etcd call of the leader
+// takes 800 ms for two minutes at ttl 5 (all succeed; the lease is never at
+// risk): the watchdog, fed right after each renewal from its send time,
+// never fences. (Before: fed only at the end of a loop that took 4 s, it
+// fenced a healthy primary 12 times in 120 s.) Then a switchover whose
+// checkpoint takes 7 s completes without a fence either.
+func TestSimSlowEtcdDoesNotFenceAHealthyPrimary(t *testing.T) {
+	w := healthy(t, simOpts{ttl: 5 * time.Second})
+	l := w.leaderNode()
+	for _, n := range w.nodes {
+		w.etcdSlow[n.name] = 800 * time.Millisecond
+	}
+	w.runFor(120 * time.Second)
+	w.noViolation(t)
+	if f := w.watchdogFences[l.name]; f != 0 || w.leaderNode() != l {
+		w.fatal(t, "under 800 ms etcd calls: %d watchdog fences of the leader, leader now %q", f, w.leaderKey())
+	}
+	clear(w.etcdSlow)
+	l.pg.checkpointTime = 7 * time.Second
+	_ = w.mem.Client("operator", time.Second).SetFailover(context.Background(), dcs.Failover{Kind: "switchover", Leader: l.name, RequestedAt: w.s.now}, 0)
+	if !w.until(60*time.Second, func() bool { n := w.leaderNode(); return n != nil && n != l }) {
+		w.fatal(t, "switchover with a 7 s checkpoint did not complete")
+	}
+	w.noViolation(t)
+	if f := w.watchdogFences[l.name]; f != 0 {
+		w.fatal(t, "switchover with a 7 s checkpoint fenced by the watchdog %d times", f)
+	}
+}
+
+// TestSimDeadAgentsWatchdogFencesAtOnce: kill -9 of the leader's agent. Its
+// watchdog fences at once and exits (an orphan that waited for the old
+// deadline would later kill the primary of the agent restarted meanwhile);
+// a replica takes over; the restarted agent starts its own watchdog and
+// rejoins as a replica, and nothing fences it.
+func TestSimDeadAgentsWatchdogFencesAtOnce(t *testing.T) {
+	w := healthy(t, simOpts{ttl: 10 * time.Second})
+	old := w.leaderNode()
+	wd := old.wdProc
+	w.killAgent(old)
+	if old.pg.alive || !wd.gone {
+		w.fatal(t, "after kill -9 of the agent: postgres alive %v, watchdog gone %v; want fenced and gone at once", old.pg.alive, wd.gone)
+	}
+	if !w.until(60*time.Second, func() bool { l := w.leaderNode(); return l != nil && l != old }) {
+		w.fatal(t, "no failover")
+	}
+	w.start(old, 0)
+	if !w.until(60*time.Second, w.settled) {
+		w.fatal(t, "the old leader did not rejoin")
+	}
+	fences := w.watchdogFences[old.name]
+	w.runFor(30 * time.Second)
+	w.noViolation(t)
+	if w.watchdogFences[old.name] != fences || !old.pg.streaming() {
+		w.fatal(t, "the rejoined replica was fenced (%d) or stopped streaming", w.watchdogFences[old.name]-fences)
+	}
+}
+
+// TestSimUnguardedNodeIsNotPromoted: a replica whose watchdog cannot run is
+// never promoted (process mode says so and refuses); with watchdog.mode
+// required, a leader that loses its watchdog steps down.
+func TestSimUnguardedNodeIsNotPromoted(t *testing.T) {
+	w := healthy(t, simOpts{ttl: 5 * time.Second})
+	old := w.leaderNode()
+	rs := w.others(old)
+	rs[0].wd.fail = true
+	w.runFor(3 * time.Second)
+	w.hostLoss(old)
+	if !w.until(60*time.Second, func() bool { return w.leaderNode() != nil }) {
+		w.fatal(t, "no failover")
+	}
+	if got := w.leaderNode(); got != rs[1] {
+		w.fatal(t, "promoted %s; want %s (the other one cannot be fenced)", got.name, rs[1].name)
+	}
+	// Now the only replica left is unguarded: no one may be promoted.
+	w.hostLoss(rs[1])
+	w.runFor(60 * time.Second)
+	w.noViolation(t)
+	if l := w.leaderNode(); l != nil {
+		w.fatal(t, "unguarded %s promoted", l.name)
+	}
+	if st := rs[0].agent.Status(); !strings.Contains(st.Reason, "watchdog") {
+		w.fatal(t, "the unguarded replica does not say why it waits: %q", st.Reason)
+	}
+}
+
+func TestSimRequiredWatchdogLostStepsDown(t *testing.T) {
+	w := healthy(t, simOpts{ttl: 5 * time.Second, required: true})
+	old := w.leaderNode()
+	old.wd.fail = true
+	if !w.until(60*time.Second, func() bool { l := w.leaderNode(); return l != nil && l != old }) {
+		w.fatal(t, "a leader without its required watchdog kept leading (%q)", w.leaderKey())
+	}
+	w.noViolation(t)
+}
+
+// TestSimFrozenAgentAndWatchdog: both the leader's agent and its watchdog
+// are stopped while PostgreSQL runs on: nothing on that host can fence it.
+// The replicas see the key expire, but the last leader's server still
+// answers as a primary when asked directly: no one is promoted (the
+// cluster stays on that primary) until the host is thawed and its agent
+// fences it.
+func TestSimFrozenAgentAndWatchdog(t *testing.T) {
+	w := healthy(t, simOpts{ttl: 5 * time.Second})
+	old := w.leaderNode()
+	w.freezeAgent(old)
+	w.freezeWatchdog(old)
+	w.runFor(40 * time.Second)
+	w.noViolation(t)
+	if w.leaderKey() != "" {
+		w.fatal(t, "the frozen leader's key did not expire (%q)", w.leaderKey())
+	}
+	for _, r := range w.others(old) {
+		if st := r.agent.Status(); !strings.Contains(st.Reason, "still runs as a primary") {
+			w.fatal(t, "%s does not say why it waits: %q", r.name, st.Reason)
+		}
+	}
+	w.thaw(old)
+	if !w.until(60*time.Second, func() bool { return w.leaderNode() != nil }) {
+		w.fatal(t, "no leader after the thaw")
+	}
+	w.runFor(20 * time.Second)
+	w.noViolation(t)
+}
+
+// TestSimLostRaceIsNotPublished: two replicas race for the key; the one
+// that loses publishes no leadership (the simulation checks it after every
+// step: before, acquire returned nil on a lost race and publish took
+// leadership from the action attempted).
+func TestSimLostRaceIsNotPublished(t *testing.T) {
+	for seed := range int64(20) {
+		w := healthySeed(t, seed, simOpts{ttl: 5 * time.Second})
+		w.hostLoss(w.leaderNode())
+		if !w.until(60*time.Second, func() bool { return w.leaderNode() != nil }) {
+			w.fatal(t, "no failover")
+		}
+		w.runFor(5 * time.Second)
+		w.noViolation(t)
+		w.s.shutdown()
+	}
+}

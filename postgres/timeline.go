@@ -1,0 +1,201 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// Fork is one line of a timeline history file: Timeline ended at LSN,
+// where the next timeline of the history began.
+type Fork struct {
+	Timeline uint32
+	LSN      LSN
+}
+
+func historyFileName(tli uint32) string { return fmt.Sprintf("%08X.history", tli) }
+
+// ParseHistory reads a timeline history file: one "parentTLI switchpoint
+// reason" line per ancestor; blank and '#' lines are skipped.
+func ParseHistory(text string) ([]Fork, error) {
+	var out []Fork
+	for _, l := range strings.Split(text, "\n") {
+		l = strings.TrimSpace(l)
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		f := strings.Fields(l)
+		if len(f) < 2 {
+			return nil, fmt.Errorf("timeline history: bad line %q", l)
+		}
+		tli, err := strconv.ParseUint(f[0], 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("timeline history: bad timeline in %q", l)
+		}
+		lsn, err := ParseLSN(f[1])
+		if err != nil {
+			return nil, fmt.Errorf("timeline history: %w", err)
+		}
+		out = append(out, Fork{Timeline: uint32(tli), LSN: lsn})
+	}
+	return out, nil
+}
+
+// history is timeline tli's history, read through the server (which may
+// have streamed the file from its upstream), cached.
+func (s *Server) history(ctx context.Context, tli uint32) []Fork {
+	if tli <= 1 {
+		return nil
+	}
+	if h, ok := s.cachedHistory(tli); ok {
+		return h
+	}
+	var text string
+	err := s.withConn(ctx, func(c *pgx.Conn) error {
+		return c.QueryRow(ctx, "SELECT pg_read_file($1)", "pg_wal/"+historyFileName(tli)).Scan(&text)
+	})
+	if err != nil {
+		s.log.Debug("cannot read timeline history", "timeline", tli, "error", err)
+		return nil
+	}
+	return s.cacheHistory(tli, text)
+}
+
+// historyFromFile reads it from the data directory of a stopped server.
+func (s *Server) historyFromFile(tli uint32) []Fork {
+	if tli <= 1 {
+		return nil
+	}
+	if h, ok := s.cachedHistory(tli); ok {
+		return h
+	}
+	b, err := os.ReadFile(filepath.Join(s.cfg.DataDir, "pg_wal", historyFileName(tli)))
+	if err != nil {
+		return nil
+	}
+	return s.cacheHistory(tli, string(b))
+}
+
+func (s *Server) cachedHistory(tli uint32) ([]Fork, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	h, ok := s.histories[tli]
+	return h, ok
+}
+
+func (s *Server) cacheHistory(tli uint32, text string) []Fork {
+	h, err := ParseHistory(text)
+	if err != nil {
+		s.log.Warn("unreadable timeline history", "timeline", tli, "error", err)
+		return nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.histories == nil {
+		s.histories = map[uint32][]Fork{}
+	}
+	s.histories[tli] = h
+	return h
+}
+
+// reservedHistory is what a reserved timeline's history file holds: no
+// ancestor, so a standby scanning for a newer timeline to follow finds it
+// is not a child of its own and stays where it is.
+const reservedHistory = "# timeline ID reserved by pgwarden: this node was promoted from an ancestor of a newer timeline\n"
+
+// ReserveTimelines makes the next promotion of this standby choose a
+// timeline ID above upTo: PostgreSQL picks the highest ID whose history
+// file exists in pg_wal (or the archive) plus one, and a standby that never
+// saw a newer timeline would otherwise reuse its ID for different WAL. A
+// history file that exists is left as it is.
+func (s *Server) ReserveTimelines(ctx context.Context, upTo uint32) error {
+	st, err := s.Status(ctx)
+	if err != nil {
+		return fmt.Errorf("reserve timelines: %w", err)
+	}
+	if !st.Answering {
+		return errors.New("reserve timelines: postgres does not answer")
+	}
+	for t := st.Timeline + 1; t <= upTo; t++ {
+		p := filepath.Join(s.cfg.DataDir, "pg_wal", historyFileName(t))
+		if _, err := os.Stat(p); err == nil {
+			continue
+		}
+		if err := writeFileAtomic(p, []byte(reservedHistory)); err != nil {
+			return fmt.Errorf("reserve timeline %d: %w", t, err)
+		}
+		s.log.Info("timeline ID reserved before promotion", "timeline", t)
+	}
+	return nil
+}
+
+// Role is what a server said of itself when asked directly.
+type Role int
+
+// Roles a probe can report.
+const (
+	// RoleNoAnswer: refused, or no answer in time.
+	RoleNoAnswer Role = iota
+	RoleStandby
+	RolePrimary
+	// RoleRunning: the server answered (an error of its own: too many
+	// clients, starting up, authentication), but not with its role.
+	RoleRunning
+)
+
+// Probe connects to the PostgreSQL server at hostPort with this node's
+// superuser credentials and asks whether it is in recovery. It is how a
+// candidate checks that the last leader's server really stopped being a
+// primary, whatever its agent's REST API says or fails to say.
+func (s *Server) Probe(ctx context.Context, hostPort string) Role {
+	cc, err := s.connConfig()
+	if err != nil {
+		return RoleNoAnswer
+	}
+	host, port, err := splitHostPortNum(hostPort)
+	if err != nil {
+		return RoleNoAnswer
+	}
+	cc.Host, cc.Port = host, port
+	if dl, ok := ctx.Deadline(); ok {
+		cc.ConnectTimeout = max(time.Until(dl), 10*time.Millisecond)
+	}
+	c, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) {
+			return RoleRunning
+		}
+		return RoleNoAnswer
+	}
+	defer c.Close(context.Background())
+	var rec bool
+	if err := c.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&rec); err != nil {
+		return RoleRunning
+	}
+	if rec {
+		return RoleStandby
+	}
+	return RolePrimary
+}
+
+func splitHostPortNum(hp string) (string, uint16, error) {
+	h, p, err := net.SplitHostPort(hp)
+	if err != nil {
+		return "", 0, err
+	}
+	n, err := strconv.ParseUint(p, 10, 16)
+	if err != nil {
+		return "", 0, fmt.Errorf("port %q: %w", p, err)
+	}
+	return h, uint16(n), nil
+}
