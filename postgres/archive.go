@@ -117,12 +117,11 @@ func (s *Server) PrepareRestoredStandby(up Upstream) error {
 	return s.writeConfig(&up)
 }
 
-// StartRestoredPrimary starts a data directory restored from a backup
-// (with the restore's recovery settings and recovery.signal): PostgreSQL
-// recovers to the target and promotes itself; once it accepts writes the
-// restore's settings are dropped and the configured superuser and
-// replication passwords are set (the backup holds the source's roles).
-func (s *Server) StartRestoredPrimary(ctx context.Context) error {
+// RecoverRestored runs a data directory restored from a backup (with the
+// restore's recovery settings and recovery.signal) until PostgreSQL has
+// recovered to the target and promoted itself there, drops the restore's
+// settings and stops it cleanly: the agent then starts it as primary.
+func (s *Server) RecoverRestored(ctx context.Context) error {
 	if err := s.writeSyncConf(""); err != nil {
 		return err
 	}
@@ -135,16 +134,15 @@ func (s *Server) StartRestoredPrimary(ctx context.Context) error {
 	if err := dropRecoverySettings(s.cfg.DataDir); err != nil {
 		return err
 	}
-	if err := s.Reload(ctx); err != nil {
-		return err
-	}
-	return s.setRoles(ctx)
+	return s.Stop(ctx, "fast")
 }
 
-// setRoles gives the superuser and the replication user the configured
-// passwords, over the Unix socket first (the restored roles may have other
-// passwords, and the default pg_hba.conf lets the OS user in by peer).
-func (s *Server) setRoles(ctx context.Context) error {
+// SetRoles gives the superuser and the replication user of a cluster
+// restored from a backup (it holds the source's roles) the configured
+// passwords, creating the replication user if it is missing. It connects
+// over the Unix socket first: the restored passwords may differ, and the
+// default pg_hba.conf lets the OS user in by peer.
+func (s *Server) SetRoles(ctx context.Context) error {
 	stmts := []string{
 		fmt.Sprintf("ALTER ROLE %s WITH PASSWORD %s", pgx.Identifier{s.cfg.SuperUser}.Sanitize(), sqlQuote(s.cfg.SuperPassword)),
 	}

@@ -128,7 +128,8 @@ type backupPG struct {
 
 // Bootstrap restores the source cluster's backup (bootstrap.stanza) and
 // recovers it to bootstrap.target_time (default: all archived WAL); the
-// server promotes itself there. Its own WAL then goes to its own stanza.
+// server promotes itself there and is left stopped, as after initdb. Its
+// own WAL then goes to its own stanza.
 func (p backupPG) Bootstrap(ctx context.Context) error {
 	bs := p.cfg.Bootstrap
 	if bs.Method != "backup" {
@@ -151,11 +152,20 @@ func (p backupPG) Bootstrap(ctx context.Context) error {
 	if err := p.pb.Restore(ctx, req, progressLog(p.log, "bootstrap restore")); err != nil {
 		return fmt.Errorf("bootstrap: %w", err)
 	}
-	if err := p.s.StartRestoredPrimary(ctx); err != nil {
+	if err := p.s.RecoverRestored(ctx); err != nil {
 		return fmt.Errorf("bootstrap: %w", err)
 	}
 	p.log.Info("bootstrap: restored cluster recovered and promoted", "label", plan.Backup.Label)
 	return nil
+}
+
+// CreateRoles: a cluster restored from a backup has the source's roles;
+// they get the configured passwords.
+func (p backupPG) CreateRoles(ctx context.Context) error {
+	if p.cfg.Bootstrap.Method != "backup" {
+		return p.pgAdapter.CreateRoles(ctx)
+	}
+	return p.s.SetRoles(ctx)
 }
 
 // Clone tries create_replica_methods in order: "backup" restores the
