@@ -233,6 +233,7 @@ type Deps struct {
 	// watch): the agent learns of its postmaster's death at once, not at
 	// the next loop.
 	WatchExit func(pid int) (exited <-chan struct{}, stop func())
+	Backup    Backup
 }
 
 // Agent is the HA loop of one node.
@@ -414,6 +415,7 @@ func (a *Agent) Step(ctx context.Context) Decision {
 	out := a.execute(ctx, o, d)
 	a.noteProgress()
 	a.publish(ctx, o, d, out, start)
+	a.tellBackup(out.PG)
 	// The one invariant of the watchdog: armed to the lease whenever
 	// PostgreSQL may accept writes (a paused cluster excepted: its agent
 	// may be restarted for maintenance), disarmed otherwise.

@@ -27,7 +27,9 @@ type Config struct {
 	Pooler   Pooler  `yaml:"pooler"`
 	Hooks    Hooks   `yaml:"hooks"`
 	Backup   *Backup `yaml:"backup"`
-	Log      Log     `yaml:"log"`
+	// Bootstrap says how the first node creates the cluster.
+	Bootstrap Bootstrap `yaml:"bootstrap"`
+	Log       Log       `yaml:"log"`
 	// Cluster is written to etcd once, when the cluster is first initialized.
 	Cluster Dynamic `yaml:"cluster"`
 	// Watchdog is the companion process that stops PostgreSQL when the agent
@@ -92,6 +94,9 @@ type Postgres struct {
 	PgHBA       []string          `yaml:"pg_hba"`
 	UsePgRewind *bool             `yaml:"use_pg_rewind"`
 	UseSlots    *bool             `yaml:"use_slots"`
+	// CreateReplicaMethods are tried in order to build a new replica:
+	// "backup" (restore from the repository) and "basebackup".
+	CreateReplicaMethods []string `yaml:"create_replica_methods"`
 }
 
 // Tags are a member's labels; Extra holds any operator-defined ones.
@@ -132,22 +137,6 @@ type Hooks struct {
 	EventCommand string   `yaml:"event_command"`
 	Events       []string `yaml:"events"`
 	Timeout      Duration `yaml:"timeout"`
-}
-
-// Backup configures the backup repository.
-type Backup struct {
-	Repository string            `yaml:"repository"`
-	ArchiveWAL bool              `yaml:"archive_wal"`
-	Schedule   map[string]string `yaml:"schedule"`
-	Retention  Retention         `yaml:"retention"`
-}
-
-// Retention says how many backups of each age to keep.
-type Retention struct {
-	Daily   int `yaml:"daily"`
-	Weekly  int `yaml:"weekly"`
-	Monthly int `yaml:"monthly"`
-	Yearly  int `yaml:"yearly"`
 }
 
 // Log configures the root logger.
@@ -263,18 +252,20 @@ func Defaults() Config {
 		Etcd:      Etcd{Endpoints: []string{"127.0.0.1:2379"}},
 		REST:      REST{Listen: "127.0.0.1:8008"},
 		Postgres: Postgres{
-			BinDir:      "/usr/lib/postgresql/15/bin",
-			Listen:      "127.0.0.1:5432",
-			Superuser:   Credential{Username: "postgres"},
-			Replication: Credential{Username: "replicator"},
-			UsePgRewind: &t,
-			UseSlots:    &t,
+			BinDir:               "/usr/lib/postgresql/15/bin",
+			Listen:               "127.0.0.1:5432",
+			Superuser:            Credential{Username: "postgres"},
+			Replication:          Credential{Username: "replicator"},
+			UsePgRewind:          &t,
+			UseSlots:             &t,
+			CreateReplicaMethods: []string{"basebackup"},
 		},
-		Priority: &prio,
-		Hooks:    Hooks{Timeout: Duration(30 * time.Second)},
-		Log:      Log{Format: "text", Level: "info"},
-		Cluster:  DefaultDynamic(),
-		Watchdog: Watchdog{Mode: "process", SafetyMargin: Duration(2 * time.Second)},
+		Priority:  &prio,
+		Bootstrap: Bootstrap{Method: "initdb"},
+		Hooks:     Hooks{Timeout: Duration(30 * time.Second)},
+		Log:       Log{Format: "text", Level: "info"},
+		Cluster:   DefaultDynamic(),
+		Watchdog:  Watchdog{Mode: "process", SafetyMargin: Duration(2 * time.Second)},
 	}
 }
 
@@ -330,6 +321,7 @@ func (c *Config) fill() {
 	if c.Postgres.DataDir == "" && c.Name != "" {
 		c.Postgres.DataDir = "/var/lib/pgwarden/" + c.Name
 	}
+	c.Backup.fill()
 	if c.Pooler.PgBouncer != nil && c.Pooler.PgBouncer.PauseTimeout == 0 {
 		c.Pooler.PgBouncer.PauseTimeout = Duration(5 * time.Second)
 	}

@@ -53,7 +53,8 @@ var managedParameters = []string{"listen_addresses", "port", "hot_standby", "wal
 	"primary_slot_name", "recovery_target_timeline", "hba_file", "wal_log_hints", "restore_command", "promote_trigger_file"}
 
 // KnownEvents are the hook events.
-var KnownEvents = []string{"bootstrap", "promote", "demote", "switchover", "failover", "follow", "lost_lock", "fence", "start", "stop"}
+var KnownEvents = []string{"bootstrap", "promote", "demote", "switchover", "failover", "follow", "lost_lock", "fence", "start", "stop",
+	"backup", "backup_failed"}
 
 // Validate reports every problem in c at once, each naming the key, the
 // value and the rule.
@@ -164,6 +165,7 @@ func (c *Config) Validate() error {
 	if c.Watchdog.SafetyMargin <= 0 || c.Watchdog.SafetyMargin >= c.Cluster.TTL {
 		p.add("watchdog.safety_margin", c.Watchdog.SafetyMargin, "must be > 0 and below cluster.ttl (%s)", c.Cluster.TTL.D())
 	}
+	c.backupProblems(&p)
 	p = append(p, c.Cluster.problems("cluster.")...)
 	return p.err()
 }

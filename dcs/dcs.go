@@ -109,6 +109,33 @@ type Status struct {
 	ConnURL string    `json:"conn_url,omitempty"`
 }
 
+// BackupLock is the base backup running in the cluster: one at a time,
+// whichever member leads. Its key is bound to the runner's lease, so a
+// runner that dies releases it within the ttl.
+type BackupLock struct {
+	Member  string    `json:"member"`
+	ID      string    `json:"id"`
+	Type    string    `json:"type"`
+	Started time.Time `json:"started"`
+	// Percent and Bytes are the run's progress, as last written.
+	Percent  float64 `json:"percent"`
+	Bytes    int64   `json:"bytes"`
+	Revision int64   `json:"-"`
+}
+
+// BackupRun is how the last run of one kind ended.
+type BackupRun struct {
+	Kind     string    `json:"kind"`
+	ID       string    `json:"id"`
+	Member   string    `json:"member"`
+	Label    string    `json:"label,omitempty"`
+	OK       bool      `json:"ok"`
+	Error    string    `json:"error,omitempty"`
+	Started  time.Time `json:"started"`
+	Finished time.Time `json:"finished"`
+	Size     int64     `json:"size,omitempty"`
+}
+
 // Cluster is everything under the cluster's prefix, read at one revision.
 type Cluster struct {
 	// Initialize is the cluster's system identifier in decimal; "" when no
@@ -126,6 +153,10 @@ type Cluster struct {
 	Sync     *Sync
 	History  []HistoryEntry
 	Status   Status
+	// BackupLock is the base backup running now (nil: none).
+	BackupLock *BackupLock
+	// BackupRuns is the last run of each backup kind, by kind.
+	BackupRuns map[string]BackupRun
 	// Revision is the store revision this view was read at.
 	Revision int64
 }
@@ -205,4 +236,17 @@ type Store interface {
 	// Close revokes this member's lease (deleting what is bound to it) and
 	// releases resources.
 	Close(ctx context.Context) error
+
+	// AcquireBackupLock creates backup/lock with l, bound to this member's
+	// lease, only if no backup holds it (ErrKeyModified otherwise); it
+	// returns the key's revision.
+	AcquireBackupLock(ctx context.Context, l BackupLock) (int64, error)
+	// UpdateBackupLock rewrites the lock (its progress) only while it is
+	// still at rev, keeping its lease; ErrKeyModified when it is gone (its
+	// lease expired) or was taken over.
+	UpdateBackupLock(ctx context.Context, l BackupLock, rev int64) (int64, error)
+	// ReleaseBackupLock deletes the lock if it is still at rev.
+	ReleaseBackupLock(ctx context.Context, rev int64) error
+	// RecordBackupRun stores r as the last run of its kind.
+	RecordBackupRun(ctx context.Context, r BackupRun) error
 }

@@ -481,7 +481,6 @@ func (e *Etcd) Watch(ctx context.Context) <-chan struct{} {
 		}
 	}
 	var rev int64
-	statusKey := e.key(keyStatus)
 	open := func() (clientv3.WatchChan, context.CancelFunc) {
 		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 		opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithCreatedNotify()}
@@ -514,7 +513,7 @@ func (e *Etcd) Watch(ctx context.Context) <-chan struct{} {
 				if resp.Header.Revision > rev {
 					rev = resp.Header.Revision
 				}
-				if wakes(resp.Events, statusKey) {
+				if wakes(resp.Events, e.cfg.Prefix) {
 					signal()
 					backoff = 100 * time.Millisecond
 				}
@@ -534,10 +533,10 @@ func (e *Etcd) Watch(ctx context.Context) <-chan struct{} {
 }
 
 // wakes reports whether any event is one the HA loop must react to: all
-// but puts of the status key (see Store.Watch).
-func wakes(evs []*clientv3.Event, statusKey string) bool {
+// but puts of the quiet keys (see Store.Watch).
+func wakes(evs []*clientv3.Event, prefix string) bool {
 	for _, ev := range evs {
-		if ev.Type != clientv3.EventTypePut || string(ev.Kv.Key) != statusKey {
+		if ev.Type != clientv3.EventTypePut || !quietKey(strings.TrimPrefix(string(ev.Kv.Key), prefix)) {
 			return true
 		}
 	}

@@ -1,5 +1,7 @@
 package dcs
 
+import "strings"
+
 // Keys under the cluster prefix (<namespace>/<scope>/), as DESIGN.md names them.
 const (
 	keyLeader     = "leader"
@@ -10,7 +12,13 @@ const (
 	keySync       = "sync"
 	keyHistory    = "history"
 	keyStatus     = "status"
+	// keyBackupLock is the running base backup, bound to its runner's lease.
+	keyBackupLock = "backup/lock"
+	// keyBackupRuns is the last run of each backup kind (durable).
+	keyBackupRuns = "backup/schedule"
 )
 
-// quietKey is a key whose writes do not wake watchers (see Store.Watch).
-func quietKey(key string) bool { return key == keyStatus }
+// quietKey is a key whose writes do not wake watchers (see Store.Watch):
+// the leader's status, and the backup keys (a running backup writes its
+// progress; no HA decision reads them).
+func quietKey(key string) bool { return key == keyStatus || strings.HasPrefix(key, "backup/") }

@@ -203,6 +203,14 @@ func decodeKey(c *Cluster, key string, value []byte, modRev, lease int64) {
 		_ = json.Unmarshal(value, &c.History)
 	case key == keyStatus:
 		_ = json.Unmarshal(value, &c.Status)
+	case key == keyBackupLock:
+		var l BackupLock
+		if json.Unmarshal(value, &l) == nil {
+			l.Revision = modRev
+			c.BackupLock = &l
+		}
+	case key == keyBackupRuns:
+		_ = json.Unmarshal(value, &c.BackupRuns)
 	case strings.HasPrefix(key, keyMembers):
 		var mem Member
 		if json.Unmarshal(value, &mem) == nil {

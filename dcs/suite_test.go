@@ -306,6 +306,103 @@ func runSuite(t *testing.T, b backend) {
 		}
 	})
 
+	t.Run("backup lock: one holder at a time, progress and release only at its revision", func(t *testing.T) {
+		a, c := b.client(t, "a", ttl), b.client(t, "b", ttl)
+		renew(t, a)
+		renew(t, c)
+		l := BackupLock{Member: "a", ID: "a-1", Type: "full", Started: time.Unix(1000, 0).UTC()}
+		rev, err := a.AcquireBackupLock(ctx, l)
+		if err != nil || rev == 0 {
+			t.Fatalf("a takes the lock = %d, %v", rev, err)
+		}
+		if _, err := c.AcquireBackupLock(ctx, BackupLock{Member: "b", Type: "diff"}); !errors.Is(err, ErrKeyModified) {
+			t.Fatalf("b takes a held lock = %v; want ErrKeyModified", err)
+		}
+		l.Percent, l.Bytes = 42.5, 1<<20
+		rev2, err := a.UpdateBackupLock(ctx, l, rev)
+		if err != nil || rev2 <= rev {
+			t.Fatalf("a updates its lock = %d, %v", rev2, err)
+		}
+		if _, err := c.UpdateBackupLock(ctx, BackupLock{Member: "b"}, rev); !errors.Is(err, ErrKeyModified) {
+			t.Fatalf("update at a stale revision = %v; want ErrKeyModified", err)
+		}
+		cl, err := c.Cluster(ctx)
+		if err != nil || cl.BackupLock == nil || cl.BackupLock.Member != "a" || cl.BackupLock.Percent != 42.5 ||
+			cl.BackupLock.Revision != rev2 || !cl.BackupLock.Started.Equal(l.Started) {
+			t.Fatalf("lock as others see it = %+v, %v", cl.BackupLock, err)
+		}
+		if err := a.ReleaseBackupLock(ctx, rev); !errors.Is(err, ErrKeyModified) {
+			t.Fatalf("release at a stale revision = %v; want ErrKeyModified", err)
+		}
+		if err := a.ReleaseBackupLock(ctx, rev2); err != nil {
+			t.Fatalf("release: %v", err)
+		}
+		if _, err := c.AcquireBackupLock(ctx, BackupLock{Member: "b"}); err != nil {
+			t.Fatalf("b takes the released lock: %v", err)
+		}
+	})
+
+	t.Run("backup lock goes with its runner's lease", func(t *testing.T) {
+		a, c := b.client(t, "a", ttl), b.client(t, "b", ttl)
+		if _, err := a.AcquireBackupLock(ctx, BackupLock{Member: "a"}); !errors.Is(err, ErrLeaseExpired) {
+			t.Fatalf("lock without a lease = %v; want ErrLeaseExpired", err)
+		}
+		renew(t, a)
+		rev, err := a.AcquireBackupLock(ctx, BackupLock{Member: "a"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.expire(t, ttl, func() bool {
+			cl, err := c.Cluster(ctx)
+			return err == nil && cl.BackupLock == nil
+		})
+		if _, err := a.UpdateBackupLock(ctx, BackupLock{Member: "a", Percent: 50}, rev); !errors.Is(err, ErrKeyModified) {
+			t.Fatalf("update after the lease expired = %v; want ErrKeyModified (the runner must stop)", err)
+		}
+	})
+
+	t.Run("backup runs: the last of each kind, durable", func(t *testing.T) {
+		a, c := b.client(t, "a", ttl), b.client(t, "b", ttl)
+		for _, r := range []BackupRun{{Kind: "full", ID: "1", OK: true, Label: "L1"}, {Kind: "diff", ID: "2", Error: "boom"}, {Kind: "full", ID: "3", OK: true, Label: "L3"}} {
+			if err := a.RecordBackupRun(ctx, r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		cl, err := c.Cluster(ctx)
+		if err != nil || len(cl.BackupRuns) != 2 || cl.BackupRuns["full"].Label != "L3" || cl.BackupRuns["diff"].Error != "boom" {
+			t.Fatalf("runs = %+v, %v", cl.BackupRuns, err)
+		}
+	})
+
+	t.Run("watch stays quiet on backup progress", func(t *testing.T) {
+		a := b.client(t, "a", ttl)
+		renew(t, a)
+		rev, err := a.AcquireBackupLock(ctx, BackupLock{Member: "a"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		w := a.Watch(wctx)
+		select {
+		case <-w:
+		case <-time.After(b.watchWithin):
+		}
+		for i := range 10 {
+			if rev, err = a.UpdateBackupLock(ctx, BackupLock{Member: "a", Percent: float64(i)}, rev); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := a.RecordBackupRun(ctx, BackupRun{Kind: "full"}); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-w:
+			t.Fatal("a backup progress write woke the watch")
+		case <-time.After(300 * time.Millisecond):
+		}
+	})
+
 	t.Run("one winner among concurrent acquirers, every round", func(t *testing.T) {
 		const n, rounds = 10, 50
 		stores := make([]Store, n)

@@ -55,6 +55,10 @@ type clusterOpts struct {
 	// tls turns rest.tls on with verify_client: one CA, and per member a
 	// certificate for 127.0.0.1 that it serves and presents to its peers.
 	tls bool
+	// scope is the cluster's scope (default "test"); pgExtra are lines
+	// added to every node's postgres section.
+	scope   string
+	pgExtra string
 }
 
 type node struct {
@@ -87,6 +91,9 @@ func newCluster(t testing.TB, o clusterOpts) *cluster {
 	}
 	if o.retry == 0 {
 		o.retry = 3
+	}
+	if o.scope == "" {
+		o.scope = "test"
 	}
 	c := &cluster{t: t, opts: o, etcd: harness.StartEtcd(t), hc: httpc}
 	if o.tls {
@@ -160,13 +167,13 @@ func (n *node) writeConfig(priority int) {
 `, n.bouncerPortAlloc(), filepath.Join(n.dir, "pgbouncer-databases.ini"))
 	}
 	cfg := fmt.Sprintf(`name: %[1]s
-scope: test
+scope: %[14]s
 namespace: /pgwarden
 etcd:
   endpoints: [%[2]s]
 rest:
   listen: 127.0.0.1:%[3]d
-%[14]s
+%[16]s
 postgres:
   bin_dir: %[4]s
   data_dir: %[5]s
@@ -178,7 +185,7 @@ postgres:
     shared_buffers: 16MB
     fsync: "off"
     max_connections: "50"
-priority: %[8]d
+%[15]spriority: %[8]d
 log:
   level: debug
 %[9]s
@@ -188,7 +195,7 @@ cluster:
   retry_timeout: %[12]g
 %[13]s
 `, n.name, n.c.etcd.Endpoint, n.apiPort, harness.PgBinDir(n.c.t), filepath.Join(n.dir, "data"), n.pgPort,
-		n.dir, priority, pgb, o.ttl, o.loopWait, o.retry, o.extra, n.restTLS())
+		n.dir, priority, pgb, o.ttl, o.loopWait, o.retry, o.extra, o.scope, o.pgExtra, n.restTLS())
 	n.cfgPath = filepath.Join(n.dir, "pgwarden.yaml")
 	if err := os.WriteFile(n.cfgPath, []byte(cfg), 0o600); err != nil {
 		n.c.t.Fatal(err)

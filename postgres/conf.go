@@ -81,6 +81,7 @@ func (s *Server) renderConf(up *Upstream) (string, error) {
 		}
 		fmt.Fprintf(&b, "primary_slot_name = %s\n", confQuote(up.Slot))
 	}
+	b.WriteString(archiveSettings(s.cfg.Archive))
 	fmt.Fprintf(&b, "include_if_exists = %s\n", confQuote(syncConf))
 	return b.String(), nil
 }

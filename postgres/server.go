@@ -36,6 +36,9 @@ type Config struct {
 	PgHBA []string
 	// AppName is this member's name, sent as application_name upstream.
 	AppName string
+	// Archive, when set, is the WAL archive (archive_command on every
+	// node, restore_command for standbys).
+	Archive *Archive
 }
 
 // Upstream is a primary to stream from; Host "" is a standby with none.

@@ -19,7 +19,7 @@ type collector struct {
 	renewals, renewFails, failovers, poolerUp           *prometheus.Desc
 }
 
-func newMetrics(a Agent) http.Handler {
+func newMetrics(a Agent, extra ...prometheus.Collector) http.Handler {
 	d := func(name, help string) *prometheus.Desc {
 		return prometheus.NewDesc("pgwarden_"+name, help, []string{"scope", "name"}, nil)
 	}
@@ -46,6 +46,7 @@ func newMetrics(a Agent) http.Handler {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(c, collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(extra...)
 	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 }
 

@@ -46,6 +46,8 @@ type Options struct {
 	Auth    *config.Credential
 	TLS     *config.ServerTLS
 	Version string
+	// Backup is this node's backups (nil: none configured).
+	Backup Backups
 }
 
 // maxBody bounds request bodies: every valid one is tiny.
@@ -80,6 +82,9 @@ func NewServer(o Options, log hclog.Logger) (*Server, error) {
 		s.tls = tc
 	}
 	s.metrics = newMetrics(o.Agent)
+	if o.Backup != nil {
+		s.metrics = newMetrics(o.Agent, newBackupCollector(o.Agent, o.Backup))
+	}
 	s.handler = s.routes()
 	return s, nil
 }
@@ -167,6 +172,8 @@ func (s *Server) routes() http.Handler {
 	r.Handle("/restart", s.write(s.simple("restart", s.o.Agent.Restart))).Methods(http.MethodPost)
 	r.Handle("/reload", s.write(s.simple("reload", s.o.Agent.Reload))).Methods(http.MethodPost)
 	r.Handle("/reinitialize", s.write(s.simple("reinitialize", s.o.Agent.Reinitialize))).Methods(http.MethodPost)
+	r.Handle("/backups", s.api(s.getBackups)).Methods(http.MethodGet)
+	r.Handle("/backup", s.toLeader(s.write(s.postBackup))).Methods(http.MethodPost)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, errBody{Error: "no such path: " + r.URL.Path})
 	})
@@ -251,7 +258,10 @@ var (
 
 func errorCode(err error) int {
 	var mbe *http.MaxBytesError
+	var coded codedError
 	switch {
+	case errors.As(err, &coded):
+		return coded.code
 	case errors.As(err, &mbe), errors.Is(err, errTooLarge):
 		return http.StatusRequestEntityTooLarge
 	case errors.Is(err, agent.ErrBadRequest):

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs what the tests need, only what is missing: PostgreSQL 15,
-# PgBouncer, HAProxy and etcd (Debian packages); wrk too with WITH_WRK=1.
+# PgBouncer, HAProxy, etcd and pgBackRest (Debian packages); wrk too with
+# WITH_WRK=1.
 set -eu
 PG_BIN_DIR=${PG_BIN_DIR:-/usr/lib/postgresql/15/bin}
 missing=""
@@ -8,6 +9,7 @@ missing=""
 command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing="$missing pgbouncer"
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing="$missing haproxy"
 command -v etcd >/dev/null 2>&1 || missing="$missing etcd-server"
+command -v pgbackrest >/dev/null 2>&1 || missing="$missing pgbackrest"
 # make bench also loads the REST API with wrk.
 if [ "${WITH_WRK:-}" = 1 ]; then
 	command -v wrk >/dev/null 2>&1 || missing="$missing wrk"

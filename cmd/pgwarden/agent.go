@@ -12,6 +12,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/pgwarden/pgwarden/agent"
+	"github.com/pgwarden/pgwarden/backup"
 	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/dcs"
 	"github.com/pgwarden/pgwarden/hooks"
@@ -52,6 +53,7 @@ type wired struct {
 	server *rest.Server
 	wd     *watchdog.Client
 	hooks  *hooks.Runner
+	backup *backup.Manager
 }
 
 func wire(ctx context.Context, cfg *config.Config, path string, log hclog.Logger) (*wired, error) {
@@ -115,6 +117,11 @@ func wire(ctx context.Context, cfg *config.Config, path string, log hclog.Logger
 		}
 	}
 	deps.WatchExit = pgproc.WatchExit
+	mgr, err := wireBackup(cfg, log.Named("backup"), store, &deps, w.hooks)
+	if err != nil {
+		return nil, fmt.Errorf("backup: %w", err)
+	}
+	w.backup = mgr
 	s := agent.Settings{
 		Node: agent.Node{
 			Name:          cfg.Name,
@@ -136,7 +143,11 @@ func wire(ctx context.Context, cfg *config.Config, path string, log hclog.Logger
 		WatchdogRequired: cfg.Watchdog.Mode == "required",
 	}
 	w.agent = agent.New(s, deps, log.Named("ha"))
-	srv, err := rest.NewServer(restOptions(cfg, w.agent), log.Named("rest"))
+	ro := restOptions(cfg, w.agent)
+	if mgr != nil {
+		ro.Backup = mgr
+	}
+	srv, err := rest.NewServer(ro, log.Named("rest"))
 	if err != nil {
 		return nil, fmt.Errorf("rest: %w", err)
 	}
@@ -208,6 +219,9 @@ func (w *wired) run(ctx context.Context) error {
 			w.log.Info("SIGHUP: configuration re-read is limited to logging in this version")
 		}
 	}()
+	if w.backup != nil {
+		go w.backup.Run(ctx)
+	}
 	w.log.Info("agent started", "rest", w.cfg.REST.Listen, "postgres", w.cfg.Postgres.Listen)
 	loopErr := w.agent.Run(ctx)
 	cancel()

@@ -32,12 +32,14 @@ type listView struct {
 	Paused              bool      `json:"paused"`
 	ScheduledSwitchover string    `json:"scheduled_switchover,omitempty"`
 	Members             []listRow `json:"members"`
+	// LastBackup is the newest successful base backup run, if any.
+	LastBackup string `json:"last_backup,omitempty"`
 }
 
 // buildList turns the cluster into the rows of `pgwarden list`: leader
 // first, then replicas by name.
 func buildList(c *dcs.Cluster, scope string, paused bool) listView {
-	v := listView{Scope: scope, Paused: paused}
+	v := listView{Scope: scope, Paused: paused, LastBackup: lastBackup(c.BackupRuns)}
 	if c.Leader != nil {
 		v.Leader = c.Leader.Name
 	}
@@ -122,6 +124,9 @@ func writeListTable(w io.Writer, v listView) error {
 	}
 	if v.ScheduledSwitchover != "" {
 		fmt.Fprintln(w, "scheduled switchover: "+v.ScheduledSwitchover)
+	}
+	if v.LastBackup != "" {
+		fmt.Fprintln(w, "last backup: "+v.LastBackup)
 	}
 	return nil
 }

@@ -57,8 +57,10 @@ func commands() []command {
 		{name: "edit-config", args: "-c FILE [--set k=v ...] [--force]", summary: "change the dynamic configuration", run: cmdEditConfig},
 		{name: "restart", args: "-c FILE NODE [--force] " + restFlagsUsage, summary: "restart PostgreSQL on a node", run: cmdRestart},
 		{name: "reinit", args: "-c FILE NODE [--force] " + restFlagsUsage, summary: "rebuild a replica from the leader", run: cmdReinit},
+		{name: "backup", args: "create|list|verify|restore -c FILE ...", summary: "base backups, their list, verification and point-in-time restore", run: cmdBackup},
 		{name: "version", summary: "version and build info", run: cmdVersion},
 		{name: "watchdog", args: "--data-dir DIR", summary: "companion fencing process (started by the agent)", run: cmdWatchdog, hidden: true},
+		{name: "archive-push", args: "--pgbackrest-config FILE --stanza S PATH", summary: "archive_command (set by the agent)", run: cmdArchivePush, hidden: true},
 	}
 }
 

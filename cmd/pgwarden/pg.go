@@ -31,6 +31,7 @@ func newPostgres(cfg *config.Config, log hclog.Logger) pgAdapter {
 		Parameters:    cfg.Postgres.Parameters,
 		PgHBA:         cfg.Postgres.PgHBA,
 		AppName:       cfg.Name,
+		Archive:       archiveSettings(cfg),
 	}, log)}
 }
 

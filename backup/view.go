@@ -1,0 +1,141 @@
+package backup
+
+import (
+	"context"
+	"time"
+
+	"github.com/pgwarden/pgwarden/dcs"
+)
+
+// View is GET /backups: the repository's backups as this node last read
+// them, the run in progress anywhere in the cluster, the last run of each
+// kind, and this node's WAL archiver.
+type View struct {
+	Stanza     string       `json:"stanza"`
+	Repository string       `json:"repository"`
+	Backups    []BackupView `json:"backups"`
+	// Timelines are the timelines recovery follows to the newest one.
+	Timelines []uint32                 `json:"timelines"`
+	Running   *dcs.BackupLock          `json:"running,omitempty"`
+	LastRuns  map[string]dcs.BackupRun `json:"last_runs,omitempty"`
+	Archiver  *ArchiverView            `json:"archiver,omitempty"`
+	ReadAt    time.Time                `json:"read_at,omitzero"`
+	// Error says why the repository could not be read.
+	Error string `json:"error,omitempty"`
+}
+
+// BackupView is one backup with its timeline, LSNs and how far it can be
+// restored.
+type BackupView struct {
+	BackupSet
+	Timeline     uint32 `json:"timeline"`
+	LSNStartText string `json:"lsn_start"`
+	LSNStopText  string `json:"lsn_stop"`
+	RestorableTo *Point `json:"restorable_to,omitempty"`
+	Problem      string `json:"problem,omitempty"`
+}
+
+// ArchiverView is pg_stat_archiver of this node, with the reason of the
+// last failure from pgBackRest's (or pgwarden's) archive-push log.
+type ArchiverView struct {
+	ArchivedCount    int64     `json:"archived_count"`
+	LastArchivedWAL  string    `json:"last_archived_wal,omitempty"`
+	LastArchivedTime time.Time `json:"last_archived_time,omitzero"`
+	FailedCount      int64     `json:"failed_count"`
+	LastFailedWAL    string    `json:"last_failed_wal,omitempty"`
+	LastFailedTime   time.Time `json:"last_failed_time,omitzero"`
+	FailureReason    string    `json:"failure_reason,omitempty"`
+}
+
+// Describe turns a repository read into the backups' view.
+func Describe(r Repository) []BackupView {
+	out := make([]BackupView, 0, len(r.Info.Backups))
+	for _, b := range r.Info.Backups {
+		v := BackupView{BackupSet: b, Timeline: b.Timeline(), LSNStartText: b.LSNStart.String(), LSNStopText: b.LSNStop.String()}
+		p, err := r.RestorableTo(b)
+		if err != nil {
+			v.Problem = err.Error()
+		} else {
+			v.RestorableTo = &p
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// View answers GET /backups without running pgBackRest: the repository as
+// last read (every InfoEvery, and after each backup).
+func (m *Manager) View(ctx context.Context) (View, error) {
+	o := m.c.Engine.Options()
+	v := View{Stanza: o.Stanza, Repository: o.RepositoryName(), Backups: []BackupView{}}
+	m.mu.Lock()
+	repo, repoErr := m.repo, m.repoErr
+	v.Archiver = m.archiverView()
+	local := m.run
+	var progress Progress
+	if local != nil {
+		progress = local.progress
+	}
+	m.mu.Unlock()
+	if repoErr != nil {
+		v.Error = repoErr.Error()
+	}
+	if repo != nil {
+		v.Backups = Describe(*repo)
+		v.Timelines = repo.History.Timelines()
+		v.ReadAt = repo.ReadAt
+	}
+	if c, err := m.c.Lock.Cluster(ctx); err == nil {
+		v.Running, v.LastRuns = c.BackupLock, c.BackupRuns
+	} else if local != nil {
+		l := local.lock
+		v.Running = &l
+	}
+	// This node's own run: its progress is fresher than the lock's.
+	if local != nil && v.Running != nil && v.Running.ID == local.lock.ID {
+		v.Running.Percent, v.Running.Bytes = progress.Percent, progress.Bytes
+	}
+	return v, nil
+}
+
+// Metrics is what GET /metrics shows of backups: read from memory only.
+type Metrics struct {
+	// LastSuccess is the newest complete backup's end, by type.
+	LastSuccess map[string]time.Time
+	// LastDuration is how long the newest backup took.
+	LastDuration time.Duration
+	Archiver     *ArchiverView
+}
+
+// Metrics is the repository and the archiver as last read.
+func (m *Manager) Metrics() Metrics {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := Metrics{LastSuccess: map[string]time.Time{}}
+	if m.repo != nil {
+		for _, b := range m.repo.Info.Backups {
+			if b.Stop.After(out.LastSuccess[b.Type]) {
+				out.LastSuccess[b.Type] = b.Stop
+			}
+		}
+		if n, ok := m.repo.Info.Newest(); ok {
+			out.LastDuration = n.Duration()
+		}
+	}
+	out.Archiver = m.archiverView()
+	return out
+}
+
+// archiverView: m.mu held.
+func (m *Manager) archiverView() *ArchiverView {
+	st := m.archiver
+	if st == nil {
+		return nil
+	}
+	v := &ArchiverView{ArchivedCount: st.ArchivedCount, LastArchivedWAL: st.LastArchivedWAL, LastArchivedTime: st.LastArchivedTime,
+		FailedCount: st.FailedCount, LastFailedWAL: st.LastFailedWAL, LastFailedTime: st.LastFailedTime}
+	if st.FailedCount > 0 {
+		v.FailureReason = m.failReason
+	}
+	return v
+}

@@ -1,0 +1,131 @@
+package rest
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/pgwarden/pgwarden/agent"
+	"github.com/pgwarden/pgwarden/backup"
+	"github.com/pgwarden/pgwarden/config"
+	"github.com/pgwarden/pgwarden/dcs"
+)
+
+// fakeBackups is a backup manager as a state.
+type fakeBackups struct {
+	mu      sync.Mutex
+	started []string
+	err     error
+}
+
+func (f *fakeBackups) View(ctx context.Context) (backup.View, error) {
+	return backup.View{Stanza: "main", Repository: "/repo", Backups: []backup.BackupView{{BackupSet: backup.BackupSet{Label: "20260101-000000F", Type: "full"}, Timeline: 2}},
+		Running: &dcs.BackupLock{Member: "a", Type: "diff", Percent: 12.5}}, nil
+}
+
+func (f *fakeBackups) Start(ctx context.Context, kind string) (dcs.BackupLock, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.err != nil {
+		return dcs.BackupLock{}, f.err
+	}
+	f.started = append(f.started, kind)
+	return dcs.BackupLock{Member: "a", ID: "a-1", Type: kind, Started: time.Unix(1, 0)}, nil
+}
+
+func (f *fakeBackups) Metrics() backup.Metrics {
+	return backup.Metrics{LastSuccess: map[string]time.Time{"full": time.Unix(1700000000, 0)}, LastDuration: 3 * time.Second,
+		Archiver: &backup.ArchiverView{FailedCount: 4, LastFailedWAL: "000000020000000000000009", LastFailedTime: time.Unix(1700000100, 0),
+			LastArchivedTime: time.Unix(1700000050, 0)}}
+}
+
+func backupServer(t *testing.T, st withStatus, b Backups, auth *config.Credential) *httptest.Server {
+	t.Helper()
+	f := &fakeAgent{st: st.Status}
+	f.st.DCSClusterView = &dcs.Cluster{Leader: &dcs.Leader{Name: "a"}, Members: []dcs.Member{{Name: "a", APIURL: "http://10.0.0.1:8008"}}}
+	s, err := NewServer(Options{Agent: f, Auth: auth, Backup: b}, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(s.Handler())
+	t.Cleanup(ts.Close)
+	return ts
+}
+
+func TestBackupAPI(t *testing.T) {
+	leader := withStatus{primaryStatus}
+	b := &fakeBackups{}
+	ts := backupServer(t, leader, b, nil)
+	if code, body := do(t, ts, "POST", "/backup", `{"type":"diff"}`); code != 202 || !strings.Contains(body, `"id": "a-1"`) {
+		t.Fatalf("POST /backup on the leader = %d %s", code, body)
+	}
+	if code, _ := do(t, ts, "POST", "/backup", ``); code != 202 || b.started[1] != "full" {
+		t.Fatalf("POST /backup without a body = %d, started %v; want a full backup", code, b.started)
+	}
+	if code, body := do(t, ts, "POST", "/backup", `{"kind":"full"}`); code != 400 {
+		t.Fatalf("unknown field = %d %s", code, body)
+	}
+	b.err = fmt.Errorf("%w: logical", backup.ErrBadKind)
+	if code, _ := do(t, ts, "POST", "/backup", `{"type":"logical"}`); code != 400 {
+		t.Fatalf("bad type = %d", code)
+	}
+	b.err = fmt.Errorf("%w: full backup a-0 on b", backup.ErrRunning)
+	if code, body := do(t, ts, "POST", "/backup", `{}`); code != 409 || !strings.Contains(body, "already running") {
+		t.Fatalf("while one runs = %d %s", code, body)
+	}
+	code, body := do(t, ts, "GET", "/backups", "")
+	var v backup.View
+	if code != 200 || json.Unmarshal([]byte(body), &v) != nil || len(v.Backups) != 1 || v.Running.Percent != 12.5 {
+		t.Fatalf("GET /backups = %d %s", code, body)
+	}
+	_, metrics := do(t, ts, "GET", "/metrics", "")
+	for _, want := range []string{
+		`pgwarden_backup_last_success_timestamp_seconds{name="a",scope="main",type="full"} 1.7e+09`,
+		`pgwarden_backup_duration_seconds{name="a",scope="main"} 3`,
+		`pgwarden_wal_archive_failures_total{name="a",scope="main"} 4`,
+		`pgwarden_wal_archive_last_success_timestamp_seconds{name="a",scope="main"} 1.70000005e+09`,
+		`pgwarden_wal_archive_last_failure_timestamp_seconds{name="a",scope="main",segment="000000020000000000000009"} 1.7000001e+09`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}
+
+// withStatus is the agent status a backupServer answers from.
+type withStatus struct{ Status agent.Status }
+
+func TestBackupAPIOnAReplicaAndWithoutBackup(t *testing.T) {
+	ts := backupServer(t, withStatus{replicaStatus}, &fakeBackups{}, nil)
+	req, _ := http.NewRequest("POST", ts.URL+"/backup", strings.NewReader(`{"type":"full"}`))
+	cl := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := cl.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 307 || resp.Header.Get("Location") != "http://10.0.0.1:8008/backup" {
+		t.Fatalf("POST /backup on a replica = %d Location %q; want 307 to the leader", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	none := backupServer(t, withStatus{primaryStatus}, nil, nil)
+	for _, r := range [][2]string{{"POST", "/backup"}, {"GET", "/backups"}} {
+		if code, body := do(t, none, r[0], r[1], `{"type":"full"}`); code != 503 || !strings.Contains(body, "no backup configured") {
+			t.Fatalf("%s %s without backup = %d %s", r[0], r[1], code, body)
+		}
+	}
+	authed := backupServer(t, withStatus{primaryStatus}, &fakeBackups{}, &config.Credential{Username: "u", Password: "p"})
+	if code, _ := do(t, authed, "POST", "/backup", `{}`); code != 401 {
+		t.Fatalf("POST /backup without credentials = %d", code)
+	}
+	if code, _ := do(t, authed, "POST", "/backup", `{}`, "u", "p"); code != 202 {
+		t.Fatalf("POST /backup with credentials = %d", code)
+	}
+}
