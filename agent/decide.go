@@ -474,6 +474,12 @@ func ineligible(o Observation) string {
 		if ok, _ := onNewestHistory(p.Timeline, p.WAL, newest, hist, known); !ok {
 			continue // diverged: not a candidate, and not ahead
 		}
+		if p.Stale && !named && o.Now.Sub(o.LeaderlessSince) < startingBound(o) {
+			// Its position was read while the last leader still wrote:
+			// it may have received more since. Its next loop (woken by the
+			// key's deletion) tells.
+			return fmt.Sprintf("member %s has not answered since the leader key went: waiting for its position", p.Name)
+		}
 		pc := Candidate{Name: p.Name, Timeline: p.Timeline, WAL: p.WAL, Priority: p.Priority}
 		if named && (pc.Timeline > me.Timeline || (pc.Timeline == me.Timeline && pc.WAL > me.WAL)) {
 			return fmt.Sprintf("member %s is ahead (timeline %d WAL %d, this node timeline %d WAL %d) of this switchover candidate", p.Name, p.Timeline, p.WAL, me.Timeline, me.WAL)

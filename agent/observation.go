@@ -89,6 +89,9 @@ type Peer struct {
 	// Starting: its PostgreSQL runs but does not answer yet (startup or
 	// crash recovery): its position is the last one it published.
 	Starting bool
+	// Stale: its answer is from a loop that still saw a leader key, so its
+	// position may predate the last WAL it received from that leader.
+	Stale bool
 }
 
 // Node is this member's static facts from its configuration file.

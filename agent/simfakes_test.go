@@ -750,6 +750,7 @@ func (sp simPeers) Fetch(ctx context.Context, ms []dcs.Member) []Peer {
 			p.Reachable = true
 			p.Unguarded = st.Unguarded != ""
 			p.Starting = st.State == "starting"
+			p.Stale = !st.ClusterUnlocked
 			p.Running = st.State == "running"
 			p.Primary = st.Role == "primary" && (st.State == "running" || st.State == "unresponsive" || st.State == "starting" || st.State == "stopping")
 			if p.Running {

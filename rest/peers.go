@@ -50,6 +50,8 @@ type peerStatus struct {
 	Timeline uint32 `json:"timeline"`
 	// Unguarded: the peer's watchdog cannot fence it.
 	Unguarded string `json:"unguarded"`
+	// ClusterUnlocked: its last loop saw no leader key.
+	ClusterUnlocked bool `json:"cluster_unlocked"`
 	XLog      struct {
 		Location         uint64 `json:"location"`
 		ReceivedLocation uint64 `json:"received_location"`
@@ -80,6 +82,7 @@ func (pc *PeerClient) Fetch(ctx context.Context, ms []dcs.Member) []agent.Peer {
 			p.Reachable = true
 			p.Unguarded = st.Unguarded != ""
 			p.Starting = st.State == "starting"
+			p.Stale = !st.ClusterUnlocked
 			running := st.State == "running"
 			p.Running = running
 			// A primary that runs but does not answer its agent (state
