@@ -59,6 +59,8 @@ type clusterOpts struct {
 	// added to every node's postgres section.
 	scope   string
 	pgExtra string
+	// binDir replaces PostgreSQL's bin_dir.
+	binDir string
 }
 
 type node struct {
@@ -194,7 +196,7 @@ cluster:
   loop_wait: %[11]g
   retry_timeout: %[12]g
 %[13]s
-`, n.name, n.c.etcd.Endpoint, n.apiPort, harness.PgBinDir(n.c.t), filepath.Join(n.dir, "data"), n.pgPort,
+`, n.name, n.c.etcd.Endpoint, n.apiPort, n.binDir(), filepath.Join(n.dir, "data"), n.pgPort,
 		n.dir, priority, pgb, o.ttl, o.loopWait, o.retry, o.extra, o.scope, o.pgExtra, n.restTLS())
 	n.cfgPath = filepath.Join(n.dir, "pgwarden.yaml")
 	if err := os.WriteFile(n.cfgPath, []byte(cfg), 0o600); err != nil {
@@ -223,6 +225,13 @@ func (c *cluster) tlsClient(timeout time.Duration, withCert bool) *http.Client {
 		tc.Certificates = []tls.Certificate{pair}
 	}
 	return &http.Client{Timeout: timeout, Transport: &http.Transport{TLSClientConfig: tc}}
+}
+
+func (n *node) binDir() string {
+	if d := n.c.opts.binDir; d != "" {
+		return d
+	}
+	return harness.PgBinDir(n.c.t)
 }
 
 func (n *node) bouncerPortAlloc() int {
