@@ -456,14 +456,15 @@ func ineligible(o Observation) string {
 			continue
 		}
 		if !p.Running {
-			// A member still starting (crash recovery) that was ahead when
-			// it last published holds the race for a while: it is about to
-			// be a candidate, and promoting past it would lose what only
-			// it has.
-			if m := c.Member(p.Name); p.Starting && m != nil && o.Now.Sub(o.LeaderlessSince) < startingBound(o) {
-				pc := Candidate{Name: p.Name, Timeline: m.Timeline, WAL: m.WALPosition, Priority: p.Priority}
-				if ok, _ := onNewestHistory(pc.Timeline, pc.WAL, newest, hist, known); ok && Better(pc, me) {
-					return fmt.Sprintf("member %s is starting and was ahead (timeline %d, WAL %d): waiting for it (at most %s without a leader)", p.Name, pc.Timeline, pc.WAL, startingBound(o))
+			// A member whose server runs but does not answer yet (crash
+			// recovery, no free connection slot) holds the race for a while:
+			// it may be ahead, it is about to be a candidate, and promoting
+			// past it could lose what only it has.
+			if m := c.Member(p.Name); p.Mute && m != nil && o.Now.Sub(o.LeaderlessSince) < startingBound(o) {
+				// Its position now is unknown (the last one it published may
+				// be old): it holds the race unless that one shows it diverged.
+				if ok, _ := onNewestHistory(m.Timeline, m.WALPosition, newest, hist, known); ok || m.Timeline == 0 {
+					return fmt.Sprintf("member %s runs but does not answer yet (its position is unknown; last published timeline %d WAL %d): waiting for it (at most %s without a leader)", p.Name, m.Timeline, m.WALPosition, startingBound(o))
 				}
 			}
 			continue

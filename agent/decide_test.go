@@ -260,17 +260,23 @@ func TestDecide(t *testing.T) {
 		{"race: a starting member that was ahead holds the race", obs(func(o *Observation) {
 			o.LeaderlessSince = t0.Add(-5 * time.Second)
 			o.Cluster.Members[1].WALPosition = 5000
-			o.Peers = []Peer{{Name: "other", Reachable: true, Starting: true, Priority: 100}}
-		}), ActWait, "", "is starting and was ahead"},
+			o.Peers = []Peer{{Name: "other", Reachable: true, Mute: true, Priority: 100}}
+		}), ActWait, "", "does not answer yet"},
 		{"race: ... but not for ever", obs(func(o *Observation) {
 			o.LeaderlessSince = t0.Add(-10 * time.Minute)
 			o.Cluster.Members[1].WALPosition = 5000
-			o.Peers = []Peer{{Name: "other", Reachable: true, Starting: true, Priority: 100}}
+			o.Peers = []Peer{{Name: "other", Reachable: true, Mute: true, Priority: 100}}
 		}), ActAcquire, "", "best candidate"},
-		{"race: a starting member that was behind does not", obs(func(o *Observation) {
+		{"race: a starting member whose last position was behind holds it too (its position now is unknown)", obs(func(o *Observation) {
 			o.LeaderlessSince = t0.Add(-5 * time.Second)
 			o.Cluster.Members[1].WALPosition = 10
-			o.Peers = []Peer{{Name: "other", Reachable: true, Starting: true, Priority: 100}}
+			o.Peers = []Peer{{Name: "other", Reachable: true, Mute: true, Priority: 100}}
+		}), ActWait, "", "does not answer yet"},
+		{"race: a starting member known diverged does not", obs(func(o *Observation) {
+			o.LeaderlessSince = t0.Add(-5 * time.Second)
+			o.PG.Timeline, o.PG.History = 2, []dcs.Fork{{Timeline: 1, LSN: 800}}
+			o.Cluster.Members[1].Timeline, o.Cluster.Members[1].WALPosition = 1, 900
+			o.Peers = []Peer{{Name: "other", Reachable: true, Mute: true, Priority: 100}}
 		}), ActAcquire, "", "best candidate"},
 		{"race: a newer timeline whose history no one knows", obs(func(o *Observation) {
 			o.PG.Timeline, o.PG.WAL = 2, 5000

@@ -351,19 +351,29 @@ func (a *Agent) acquire(ctx context.Context, o Observation) (bool, error) {
 	if err := a.prepareSyncPromotion(ctx, o.Cluster); err != nil {
 		return a.giveUpKey(ctx), fmt.Errorf("promote: %w", err)
 	}
-	if newest, _, _ := newestTimeline(o); newest > o.PG.Timeline {
-		if err := a.d.Postgres.ReserveTimelines(ctx, newest); err != nil {
-			return a.giveUpKey(ctx), fmt.Errorf("promote: reserve timeline IDs up to %d: %w", newest, err)
+	event := "failover"
+	if f := o.Cluster.Failover; f != nil && f.Candidate == a.s.Name && f.Kind == "switchover" {
+		event = "switchover"
+	}
+	// The new timeline's ID is taken in the DCS before it exists: two
+	// promotions that could not see each other's (an etcd outage, a dead
+	// leader that never published) must not both create timeline N with
+	// different WAL. PostgreSQL picks the highest ID whose history file it
+	// has, plus one: the IDs below are reserved in pg_wal.
+	newTLI := highestTimelineID(o) + 1
+	if newTLI-1 > o.PG.Timeline {
+		if err := a.d.Postgres.ReserveTimelines(ctx, newTLI-1); err != nil {
+			return a.giveUpKey(ctx), fmt.Errorf("promote: reserve timeline IDs up to %d: %w", newTLI-1, err)
 		}
+	}
+	intent := dcs.HistoryEntry{Timeline: newTLI, LSN: o.PG.WAL, Parent: o.PG.Timeline, Reason: event, Time: a.d.Clock.Now(), NewLeader: a.s.Name, Pending: true}
+	if err := a.d.DCS.AppendHistory(ctx, intent); err != nil {
+		return a.giveUpKey(ctx), fmt.Errorf("promote: record timeline %d first: %w", newTLI, err)
 	}
 	// Armed to the lease before the server becomes writable.
 	a.setGuard(true)
 	if why := a.leaseUnsafe(); why != "" {
 		return a.giveUpKey(ctx), fmt.Errorf("promote: not now: %s", why)
-	}
-	event := "failover"
-	if f := o.Cluster.Failover; f != nil && f.Candidate == a.s.Name && f.Kind == "switchover" {
-		event = "switchover"
 	}
 	if err := a.d.Postgres.Promote(ctx); err != nil {
 		a.fire("promote", false, err.Error())
@@ -386,7 +396,11 @@ func (a *Agent) acquire(ctx context.Context, o Observation) (bool, error) {
 	a.fire(event, true, "")
 	st, err := a.d.Postgres.State(ctx)
 	if err == nil {
-		h := dcs.HistoryEntry{Timeline: st.Timeline, LSN: o.PG.WAL, Parent: o.PG.Timeline, Reason: event, Time: a.d.Clock.Now(), NewLeader: a.s.Name}
+		if st.Timeline != newTLI {
+			a.log.Error("promoted to another timeline than recorded", "timeline", st.Timeline, "recorded", newTLI)
+		}
+		h := intent
+		h.Timeline, h.Pending = st.Timeline, false
 		if err := a.d.DCS.AppendHistory(ctx, h); err != nil {
 			a.log.Warn("cannot append history", "error", err)
 		}

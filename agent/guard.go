@@ -94,6 +94,11 @@ func (a *Agent) startKeeper() {
 	a.stopKeeper = a.d.Clock.Go(func(ctx context.Context) {
 		warned := false
 		for {
+			// The watchdog first, from the deadline as it stands: after a
+			// freeze the deadline may have passed long ago, and the fence
+			// must not wait for a renewal that takes retry_timeout to fail
+			// (nor for a watchdog that died meanwhile to be started again).
+			a.applyGuard()
 			sent := a.d.Clock.Now()
 			switch stuck := a.stuck(sent); {
 			case stuck && !warned:

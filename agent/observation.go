@@ -86,9 +86,10 @@ type Peer struct {
 	// Unguarded: its watchdog cannot fence it, so it will not take the
 	// key; it does not hold the race back either.
 	Unguarded bool
-	// Starting: its PostgreSQL runs but does not answer yet (startup or
-	// crash recovery): its position is the last one it published.
-	Starting bool
+	// Mute: its PostgreSQL runs but does not answer its agent (startup,
+	// crash recovery, no free connection slot): its position is the last
+	// one it published.
+	Mute bool
 	// Stale: its answer is from a loop that still saw a leader key, so its
 	// position may predate the last WAL it received from that leader.
 	Stale bool

@@ -14,6 +14,12 @@ import (
 // lost leader race publishes no leadership.
 func (a *Agent) publish(ctx context.Context, o Observation, d Decision, out Outcome, start time.Time) {
 	pg := out.PG
+	if pg.Mute() && a.lastMember.Name != "" {
+		// A server that runs but does not answer keeps its WAL: publish
+		// where it was last seen, not nothing (a race weighs it by this).
+		pg.Timeline, pg.History = a.lastMember.Timeline, a.lastMember.History
+		pg.WAL, pg.Replayed = a.lastMember.WALPosition, a.lastMember.ReplayedLSN
+	}
 	m := a.memberRecord(pg)
 	now := a.d.Clock.Now()
 	renewals, failures := a.leaseCounters()

@@ -749,7 +749,7 @@ func (sp simPeers) Fetch(ctx context.Context, ms []dcs.Member) []Peer {
 			st := t.agent.Status()
 			p.Reachable = true
 			p.Unguarded = st.Unguarded != ""
-			p.Starting = st.State == "starting"
+			p.Mute = st.State == "starting" || st.State == "unresponsive"
 			p.Stale = !st.ClusterUnlocked
 			p.Running = st.State == "running"
 			p.Primary = st.Role == "primary" && (st.State == "running" || st.State == "unresponsive" || st.State == "starting" || st.State == "stopping")

@@ -41,7 +41,11 @@ func newestTimeline(o Observation) (tli uint32, hist []dcs.Fork, known bool) {
 	}
 	if o.Cluster != nil {
 		for _, e := range o.Cluster.History {
-			consider(e.Timeline, nil, false)
+			// A promotion announced but perhaps never done counts once
+			// someone reports that timeline.
+			if !e.Pending || reported(o, e.Timeline) {
+				consider(e.Timeline, nil, false)
+			}
 		}
 		if !known {
 			if h, ok := historyFromDCS(o.Cluster.History, tli); ok {
@@ -50,6 +54,39 @@ func newestTimeline(o Observation) (tli uint32, hist []dcs.Fork, known bool) {
 		}
 	}
 	return tli, hist, known
+}
+
+// reported: a member record or a peer says it is on timeline tli.
+func reported(o Observation, tli uint32) bool {
+	for _, m := range o.Cluster.Members {
+		if m.Timeline == tli {
+			return true
+		}
+	}
+	for _, p := range o.Peers {
+		if p.Reachable && p.Timeline == tli {
+			return true
+		}
+	}
+	return o.PG.Timeline == tli
+}
+
+// highestTimelineID is the highest timeline ID anyone has used or taken
+// (pending promotions included): the next promotion must pick above it.
+func highestTimelineID(o Observation) uint32 {
+	t := o.PG.Timeline
+	if o.Cluster != nil {
+		for _, m := range o.Cluster.Members {
+			t = max(t, m.Timeline)
+		}
+		for _, e := range o.Cluster.History {
+			t = max(t, e.Timeline)
+		}
+	}
+	for _, p := range o.Peers {
+		t = max(t, p.Timeline)
+	}
+	return t
 }
 
 // historyFromDCS derives timeline tli's history from the DCS record of

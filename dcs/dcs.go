@@ -97,6 +97,21 @@ type HistoryEntry struct {
 	Reason    string    `json:"reason"`
 	Time      time.Time `json:"time"`
 	NewLeader string    `json:"new_leader"`
+	// Pending: recorded by a leader about to promote, so no other node
+	// reuses the timeline ID; replaced once the promotion is done (a
+	// failed promotion leaves it: the ID stays taken).
+	Pending bool `json:"pending,omitempty"`
+}
+
+// recordHistory adds h to hist, replacing a pending entry of its timeline.
+func recordHistory(hist []HistoryEntry, h HistoryEntry) []HistoryEntry {
+	for i, e := range hist {
+		if e.Timeline == h.Timeline && e.Pending {
+			hist[i] = h
+			return hist
+		}
+	}
+	return append(hist, h)
 }
 
 // Status is the leader's last reported WAL position, and who reported it
@@ -220,7 +235,8 @@ type Store interface {
 	DeleteFailover(ctx context.Context, prevRevision int64) error
 	// SetSync writes the sync key if its ModRevision is prevRevision.
 	SetSync(ctx context.Context, s Sync, prevRevision int64) error
-	// AppendHistory adds an entry to the timeline history.
+	// AppendHistory adds an entry to the timeline history (replacing a
+	// pending entry of the same timeline).
 	AppendHistory(ctx context.Context, e HistoryEntry) error
 	// SetStatus records the leader's last WAL position, only while this
 	// member holds the leader key (ErrNotLeader otherwise).

@@ -435,7 +435,7 @@ func (e *Etcd) AppendHistory(ctx context.Context, h HistoryEntry) error {
 				hist = nil
 			}
 		}
-		b, err := json.Marshal(append(hist, h))
+		b, err := json.Marshal(recordHistory(hist, h))
 		if err != nil {
 			return fmt.Errorf("encode history: %w", err)
 		}

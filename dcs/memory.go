@@ -434,7 +434,7 @@ func (m *Memory) AppendHistory(ctx context.Context, e HistoryEntry) error {
 	if k := m.mc.keys[keyHistory]; k != nil {
 		_ = json.Unmarshal(k.value, &h)
 	}
-	b, err := json.Marshal(append(h, e))
+	b, err := json.Marshal(recordHistory(h, e))
 	if err != nil {
 		return err
 	}

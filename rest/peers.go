@@ -81,7 +81,7 @@ func (pc *PeerClient) Fetch(ctx context.Context, ms []dcs.Member) []agent.Peer {
 			p := &out[i]
 			p.Reachable = true
 			p.Unguarded = st.Unguarded != ""
-			p.Starting = st.State == "starting"
+			p.Mute = st.State == "starting" || st.State == "unresponsive"
 			p.Stale = !st.ClusterUnlocked
 			running := st.State == "running"
 			p.Running = running
