@@ -52,7 +52,7 @@ type peerStatus struct {
 	Unguarded string `json:"unguarded"`
 	// ClusterUnlocked: its last loop saw no leader key.
 	ClusterUnlocked bool `json:"cluster_unlocked"`
-	XLog      struct {
+	XLog            struct {
 		Location         uint64 `json:"location"`
 		ReceivedLocation uint64 `json:"received_location"`
 		ReplayedLocation uint64 `json:"replayed_location"`
