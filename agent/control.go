@@ -114,6 +114,10 @@ func (a *Agent) Failover(ctx context.Context, r FailoverRequest) error {
 	if m.State != "running" {
 		return fmt.Errorf("%w: candidate %s is not running (state %q)", ErrPrecondition, r.Candidate, m.State)
 	}
+	// Never, forced or not: --force skips the prompt and the lag check.
+	if m.Priority <= 0 || m.NoFailover || m.Tags["nofailover"] == "true" {
+		return fmt.Errorf("%w: candidate %s has priority 0 or nofailover: it is never promoted", ErrPrecondition, r.Candidate)
+	}
 	if !r.Force {
 		dyn := a.currentDynamic(c)
 		if lag := lagBehind(c.Status.LSN, m.WALPosition); lag > uint64(max(dyn.MaximumLagOnFailover, 0)) {

@@ -122,7 +122,20 @@ func decidePaused(o Observation) Decision {
 		return Decision{Action: ActHeartbeat, Reason: "paused: holding leader key"}
 	case leader == "" && o.PG.Writable():
 		return Decision{Action: ActAcquire, Reason: "paused: running primary without leader key"}
-	case leader == "" && manualCandidate(o) == o.Node.Name && o.PG.Running:
+	case leader == "" && manualCandidate(o) == o.Node.Name && o.PG.Standby():
+		// The operator's choice, with the checks of any promotion: no
+		// member still runs as primary (its agent asked, and the last
+		// leader's server itself), the timeline, synchronous mode,
+		// priority, a watchdog.
+		if o.LastLeaderRuns != "" {
+			return Decision{Action: ActWait, Reason: "paused: manual failover to this node refused: the last leader " + o.LastLeaderRuns + " still runs as a primary"}
+		}
+		if o.Unguarded != "" {
+			return Decision{Action: ActWait, Reason: "paused: manual failover to this node refused: the watchdog cannot fence this node (" + o.Unguarded + ")"}
+		}
+		if why := ineligible(o); why != "" {
+			return Decision{Action: ActWait, Reason: "paused: manual failover to this node refused: " + why}
+		}
 		return Decision{Action: ActAcquire, Reason: "paused: manual failover to this node"}
 	}
 	return Decision{Action: ActWait, Reason: "paused: no automatic failover"}

@@ -305,6 +305,32 @@ func TestDecide(t *testing.T) {
 		}), ActAcquire, "", "best candidate"},
 		{"paused: leader heartbeats", obs(all(primary, leader("me"), func(o *Observation) { o.Dynamic.Pause = true })), ActHeartbeat, "", "paused"},
 		{"paused: no automatic failover", obs(func(o *Observation) { o.Dynamic.Pause = true }), ActWait, "", "paused"},
+		// A manual failover while paused passes the checks of any
+		// promotion (before: it went straight to acquire).
+		{"paused: manual failover refused while the last leader still runs as primary", obs(func(o *Observation) {
+			o.Dynamic.Pause = true
+			o.Cluster.Failover = &dcs.Failover{Kind: "failover", Candidate: "me", RequestedAt: t0}
+			o.LastLeaderRuns = "other at 127.0.0.1:5433"
+		}), ActWait, "", "still runs as a primary"},
+		{"paused: manual failover refused while a peer says it is primary", obs(func(o *Observation) {
+			o.Dynamic.Pause = true
+			o.Cluster.Failover = &dcs.Failover{Kind: "failover", Candidate: "me", RequestedAt: t0}
+			o.Peers = []Peer{{Name: "other", Reachable: true, Running: true, Primary: true}}
+		}), ActWait, "", "still runs as primary"},
+		{"paused: manual failover refused in synchronous mode to a non-synchronous member", obs(func(o *Observation) {
+			o.Dynamic.Pause, o.Dynamic.SynchronousMode = true, true
+			o.Cluster.Sync = &dcs.Sync{Leader: "old", SyncStandby: []string{"other"}}
+			o.Cluster.Failover = &dcs.Failover{Kind: "failover", Candidate: "me", RequestedAt: t0}
+		}), ActWait, "", "synchronous"},
+		{"paused: manual failover to a fit member", obs(func(o *Observation) {
+			o.Dynamic.Pause = true
+			o.Cluster.Failover = &dcs.Failover{Kind: "failover", Candidate: "me", RequestedAt: t0}
+		}), ActAcquire, "", "manual failover"},
+		// Resumed after the paused leader's agent died: its PostgreSQL still
+		// answers as a primary, directly asked: no one is promoted.
+		{"race: the last leader's server still answers as primary", obs(func(o *Observation) {
+			o.LastLeaderRuns = "other at 127.0.0.1:5433"
+		}), ActWait, "", "still runs as a primary"},
 		{"paused: crashed leader not restarted", obs(all(leader("me"), func(o *Observation) {
 			o.Dynamic.Pause = true
 			o.PG = PGState{State: "crashed", SystemID: "42"}

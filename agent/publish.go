@@ -21,6 +21,11 @@ func (a *Agent) publish(ctx context.Context, o Observation, d Decision, out Outc
 		pg.WAL, pg.Replayed = a.lastMember.WALPosition, a.lastMember.ReplayedLSN
 	}
 	m := a.memberRecord(pg)
+	if c := o.Cluster; c != nil && c.Leader == nil && !out.KeyHeld && d.Action == ActWait {
+		// An operator reading `list` during a failover that does not
+		// happen sees why.
+		m.Waiting = d.Reason
+	}
 	now := a.d.Clock.Now()
 	renewals, failures := a.leaseCounters()
 	_, unguarded := a.leaseView()
@@ -89,7 +94,7 @@ func role(pg PGState) string {
 func sameMember(a, b dcs.Member) bool {
 	return a.Role == b.Role && a.State == b.State && a.Timeline == b.Timeline &&
 		a.Streaming == b.Streaming && a.ConnURL == b.ConnURL && a.Priority == b.Priority &&
-		a.PoolerPaused == b.PoolerPaused
+		a.PoolerPaused == b.PoolerPaused && a.Waiting == b.Waiting
 }
 
 // memberRecord is this member's key as PostgreSQL's state pg shows it.

@@ -48,6 +48,9 @@ type Member struct {
 	// databases are paused for a switchover in progress.
 	Pooler       bool `json:"pooler,omitempty"`
 	PoolerPaused bool `json:"pooler_paused,omitempty"`
+	// Waiting is why this member does not take the leader key while there
+	// is no leader (set only then).
+	Waiting string `json:"waiting,omitempty"`
 	// Revision is the key's ModRevision (not stored in the value).
 	Revision int64 `json:"-"`
 }

@@ -545,6 +545,8 @@ type clusterMember struct {
 	Lag      *uint64           `json:"lag,omitempty"`
 	Priority int               `json:"priority"`
 	Tags     map[string]string `json:"tags,omitempty"`
+	// Waiting: with no leader, why this member does not take over.
+	Waiting string `json:"waiting,omitempty"`
 }
 
 type scheduled struct {
@@ -572,7 +574,7 @@ func ClusterView(c *dcs.Cluster, scope string, pause bool) map[string]any {
 	for _, m := range c.Members {
 		host, port := splitConnURL(m.ConnURL)
 		cm := clusterMember{Name: m.Name, Role: m.Role, State: m.State, Host: host, Port: port, APIURL: m.APIURL,
-			Timeline: m.Timeline, Priority: m.Priority, Tags: m.Tags}
+			Timeline: m.Timeline, Priority: m.Priority, Tags: m.Tags, Waiting: m.Waiting}
 		if m.Name == leader {
 			cm.Role = "leader"
 		} else if m.Role == "replica" {

@@ -34,6 +34,8 @@ type listView struct {
 	Members             []listRow `json:"members"`
 	// LastBackup is the newest successful base backup run, if any.
 	LastBackup string `json:"last_backup,omitempty"`
+	// Waiting: with no leader, why each member does not take over.
+	Waiting map[string]string `json:"waiting,omitempty"`
 }
 
 // buildList turns the cluster into the rows of `pgwarden list`: leader
@@ -69,6 +71,12 @@ func buildList(c *dcs.Cluster, scope string, paused bool) listView {
 			}
 		}
 		v.Members = append(v.Members, r)
+		if m.Waiting != "" && c.Leader == nil {
+			if v.Waiting == nil {
+				v.Waiting = map[string]string{}
+			}
+			v.Waiting[m.Name] = m.Waiting
+		}
 	}
 	sort.SliceStable(v.Members, func(i, j int) bool {
 		li, lj := v.Members[i].Role == "leader", v.Members[j].Role == "leader"
@@ -121,6 +129,14 @@ func writeListTable(w io.Writer, v listView) error {
 	}
 	if v.Leader == "" {
 		fmt.Fprintln(w, "no leader")
+		names := make([]string, 0, len(v.Waiting))
+		for n := range v.Waiting {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			fmt.Fprintf(w, "  %s waits: %s\n", n, v.Waiting[n])
+		}
 	}
 	if v.ScheduledSwitchover != "" {
 		fmt.Fprintln(w, "scheduled switchover: "+v.ScheduledSwitchover)
