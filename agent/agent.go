@@ -98,8 +98,10 @@ type Postgres interface {
 	Checkpoint(ctx context.Context) error
 	// ShutdownCheckpoint is the checkpoint LSN of a cleanly stopped server.
 	ShutdownCheckpoint(ctx context.Context) (uint64, error)
-	// SyncSlots makes the physical replication slots exactly names.
-	SyncSlots(ctx context.Context, names []string) error
+	// SyncSlots creates the physical replication slots want that are
+	// missing and drops the inactive ones in neither want nor keep; it
+	// returns the ones dropped.
+	SyncSlots(ctx context.Context, want, keep []string) ([]string, error)
 	// SetSyncStandbys makes commits wait for the named standbys (none: for
 	// no one; "*": for any one) and returns once PostgreSQL uses it.
 	SetSyncStandbys(ctx context.Context, names []string) error
@@ -253,6 +255,11 @@ type Agent struct {
 	stuckSince   time.Time
 	// leaderlessSince is when the leader key was first seen gone.
 	leaderlessSince time.Time
+	// Replication slots (slots.go): when each member was last seen, and
+	// the plan last applied.
+	slotsSeen    map[string]time.Time
+	slotsApplied string
+	slotsAt      time.Time
 	// replayWait is the replayed position last seen while the leader key
 	// is held and promotion waits for replay (0: not waiting).
 	replayWait uint64
@@ -432,6 +439,7 @@ func (a *Agent) observe(ctx context.Context) Observation {
 	} else {
 		o.Cluster = c
 		a.lastDCS = a.d.Clock.Now()
+		a.seeMembers(c)
 		if dyn, ok := a.readDynamic(c); ok {
 			a.dynamic = dyn
 		}

@@ -350,16 +350,9 @@ func decideFollower(o Observation, leader string) Decision {
 }
 
 // upstreamFor is whom this replica should stream from: the member its
-// replicatefrom tag names when that one is a running replica, else the leader.
+// replicatefrom tag names when that one runs, else the leader.
 func upstreamFor(o Observation, leader string) string {
-	rf := o.Node.ReplicateFrom
-	if rf == "" || rf == o.Node.Name {
-		return leader
-	}
-	if m := o.Cluster.Member(rf); m != nil && m.State == "running" && m.ConnURL != "" {
-		return rf
-	}
-	return leader
+	return sourceOf(o.Cluster, o.Node.Name, o.Node.ReplicateFrom, leader)
 }
 
 // decideRace: no one holds the leader key.

@@ -67,7 +67,13 @@ func (a *Agent) execute(ctx context.Context, o Observation, d Decision) Outcome 
 	}
 	var err error
 	switch d.Action {
-	case ActWait, ActRefuse:
+	case ActWait:
+		if o.PG.Standby() && o.leaderName() != "" && o.leaderName() != a.s.Name {
+			// Members that cascade from this replica stream with a slot
+			// here.
+			a.syncSlots(ctx, o.Cluster, o.leaderName())
+		}
+	case ActRefuse:
 	case ActBootstrap:
 		out.KeyHeld, err = a.bootstrap(ctx)
 	case ActAdopt:
@@ -306,17 +312,7 @@ func (a *Agent) heartbeat(ctx context.Context, o Observation) (bool, error) {
 	if err := a.manageSync(ctx, o.Cluster); err != nil {
 		a.log.Warn("cannot manage synchronous standbys", "error", err)
 	}
-	if a.s.UseSlots {
-		var names []string
-		for _, m := range o.Cluster.Members {
-			if m.Name != a.s.Name {
-				names = append(names, SlotName(m.Name))
-			}
-		}
-		if err := a.d.Postgres.SyncSlots(ctx, names); err != nil {
-			a.log.Warn("cannot sync replication slots", "error", err)
-		}
-	}
+	a.syncSlots(ctx, o.Cluster, a.s.Name)
 	return true, nil
 }
 

@@ -103,6 +103,8 @@ type Node struct {
 	ReplicateFrom string
 	UsePgRewind   bool
 	UseSlots      bool
+	// SlotsTTL: how long a gone member's replication slot is kept.
+	SlotsTTL time.Duration
 	// SafetyMargin: the primary stops accepting writes this long before its
 	// lease could expire.
 	SafetyMargin time.Duration

@@ -545,8 +545,8 @@ func (p *fakePG) ShutdownCheckpoint(ctx context.Context) (uint64, error) {
 	return uint64(len(p.log)), nil
 }
 
-func (p *fakePG) SyncSlots(ctx context.Context, names []string) error {
-	return p.sleep(ctx, 2*time.Millisecond)
+func (p *fakePG) SyncSlots(ctx context.Context, want, keep []string) ([]string, error) {
+	return nil, p.sleep(ctx, 2*time.Millisecond)
 }
 
 func (p *fakePG) SetSyncStandbys(ctx context.Context, names []string) error {
@@ -564,9 +564,14 @@ func (p *fakePG) SyncStatus(ctx context.Context) (SyncStatus, error) {
 	if !p.alive || !p.ready || p.standby || p.mute {
 		return SyncStatus{}, errors.New("not a primary that answers")
 	}
-	st := SyncStatus{Current: uint64(len(p.log)), Sync: map[string]uint64{}}
+	st := SyncStatus{Current: uint64(len(p.log)), Sync: map[string]uint64{}, Streaming: map[string]bool{}}
 	for _, o := range p.syncStandbys() {
 		st.Sync[o.name] = uint64(len(o.pg.log))
+	}
+	for _, o := range p.w.nodes {
+		if o.pg.streaming() && o.pg.upstream == p.n.name {
+			st.Streaming[o.name] = true
+		}
 	}
 	return st, nil
 }

@@ -25,15 +25,21 @@ type SyncStatus struct {
 	// Sync maps each standby that commits wait for now (by application
 	// name, which is the member name) to the position it has flushed.
 	Sync map[string]uint64
+	// Streaming are the standbys streaming from the primary itself: only
+	// they can be synchronous (a cascaded one never acknowledges to it).
+	Streaming map[string]bool
 }
 
 // wantSync chooses the n members commits should wait for: the current ones
 // while they stay eligible (so the choice is stable), then the best
-// streaming replicas by the candidate order.
-func wantSync(c *dcs.Cluster, self string, cur []string, n int) []string {
+// replicas by the candidate order. Eligible are the replicas streaming from
+// the leader itself (direct): one that cascades through another replica
+// (tags.replicatefrom) never appears in the leader's pg_stat_replication,
+// and naming it would block every commit.
+func wantSync(c *dcs.Cluster, self string, cur []string, n int, direct map[string]bool) []string {
 	eligible := map[string]Candidate{}
 	for _, m := range c.Members {
-		if m.Name == self || m.Role != "replica" || m.State != "running" || !m.Streaming || m.Priority <= 0 || m.NoFailover {
+		if m.Name == self || m.Role != "replica" || m.State != "running" || !m.Streaming || m.Priority <= 0 || m.NoFailover || !direct[m.Name] {
 			continue
 		}
 		eligible[m.Name] = Candidate{Name: m.Name, WAL: m.WALPosition, Priority: m.Priority}
@@ -145,11 +151,11 @@ func (a *Agent) manageSync(ctx context.Context, c *dcs.Cluster) error {
 		// A key from a former leader says nothing about this one's commits.
 		return a.d.DCS.SetSync(ctx, dcs.Sync{Leader: a.s.Name}, rev)
 	}
-	want := wantSync(c, a.s.Name, key, max(1, a.dynamic.SynchronousNodeCount))
 	st, err := a.d.Postgres.SyncStatus(ctx)
 	if err != nil {
 		return err
 	}
+	want := wantSync(c, a.s.Name, key, max(1, a.dynamic.SynchronousNodeCount), st.Streaming)
 	applied := a.syncNames
 	if !a.syncApplied {
 		applied = []string{"\x00unknown"} // apply once after start

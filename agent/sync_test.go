@@ -16,7 +16,10 @@ func TestWantSync(t *testing.T) {
 		{Name: "lagging", Role: "replica", State: "running", Streaming: false, Priority: 300, WALPosition: 30},
 		{Name: "zero", Role: "replica", State: "running", Streaming: true, Priority: 0, WALPosition: 30},
 		{Name: "nofail", Role: "replica", State: "running", Streaming: true, Priority: 100, NoFailover: true, WALPosition: 30},
+		// Streams, but from another replica (tags.replicatefrom).
+		{Name: "cascaded", Role: "replica", State: "running", Streaming: true, Priority: 500, WALPosition: 40},
 	}}
+	direct := map[string]bool{"a": true, "b": true, "c": true, "lagging": true, "zero": true, "nofail": true}
 	cases := []struct {
 		name string
 		cur  []string
@@ -29,10 +32,13 @@ func TestWantSync(t *testing.T) {
 		{"ineligible current one replaced", []string{"lagging"}, 1, []string{"c"}},
 		{"more than there are", nil, 5, []string{"c", "b", "a"}},
 		{"never itself", []string{"me"}, 1, []string{"c"}},
+		// A cascaded replica never appears in the leader's
+		// pg_stat_replication: naming it would block every commit.
+		{"never a cascaded replica", []string{"cascaded"}, 1, []string{"c"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := wantSync(c, "me", tc.cur, tc.n); !slices.Equal(got, tc.want) {
+			if got := wantSync(c, "me", tc.cur, tc.n, direct); !slices.Equal(got, tc.want) {
 				t.Fatalf("wantSync = %v, want %v", got, tc.want)
 			}
 		})

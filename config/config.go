@@ -94,6 +94,9 @@ type Postgres struct {
 	PgHBA       []string          `yaml:"pg_hba"`
 	UsePgRewind *bool             `yaml:"use_pg_rewind"`
 	UseSlots    *bool             `yaml:"use_slots"`
+	// MemberSlotsTTL is how long the replication slot of a member that is
+	// gone (its key expired) is kept before it is dropped.
+	MemberSlotsTTL Duration `yaml:"member_slots_ttl"`
 	// CreateReplicaMethods are tried in order to build a new replica:
 	// "backup" (restore from the repository) and "basebackup".
 	CreateReplicaMethods []string `yaml:"create_replica_methods"`
@@ -258,6 +261,7 @@ func Defaults() Config {
 			Replication:          Credential{Username: "replicator"},
 			UsePgRewind:          &t,
 			UseSlots:             &t,
+			MemberSlotsTTL:       Duration(30 * time.Minute),
 			CreateReplicaMethods: []string{"basebackup"},
 		},
 		Priority:  &prio,

@@ -165,6 +165,9 @@ func (c *Config) Validate() error {
 	if c.Watchdog.SafetyMargin <= 0 || c.Watchdog.SafetyMargin >= c.Cluster.TTL {
 		p.add("watchdog.safety_margin", c.Watchdog.SafetyMargin, "must be > 0 and below cluster.ttl (%s)", c.Cluster.TTL.D())
 	}
+	if c.Postgres.MemberSlotsTTL < 0 {
+		p.add("postgres.member_slots_ttl", c.Postgres.MemberSlotsTTL, "must be >= 0 (0 drops a gone member's slot at once)")
+	}
 	c.backupProblems(&p)
 	p = append(p, c.Cluster.problems("cluster.")...)
 	return p.err()

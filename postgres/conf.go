@@ -68,6 +68,13 @@ func (s *Server) renderConf(up *Upstream) (string, error) {
 	if _, ok := s.cfg.Parameters["max_replication_slots"]; !ok {
 		b.WriteString("max_replication_slots = 10\n")
 	}
+	if _, ok := s.cfg.Parameters["max_slot_wal_keep_size"]; !ok {
+		// A slot whose standby stopped reading (gone, or streaming from
+		// elsewhere) must not fill the disk: past this the slot is
+		// invalidated and the standby catches up from the archive or is
+		// re-cloned.
+		b.WriteString("max_slot_wal_keep_size = '4GB'\n")
+	}
 	if _, ok := s.cfg.Parameters["wal_keep_size"]; !ok {
 		// A rewound or briefly disconnected standby finds the WAL it needs.
 		b.WriteString("wal_keep_size = '256MB'\n")

@@ -787,15 +787,21 @@ func (s *Server) Slots(ctx context.Context) (map[string]bool, error) {
 	return out, nil
 }
 
-// SyncSlots makes the physical slots exactly names: missing ones are
-// created (reserving WAL at once), inactive others dropped.
-func (s *Server) SyncSlots(ctx context.Context, names []string) error {
+// SyncSlots creates the physical slots in names that are missing
+// (reserving WAL at once; on a standby too, for members cascading from it)
+// and drops the inactive ones in neither names nor keep; it returns those
+// dropped.
+func (s *Server) SyncSlots(ctx context.Context, names, keep []string) ([]string, error) {
 	have, err := s.Slots(ctx)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	want := map[string]bool{}
+	for _, n := range keep {
+		want[n] = true
+	}
 	var errs []error
+	var dropped []string
 	for _, n := range names {
 		want[n] = true
 		if _, ok := have[n]; ok {
@@ -819,9 +825,11 @@ func (s *Server) SyncSlots(ctx context.Context, names []string) error {
 		})
 		if err != nil {
 			errs = append(errs, fmt.Errorf("drop slot %s: %w", n, err))
+		} else {
+			dropped = append(dropped, n)
 		}
 	}
-	return errors.Join(errs...)
+	return dropped, errors.Join(errs...)
 }
 
 // SetSyncStandbys makes commits wait for the named standbys (see
@@ -866,27 +874,34 @@ type SyncState struct {
 	// Sync maps each standby that commits now wait for (sync_state sync
 	// or quorum) to the position it has flushed.
 	Sync map[string]LSN
+	// Streaming are the standbys streaming from this server itself (not
+	// cascaded through another standby), by application name.
+	Streaming map[string]bool
 }
 
 // SyncStatus reads pg_stat_replication on the primary.
 func (s *Server) SyncStatus(ctx context.Context) (SyncState, error) {
-	st := SyncState{Sync: map[string]LSN{}}
+	st := SyncState{Sync: map[string]LSN{}, Streaming: map[string]bool{}}
 	err := s.withConn(ctx, func(c *pgx.Conn) error {
-		rows, err := c.Query(ctx, `SELECT pg_current_wal_lsn()::text, coalesce(application_name, ''), coalesce(flush_lsn::text, '')
- FROM (SELECT 1) one LEFT JOIN pg_stat_replication r ON r.sync_state IN ('sync', 'quorum')`)
+		rows, err := c.Query(ctx, `SELECT pg_current_wal_lsn()::text, coalesce(application_name, ''), coalesce(flush_lsn::text, ''),
+ coalesce(r.state, ''), coalesce(r.sync_state, '')
+ FROM (SELECT 1) one LEFT JOIN pg_stat_replication r ON true`)
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
 		for rows.Next() {
-			var cur, name, flush string
-			if err := rows.Scan(&cur, &name, &flush); err != nil {
+			var cur, name, flush, state, syncState string
+			if err := rows.Scan(&cur, &name, &flush, &state, &syncState); err != nil {
 				return err
 			}
 			if st.Current, err = ParseLSN(cur); err != nil {
 				return err
 			}
-			if name != "" && flush != "" {
+			if name != "" && state == "streaming" {
+				st.Streaming[name] = true
+			}
+			if name != "" && flush != "" && (syncState == "sync" || syncState == "quorum") {
 				l, err := ParseLSN(flush)
 				if err != nil {
 					return err

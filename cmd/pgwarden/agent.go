@@ -130,6 +130,7 @@ func wire(ctx context.Context, cfg *config.Config, path string, log hclog.Logger
 			ReplicateFrom: cfg.Tags.ReplicateFrom,
 			UsePgRewind:   *cfg.Postgres.UsePgRewind,
 			UseSlots:      *cfg.Postgres.UseSlots,
+			SlotsTTL:      cfg.Postgres.MemberSlotsTTL.D(),
 			SafetyMargin:  cfg.Watchdog.SafetyMargin.D(),
 		},
 		Scope:          cfg.Scope,

@@ -134,8 +134,8 @@ func (p pgAdapter) ShutdownCheckpoint(ctx context.Context) (uint64, error) {
 	}
 	return uint64(l) + 1, nil
 }
-func (p pgAdapter) SyncSlots(ctx context.Context, names []string) error {
-	return p.s.SyncSlots(ctx, names)
+func (p pgAdapter) SyncSlots(ctx context.Context, want, keep []string) ([]string, error) {
+	return p.s.SyncSlots(ctx, want, keep)
 }
 
 func (p pgAdapter) SetSyncStandbys(ctx context.Context, names []string) error {
@@ -144,7 +144,7 @@ func (p pgAdapter) SetSyncStandbys(ctx context.Context, names []string) error {
 
 func (p pgAdapter) SyncStatus(ctx context.Context) (agent.SyncStatus, error) {
 	st, err := p.s.SyncStatus(ctx)
-	out := agent.SyncStatus{Current: uint64(st.Current), Sync: map[string]uint64{}}
+	out := agent.SyncStatus{Current: uint64(st.Current), Sync: map[string]uint64{}, Streaming: st.Streaming}
 	for n, l := range st.Sync {
 		out.Sync[n] = uint64(l)
 	}
