@@ -100,8 +100,9 @@ type Postgres interface {
 	ShutdownCheckpoint(ctx context.Context) (uint64, error)
 	// SyncSlots creates the physical replication slots want that are
 	// missing and drops the inactive ones in neither want nor keep; it
-	// returns the ones dropped.
-	SyncSlots(ctx context.Context, want, keep []string) ([]string, error)
+	// returns the ones dropped, and the unwanted ones left because a
+	// standby still reads them.
+	SyncSlots(ctx context.Context, want, keep []string) (dropped, busy []string, err error)
 	// SetSyncStandbys makes commits wait for the named standbys (none: for
 	// no one; "*": for any one) and returns once PostgreSQL uses it.
 	SetSyncStandbys(ctx context.Context, names []string) error

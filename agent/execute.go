@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
+	"strconv"
 	"time"
 
 	"github.com/pgwarden/pgwarden/dcs"
@@ -81,8 +83,12 @@ func (a *Agent) execute(ctx context.Context, o Observation, d Decision) Outcome 
 	case ActClone:
 		err = a.steerWhile(ctx, d, func() error {
 			if !o.PG.DataEmpty {
+				up, err := a.upstream(o.Cluster, d.Target)
+				if err != nil {
+					return fmt.Errorf("re-clone: %w", err)
+				}
 				a.log.Warn("removing the data directory to re-clone", "member", d.Target, "reason", d.Reason)
-				if err := a.d.Postgres.Wipe(ctx); err != nil {
+				if err := a.wipeForClone(ctx, up); err != nil {
 					return err
 				}
 			}
@@ -288,12 +294,35 @@ func (a *Agent) rewind(ctx context.Context, c *dcs.Cluster, target string) error
 		if err == nil {
 			return a.d.Postgres.Start(ctx, &up)
 		}
-		a.log.Warn("rewind failed: re-cloning", "member", target, "error", err)
+		if !errors.Is(err, ErrCannotRewind) {
+			// The source did not answer: nothing says this data directory
+			// is unfit; try again later rather than destroy it.
+			return fmt.Errorf("rewind from %s: %w", target, err)
+		}
+		a.log.Warn("rewind impossible: re-cloning", "member", target, "error", err)
+	}
+	if err := a.wipeForClone(ctx, up); err != nil {
+		return err
+	}
+	return a.clone(ctx, c, target)
+}
+
+// wipeForClone removes the data directory before a re-clone, only once
+// the source answers as a running primary: wiping for a clone that then
+// cannot run would destroy the only copy of this data.
+func (a *Agent) wipeForClone(ctx context.Context, up Upstream) error {
+	if a.d.Probe != nil {
+		pctx, cancel := context.WithTimeout(ctx, a.s.PeerTimeout)
+		r := a.d.Probe.Probe(pctx, net.JoinHostPort(up.Host, strconv.Itoa(up.Port)))
+		cancel()
+		if r != ProbePrimary {
+			return fmt.Errorf("not re-cloning from %s: it does not answer as a running primary; the data directory is kept", up.Name)
+		}
 	}
 	if err := a.d.Postgres.Wipe(ctx); err != nil {
 		return fmt.Errorf("wipe before re-clone: %w", err)
 	}
-	return a.clone(ctx, c, target)
+	return nil
 }
 
 // heartbeat reports whether the key is still held.
@@ -328,6 +357,12 @@ func (a *Agent) acquire(ctx context.Context, o Observation) (bool, error) {
 			a.log.Info("another member took the leader key first")
 			return false, nil
 		}
+	} else if err := a.d.DCS.UpdateLeader(ctx); err != nil {
+		// The key may be bound to the lease of an earlier agent process
+		// (killed while it was promoting): bound to ours before this
+		// server becomes writable, or that old lease's expiry would let
+		// another member take it meanwhile.
+		return !errors.Is(err, dcs.ErrNotLeader), fmt.Errorf("take over the leader key: %w", err)
 	}
 	if !o.PG.InRecovery {
 		return true, nil

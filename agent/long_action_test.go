@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -147,3 +148,58 @@ func TestRestartedFormerPrimaryAnnouncesItselfBeforeRewinding(t *testing.T) {
 		t.Fatalf("rewind called %v: %v", called, probe)
 	}
 }
+
+// wipeWatchPG records a Wipe.
+type wipeWatchPG struct {
+	rewindPG
+	wiped bool
+}
+
+func (p *wipeWatchPG) Wipe(ctx context.Context) error { p.wiped = true; return nil }
+func (p *wipeWatchPG) Clone(ctx context.Context, up Upstream) error {
+	return errors.New("clone: source unreachable")
+}
+
+// TestRewindAgainstAnUnreachableSourceKeepsTheData: a former primary told
+// to follow a leader whose record is stale (it died, its key not yet
+// expired) cannot reach it. The rewind fails for that reason, not because
+// the data cannot be rewound: the data directory stays. (Before: any rewind
+// failure wiped it for a re-clone, which then failed too: the only copy of
+// that node's data gone.) Only a rewind that is impossible wipes, and only
+// once the source answers as a primary.
+func TestRewindAgainstAnUnreachableSourceKeepsTheData(t *testing.T) {
+	ctx := t.Context()
+	mc := clusterLedBy(t, "b")
+	store := mc.Client("a", 10*time.Second)
+	if _, err := store.Renew(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c, err := store.Cluster(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name      string
+		rewindErr error
+		probe     ProbeResult
+		wipe      bool
+	}{
+		{"source unreachable", errors.New("rewind: source unreachable: connection refused"), ProbeNoAnswer, false},
+		{"rewind impossible, source down", fmt.Errorf("%w: no common ancestor", ErrCannotRewind), ProbeNoAnswer, false},
+		{"rewind impossible, source a running primary", fmt.Errorf("%w: no common ancestor", ErrCannotRewind), ProbePrimary, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pg := &wipeWatchPG{rewindPG: rewindPG{rewind: func() error { return tc.rewindErr }}}
+			a := New(Settings{Node: Node{Name: "a", UsePgRewind: true}, ConnectAddress: "127.0.0.1:5432"},
+				Deps{DCS: store, Postgres: pg, Probe: fixedProbe(tc.probe)}, hclog.NewNullLogger())
+			a.execute(ctx, Observation{Cluster: c, PG: PGState{State: "stopped", WasPrimary: true}}, Decision{Action: ActRewind, Target: "b"})
+			if pg.wiped != tc.wipe {
+				t.Fatalf("wiped %v, want %v", pg.wiped, tc.wipe)
+			}
+		})
+	}
+}
+
+type fixedProbe ProbeResult
+
+func (f fixedProbe) Probe(ctx context.Context, hostPort string) ProbeResult { return ProbeResult(f) }

@@ -545,8 +545,8 @@ func (p *fakePG) ShutdownCheckpoint(ctx context.Context) (uint64, error) {
 	return uint64(len(p.log)), nil
 }
 
-func (p *fakePG) SyncSlots(ctx context.Context, want, keep []string) ([]string, error) {
-	return nil, p.sleep(ctx, 2*time.Millisecond)
+func (p *fakePG) SyncSlots(ctx context.Context, want, keep []string) ([]string, []string, error) {
+	return nil, nil, p.sleep(ctx, 2*time.Millisecond)
 }
 
 func (p *fakePG) SetSyncStandbys(ctx context.Context, names []string) error {

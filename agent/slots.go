@@ -83,12 +83,17 @@ func (a *Agent) syncSlots(ctx context.Context, c *dcs.Cluster, leader string) {
 	if plan == a.slotsApplied && now.Sub(a.slotsAt) < slotsRecheck {
 		return
 	}
-	dropped, err := a.d.Postgres.SyncSlots(ctx, want, keep)
+	dropped, busy, err := a.d.Postgres.SyncSlots(ctx, want, keep)
 	for _, name := range dropped {
 		a.log.Info("replication slot dropped: no member streams from this node with it (gone longer than member_slots_ttl, or streaming elsewhere)", "slot", name, "ttl", a.s.SlotsTTL)
 	}
 	if err != nil {
 		a.log.Warn("cannot sync replication slots", "error", err)
+		return
+	}
+	if len(busy) > 0 {
+		// A member still streams with a slot it should not need here (it
+		// is moving to its replicatefrom source): look again next loop.
 		return
 	}
 	a.slotsApplied, a.slotsAt = plan, now

@@ -97,4 +97,8 @@ var (
 	ErrPrecondition = errors.New("precondition failed")
 	// ErrNotCompleted: the action was started but did not complete in time (503).
 	ErrNotCompleted = errors.New("not completed")
+	// ErrCannotRewind: pg_rewind cannot make this data directory fit to
+	// follow (only then is it re-cloned; an unreachable source is not
+	// this).
+	ErrCannotRewind = errors.New("cannot rewind")
 )

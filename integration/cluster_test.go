@@ -61,10 +61,13 @@ type clusterOpts struct {
 	pgExtra string
 	// binDir replaces PostgreSQL's bin_dir.
 	binDir string
+	// nodeExtra are YAML lines for one node's config (by index).
+	nodeExtra map[int]string
 }
 
 type node struct {
 	c       *cluster
+	index   int
 	name    string
 	dir     string
 	cfgPath string
@@ -103,7 +106,7 @@ func newCluster(t testing.TB, o clusterOpts) *cluster {
 		c.hc = c.tlsClient(2*time.Second, true)
 	}
 	for i := range o.nodes {
-		n := &node{c: c, name: fmt.Sprintf("node%d", i+1), pgPort: harness.Port(t), apiPort: harness.Port(t)}
+		n := &node{c: c, index: i, name: fmt.Sprintf("node%d", i+1), pgPort: harness.Port(t), apiPort: harness.Port(t)}
 		n.dir = harness.Dir(t, n.name)
 		if o.tls {
 			n.cert, n.key = c.ca.Issue(t, n.name)
@@ -197,7 +200,7 @@ cluster:
   retry_timeout: %[12]g
 %[13]s
 `, n.name, n.c.etcd.Endpoint, n.apiPort, n.binDir(), filepath.Join(n.dir, "data"), n.pgPort,
-		n.dir, priority, pgb, o.ttl, o.loopWait, o.retry, o.extra, o.scope, o.pgExtra, n.restTLS())
+		n.dir, priority, pgb, o.ttl, o.loopWait, o.retry, o.extra+"\n"+o.nodeExtra[n.index], o.scope, o.pgExtra, n.restTLS())
 	n.cfgPath = filepath.Join(n.dir, "pgwarden.yaml")
 	if err := os.WriteFile(n.cfgPath, []byte(cfg), 0o600); err != nil {
 		n.c.t.Fatal(err)

@@ -86,7 +86,7 @@ func TestReplicationLifecycle(t *testing.T) {
 	if !st.Running || st.InRecovery || st.Timeline != 1 || st.SystemID == "" || st.ServerVersion < 150000 {
 		t.Fatalf("bootstrapped primary status %+v", st)
 	}
-	_, err := a.SyncSlots(ctxT(t, 10*time.Second), []string{"b", "c"}, nil)
+	_, _, err := a.SyncSlots(ctxT(t, 10*time.Second), []string{"b", "c"}, nil)
 	must(t, err)
 	must(t, a.Exec(ctxT(t, 5*time.Second), "CREATE TABLE t (id int)"))
 
@@ -133,7 +133,7 @@ func TestReplicationLifecycle(t *testing.T) {
 		t.Fatalf("promoted status %+v; want primary on timeline 2", sb)
 	}
 	must(t, b.Exec(ctxT(t, 5*time.Second), "INSERT INTO t VALUES (2)"))
-	if _, err := b.SyncSlots(ctxT(t, 10*time.Second), []string{"a", "c"}, nil); err != nil {
+	if _, _, err := b.SyncSlots(ctxT(t, 10*time.Second), []string{"a", "c"}, nil); err != nil {
 		t.Fatal(err)
 	}
 

@@ -667,6 +667,11 @@ func (s *Server) Rewind(ctx context.Context, up Upstream) error {
 	out, err := s.run(ctx, []string{"PGPASSWORD=" + s.cfg.SuperPassword}, "pg_rewind",
 		"--target-pgdata="+s.cfg.DataDir, "--source-server="+src, "--no-sync")
 	if err != nil {
+		if strings.Contains(out, "could not connect") || strings.Contains(out, "connection to server") {
+			// The source is unreachable: nothing is known of this data
+			// directory yet.
+			return fmt.Errorf("rewind: source unreachable: %w", err)
+		}
 		return fmt.Errorf("%w: %v", ErrRewindImpossible, err)
 	}
 	if strings.Contains(out, "no rewind required") {
@@ -790,18 +795,17 @@ func (s *Server) Slots(ctx context.Context) (map[string]bool, error) {
 // SyncSlots creates the physical slots in names that are missing
 // (reserving WAL at once; on a standby too, for members cascading from it)
 // and drops the inactive ones in neither names nor keep; it returns those
-// dropped.
-func (s *Server) SyncSlots(ctx context.Context, names, keep []string) ([]string, error) {
+// dropped, and those left that should go but are still in use.
+func (s *Server) SyncSlots(ctx context.Context, names, keep []string) (dropped, busy []string, err error) {
 	have, err := s.Slots(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	want := map[string]bool{}
 	for _, n := range keep {
 		want[n] = true
 	}
 	var errs []error
-	var dropped []string
 	for _, n := range names {
 		want[n] = true
 		if _, ok := have[n]; ok {
@@ -816,7 +820,11 @@ func (s *Server) SyncSlots(ctx context.Context, names, keep []string) ([]string,
 		}
 	}
 	for n, active := range have {
-		if want[n] || active {
+		if want[n] {
+			continue
+		}
+		if active {
+			busy = append(busy, n)
 			continue
 		}
 		err := s.withConn(ctx, func(c *pgx.Conn) error {
@@ -829,7 +837,7 @@ func (s *Server) SyncSlots(ctx context.Context, names, keep []string) ([]string,
 			dropped = append(dropped, n)
 		}
 	}
-	return dropped, errors.Join(errs...)
+	return dropped, busy, errors.Join(errs...)
 }
 
 // SetSyncStandbys makes commits wait for the named standbys (see

@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -120,7 +122,11 @@ func (p pgAdapter) Clone(ctx context.Context, up agent.Upstream) error {
 	return p.s.Clone(ctx, upstream(up))
 }
 func (p pgAdapter) Rewind(ctx context.Context, up agent.Upstream) error {
-	return p.s.Rewind(ctx, upstream(up))
+	err := p.s.Rewind(ctx, upstream(up))
+	if errors.Is(err, postgres.ErrRewindImpossible) {
+		return fmt.Errorf("%w: %v", agent.ErrCannotRewind, err)
+	}
+	return err
 }
 func (p pgAdapter) Wipe(ctx context.Context) error       { return p.s.Wipe(ctx) }
 func (p pgAdapter) Checkpoint(ctx context.Context) error { return p.s.Checkpoint(ctx) }
@@ -134,7 +140,7 @@ func (p pgAdapter) ShutdownCheckpoint(ctx context.Context) (uint64, error) {
 	}
 	return uint64(l) + 1, nil
 }
-func (p pgAdapter) SyncSlots(ctx context.Context, want, keep []string) ([]string, error) {
+func (p pgAdapter) SyncSlots(ctx context.Context, want, keep []string) ([]string, []string, error) {
 	return p.s.SyncSlots(ctx, want, keep)
 }
 
