@@ -188,17 +188,17 @@ func (a *Agent) createCluster(ctx context.Context, claim int64) error {
 	return a.register(ctx, st.SystemID, claim)
 }
 
-// register records the system identifier over this node's claim (the
-// revision its Initialize returned: a claim that expired meanwhile may
-// now be another node's, which must not be overwritten), writes the
-// initial dynamic configuration (if none) and takes the leader key.
+// register writes the initial dynamic configuration (if none) and the
+// sync key, takes the leader key, and last records the system identifier
+// over this node's claim (the revision its Initialize returned: a claim
+// that expired meanwhile may now be another node's, which must not be
+// overwritten). Until that last write the claim goes with this agent's
+// lease: a registration cut short (etcd lost, the agent killed) leaves the
+// race open, not a cluster recorded as initialized with no data anywhere.
 func (a *Agent) register(ctx context.Context, sysid string, claim int64) error {
 	c, err := a.d.DCS.Cluster(ctx)
 	if err != nil {
 		return fmt.Errorf("read cluster: %w", err)
-	}
-	if err := a.d.DCS.SetInitialize(ctx, sysid, claim); err != nil {
-		return fmt.Errorf("record system identifier: %w", err)
 	}
 	if c.Config == nil {
 		raw, err := json.Marshal(a.s.Initial)
@@ -225,6 +225,10 @@ func (a *Agent) register(ctx context.Context, sysid string, claim int64) error {
 	}
 	if !won {
 		return errors.New("take leader key: held by another member")
+	}
+	if err := a.d.DCS.SetInitialize(ctx, sysid, claim); err != nil {
+		_ = a.d.DCS.ReleaseLeader(ctx)
+		return fmt.Errorf("record system identifier: %w", err)
 	}
 	a.log.Info("cluster created", "system_id", sysid)
 	return nil
