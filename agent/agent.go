@@ -127,8 +127,9 @@ type Pooler interface {
 
 // Watchdog fences PostgreSQL from outside the agent when it is not fed.
 type Watchdog interface {
-	// Arm: fence unless armed again (or disarmed) before deadline.
-	Arm(deadline time.Time) error
+	// Arm: fence unless armed again (or disarmed) before deadline; and,
+	// unless keepOnExit, at once if the agent dies.
+	Arm(deadline time.Time, keepOnExit bool) error
 	Disarm() error
 }
 
@@ -425,9 +426,12 @@ func (a *Agent) Step(ctx context.Context) Decision {
 	a.publish(ctx, o, d, out, start)
 	a.tellBackup(out.PG)
 	// The one invariant of the watchdog: armed to the lease whenever
-	// PostgreSQL may accept writes (a paused cluster excepted: its agent
-	// may be restarted for maintenance), disarmed otherwise.
-	a.setGuard(out.PG.MayWrite() && !o.Dynamic.Pause)
+	// PostgreSQL may accept writes, disarmed otherwise. In a paused cluster
+	// the agent may be stopped or restarted for maintenance: the end of
+	// the agent then does not fence (a frozen host still does, at the
+	// deadline).
+	a.setGuard(out.PG.MayWrite())
+	a.setKeepOnExit(o.Dynamic.Pause)
 	a.pm.track(a, out.PG.PostmasterPID)
 	return d
 }

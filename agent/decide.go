@@ -36,6 +36,11 @@ func steady(o Observation, d Decision) bool {
 }
 
 func decide(o Observation) Decision {
+	if !o.PG.Running && o.PG.Orphans {
+		// Backends of a dead postmaster: nothing good can come of them,
+		// and a busy one may still commit. Whatever the role.
+		return Decision{Action: ActFence, Reason: "the postmaster is gone but processes of its data directory still run"}
+	}
 	if o.Cluster == nil {
 		return decideWithoutDCS(o)
 	}

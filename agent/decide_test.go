@@ -102,6 +102,15 @@ func TestDecide(t *testing.T) {
 		{"leader with unsafe lease fences", obs(all(primary, leader("me"), func(o *Observation) { o.Now = o.LeaseDeadline.Add(-time.Second) })), ActFence, "", "cannot keep leader lease"},
 		{"leader without lease fences", obs(all(primary, leader("me"), func(o *Observation) { o.LeaseDeadline = time.Time{} })), ActFence, "", "no lease"},
 		{"leader in recovery promotes", obs(leader("me")), ActAcquire, "", "promoting"},
+		// A busy backend outlives a killed postmaster and may commit: its
+		// processes are killed at once, whatever the node's role.
+		{"orphaned backends of a dead postmaster are fenced", obs(all(leader("me"), func(o *Observation) {
+			o.PG = PGState{State: "crashed", Orphans: true, WasPrimary: true}
+		})), ActFence, "", "postmaster is gone"},
+		{"orphaned backends are fenced without dcs too", obs(func(o *Observation) {
+			o.Cluster, o.DCSError = nil, "down"
+			o.PG = PGState{State: "crashed", Orphans: true, WasPrimary: true}
+		}), ActFence, "", "postmaster is gone"},
 		// A running primary that does not answer the agent is a running
 		// primary: it keeps the key while the lease renews, and is fenced
 		// when the lease could expire (before: a failed status query read as

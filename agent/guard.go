@@ -31,8 +31,8 @@ type leaseState struct {
 	mu       sync.Mutex
 	deadline time.Time
 	// guard: PostgreSQL may accept writes, so the watchdog follows the
-	// deadline.
-	guard bool
+	// deadline. keepOnExit: the end of the agent does not fence (paused).
+	guard, keepOnExit bool
 	// unguarded is why the watchdog could not be told ("" when it was).
 	unguarded           string
 	renewals, renewFail uint64
@@ -138,6 +138,17 @@ func (a *Agent) setGuard(on bool) {
 	a.applyGuard()
 }
 
+// setKeepOnExit says whether the agent's end leaves PostgreSQL running.
+func (a *Agent) setKeepOnExit(keep bool) {
+	l := a.leaseLock()
+	changed := l.keepOnExit != keep
+	l.keepOnExit = keep
+	a.leaseUnlock()
+	if changed {
+		a.applyGuard()
+	}
+}
+
 // applyGuard tells the watchdog what the lease state says. With no lease
 // (or one already past its margin) while guarding, it is armed to fence at
 // once.
@@ -146,7 +157,7 @@ func (a *Agent) applyGuard() {
 		return
 	}
 	l := a.leaseLock()
-	guard, deadline := l.guard, l.deadline
+	guard, deadline, keep := l.guard, l.deadline, l.keepOnExit
 	a.leaseUnlock()
 	var err error
 	if guard {
@@ -154,7 +165,7 @@ func (a *Agent) applyGuard() {
 		if !deadline.IsZero() {
 			at = deadline.Add(-a.s.SafetyMargin)
 		}
-		err = a.d.Watchdog.Arm(at)
+		err = a.d.Watchdog.Arm(at, keep)
 	} else {
 		err = a.d.Watchdog.Disarm()
 	}

@@ -47,6 +47,9 @@ type PGState struct {
 	ReplicationConns int
 	// PostmasterPID is the running postmaster (0 when none).
 	PostmasterPID int
+	// Orphans: with no postmaster, processes of the data directory still
+	// run (a busy backend outlives a killed postmaster and may commit).
+	Orphans bool
 	// PostmasterStart is when it started.
 	PostmasterStart time.Time
 }
@@ -58,7 +61,7 @@ func (s PGState) Writable() bool { return s.Running && s.Answering && !s.InRecov
 // MayWrite says whether this server could accept writes: it runs and is
 // not known to be a standby. A primary that does not answer may write.
 // Fencing and the watchdog go by this, never by Writable.
-func (s PGState) MayWrite() bool { return s.Running && !s.InRecovery }
+func (s PGState) MayWrite() bool { return (s.Running && !s.InRecovery) || s.Orphans }
 
 // Standby: a running standby that answers (its positions are current).
 func (s PGState) Standby() bool { return s.Running && s.Answering && s.InRecovery }

@@ -107,24 +107,25 @@ func (w *world) others(n *simNode) []*simNode {
 }
 
 // TestSimFenceKillsOrphanedBackends: the leader's postmaster dies while a
-// busy backend runs on (it committed a minute later on real PostgreSQL 15:
+// busy backend runs on (on real PostgreSQL 15 it committed seconds later:
 // each backend calls setsid(), so a kill of the postmaster or of its group
-// misses it). The leader tries to restart in place, cannot (the orphan
-// still holds shared memory), and hands over after ttl: its release must
-// kill the orphan first, or the new primary and the orphan both commit.
+// misses it). The agent sees processes of the data directory with no
+// postmaster and kills them at once, then restarts in place; the orphan
+// never commits beside a new primary. (Before: nothing killed it; a release
+// after ttl let a replica be promoted while it still committed.)
 func TestSimFenceKillsOrphanedBackends(t *testing.T) {
 	w := healthy(t, simOpts{ttl: 5 * time.Second})
 	w.orphanLife = 10 * time.Minute
 	old := w.leaderNode()
 	old.pg.die("postmaster killed by the test", true)
-	if !w.until(60*time.Second, func() bool { l := w.leaderNode(); return l != nil && l != old }) {
-		w.fatal(t, "no failover after the leader's postmaster died")
+	if !w.until(10*time.Second, func() bool { return !w.s.now.Before(old.pg.orphanUntil) }) {
+		w.fatal(t, "the orphaned backend of %s still runs", old.name)
+	}
+	if !w.until(60*time.Second, func() bool { return w.leaderNode() != nil }) {
+		w.fatal(t, "no primary after the orphan was killed")
 	}
 	w.runFor(30 * time.Second)
 	w.noViolation(t)
-	if w.s.now.Before(old.pg.orphanUntil) {
-		w.fatal(t, "the orphaned backend of %s still runs", old.name)
-	}
 }
 
 // TestSimMutePrimaryIsFenced: the leader's PostgreSQL runs but does not

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -253,6 +254,8 @@ type simOpts struct {
 	priorities []int
 	// required: watchdog.mode required.
 	required bool
+	// cascade: node3 streams from node2 (tags.replicatefrom).
+	cascade bool
 }
 
 func newWorld(t testing.TB, seed int64, o simOpts) *world {
@@ -277,12 +280,16 @@ func newWorld(t testing.TB, seed int64, o simOpts) *world {
 		n.pg = &fakePG{n: n, w: w, empty: true}
 		n.wd = &simWatchdog{n: n}
 		n.settings = Settings{
-			Node:             Node{Name: n.name, Priority: n.priority, UsePgRewind: true, SafetyMargin: 2 * time.Second},
+			Node:             Node{Name: n.name, Priority: n.priority, UsePgRewind: true, UseSlots: true, SafetyMargin: 2 * time.Second},
 			Scope:            "sim",
 			ConnectAddress:   n.name + ":5432",
 			APIURL:           "http://" + n.name + ":8008",
 			Initial:          w.dyn,
 			WatchdogRequired: o.required,
+		}
+		if o.cascade && i == 2 {
+			n.settings.Node.ReplicateFrom = "node2"
+			n.settings.Tags = map[string]string{"replicatefrom": "node2"}
 		}
 		w.nodes = append(w.nodes, n)
 	}
@@ -308,6 +315,7 @@ func randomWorld(t testing.TB, seed int64) *world {
 			o.priorities[i] = r.IntN(3) * 50 // sometimes 0: never promoted
 		}
 	}
+	o.cascade = r.IntN(3) == 0
 	return newWorld(t, seed, o)
 }
 
@@ -434,7 +442,7 @@ func (w *world) event() {
 		w.faults[kind]++
 		w.logf("EVENT %s: %s", n.name, kind)
 	}
-	switch r := w.rng.IntN(100); {
+	switch r := w.rng.IntN(110); {
 	case r < 10:
 		if n.alive {
 			count("host lost (kill -9 agent, watchdog, postmaster)")
@@ -524,6 +532,32 @@ func (w *world) event() {
 			n.agent.restarts = append(n.agent.restarts, make(chan error, 1))
 			n.agent.reqMu.Unlock()
 		}
+	case r < 94:
+		w.togglePause()
+	case r < 98:
+		cl, err := w.mem.Client("operator", time.Second).Cluster(context.Background())
+		if err == nil && cl.Failover == nil {
+			f := dcs.Failover{Kind: "failover", Candidate: n.name, RequestedAt: w.s.now, Force: w.rng.IntN(3) == 0}
+			if cl.Leader != nil {
+				f.Kind, f.Leader = "switchover", cl.Leader.Name // as POST /failover does with a leader
+			}
+			count(fmt.Sprintf("manual %s requested (force %v)", f.Kind, f.Force))
+			_ = w.mem.Client("operator", time.Second).SetFailover(context.Background(), f, 0)
+		}
+	case r < 102:
+		// An operator starts a stopped former primary by hand, its agent
+		// dead, and writes: it diverges on its old timeline with a higher
+		// LSN than the replicas promoted meanwhile.
+		if !n.alive && !n.pg.alive && !n.pg.empty && n.pg.wasPrimary && !n.pg.needsRecovery {
+			count("a stopped former primary written by hand")
+			for range 50 + w.rng.IntN(500) {
+				w.nextID++
+				n.pg.log = append(n.pg.log, w.nextID)
+				if n == w.newestNode && len(w.newestLog) == len(n.pg.log)-1 {
+					w.newestLog = append(w.newestLog, w.nextID)
+				}
+			}
+		}
 	default:
 		cl, err := w.mem.Client("operator", time.Second).Cluster(context.Background())
 		if err == nil && cl.Leader != nil && cl.Failover == nil {
@@ -538,9 +572,36 @@ func (w *world) event() {
 	}
 }
 
+// togglePause pauses or resumes the cluster, as `pgwarden pause`/`resume`.
+func (w *world) togglePause() {
+	op := w.mem.Client("operator", time.Second)
+	cl, err := op.Cluster(context.Background())
+	if err != nil || cl.Config == nil {
+		return
+	}
+	dyn, err := config.ParseDynamic(cl.Config)
+	if err != nil {
+		return
+	}
+	dyn.Pause = !dyn.Pause
+	raw, err := json.Marshal(dyn)
+	if err != nil {
+		return
+	}
+	if op.SetConfig(context.Background(), raw, cl.ConfigRevision) == nil {
+		w.faults[fmt.Sprintf("pause %v", dyn.Pause)]++
+		w.logf("EVENT cluster pause %v", dyn.Pause)
+	}
+}
+
 // heal ends every fault so the cluster can be checked for recovery.
 func (w *world) heal() {
 	w.logf("HEAL")
+	if cl, err := w.mem.Client("operator", time.Second).Cluster(context.Background()); err == nil && cl.Config != nil {
+		if dyn, err := config.ParseDynamic(cl.Config); err == nil && dyn.Pause {
+			w.togglePause()
+		}
+	}
 	for _, n := range w.nodes {
 		w.logf("  %s: pg alive %v ready %v standby %v frozen %v upstream %q wal %d timeline %d", n.name, n.pg.alive, n.pg.ready, n.pg.standby, n.pg.frozen, n.pg.upstream, len(n.pg.log), n.pg.timeline)
 	}

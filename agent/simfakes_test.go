@@ -274,6 +274,7 @@ func (p *fakePG) State(ctx context.Context) (PGState, error) {
 	s := PGState{SystemID: p.sysid, Timeline: p.timeline, History: slices.Clone(p.hist)}
 	switch {
 	case !p.alive:
+		s.Orphans = p.w.s.now.Before(p.orphanUntil)
 		s.State = "stopped"
 		if p.needsRecovery {
 			s.State = "crashed"
@@ -631,6 +632,7 @@ type fakeWatchdog struct {
 	g       *group
 	armed   bool
 	expired bool
+	keep    bool
 	ev      *event
 	gone    bool
 }
@@ -641,10 +643,10 @@ func (w *world) startWatchdog(n *simNode) *fakeWatchdog {
 	return wd
 }
 
-func (wd *fakeWatchdog) arm(at time.Time) {
+func (wd *fakeWatchdog) arm(at time.Time, keep bool) {
 	s := wd.n.w.s
 	s.cancel(wd.ev)
-	wd.armed, wd.expired = true, false
+	wd.armed, wd.expired, wd.keep = true, false, keep
 	wd.ev = s.at(at, wd.g, wd.fire)
 }
 
@@ -676,7 +678,7 @@ func (wd *fakeWatchdog) agentGone() {
 		wd.g.onThaw = append(wd.g.onThaw, wd.agentGone)
 		return
 	}
-	if wd.armed || wd.expired {
+	if (wd.armed && !wd.keep) || wd.expired {
 		if wd.n.pg.fenceAll("fenced by the orphaned watchdog") {
 			wd.n.w.logf("%s: watchdog of a dead agent fenced postgres", wd.n.name)
 		}
@@ -721,8 +723,8 @@ func (c *simWatchdog) send(cmd func(*fakeWatchdog)) error {
 	return nil
 }
 
-func (c *simWatchdog) Arm(deadline time.Time) error {
-	return c.send(func(wd *fakeWatchdog) { wd.arm(deadline) })
+func (c *simWatchdog) Arm(deadline time.Time, keep bool) error {
+	return c.send(func(wd *fakeWatchdog) { wd.arm(deadline, keep) })
 }
 
 func (c *simWatchdog) Disarm() error {

@@ -82,6 +82,9 @@ type State struct {
 	// History is the timeline history of Timeline (nil on timeline 1 or
 	// when its history file could not be read).
 	History []Fork
+	// Orphans: no postmaster runs, but processes of the data directory do
+	// (backends of a killed postmaster).
+	Orphans bool
 }
 
 // ErrRewindImpossible: pg_rewind could not make the data directory fit to
@@ -266,6 +269,9 @@ func (s *Server) Status(ctx context.Context) (State, error) {
 	pf, alive := s.postmaster()
 	if !alive {
 		s.dropConn()
+		if ps, err := pgproc.Processes(s.cfg.DataDir); err == nil && len(ps) > 0 {
+			st.Orphans = true
+		}
 		cd, err := s.controlData(ctx)
 		if err != nil {
 			return st, fmt.Errorf("read control data: %w", err)

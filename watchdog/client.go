@@ -175,11 +175,16 @@ func (c *Client) write(line string) error {
 }
 
 // Arm makes the watchdog fence PostgreSQL unless armed again (or disarmed)
-// before deadline. The deadline travels as an instant of CLOCK_MONOTONIC,
-// so the time the line spends in the pipe does not extend it.
-func (c *Client) Arm(deadline time.Time) error {
+// before deadline, and at once when the agent dies unless keepOnExit. The
+// deadline travels as an instant of CLOCK_MONOTONIC, so the time the line
+// spends in the pipe does not extend it.
+func (c *Client) Arm(deadline time.Time, keepOnExit bool) error {
 	ns := monoNow() + int64(time.Until(deadline))
-	return c.send("arm " + strconv.FormatInt(max(ns, 1), 10))
+	line := "arm " + strconv.FormatInt(max(ns, 1), 10)
+	if keepOnExit {
+		line += " keep"
+	}
+	return c.send(line)
 }
 
 // Disarm cancels the deadline (and stops an expired watchdog's fencing).
@@ -209,7 +214,7 @@ func (c *Client) Close() error {
 type Failed struct{ Err error }
 
 // Arm implements the agent's Watchdog.
-func (f Failed) Arm(time.Time) error { return fmt.Errorf("%w: %v", ErrUnavailable, f.Err) }
+func (f Failed) Arm(time.Time, bool) error { return fmt.Errorf("%w: %v", ErrUnavailable, f.Err) }
 
 // Disarm implements the agent's Watchdog.
 func (f Failed) Disarm() error { return fmt.Errorf("%w: %v", ErrUnavailable, f.Err) }

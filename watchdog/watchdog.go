@@ -16,9 +16,11 @@
 // old one lives.
 //
 // Protocol, one line each way. Agent to watchdog on standard input:
-// "arm <ns>" (fence when CLOCK_MONOTONIC reaches ns: an absolute instant,
-// so a delay in reading the line cannot extend it), "disarm", "exit"
-// (only after disarm; while armed it counts as the agent's death).
+// "arm <ns> [keep]" (fence when CLOCK_MONOTONIC reaches ns: an absolute
+// instant, so a delay in reading the line cannot extend it; with "keep" the
+// agent's death does not fence: a paused cluster's agent may be restarted
+// for maintenance), "disarm", "exit" (only after disarm; while armed it
+// counts as the agent's death).
 // Watchdog to agent on standard output: "ready <pid>" once the lock is
 // held, "fenced <n>" after each fence that killed n processes.
 package watchdog
@@ -157,6 +159,7 @@ func (w *dog) run(ctx context.Context, stdin io.Reader) int {
 	var (
 		armed    bool
 		expired  bool // the deadline passed: fence whatever appears
+		keep     bool // the agent's end does not fence
 		deadline int64
 		timer    *time.Timer
 		timerC   <-chan time.Time
@@ -179,7 +182,10 @@ func (w *dog) run(ctx context.Context, stdin io.Reader) int {
 		case l, ok := <-lines:
 			cmd, arg, _ := strings.Cut(strings.TrimSpace(l), " ")
 			if !ok || (cmd == "exit" && (armed || expired)) {
-				if !armed && !expired {
+				if (!armed && !expired) || (keep && !expired) {
+					if keep && armed {
+						w.log.Warn("agent gone while the cluster is paused: leaving PostgreSQL running")
+					}
 					return 0
 				}
 				// A dead agent cannot step down cleanly: nothing may keep
@@ -190,6 +196,8 @@ func (w *dog) run(ctx context.Context, stdin io.Reader) int {
 			}
 			switch cmd {
 			case "arm":
+				arg, k, _ := strings.Cut(arg, " ")
+				keep = k == "keep"
 				ns, err := strconv.ParseInt(arg, 10, 64)
 				if err != nil || ns <= 0 {
 					w.log.Error("bad arm command: fencing now", "line", l)
@@ -198,7 +206,7 @@ func (w *dog) run(ctx context.Context, stdin io.Reader) int {
 				armed, expired, deadline = true, false, ns
 				setTimer(time.Duration(deadline - w.now()))
 			case "disarm":
-				armed, expired = false, false
+				armed, expired, keep = false, false, false
 				stopTimer()
 			case "exit":
 				return 0

@@ -278,7 +278,7 @@ func TestOrphanGoesBeforeNewAgent(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := a.Arm(time.Now().Add(time.Minute)); err != nil {
+	if err := a.Arm(time.Now().Add(time.Minute), false); err != nil {
 		t.Fatal(err)
 	}
 	a.stdin.Close() // as the kernel does when the agent is killed
@@ -319,7 +319,7 @@ func TestFrozenWatchdogDoesNotBlock(t *testing.T) {
 	start := time.Now()
 	for i := 0; i < 20000 && failed == nil; i++ {
 		t0 := time.Now()
-		failed = c.Arm(time.Now().Add(time.Hour))
+		failed = c.Arm(time.Now().Add(time.Hour), false)
 		if d := time.Since(t0); d > writeBound+300*time.Millisecond {
 			t.Fatalf("one command blocked %s", d)
 		}
@@ -328,4 +328,26 @@ func TestFrozenWatchdogDoesNotBlock(t *testing.T) {
 		t.Fatal("20000 commands to a frozen watchdog all succeeded")
 	}
 	t.Logf("failed after %s: %v", time.Since(start), failed)
+}
+
+// TestPausedAgentMayBeRestarted: armed with "keep" (a paused cluster), the
+// agent's end leaves PostgreSQL running, so its agent can be restarted for
+// maintenance; the deadline still fences (a frozen host, a lease lost).
+func TestPausedAgentMayBeRestarted(t *testing.T) {
+	dir := t.TempDir()
+	startServer(t, dir)
+	w, code := runDog(t, dir)
+	send(t, w, armIn(time.Minute)+" keep")
+	w.Close()
+	select {
+	case <-code:
+	case <-time.After(2 * time.Second):
+		t.Fatal("watchdog did not exit")
+	}
+	if ps, _ := pgproc.Processes(dir); len(ps) != 3 {
+		t.Fatalf("a paused cluster's primary was fenced when its agent went (%d left)", len(ps))
+	}
+	w2, _ := runDog(t, dir)
+	send(t, w2, armIn(100*time.Millisecond)+" keep")
+	waitProcs(t, dir, 0, 3*time.Second)
 }

@@ -60,6 +60,7 @@ func (p pgAdapter) State(ctx context.Context) (agent.PGState, error) {
 		PostmasterPID:    st.PostmasterPID,
 		PostmasterStart:  st.PostmasterStart,
 		History:          forks(st.History),
+		Orphans:          st.Orphans,
 	}, nil
 }
 
