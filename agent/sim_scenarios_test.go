@@ -2,11 +2,14 @@ package agent
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/dcs"
 )
 
@@ -353,4 +356,199 @@ func TestSimLostRaceIsNotPublished(t *testing.T) {
 		w.noViolation(t)
 		w.s.shutdown()
 	}
+}
+
+// setPause sets the cluster's pause flag as `pgwarden pause` / `resume`.
+func (w *world) setPause(t *testing.T, on bool) {
+	t.Helper()
+	w.setDynamic(t, func(d *config.Dynamic) { d.Pause = on })
+}
+
+// setDynamic edits the dynamic configuration as `edit-config` does.
+func (w *world) setDynamic(t *testing.T, edit func(*config.Dynamic)) {
+	t.Helper()
+	op := w.mem.Client("operator", time.Second)
+	cl, err := op.Cluster(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dyn, err := config.ParseDynamic(cl.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	edit(&dyn)
+	raw, _ := json.Marshal(dyn)
+	if err := op.SetConfig(context.Background(), raw, cl.ConfigRevision); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (w *world) request(t *testing.T, f dcs.Failover) {
+	t.Helper()
+	f.RequestedAt = w.s.now
+	if err := w.mem.Client("operator", time.Second).SetFailover(context.Background(), f, 0); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSimPausedLeaderAgentKilledThenResumed: the cluster is paused and the
+// leader's agent killed (maintenance): its PostgreSQL runs on and the
+// watchdog, armed "keep", leaves it running. After resume no replica is
+// promoted while the last leader's server answers as a primary when asked
+// directly; its restarted agent takes the key back. (Before: the replicas
+// skipped the unreachable leader's REST API and one was promoted beside it.)
+func TestSimPausedLeaderAgentKilledThenResumed(t *testing.T) {
+	w := healthy(t, simOpts{ttl: 5 * time.Second})
+	old := w.leaderNode()
+	w.setPause(t, true)
+	w.runFor(3 * time.Second)
+	w.killAgent(old)
+	w.runFor(2 * time.Second)
+	if !old.pg.canCommit() {
+		w.fatal(t, "a paused cluster's primary was fenced when its agent went")
+	}
+	w.setPause(t, false)
+	w.runFor(30 * time.Second)
+	w.noViolation(t)
+	for _, r := range w.others(old) {
+		if r.pg.canCommit() {
+			w.fatal(t, "%s promoted while the last leader still ran as primary", r.name)
+		}
+		if st := r.agent.Status(); !strings.Contains(st.Reason, "still runs as a primary") {
+			w.fatal(t, "%s does not say why it waits: %q", r.name, st.Reason)
+		}
+	}
+	w.start(old, 0)
+	if !w.until(30*time.Second, func() bool { return w.leaderNode() == old }) {
+		w.fatal(t, "the restarted agent did not take its key back (leader %q)", w.leaderKey())
+	}
+	w.noViolation(t)
+}
+
+// TestSimPausedLeaderCutFromEtcdFences: a paused leader that cannot renew
+// its lease fences itself like any other, whatever its cached pause flag
+// says; after resume a replica takes over, never beside it. (Before: a
+// paused leader cut off from etcd kept its cached pause flag and never
+// fenced after the operator resumed.)
+func TestSimPausedLeaderCutFromEtcdFences(t *testing.T) {
+	w := healthy(t, simOpts{ttl: 5 * time.Second})
+	old := w.leaderNode()
+	w.setPause(t, true)
+	w.runFor(3 * time.Second)
+	w.etcdDown[old.name] = true
+	if !w.until(10*time.Second, func() bool { return !old.pg.canCommit() }) {
+		w.fatal(t, "a paused leader cut from etcd still accepts writes 10 s later (ttl 5)")
+	}
+	w.setPause(t, false)
+	if !w.until(60*time.Second, func() bool { l := w.leaderNode(); return l != nil && l != old }) {
+		w.fatal(t, "no failover after resume")
+	}
+	w.noViolation(t)
+}
+
+// TestSimManualFailoverWhilePausedIsChecked: while paused, with the leader's
+// agent dead and its PostgreSQL running, an operator's failover to a
+// replica is refused (the last leader's server still answers as primary);
+// once that server is stopped, it goes ahead. (Before: a manual failover in
+// pause went straight to acquire, without the checks.)
+func TestSimManualFailoverWhilePausedIsChecked(t *testing.T) {
+	w := healthy(t, simOpts{ttl: 5 * time.Second})
+	old := w.leaderNode()
+	w.setPause(t, true)
+	w.runFor(2 * time.Second)
+	w.killAgent(old)
+	w.runFor(8 * time.Second) // its lease expires
+	target := w.others(old)[0]
+	w.request(t, dcs.Failover{Kind: "failover", Candidate: target.name, Force: true})
+	w.runFor(10 * time.Second)
+	w.noViolation(t)
+	if target.pg.canCommit() {
+		w.fatal(t, "a manual failover in pause promoted %s beside the running primary", target.name)
+	}
+	old.pg.fenceAll("stopped by the operator")
+	if !w.until(30*time.Second, func() bool { return w.leaderNode() == target }) {
+		w.fatal(t, "the manual failover did not go ahead once the old primary was down")
+	}
+	w.noViolation(t)
+}
+
+// TestSimManualFailoverNeverPicksNoFailover: a forced manual failover naming
+// a priority-0 member never promotes it. (Before: with no leader it was
+// accepted and promoted.)
+func TestSimManualFailoverNeverPicksNoFailover(t *testing.T) {
+	w := healthy(t, simOpts{ttl: 5 * time.Second, priorities: []int{100, 100, 0}})
+	zero := w.node("node3")
+	if w.leaderNode() == zero {
+		w.fatal(t, "priority-0 node3 bootstrapped the cluster")
+	}
+	w.hostLoss(w.leaderNode())
+	w.request(t, dcs.Failover{Kind: "failover", Candidate: zero.name, Force: true})
+	w.runFor(40 * time.Second)
+	w.noViolation(t)
+	if zero.pg.canCommit() {
+		w.fatal(t, "priority-0 %s promoted by a forced manual failover", zero.name)
+	}
+}
+
+// TestSimDivergedFormerPrimaryNotPromoted: the leader dies, a replica is
+// promoted and takes commits; the old primary, started by hand while its
+// agent is down, writes more on its old timeline (a higher raw LSN). When
+// every node comes back, it is not promoted over the newest timeline.
+func TestSimDivergedFormerPrimaryNotPromoted(t *testing.T) {
+	w := healthy(t, simOpts{ttl: 5 * time.Second})
+	old := w.leaderNode()
+	w.hostLoss(old)
+	if !w.until(60*time.Second, func() bool { l := w.leaderNode(); return l != nil && l != old }) {
+		w.fatal(t, "no failover")
+	}
+	w.runFor(5 * time.Second)
+	for range 2000 {
+		w.nextID++
+		old.pg.log = append(old.pg.log, w.nextID)
+	}
+	for _, n := range w.others(old) {
+		w.hostLoss(n)
+	}
+	w.runFor(15 * time.Second) // every key expires
+	for _, n := range w.nodes {
+		w.start(n, 0)
+	}
+	if !w.until(60*time.Second, func() bool { return w.leaderNode() != nil }) {
+		w.fatal(t, "no leader")
+	}
+	if w.leaderNode() == old {
+		w.fatal(t, "the diverged former primary was promoted")
+	}
+	w.noViolation(t)
+}
+
+// TestSimCascadeInSynchronousMode: node3 cascades from node2 (which has
+// priority 0); in synchronous mode only a standby streaming from the leader
+// may be synchronous, so none is named and commits are acknowledged.
+// (Before: node3 was chosen, never acknowledged anything, and every commit
+// blocked.)
+func TestSimCascadeInSynchronousMode(t *testing.T) {
+	w := healthy(t, simOpts{ttl: 5 * time.Second, cascade: true, priorities: []int{100, 0, 200}})
+	if l := w.leaderNode(); l.name != "node1" {
+		w.request(t, dcs.Failover{Kind: "switchover", Leader: l.name, Candidate: "node1"})
+		if !w.until(60*time.Second, func() bool { return w.leaderNode() == w.node("node1") && w.settled() }) {
+			w.fatal(t, "switchover to node1 did not complete")
+		}
+	}
+	if !w.until(20*time.Second, func() bool { return w.node("node3").pg.upstream == "node2" }) {
+		w.fatal(t, "node3 does not cascade from node2 (upstream %q)", w.node("node3").pg.upstream)
+	}
+	w.setDynamic(t, func(d *config.Dynamic) { d.SynchronousMode = true })
+	w.dyn.SynchronousMode = true // the checks of the simulation too
+	l := w.leaderNode()
+	w.runFor(5 * time.Second)
+	before := len(w.acked)
+	w.runFor(20 * time.Second)
+	if got := len(w.acked) - before; got < 100 {
+		w.fatal(t, "only %d commits acknowledged in 20 s in synchronous mode with a cascade (sync names %v)", got, l.pg.syncNames)
+	}
+	if slices.Contains(l.pg.syncNames, "node3") {
+		w.fatal(t, "the cascaded node3 named synchronous: %v", l.pg.syncNames)
+	}
+	w.noViolation(t)
 }
