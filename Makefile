@@ -6,7 +6,7 @@ LDFLAGS := -X main.version=$(VERSION)
 # Integration tests start real PostgreSQL, etcd, PgBouncer and HAProxy processes.
 ITAGS   := -tags integration
 
-.PHONY: all build test test-unit test-integration lint bench demo deps clean
+.PHONY: all build test test-unit test-integration lint bench sim demo deps clean
 
 all: build
 
@@ -32,6 +32,12 @@ lint:
 bench: deps build
 	@WITH_WRK=1 sh scripts/deps.sh
 	@GO=$(GO) sh scripts/bench.sh
+
+# The simulated cluster at length: SIM_SEEDS seeded fault schedules (make
+# test runs 1000, 150 under -race); prints its wall time and fault counts.
+SIM_SEEDS ?= 10000
+sim:
+	$(GO) test -count=1 -timeout 120m -run 'TestSimulatedCluster$$' -v ./agent -sim.seeds $(SIM_SEEDS)
 
 demo: build
 	$(BIN) demo

@@ -476,9 +476,14 @@ func (w *world) event() {
 			w.start(n, 0)
 		}
 	case r < 50:
+		// A busy backend outliving its postmaster can be killed only from
+		// its host: not generated where nothing there could fence (the
+		// agent dead and no watchdog left, as after a paused cluster's
+		// agent was stopped for maintenance: README, "edges").
 		if n.pg.alive {
+			guarded := n.alive || (n.wdProc != nil && !n.wdProc.gone)
 			count("postmaster killed (a busy backend lives on)")
-			n.pg.die("postmaster killed", true)
+			n.pg.die("postmaster killed", guarded)
 		}
 	case r < 54:
 		if n.pg.alive && n.pg.ready && !n.pg.mute {
