@@ -128,17 +128,8 @@ func decidePaused(o Observation) Decision {
 	case leader == "" && o.PG.Writable():
 		return Decision{Action: ActAcquire, Reason: "paused: running primary without leader key"}
 	case leader == "" && manualCandidate(o) == o.Node.Name && o.PG.Standby():
-		// The operator's choice, with the checks of any promotion: no
-		// member still runs as primary (its agent asked, and the last
-		// leader's server itself), the timeline, synchronous mode,
-		// priority, a watchdog.
-		if o.LastLeaderRuns != "" {
-			return Decision{Action: ActWait, Reason: "paused: manual failover to this node refused: the last leader " + o.LastLeaderRuns + " still runs as a primary"}
-		}
-		if o.Unguarded != "" {
-			return Decision{Action: ActWait, Reason: "paused: manual failover to this node refused: the watchdog cannot fence this node (" + o.Unguarded + ")"}
-		}
-		if why := ineligible(o); why != "" {
+		// The operator's choice, with the checks of any promotion.
+		if why := promotionBlocked(o); why != "" {
 			return Decision{Action: ActWait, Reason: "paused: manual failover to this node refused: " + why}
 		}
 		return Decision{Action: ActAcquire, Reason: "paused: manual failover to this node"}
@@ -388,13 +379,7 @@ func decideRace(o Observation) Decision {
 	if c := manualCandidate(o); c != "" && c != o.Node.Name && peerReachable(o, c) && !requestStale(o) {
 		return Decision{Action: ActWait, Reason: "failover request names " + c}
 	}
-	if o.LastLeaderRuns != "" {
-		return Decision{Action: ActWait, Reason: "no leader; the last leader " + o.LastLeaderRuns + " still runs as a primary: not promoting"}
-	}
-	if o.Unguarded != "" {
-		return Decision{Action: ActWait, Reason: "no leader; not promotable: the watchdog cannot fence this node (" + o.Unguarded + ")"}
-	}
-	if why := ineligible(o); why != "" {
+	if why := promotionBlocked(o); why != "" {
 		return Decision{Action: ActWait, Reason: "no leader; not promotable: " + why}
 	}
 	return Decision{Action: ActAcquire, Reason: fmt.Sprintf("no leader; best candidate at WAL %d priority %d", pg.WAL, o.Node.Priority)}
@@ -423,6 +408,21 @@ func requestStale(o Observation) bool {
 		since = f.ScheduledAt
 	}
 	return !since.IsZero() && o.Now.Sub(since) > o.Dynamic.TTL.D()+staleAfter
+}
+
+// promotionBlocked says why this running replica may not be promoted now
+// ("" when it may): the checks every promotion passes, an operator's
+// included. No member may still run as primary (the last leader's server
+// asked directly, not only its agent), this node must be guardable, and
+// it must be the best eligible candidate (ineligible).
+func promotionBlocked(o Observation) string {
+	if o.LastLeaderRuns != "" {
+		return "the last leader " + o.LastLeaderRuns + " still runs as a primary"
+	}
+	if o.Unguarded != "" {
+		return "the watchdog cannot fence this node (" + o.Unguarded + ")"
+	}
+	return ineligible(o)
 }
 
 // ineligible says why this running replica must not take the leader key now

@@ -164,9 +164,10 @@ func (w *world) checkPromotion(n *simNode) {
 		}
 	}
 	for _, o := range w.nodes {
-		// A member registered after the candidate observed the cluster
-		// could not have been asked.
-		if since, ok := w.registered[o.name]; !ok || since.After(n.stepStart) {
+		// A member registered, or whose server came up, after the
+		// candidate observed the cluster could not have been asked (a
+		// server that is down does not hold the race: README).
+		if since, ok := w.registered[o.name]; !ok || since.After(n.stepStart) || o.pg.readySince.After(n.stepStart) {
 			continue
 		}
 		if o == n || manual || !o.alive || o.ag.frozen || w.restCut[[2]string{n.name, o.name}] ||

@@ -177,8 +177,10 @@ type fakePG struct {
 
 	empty bool
 	// alive: a postmaster runs; ready: it accepts connections (startup
-	// or crash recovery is over); standby: it runs in recovery.
+	// or crash recovery is over), since readySince; standby: it runs in
+	// recovery.
 	alive, ready, standby bool
+	readySince            time.Time
 	// stopping: a clean shutdown is under way (no new commits).
 	stopping bool
 	// mute: it runs but the agent's status query fails (all connection
@@ -353,6 +355,7 @@ func (p *fakePG) Start(ctx context.Context, up *Upstream) error {
 	p.w.s.at(p.w.s.now.Add(d), nil, func() {
 		if p.gen == g && p.alive {
 			p.ready, p.needsRecovery, p.recoveryTime = true, false, 0
+			p.readySince = p.w.s.now
 			p.w.logf("%s: started as %s", p.n.name, role)
 		}
 	})

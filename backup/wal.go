@@ -5,7 +5,6 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/pgwarden/pgwarden/postgres"
@@ -64,30 +63,18 @@ type History []Span
 // ParseHistory reads the history file of timeline tl: one line per
 // ancestor, "parentTLI switchpoint reason", comments with #.
 func ParseHistory(tl uint32, text string) (History, error) {
+	forks, err := postgres.ParseHistory(text)
+	if err != nil {
+		return nil, fmt.Errorf("history of timeline %d: %w", tl, err)
+	}
 	var h History
 	var begin postgres.LSN
-	for i, l := range strings.Split(text, "\n") {
-		l = strings.TrimSpace(l)
-		if l == "" || strings.HasPrefix(l, "#") {
-			continue
+	for _, f := range forks {
+		if len(h) > 0 && (f.Timeline <= h[len(h)-1].Timeline || f.LSN < begin) {
+			return nil, fmt.Errorf("history of timeline %d: timeline %d at %s: out of order", tl, f.Timeline, f.LSN)
 		}
-		f := strings.Fields(l)
-		if len(f) < 2 {
-			return nil, fmt.Errorf("history of timeline %d, line %d: %q", tl, i+1, l)
-		}
-		parent, err := strconv.ParseUint(f[0], 10, 32)
-		if err != nil {
-			return nil, fmt.Errorf("history of timeline %d, line %d: timeline %q", tl, i+1, f[0])
-		}
-		at, err := postgres.ParseLSN(f[1])
-		if err != nil {
-			return nil, fmt.Errorf("history of timeline %d, line %d: %w", tl, i+1, err)
-		}
-		if len(h) > 0 && (uint32(parent) <= h[len(h)-1].Timeline || at < begin) {
-			return nil, fmt.Errorf("history of timeline %d, line %d: out of order", tl, i+1)
-		}
-		h = append(h, Span{Timeline: uint32(parent), Begin: begin, End: at})
-		begin = at
+		h = append(h, Span{Timeline: f.Timeline, Begin: begin, End: f.LSN})
+		begin = f.LSN
 	}
 	if len(h) > 0 && h[len(h)-1].Timeline >= tl {
 		return nil, fmt.Errorf("history of timeline %d names timeline %d as an ancestor", tl, h[len(h)-1].Timeline)
