@@ -2,6 +2,8 @@ package agent
 
 import (
 	"context"
+	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -150,5 +152,39 @@ func TestLostRaceIsNotPublished(t *testing.T) {
 	a.publish(ctx, o, d, out, time.Now())
 	if st := a.Status(); st.IsLeader {
 		t.Fatal("the loser of the race publishes itself as leader")
+	}
+}
+
+// TestFailoverRequestRefusesNoFailoverMembers: POST /failover naming a
+// member with priority 0 or nofailover is refused (412), forced or not,
+// with a leader or without. (Before: with no leader any candidate was
+// accepted; --force skipped the check with one.)
+func TestFailoverRequestRefusesNoFailoverMembers(t *testing.T) {
+	ctx := t.Context()
+	for _, withLeader := range []bool{true, false} {
+		for _, m := range []dcs.Member{
+			{Name: "zero", Role: "replica", State: "running", Streaming: true, Priority: 0},
+			{Name: "nofail", Role: "replica", State: "running", Streaming: true, Priority: 100, NoFailover: true},
+		} {
+			mc := dcs.NewMemoryCluster(time.Now)
+			if withLeader {
+				mc = clusterLedBy(t, "l")
+			}
+			s := mc.Client(m.Name, 10*time.Second)
+			if _, err := s.Renew(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.TouchMember(ctx, m); err != nil {
+				t.Fatal(err)
+			}
+			a := New(Settings{Node: Node{Name: "x"}}, Deps{DCS: mc.Client("x", 10*time.Second)}, hclog.NewNullLogger())
+			err := a.Failover(ctx, FailoverRequest{Candidate: m.Name, Force: true})
+			if !errors.Is(err, ErrPrecondition) || !strings.Contains(err.Error(), "never promoted") {
+				t.Fatalf("leader %v, forced failover to %s: %v; want a precondition failure", withLeader, m.Name, err)
+			}
+			if c, _ := mc.Client("o", time.Second).Cluster(ctx); c.Failover != nil {
+				t.Fatalf("the refused request was recorded: %+v", c.Failover)
+			}
+		}
 	}
 }
