@@ -450,6 +450,9 @@ func (a *Agent) observe(ctx context.Context) Observation {
 		}
 	}
 	o.Dynamic = a.dynamic
+	// A resume must reach the watchdog as soon as it is read: an agent
+	// killed after it must be fenced.
+	a.setKeepOnExit(o.Dynamic.Pause)
 	pg, err := a.d.Postgres.State(ctx)
 	if err != nil {
 		a.log.Warn("cannot read postgres state", "error", err)

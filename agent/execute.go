@@ -405,6 +405,11 @@ func (a *Agent) acquire(ctx context.Context, o Observation) (bool, error) {
 	if err := a.d.DCS.AppendHistory(ctx, intent); err != nil {
 		return a.giveUpKey(ctx), fmt.Errorf("promote: record timeline %d first: %w", newTLI, err)
 	}
+	// Where the next race must look for a primary that may outlive this
+	// agent, before this server is one.
+	if err := a.d.DCS.SetStatus(ctx, dcs.Status{LSN: o.PG.WAL, Time: a.d.Clock.Now(), Leader: a.s.Name, ConnURL: a.memberRecord(o.PG).ConnURL}); err != nil {
+		return a.giveUpKey(ctx), fmt.Errorf("promote: record this leader's address first: %w", err)
+	}
 	// Armed to the lease before the server becomes writable.
 	a.setGuard(true)
 	if why := a.leaseUnsafe(); why != "" {
