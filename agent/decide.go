@@ -47,6 +47,12 @@ func decide(o Observation) Decision {
 	if o.Cluster.InitializeRevision == 0 {
 		return decideUninitialized(o)
 	}
+	if o.Cluster.Initialize == "" && o.leaderName() == "" && !o.PG.MayWrite() {
+		// A bootstrap claim with no cluster recorded yet: its holder is
+		// creating the cluster, or died doing it (the claim then goes
+		// with its lease). A node promoted now would be a second cluster.
+		return Decision{Action: ActWait, Reason: "the cluster is being created (bootstrap claimed, no system identifier recorded yet)"}
+	}
 	if r := foreignData(o); r != "" {
 		return Decision{Action: ActRefuse, Reason: r}
 	}

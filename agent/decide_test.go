@@ -97,6 +97,7 @@ func TestDecide(t *testing.T) {
 			o.PG = PGState{WasPrimary: true, SystemID: "42"}
 		}), ActAdopt, "", "was a primary"},
 		{"uninitialized, replica data: wait", obs(func(o *Observation) { o.Cluster = &dcs.Cluster{} }), ActWait, "", "replica"},
+		{"a bootstrap claim with no system recorded yet: no race", obs(func(o *Observation) { o.Cluster.Initialize = "" }), ActWait, "", "being created"},
 		{"foreign system id refused", obs(func(o *Observation) { o.PG.SystemID = "7" }), ActRefuse, "", "belongs to system 7"},
 		{"leader healthy: heartbeat", obs(all(primary, leader("me"))), ActHeartbeat, "", "holding leader key"},
 		{"leader with unsafe lease fences", obs(all(primary, leader("me"), func(o *Observation) { o.Now = o.LeaseDeadline.Add(-time.Second) })), ActFence, "", "cannot keep leader lease"},
