@@ -444,6 +444,9 @@ func promotionBlocked(o Observation) string {
 func ineligible(o Observation) string {
 	c, pg, n := o.Cluster, o.PG, o.Node
 	named := manualCandidate(o) == n.Name && !requestStale(o)
+	// A switchover's candidate to whom the leader handed over has every
+	// commit: no peer can be ahead. One whose leader died first has not.
+	handed := named && c.Failover.HandedOver
 	manual := named && c.Failover.Kind == "failover"
 	force := manual && c.Failover.Force
 	if n.Priority <= 0 || n.NoFailover {
@@ -492,7 +495,7 @@ func ineligible(o Observation) string {
 		if ok, _ := onNewestHistory(p.Timeline, p.WAL, newest, hist, known); !ok {
 			continue // diverged: not a candidate, and not ahead
 		}
-		if p.Stale && !named && o.Now.Sub(o.LeaderlessSince) < startingBound(o) {
+		if p.Stale && !handed && o.Now.Sub(o.LeaderlessSince) < startingBound(o) {
 			// Its position was read while the last leader still wrote:
 			// it may have received more since. Its next loop (woken by the
 			// key's deletion) tells.

@@ -258,13 +258,18 @@ func TestDecide(t *testing.T) {
 			o.PG.Timeline, o.PG.WAL = 1, 5000
 			o.Cluster.Members[1].Timeline, o.Cluster.Members[1].History = 2, []dcs.Fork{{Timeline: 1, LSN: 3000}}
 		}), ActWait, "", "diverged"},
+		{"race: ... but for one whose leader died before handing over", obs(func(o *Observation) {
+			o.LeaderlessSince = t0.Add(-time.Second)
+			o.Cluster.Failover = &dcs.Failover{Kind: "switchover", Candidate: "me", RequestedAt: t0}
+			o.Peers = []Peer{{Name: "other", Reachable: true, Running: true, Stale: true, WAL: 10, Priority: 100}}
+		}), ActWait, "", "has not answered since the leader key went"},
 		{"race: a peer whose answer predates the leader's loss holds the race", obs(func(o *Observation) {
 			o.LeaderlessSince = t0.Add(-time.Second)
 			o.Peers = []Peer{{Name: "other", Reachable: true, Running: true, Stale: true, WAL: 10, Priority: 100}}
 		}), ActWait, "", "has not answered since the leader key went"},
-		{"race: ... not for a switchover's candidate", obs(func(o *Observation) {
+		{"race: ... not for a switchover's candidate handed over to", obs(func(o *Observation) {
 			o.LeaderlessSince = t0.Add(-time.Second)
-			o.Cluster.Failover = &dcs.Failover{Kind: "switchover", Candidate: "me", RequestedAt: t0}
+			o.Cluster.Failover = &dcs.Failover{Kind: "switchover", Candidate: "me", RequestedAt: t0, HandedOver: true}
 			o.Peers = []Peer{{Name: "other", Reachable: true, Running: true, Stale: true, WAL: 10, Priority: 100}}
 		}), ActAcquire, "", "best candidate"},
 		{"race: a starting member that was ahead holds the race", obs(func(o *Observation) {

@@ -795,6 +795,16 @@ func (a *Agent) switchover(ctx context.Context, o Observation, target string) (b
 			return a.abortSwitchover(ctx, ctx.Err())
 		}
 	}
+	// The candidate may skip comparing positions with the others only
+	// because of this handover: say it happened.
+	f.HandedOver = true
+	if cur, err := a.d.DCS.Cluster(ctx); err == nil && cur.Failover != nil {
+		if err := a.d.DCS.SetFailover(ctx, f, cur.Failover.Revision); err != nil {
+			return a.abortSwitchover(ctx, fmt.Errorf("record the handover: %w", err))
+		}
+	} else {
+		return a.abortSwitchover(ctx, fmt.Errorf("record the handover: the request is gone (%v)", err))
+	}
 	if err := a.d.DCS.ReleaseLeader(ctx); err != nil {
 		return a.abortSwitchover(ctx, fmt.Errorf("release leader key: %w", err))
 	}

@@ -80,6 +80,10 @@ type Failover struct {
 	ScheduledAt time.Time `json:"scheduled_at,omitzero"`
 	RequestedAt time.Time `json:"requested_at,omitzero"`
 	Force       bool      `json:"force,omitempty"`
+	// HandedOver: the leader of a switchover stopped cleanly and saw the
+	// candidate receive everything up to its shutdown checkpoint before it
+	// released the key (no other member can be ahead of the candidate).
+	HandedOver bool `json:"handed_over,omitempty"`
 	// Revision is the key's ModRevision (not stored in the value).
 	Revision int64 `json:"-"`
 }
