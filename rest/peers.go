@@ -27,9 +27,11 @@ type PeerClient struct {
 	log    hclog.Logger
 
 	mu sync.Mutex
-	// lastErr is each member's last failure ("" once it answered), so a
-	// peer that stays unreachable is logged once, not every loop.
-	lastErr map[string]string
+	// down is whether each member's last fetch failed, so a peer that
+	// stays unreachable is logged once, not every loop, even when the
+	// error's text varies between attempts (a TLS refusal reads
+	// differently depending on when the transport notices it).
+	down map[string]bool
 }
 
 // NewPeerClient makes a client with connection reuse and a timeout per
@@ -40,7 +42,7 @@ func NewPeerClient(self string, timeout time.Duration, tc *tls.Config, log hclog
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.MaxIdleConnsPerHost = 2
 	tr.TLSClientConfig = tc
-	return &PeerClient{Self: self, Client: &http.Client{Timeout: timeout, Transport: tr}, log: log, lastErr: map[string]string{}}
+	return &PeerClient{Self: self, Client: &http.Client{Timeout: timeout, Transport: tr}, log: log, down: map[string]bool{}}
 }
 
 // peerStatus is the part of GET /patroni a peer race needs.
@@ -128,19 +130,15 @@ func (pc *PeerClient) get(ctx context.Context, url string) (peerStatus, error) {
 // change: an unreachable peer drops out of the WAL comparison, and a TLS
 // mistake (unknown CA, a refused client certificate) must be visible.
 func (pc *PeerClient) note(member string, err error) {
-	msg := ""
-	if err != nil {
-		msg = err.Error()
-	}
 	pc.mu.Lock()
-	last, seen := pc.lastErr[member]
-	pc.lastErr[member] = msg
+	wasDown, seen := pc.down[member]
+	pc.down[member] = err != nil
 	pc.mu.Unlock()
 	switch {
-	case msg == last:
+	case seen && wasDown == (err != nil):
 	case err != nil:
 		pc.log.Warn("peer unreachable", "member", member, "error", err)
-	case seen:
+	case wasDown:
 		pc.log.Info("peer reachable again", "member", member)
 	}
 }
