@@ -362,8 +362,51 @@ func (p *Proc) Kill() {
 	_ = p.Signal(syscall.SIGCONT)
 }
 
-// Pause freezes the process with SIGSTOP.
-func (p *Proc) Pause() error { return p.Signal(syscall.SIGSTOP) }
+// Pause freezes the process with SIGSTOP and returns once every one of its
+// threads is stopped: kill(2) returns before that, and a thread of a frozen
+// etcd that still answers one request makes a test of "etcd does not
+// answer" fail by chance.
+func (p *Proc) Pause() error {
+	if err := p.Signal(syscall.SIGSTOP); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		stopped, err := allStopped(p.PID())
+		if err != nil || stopped {
+			return err
+		}
+		time.Sleep(time.Millisecond)
+	}
+	return fmt.Errorf("%s (pid %d) not stopped 5s after SIGSTOP", p.Name, p.PID())
+}
+
+// allStopped: whether every thread of pid is in state T (stopped) or gone.
+func allStopped(pid int) (bool, error) {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		if os.IsNotExist(err) {
+			return true, nil
+		}
+		return false, fmt.Errorf("read threads of %d: %w", pid, err)
+	}
+	for _, t := range tasks {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, t.Name()))
+		if err != nil {
+			continue // the thread exited
+		}
+		// The state follows the command name in parentheses, which may
+		// itself contain spaces or parentheses.
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 || i+2 >= len(b) {
+			return false, fmt.Errorf("parse %s/stat: %q", t.Name(), b)
+		}
+		if st := b[i+2]; st != 'T' && st != 't' && st != 'Z' && st != 'X' {
+			return false, nil
+		}
+	}
+	return true, nil
+}
 
 // Resume thaws it with SIGCONT.
 func (p *Proc) Resume() error { return p.Signal(syscall.SIGCONT) }
