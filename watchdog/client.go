@@ -27,7 +27,18 @@ type Client struct {
 	done  chan struct{}
 	// last is the last command sent, repeated to a respawned watchdog.
 	last string
+
+	// unacked are the send times of the commands the running watchdog
+	// has not answered "ok" to yet, oldest first.
+	ackMu   sync.Mutex
+	unacked []time.Time
 }
+
+// ackBound is how long a command may go unanswered before the watchdog
+// counts as unresponsive (frozen, starved): its pipe would take half an
+// hour of commands to fill, and a node guarded by a watchdog that reads
+// nothing is not guarded.
+const ackBound = 2 * time.Second
 
 // writeBound bounds one command: a frozen watchdog stops reading, and a
 // full pipe must not block the HA loop.
@@ -102,6 +113,12 @@ func (c *Client) spawn(ctx context.Context) error {
 			case strings.HasPrefix(l, "ready ") && !readyOnce:
 				readyOnce = true
 				close(ready)
+			case l == "ok":
+				c.ackMu.Lock()
+				if len(c.unacked) > 0 {
+					c.unacked = c.unacked[1:]
+				}
+				c.ackMu.Unlock()
 			case strings.HasPrefix(l, "fenced "):
 				if n, _ := strconv.Atoi(strings.TrimPrefix(l, "fenced ")); n > 0 {
 					c.log.Warn("watchdog fenced PostgreSQL", "killed", n)
@@ -125,6 +142,9 @@ func (c *Client) spawn(ctx context.Context) error {
 		<-done
 		return fmt.Errorf("start watchdog: not ready: %w", ctx.Err())
 	}
+	c.ackMu.Lock()
+	c.unacked = nil
+	c.ackMu.Unlock()
 	c.cmd, c.stdin, c.done = cmd, w, done
 	c.log.Info("watchdog started", "pid", cmd.Process.Pid)
 	return nil
@@ -167,16 +187,35 @@ func (c *Client) send(line string) error {
 }
 
 func (c *Client) write(line string) error {
+	c.ackMu.Lock()
+	var late time.Duration
+	if len(c.unacked) > 0 {
+		late = time.Since(c.unacked[0])
+	}
+	c.ackMu.Unlock()
+	if late > ackBound {
+		// Killed so that the next command starts a fresh one (send
+		// restarts a watchdog that exited); until then the node is
+		// unguarded and the agent acts on that.
+		c.log.Error("watchdog does not answer: killing it", "pid", c.cmd.Process.Pid, "unanswered_for", late.Round(time.Millisecond))
+		_ = c.cmd.Process.Kill()
+		return fmt.Errorf("%w: it has not answered a command sent %s ago", ErrUnavailable, late.Round(time.Millisecond))
+	}
 	_ = c.stdin.SetWriteDeadline(time.Now().Add(writeBound))
 	if _, err := c.stdin.WriteString(line + "\n"); err != nil {
 		return fmt.Errorf("%w: feed watchdog: %v", ErrUnavailable, err)
+	}
+	if line != "exit" {
+		c.ackMu.Lock()
+		c.unacked = append(c.unacked, time.Now())
+		c.ackMu.Unlock()
 	}
 	return nil
 }
 
 // Arm makes the watchdog fence PostgreSQL unless armed again (or disarmed)
 // before deadline, and at once when the agent dies unless keepOnExit. The
-// deadline travels as an instant of CLOCK_MONOTONIC, so the time the line
+// deadline travels as an instant of CLOCK_BOOTTIME, so the time the line
 // spends in the pipe does not extend it.
 func (c *Client) Arm(deadline time.Time, keepOnExit bool) error {
 	ns := monoNow() + int64(time.Until(deadline))

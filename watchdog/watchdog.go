@@ -16,13 +16,16 @@
 // old one lives.
 //
 // Protocol, one line each way. Agent to watchdog on standard input:
-// "arm <ns> [keep]" (fence when CLOCK_MONOTONIC reaches ns: an absolute
+// "arm <ns> [keep]" (fence when CLOCK_BOOTTIME reaches ns: an absolute
 // instant, so a delay in reading the line cannot extend it; with "keep" the
 // agent's death does not fence: a paused cluster's agent may be restarted
 // for maintenance), "disarm", "exit" (only after disarm; while armed it
 // counts as the agent's death).
 // Watchdog to agent on standard output: "ready <pid>" once the lock is
-// held, "fenced <n>" after each fence that killed n processes.
+// held, "ok" after each arm or disarm it took (so the agent notices a
+// watchdog that stopped reading long before its pipe is full), "fenced
+// <n>" after each fence that killed n > 0 processes. Its output never
+// blocks it: a frozen agent that stops reading must not stop its fencing.
 package watchdog
 
 import (
@@ -53,10 +56,12 @@ func LockPath(dataDir string) string { return filepath.Clean(dataDir) + ".watchd
 // holding the lock.
 const exitLocked = 3
 
-// monoNow reads CLOCK_MONOTONIC, the clock both processes share.
+// monoNow reads the clock both processes share: CLOCK_BOOTTIME, which
+// CLOCK_MONOTONIC is but for also counting the time the host was
+// suspended, during which a lease runs out in etcd all the same.
 func monoNow() int64 {
 	var ts unix.Timespec
-	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
 	return ts.Nano()
 }
 
@@ -73,7 +78,9 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		fmt.Fprintln(stderr, "watchdog: --data-dir is required")
 		return 2
 	}
-	log := hclog.New(&hclog.LoggerOptions{Name: "watchdog", Output: stderr})
+	logOut := newDropWriter(stderr)
+	defer logOut.flush(time.Second)
+	log := hclog.New(&hclog.LoggerOptions{Name: "watchdog", Output: logOut})
 	if *member != "" {
 		log = log.With("member", *member)
 	}
@@ -86,8 +93,11 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 		return exitLocked
 	}
 	defer unlock()
-	w := &dog{dataDir: *dataDir, log: log, out: stdout, fence: pgproc.Fence, now: monoNow}
-	fmt.Fprintf(stdout, "ready %d\n", os.Getpid())
+	out := newDropWriter(stdout)
+	defer out.flush(time.Second)
+	w := &dog{dataDir: *dataDir, log: log, out: out, fence: pgproc.Fence, now: monoNow, striker: pgproc.NewStriker(*dataDir)}
+	defer w.striker.Close()
+	fmt.Fprintf(out, "ready %d\n", os.Getpid())
 	return w.run(ctx, stdin)
 }
 
@@ -136,7 +146,14 @@ type dog struct {
 	out     io.Writer
 	fence   func(context.Context, string) (pgproc.Report, error)
 	now     func() int64
+	// striker, when set, holds pidfds of the server's processes while
+	// armed, for a first blow that makes no lookup.
+	striker *pgproc.Striker
 }
+
+// strikerRefresh is how often an armed watchdog refreshes its pidfds of
+// the server's processes: a backend forked since is left to the scan.
+const strikerRefresh = 50 * time.Millisecond
 
 // refencePoll is how often an expired watchdog looks for a process that
 // appeared in the data directory (a postmaster restarted by a frozen
@@ -148,6 +165,12 @@ const refencePoll = 100 * time.Millisecond
 const fenceBound = 10 * time.Second
 
 func (w *dog) run(ctx context.Context, stdin io.Reader) int {
+	al, err := newAlarm(w.strike)
+	if err != nil {
+		w.log.Error("cannot keep a deadline", "error", err)
+		return 1
+	}
+	defer al.close()
 	lines := make(chan string)
 	go func() {
 		sc := bufio.NewScanner(stdin)
@@ -160,22 +183,32 @@ func (w *dog) run(ctx context.Context, stdin io.Reader) int {
 		armed    bool
 		expired  bool // the deadline passed: fence whatever appears
 		keep     bool // the agent's end does not fence
-		deadline int64
-		timer    *time.Timer
-		timerC   <-chan time.Time
+		refence  *time.Timer
+		refenceC <-chan time.Time
 	)
-	setTimer := func(d time.Duration) {
-		if timer != nil {
-			timer.Stop()
+	refresh := time.NewTicker(strikerRefresh)
+	defer refresh.Stop()
+	setArm := func(ns int64) {
+		if err := al.set(ns); err != nil {
+			// A deadline it cannot keep: fence now rather than never.
+			w.log.Error("cannot set the deadline: fencing now", "error", err)
+			armed, expired = false, true
+			w.strike()
+			w.doFence(ctx)
 		}
-		timer = time.NewTimer(max(d, 0))
-		timerC = timer.C
 	}
-	stopTimer := func() {
-		if timer != nil {
-			timer.Stop()
+	startRefence := func() {
+		if refence != nil {
+			refence.Stop()
 		}
-		timer, timerC = nil, nil
+		refence = time.NewTimer(refencePoll)
+		refenceC = refence.C
+	}
+	stopRefence := func() {
+		if refence != nil {
+			refence.Stop()
+		}
+		refence, refenceC = nil, nil
 	}
 	for {
 		select {
@@ -190,7 +223,9 @@ func (w *dog) run(ctx context.Context, stdin io.Reader) int {
 				}
 				// A dead agent cannot step down cleanly: nothing may keep
 				// accepting writes for it. Fence now, then go.
-				w.log.Warn("agent gone while armed: fencing now")
+				_ = al.set(0)
+				struck := w.strike()
+				w.log.Warn("agent gone while armed: fencing now", "struck", struck)
 				w.doFence(ctx)
 				return 0
 			}
@@ -203,33 +238,60 @@ func (w *dog) run(ctx context.Context, stdin io.Reader) int {
 					w.log.Error("bad arm command: fencing now", "line", l)
 					ns = w.now()
 				}
-				armed, expired, deadline = true, false, ns
-				setTimer(time.Duration(deadline - w.now()))
+				w.refreshStriker()
+				armed, expired = true, false
+				stopRefence()
+				setArm(ns)
+				fmt.Fprintln(w.out, "ok")
 			case "disarm":
 				armed, expired, keep = false, false, false
-				stopTimer()
+				stopRefence()
+				setArm(0)
+				fmt.Fprintln(w.out, "ok")
 			case "exit":
 				return 0
 			default:
 				w.log.Error("unknown command", "line", l)
 			}
-		case <-timerC:
-			if armed && w.now() < deadline {
-				// Timers may fire early by a hair: wait for the instant.
-				setTimer(time.Duration(deadline - w.now()))
-				continue
+		case f := <-al.fired:
+			// The alarm's thread has struck already; finish the fence,
+			// whatever came in since (the postmaster is stopped now).
+			w.log.Error("deadline passed without being fed: fencing PostgreSQL", "data_dir", w.dataDir,
+				"late", f.late.Round(time.Millisecond), "struck", f.struck,
+				"struck_at", f.at.UTC().Format("15:04:05.000000"), "strike_took", f.took)
+			if !armed || al.deadline.Load() == 0 {
+				armed, expired = false, true
 			}
-			if !expired {
-				w.log.Error("deadline passed without being fed: fencing PostgreSQL", "data_dir", w.dataDir,
-					"late", time.Duration(w.now()-deadline).Round(time.Millisecond))
-			}
-			armed, expired = false, true
 			w.doFence(ctx)
-			setTimer(refencePoll)
+			if expired {
+				startRefence()
+			}
+		case <-refenceC:
+			if expired {
+				w.doFence(ctx)
+				startRefence()
+			}
+		case <-refresh.C:
+			if armed {
+				w.refreshStriker()
+			}
 		case <-ctx.Done():
 			return 0
 		}
 	}
+}
+
+func (w *dog) refreshStriker() {
+	if w.striker != nil {
+		w.striker.Refresh()
+	}
+}
+
+func (w *dog) strike() int {
+	if w.striker == nil {
+		return 0
+	}
+	return w.striker.Strike()
 }
 
 func (w *dog) doFence(ctx context.Context) {
@@ -240,9 +302,49 @@ func (w *dog) doFence(ctx context.Context) {
 		w.log.Error("fence incomplete", "error", err)
 	}
 	if len(rep.Killed) > 0 {
-		w.log.Warn("fenced", "postmaster", rep.Postmaster, "killed", len(rep.Killed), "took", rep.Took.Round(time.Microsecond))
+		w.log.Warn("fenced", "postmaster", rep.Postmaster, "killed", len(rep.Killed),
+			"children_killed", rep.Early, "children_took", rep.EarlyTook.Round(time.Microsecond), "took", rep.Took.Round(time.Microsecond))
 	}
-	fmt.Fprintf(w.out, "fenced %d\n", len(rep.Killed))
+	if len(rep.Killed) > 0 {
+		fmt.Fprintf(w.out, "fenced %d\n", len(rep.Killed))
+	}
+}
+
+// dropWriter hands writes to a goroutine and drops them when its queue is
+// full, so a reader that stopped (a frozen agent, a stuck log pipe) never
+// blocks the watchdog's loop.
+type dropWriter struct {
+	ch   chan []byte
+	done chan struct{}
+}
+
+func newDropWriter(w io.Writer) *dropWriter {
+	d := &dropWriter{ch: make(chan []byte, 256), done: make(chan struct{})}
+	go func() {
+		defer close(d.done)
+		for b := range d.ch {
+			_, _ = w.Write(b)
+		}
+	}()
+	return d
+}
+
+// flush waits, bounded, for what is queued to be written; nothing may be
+// written after it.
+func (d *dropWriter) flush(bound time.Duration) {
+	close(d.ch)
+	select {
+	case <-d.done:
+	case <-time.After(bound):
+	}
+}
+
+func (d *dropWriter) Write(p []byte) (int, error) {
+	select {
+	case d.ch <- append([]byte(nil), p...):
+	default:
+	}
+	return len(p), nil
 }
 
 // ErrUnavailable: the watchdog cannot guard this node now (it could not be

@@ -351,3 +351,146 @@ func TestPausedAgentMayBeRestarted(t *testing.T) {
 	send(t, w2, armIn(100*time.Millisecond)+" keep")
 	waitProcs(t, dir, 0, 3*time.Second)
 }
+
+// TestFrozenWatchdogIsNoticed: a watchdog stopped with SIGSTOP alone takes
+// no command; its pipe has room for half an hour of them, so the agent
+// learns it from the missing answers: within ackBound the node is
+// unguarded, and the next command runs a new watchdog in its place.
+func TestFrozenWatchdogIsNoticed(t *testing.T) {
+	dir := t.TempDir()
+	startServer(t, dir)
+	c, err := testClient(t, context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Arm(time.Now().Add(time.Hour), false); err != nil {
+		t.Fatal(err)
+	}
+	old := c.PID()
+	_ = syscall.Kill(old, syscall.SIGSTOP)
+	defer syscall.Kill(old, syscall.SIGCONT)
+	frozen := time.Now()
+	var failed error
+	for i := 0; i < 100 && failed == nil; i++ {
+		time.Sleep(100 * time.Millisecond) // the agent's loop_wait, shortened
+		failed = c.Arm(time.Now().Add(time.Hour), false)
+	}
+	took := time.Since(frozen)
+	if failed == nil {
+		t.Fatal("10 s of commands to a frozen watchdog all succeeded")
+	}
+	t.Logf("noticed %s after the freeze: %v", took, failed)
+	if took < ackBound || took > ackBound+time.Second {
+		t.Fatalf("noticed %s after the freeze, want within (%s, %s]", took, ackBound, ackBound+time.Second)
+	}
+	var again error
+	for i := 0; i < 50; i++ {
+		if again = c.Arm(time.Now().Add(time.Hour), false); again == nil {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if again != nil {
+		t.Fatalf("no new watchdog after the frozen one: %v", again)
+	}
+	if c.PID() == old {
+		t.Fatal("still the frozen watchdog")
+	}
+	if ps, _ := pgproc.Processes(dir); len(ps) != 3 {
+		t.Fatalf("%d processes left: the replacement fenced a server it was armed far ahead for", len(ps))
+	}
+}
+
+// blockedWriter never returns from Write, as a pipe nobody reads.
+type blockedWriter struct{ c chan struct{} }
+
+func (b blockedWriter) Write(p []byte) (int, error) { <-b.c; return len(p), nil }
+
+// TestOutputNeverBlocks: a frozen agent stops reading the watchdog's
+// output; the watchdog's writes must still return (a blocked one would
+// end its fencing).
+func TestOutputNeverBlocks(t *testing.T) {
+	b := blockedWriter{make(chan struct{})}
+	defer close(b.c)
+	d := newDropWriter(b)
+	start := time.Now()
+	for range 10000 {
+		fmt.Fprintln(d, "fenced 3")
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("10000 writes to a blocked reader took %s", took)
+	}
+}
+
+// TestThawedHostIsStruckAtOnce: the whole host froze (a paused VM: the
+// agent, the watchdog and the server) past the deadline. Thawed, the
+// server's backends run what their clients had queued within a
+// millisecond; the watchdog's alarm thread resumes with them and kills
+// them through pidfds it already holds, before any /proc lookup.
+func TestThawedHostIsStruckAtOnce(t *testing.T) {
+	dir := t.TempDir()
+	srv := startServer(t, dir)
+	c, err := testClient(t, context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	deadline := time.Now().Add(300 * time.Millisecond)
+	if err := c.Arm(deadline, false); err != nil {
+		t.Fatal(err)
+	}
+	// Until the watchdog holds pidfds of all three.
+	waitAcked(t, c)
+	procs, _ := pgproc.Processes(dir)
+	frozen := append([]int{c.PID()}, procs...)
+	for _, p := range frozen {
+		_ = syscall.Kill(p, syscall.SIGSTOP)
+	}
+	for time.Now().Before(deadline.Add(300 * time.Millisecond)) {
+		time.Sleep(20 * time.Millisecond) // the host stays frozen past its deadline
+	}
+	thaw := time.Now()
+	for _, p := range frozen {
+		_ = syscall.Kill(p, syscall.SIGCONT)
+	}
+	var children []int
+	for _, p := range procs {
+		if p != srv.pm.Process.Pid {
+			children = append(children, p)
+		}
+	}
+	gone := time.Time{}
+	for end := thaw.Add(3 * time.Second); time.Now().Before(end); {
+		alive := 0
+		for _, p := range children {
+			if pgproc.Alive(p) {
+				alive++
+			}
+		}
+		if alive == 0 {
+			gone = time.Now()
+			break
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+	if gone.IsZero() {
+		t.Fatal("the backends live 3 s after the thaw")
+	}
+	t.Logf("backends dead %s after the thaw", gone.Sub(thaw))
+	waitProcs(t, dir, 0, 3*time.Second)
+}
+
+// waitAcked waits until the watchdog answered every command sent.
+func waitAcked(t *testing.T, c *Client) {
+	t.Helper()
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(time.Millisecond) {
+		c.ackMu.Lock()
+		n := len(c.unacked)
+		c.ackMu.Unlock()
+		if n == 0 {
+			return
+		}
+	}
+	t.Fatal("the watchdog did not answer within 3 s")
+}

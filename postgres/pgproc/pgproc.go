@@ -179,6 +179,10 @@ type Report struct {
 	Postmaster int
 	// Killed are the processes sent SIGKILL.
 	Killed []int
+	// Early is how many of the postmaster's children were killed before
+	// the scan of /proc, EarlyTook how long after the start that was.
+	Early     int
+	EarlyTook time.Duration
 	// Took is how long until no process was left.
 	Took time.Duration
 }
@@ -199,11 +203,26 @@ const fencePoll = 10 * time.Millisecond
 func Fence(ctx context.Context, dataDir string) (Report, error) {
 	start := time.Now()
 	var rep Report
+	killed := map[int]bool{}
 	if pf, alive, _ := Postmaster(dataDir); alive {
 		rep.Postmaster = pf.PID
 		_ = syscall.Kill(pf.PID, syscall.SIGSTOP)
+		// The postmaster's own children die first, before the scan of
+		// /proc (tens of milliseconds): a host thawed from a freeze runs
+		// the statements its backends had queued within a few ms, and
+		// each must die before its commit is acknowledged.
+		// Through pidfds: the postmaster may not have stopped yet and
+		// could reap a child whose PID is then reused.
+		st := NewStriker(dataDir)
+		st.Refresh()
+		for _, pid := range st.strike() {
+			killed[pid] = true
+			rep.Killed = append(rep.Killed, pid)
+			rep.Early++
+		}
+		st.Close()
+		rep.EarlyTook = time.Since(start)
 	}
-	killed := map[int]bool{}
 	for {
 		pids, err := Processes(dataDir)
 		if err != nil {
@@ -319,4 +338,136 @@ func WatchExit(pid int) (exited <-chan struct{}, stop func()) {
 			}
 		})
 	}
+}
+
+// Striker keeps pidfds of one data directory's postmaster and of its
+// children, so the first blow of a fence needs no /proc lookup: a host
+// thawed from a freeze (a paused VM) runs its backends' queued statements
+// within milliseconds, and every /proc read the fence makes first is time
+// a commit can use. Refresh it while a deadline is armed; Strike when the
+// deadline passes, then Fence for whatever it missed. Its methods may be
+// called from any goroutine.
+type Striker struct {
+	dataDir string
+
+	mu   sync.Mutex
+	pm   int // postmaster PID, 0: none
+	pmfd int
+	kids map[int]int // child PID -> pidfd
+}
+
+// NewStriker returns a Striker for dataDir holding nothing yet.
+func NewStriker(dataDir string) *Striker {
+	return &Striker{dataDir: dataDir, pmfd: -1, kids: map[int]int{}}
+}
+
+// Refresh opens pidfds for the postmaster postmaster.pid names and for its
+// children working in the data directory, and closes those of processes
+// gone. Each pidfd is kept only if its process still lived after its
+// working directory was checked, so it names the process that was checked
+// (a PID reused in between would have needed the first process to die).
+func (s *Striker) Refresh() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	pf, alive, _ := Postmaster(s.dataDir)
+	if !alive || pf.PID != s.pm || exited(s.pmfd) {
+		s.closeLocked()
+		if !alive {
+			return
+		}
+		fd, ok := s.open(pf.PID)
+		if !ok {
+			return
+		}
+		s.pm, s.pmfd = pf.PID, fd
+	}
+	p := strconv.Itoa(s.pm)
+	b, err := os.ReadFile("/proc/" + p + "/task/" + p + "/children")
+	if err != nil {
+		return
+	}
+	listed := map[int]bool{}
+	for _, f := range strings.Fields(string(b)) {
+		pid, err := strconv.Atoi(f)
+		if err != nil || pid <= 1 {
+			continue
+		}
+		listed[pid] = true
+		if _, ok := s.kids[pid]; ok {
+			continue
+		}
+		if fd, ok := s.open(pid); ok {
+			s.kids[pid] = fd
+		}
+	}
+	for pid, fd := range s.kids {
+		if !listed[pid] || exited(fd) {
+			unix.Close(fd)
+			delete(s.kids, pid)
+		}
+	}
+}
+
+// open returns a pidfd of pid if pid works in the data directory and still
+// lives once that was checked.
+func (s *Striker) open(pid int) (int, bool) {
+	fd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return -1, false
+	}
+	if cwd, ok := cwdOf(pid); !ok || !sameDir(cwd, s.dataDir) || exited(fd) {
+		unix.Close(fd)
+		return -1, false
+	}
+	return fd, true
+}
+
+// exited says whether the process of pidfd fd has exited (a pidfd polls
+// readable then).
+func exited(fd int) bool {
+	if fd < 0 {
+		return true
+	}
+	fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
+	n, err := unix.Poll(fds, 0)
+	return err != nil || n > 0
+}
+
+// Strike stops the postmaster and kills every child it knew of, through
+// their pidfds, and returns how many it signalled. It makes no lookup.
+func (s *Striker) Strike() int { return len(s.strike()) }
+
+// strike is Strike returning the PIDs of the children it signalled.
+func (s *Striker) strike() []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.pm == 0 {
+		return nil
+	}
+	_ = unix.PidfdSendSignal(s.pmfd, unix.SIGSTOP, nil, 0)
+	var struck []int
+	for pid, fd := range s.kids {
+		if unix.PidfdSendSignal(fd, unix.SIGKILL, nil, 0) == nil {
+			struck = append(struck, pid)
+		}
+	}
+	return struck
+}
+
+// Close releases the pidfds.
+func (s *Striker) Close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closeLocked()
+}
+
+func (s *Striker) closeLocked() {
+	if s.pm != 0 {
+		unix.Close(s.pmfd)
+	}
+	for pid, fd := range s.kids {
+		unix.Close(fd)
+		delete(s.kids, pid)
+	}
+	s.pm, s.pmfd = 0, -1
 }

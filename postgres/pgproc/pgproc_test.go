@@ -125,6 +125,11 @@ func TestFenceWithPostmaster(t *testing.T) {
 	if rep.Postmaster != pm.Process.Pid || len(rep.Killed) != 3 {
 		t.Fatalf("fence report %+v, want postmaster %d and 3 killed", rep, pm.Process.Pid)
 	}
+	// Its two children die from its own list, before the scan of /proc.
+	if rep.Early != 2 || rep.EarlyTook <= 0 || rep.EarlyTook > rep.Took {
+		t.Fatalf("fence report %+v, want the postmaster's 2 children killed before the scan", rep)
+	}
+	t.Logf("children killed %s after the start, all gone after %s", rep.EarlyTook, rep.Took)
 	if ps, _ := Processes(dir); len(ps) != 0 {
 		t.Fatalf("alive after fence: %v", ps)
 	}
@@ -220,4 +225,74 @@ func TestWatchExit(t *testing.T) {
 		t.Fatal("stopped watch reported an exit")
 	case <-time.After(50 * time.Millisecond):
 	}
+}
+
+// TestStrikerNeedsNoLookup: once refreshed, a Striker stops the postmaster
+// and kills its children through pidfds even when postmaster.pid is gone
+// and nothing is looked up at the time of the strike.
+func TestStrikerNeedsNoLookup(t *testing.T) {
+	dir, pm := fakeServer(t)
+	s := NewStriker(dir)
+	defer s.Close()
+	if n := s.Strike(); n != 0 {
+		t.Fatalf("strike before any refresh signalled %d", n)
+	}
+	s.Refresh()
+	if err := os.Remove(filepath.Join(dir, "postmaster.pid")); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	n := s.Strike()
+	took := time.Since(start)
+	if n != 2 {
+		t.Fatalf("strike signalled %d children, want 2", n)
+	}
+	t.Logf("struck 2 children in %s", took)
+	waitN(t, dir, 1) // only the postmaster is left...
+	// SIGSTOP is delivered asynchronously: wait for the state to show it.
+	var st byte
+	var err error
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if st, err = procState(pm.Process.Pid); err == nil && st == 'T' {
+			break
+		}
+	}
+	if err != nil || st != 'T' {
+		t.Fatalf("postmaster state %q (%v), want stopped", st, err)
+	}
+	// ...and a refresh that finds no postmaster.pid lets go of it.
+	s.Refresh()
+	if n := s.Strike(); n != 0 {
+		t.Fatalf("strike after the pid file went signalled %d", n)
+	}
+	_ = syscall.Kill(pm.Process.Pid, syscall.SIGKILL)
+	_ = syscall.Kill(pm.Process.Pid, syscall.SIGCONT)
+}
+
+// TestStrikerIgnoresOtherDirectories: a child of the postmaster working
+// elsewhere is not the server's, and is left alone.
+func TestStrikerIgnoresOtherDirectories(t *testing.T) {
+	dir := t.TempDir()
+	other := t.TempDir()
+	pm := exec.Command("sh", "-c", "(cd "+other+" && exec sleep 60) & exec sleep 60")
+	pm.Dir = dir
+	if err := pm.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pm.Process.Kill(); _ = pm.Wait() })
+	pid := fmt.Sprintf("%d\n%s\n%d\n5432\n\n\n\nready\n", pm.Process.Pid, dir, time.Now().Unix())
+	if err := os.WriteFile(filepath.Join(dir, "postmaster.pid"), []byte(pid), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	waitN(t, other, 1)
+	s := NewStriker(dir)
+	defer s.Close()
+	s.Refresh()
+	if n := s.Strike(); n != 0 {
+		t.Fatalf("strike signalled %d processes working in another directory", n)
+	}
+	if len(waitN(t, other, 1)) != 1 {
+		t.Fatal("the child working elsewhere died")
+	}
+	_ = syscall.Kill(pm.Process.Pid, syscall.SIGCONT)
 }
