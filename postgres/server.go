@@ -435,9 +435,18 @@ func (s *Server) CreateRoles(ctx context.Context) error {
 
 func sqlQuote(v string) string { return "'" + strings.ReplaceAll(v, "'", "''") + "'" }
 
-// Start starts the server as primary (up nil) or standby of up, and waits
-// until it accepts connections. A stale lock file whose PID is still a
-// zombie makes pg_ctl fail: that is retried until ctx ends.
+// standbyStartBound is how long Start waits for a standby to accept
+// connections before leaving it to start on its own.
+const standbyStartBound = 10 * time.Second
+
+// Start starts the server as primary (up nil) or standby of up. A primary
+// is waited for until it accepts connections (crash recovery included). A
+// standby is waited for at most standbyStartBound: one that cannot reach a
+// consistent state without its upstream (the slot it streams from not
+// created yet, WAL the upstream has still to send) would otherwise hold
+// the HA loop, and with it the member record from which the upstream
+// creates that slot. A stale lock file whose PID is still a zombie makes
+// pg_ctl fail: that is retried until ctx ends.
 func (s *Server) Start(ctx context.Context, up *Upstream) error {
 	if _, alive := s.postmaster(); alive {
 		return errors.New("start postgres: already running")
@@ -450,9 +459,18 @@ func (s *Server) Start(ctx context.Context, up *Upstream) error {
 		ctx, cancel = context.WithTimeout(ctx, 120*time.Second)
 		defer cancel()
 	}
+	wait := 60 * time.Second
 	for {
-		out, err := s.run(ctx, nil, "pg_ctl", "start", "-D", s.cfg.DataDir, "-l", s.LogFile(), "-w", "-t", secondsLeft(ctx, 60*time.Second), "-s")
+		t := secondsLeft(ctx, wait)
+		if up != nil {
+			t = strconv.Itoa(int(standbyStartBound.Seconds()))
+		}
+		out, err := s.run(ctx, nil, "pg_ctl", "start", "-D", s.cfg.DataDir, "-l", s.LogFile(), "-w", "-t", t, "-s")
 		if err == nil {
+			return nil
+		}
+		if _, alive := s.postmaster(); alive && up != nil && ctx.Err() == nil {
+			s.log.Info("standby started but not accepting connections yet (no consistent state): leaving it to start", "waited", standbyStartBound)
 			return nil
 		}
 		retry := strings.Contains(out, "lock file") || strings.Contains(out, "another server might be running")
