@@ -255,6 +255,9 @@ type Agent struct {
 	dynamic      config.Dynamic
 	crashedSince time.Time
 	stuckSince   time.Time
+	// selfFenced: the loop fenced its own primary because the lease could
+	// expire, and PostgreSQL has not run since.
+	selfFenced bool
 	// leaderlessSince is when the leader key was first seen gone.
 	leaderlessSince time.Time
 	// Replication slots (slots.go): when each member was last seen, and
@@ -483,6 +486,10 @@ func (a *Agent) observe(ctx context.Context) Observation {
 		a.crashedSince = time.Time{}
 	}
 	o.CrashedSince = a.crashedSince
+	if pg.Running || (c != nil && c.Leader != nil && c.Leader.Name != a.s.Name) {
+		a.selfFenced = false
+	}
+	o.SelfFenced = a.selfFenced
 	if c != nil && c.Leader == nil {
 		if a.leaderlessSince.IsZero() {
 			a.leaderlessSince = a.d.Clock.Now()

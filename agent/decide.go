@@ -139,6 +139,41 @@ func decidePaused(o Observation) Decision {
 			return Decision{Action: ActWait, Reason: "paused: manual failover to this node refused: " + why}
 		}
 		return Decision{Action: ActAcquire, Reason: "paused: manual failover to this node"}
+	case leader == o.Node.Name && o.PG.Standby():
+		// The key was taken for a promotion (a manual failover waiting
+		// for its WAL replay, or one begun before the pause): finish it,
+		// or no one can be primary.
+		if o.Unguarded != "" {
+			return Decision{Action: ActRelease, Reason: "paused: leader key held by this standby but the watchdog cannot fence this node (" + o.Unguarded + "): not promoting"}
+		}
+		if !leaseSafe(o) {
+			return Decision{Action: ActWait, Reason: "paused: leader key held by this standby but " + leaseReason(o)}
+		}
+		return Decision{Action: ActAcquire, Reason: "paused: leader key held by this standby: finishing its promotion"}
+	case o.SelfFenced && !o.PG.Running && o.PG.WasPrimary && leaseSafe(o) && o.Unguarded == "" &&
+		(leader == o.Node.Name || (leader == "" && o.Cluster.Status.Leader == o.Node.Name && manualCandidate(o) == "")):
+		// This agent fenced its own primary when the lease could expire
+		// (etcd out of reach): the operator did not stop it, and nothing
+		// was promoted since (a promotion names its node in the status
+		// key first; none is automatic in pause). It takes its key back
+		// and restarts, or the cluster stays without a primary until an
+		// operator acts.
+		if leader == "" {
+			return Decision{Action: ActAcquire, Reason: "paused: the last leader, fenced by this agent when its lease could expire: taking the key back"}
+		}
+		return Decision{Action: ActStartPrimary, Reason: "paused: restarting the primary this agent fenced when its lease could expire"}
+	case leader != "" && leader != o.Node.Name && o.PG.Standby():
+		// After a manual failover in pause the replicas repoint to the new
+		// leader: a reload, no stop or start. One whose WAL went past the
+		// new timeline's fork needs a rewind, which waits for a resume.
+		up := upstreamFor(o, leader)
+		if m := o.Cluster.Member(up); m != nil && m.ConnURL != "" && o.PG.Upstream != hostPort(m.ConnURL) {
+			return Decision{Action: ActFollow, Target: up, Reason: fmt.Sprintf("paused: replicating from %q, leader is %s: repointing (a reload)", o.PG.Upstream, leader)}
+		}
+		if !o.StuckSince.IsZero() && o.Now.Sub(o.StuckSince) >= stuckBound(o) {
+			return Decision{Action: ActWait, Reason: fmt.Sprintf("paused: not streaming on timeline %d behind the leader's: diverged; it is rewound after resume (or reinit it)", o.PG.Timeline)}
+		}
+		return Decision{Action: ActWait, Reason: "paused: replica of " + up}
 	}
 	return Decision{Action: ActWait, Reason: "paused: no automatic failover"}
 }
@@ -157,7 +192,12 @@ func decideLeader(o Observation) Decision {
 		if pg.MayWrite() {
 			return Decision{Action: ActFence, Reason: "cannot keep leader lease: " + leaseReason(o)}
 		}
-		return Decision{Action: ActWait, Reason: "leader key held but " + leaseReason(o)}
+		// Fenced (or never writable). Renewals that fail here may still
+		// reach etcd (a slow link: each one arrives, its answer comes
+		// back too late) and keep the key alive for ever while no one
+		// can write: the key is handed back, best effort, so the others
+		// can elect.
+		return Decision{Action: ActRelease, Reason: "leader key held but " + leaseReason(o) + " and postgres cannot accept writes: handing the key back"}
 	}
 	switch {
 	case pg.Writable():

@@ -350,6 +350,75 @@ func TestDecide(t *testing.T) {
 			o.Dynamic.Pause = true
 			o.PG = PGState{State: "crashed", SystemID: "42"}
 		})), ActWait, "", "paused"},
+		// A paused manual failover to a lagging candidate took the key and
+		// waited for replay; the next loops must finish it (before: "no
+		// automatic failover", the key held by a standby, no primary).
+		{"paused: a standby holding the key finishes its promotion", obs(all(leader("me"), func(o *Observation) {
+			o.Dynamic.Pause = true
+			o.Cluster.Failover = &dcs.Failover{Kind: "failover", Candidate: "me", RequestedAt: t0}
+		})), ActAcquire, "", "finishing its promotion"},
+		{"paused: a standby holding the key without a watchdog hands it back", obs(all(leader("me"), func(o *Observation) {
+			o.Dynamic.Pause, o.Unguarded = true, "watchdog gone"
+		})), ActRelease, "", "not promoting"},
+		{"paused: a standby holding the key with an unsafe lease waits", obs(all(leader("me"), func(o *Observation) {
+			o.Dynamic.Pause = true
+			o.Now = o.LeaseDeadline.Add(-time.Second)
+		})), ActWait, "", "lease could expire"},
+		// A paused leader that fenced itself while etcd was out of reach
+		// takes its key back and restarts (before: no primary until an
+		// operator acted). Only that one: not a server the operator
+		// stopped, not when another node was named since.
+		{"paused: the last leader fenced by its agent takes the key back", obs(func(o *Observation) {
+			o.Dynamic.Pause, o.SelfFenced = true, true
+			o.Cluster.Status.Leader = "me"
+			o.PG = PGState{State: "stopped", SystemID: "42", WasPrimary: true}
+		}), ActAcquire, "", "taking the key back"},
+		{"paused: the last leader fenced by its agent restarts once it holds the key", obs(all(leader("me"), func(o *Observation) {
+			o.Dynamic.Pause, o.SelfFenced = true, true
+			o.PG = PGState{State: "stopped", SystemID: "42", WasPrimary: true}
+		})), ActStartPrimary, "", "restarting the primary this agent fenced"},
+		{"paused: a leader the operator stopped is not restarted", obs(func(o *Observation) {
+			o.Dynamic.Pause = true
+			o.Cluster.Status.Leader = "me"
+			o.PG = PGState{State: "stopped", SystemID: "42", WasPrimary: true}
+		}), ActWait, "", "no automatic failover"},
+		{"paused: a fenced former leader does not take the key after another was named", obs(func(o *Observation) {
+			o.Dynamic.Pause, o.SelfFenced = true, true
+			o.Cluster.Status.Leader = "other"
+			o.PG = PGState{State: "stopped", SystemID: "42", WasPrimary: true}
+		}), ActWait, "", "no automatic failover"},
+		{"paused: a fenced former leader does not take the key while a failover is asked for", obs(func(o *Observation) {
+			o.Dynamic.Pause, o.SelfFenced = true, true
+			o.Cluster.Status.Leader = "me"
+			o.Cluster.Failover = &dcs.Failover{Kind: "failover", Candidate: "other", RequestedAt: t0}
+			o.PG = PGState{State: "stopped", SystemID: "42", WasPrimary: true}
+		}), ActWait, "", "no automatic failover"},
+		// After a manual failover in pause, replicas still pointed at the
+		// dead leader repoint by a reload (before: they waited, streaming
+		// from nothing, until a resume).
+		{"paused: a replica of the old leader repoints to the new one", obs(all(leader("other"), func(o *Observation) {
+			o.Dynamic.Pause = true
+			o.PG.Upstream = "127.0.0.1:5499"
+		})), ActFollow, "other", "repointing"},
+		{"paused: a replica of the leader waits", obs(all(leader("other"), func(o *Observation) { o.Dynamic.Pause = true })), ActWait, "", "paused: replica of other"},
+		{"paused: a diverged replica is left for after the resume", obs(all(leader("other"), func(o *Observation) {
+			o.Dynamic.Pause = true
+			o.StuckSince = t0.Add(-time.Hour)
+		})), ActWait, "", "rewound after resume"},
+		{"paused: a fenced former leader waits for a safe lease", obs(func(o *Observation) {
+			o.Dynamic.Pause, o.SelfFenced = true, true
+			o.Cluster.Status.Leader = "me"
+			o.PG = PGState{State: "stopped", SystemID: "42", WasPrimary: true}
+			o.LeaseDeadline = time.Time{}
+		}), ActWait, "", "no automatic failover"},
+		// A leader that cannot count on its lease and is fenced hands the
+		// key back: renewals that arrive late still keep the lease alive
+		// (a slow link), and with it a key no one can use (before: wait,
+		// no primary for as long as the link stayed slow).
+		{"leader past its lease with postgres fenced hands the key back", obs(all(leader("me"), func(o *Observation) {
+			o.PG = PGState{State: "stopped", SystemID: "42", WasPrimary: true}
+			o.Now = o.LeaseDeadline.Add(-time.Second)
+		})), ActRelease, "", "handing the key back"},
 		{"switchover to a named candidate", obs(all(primary, leader("me"), func(o *Observation) {
 			o.Cluster.Failover = &dcs.Failover{Kind: "switchover", Leader: "me", Candidate: "other"}
 		})), ActSwitchover, "other", "switchover requested"},

@@ -156,6 +156,10 @@ type Observation struct {
 	// leader key, its PostgreSQL still answers as a primary (or answers at
 	// all, without saying its role): no one may be promoted then.
 	LastLeaderRuns string
+	// SelfFenced: this agent fenced its own PostgreSQL as a primary because
+	// its lease could expire, and it has not run since (false after an
+	// agent restart, or once another member holds the key).
+	SelfFenced bool
 	// RestartRequested: an operator asked for a restart of PostgreSQL.
 	RestartRequested bool
 	// Now is the time of the observation.
