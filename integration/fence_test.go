@@ -323,3 +323,33 @@ func TestPrimaryAnswerEndsWithThePostmaster(t *testing.T) {
 		}
 	}
 }
+
+// TestDeadAgentHandsBackTheKey: the leader's agent is killed (SIGKILL)
+// while its PostgreSQL runs. Its watchdog fences at once and then hands
+// the leader key back, so a replica is promoted long before the lease
+// (ttl 20) could expire. (Before: the key stayed until the lease
+// expired, about ttl after the kill, with no primary meanwhile.)
+func TestDeadAgentHandsBackTheKey(t *testing.T) {
+	const ttl = 20
+	c := newCluster(t, clusterOpts{ttl: ttl, retry: 2})
+	p := c.primary(90 * time.Second)
+	c.waitReplicas(60*time.Second, p)
+	pm := p.postmasterPID()
+	killed := time.Now()
+	must(t, syscall.Kill(p.agent.PID(), syscall.SIGKILL))
+	harness.WaitFor(t, 10*time.Second, "the dead agent's watchdog fences its postmaster", func() (bool, error) {
+		return !pgproc.Alive(pm), fmt.Errorf("postmaster %d alive", pm)
+	})
+	fenced := time.Since(killed)
+	np := c.primary(ttl*time.Second, p)
+	took := time.Since(killed)
+	t.Logf("postmaster gone %s after the agent's kill; %s primary %.2fs after it (ttl %d)", fenced.Round(time.Millisecond), np.name, took.Seconds(), ttl)
+	// The lease alone would hold the key for at least ttl - loop_wait.
+	if took > ttl/2*time.Second {
+		t.Fatalf("new primary %.1fs after the leader's agent died: the key was not handed back (ttl %d)", took.Seconds(), ttl)
+	}
+	harness.WaitFor(t, 10*time.Second, "the watchdog logs the hand-back", func() (bool, error) {
+		l, _ := p.log.since(0)
+		return strings.Contains(l, "leader key handed back"), nil
+	})
+}

@@ -19,7 +19,10 @@ import (
 // Client is the agent's end of a running watchdog.
 type Client struct {
 	self, dataDir, member string
-	log                   hclog.Logger
+	// handback is the agent's configuration file, for the hand-back of
+	// the leader key after a dead agent's fence ("" none).
+	handback string
+	log      hclog.Logger
 
 	mu    sync.Mutex
 	cmd   *exec.Cmd
@@ -52,8 +55,13 @@ const startBound = 15 * time.Second
 // Start runs `self watchdog --data-dir dataDir` and returns once it holds
 // the directory's lock and is ready. While a watchdog of an earlier agent
 // still guards the directory it waits (bounded), then refuses.
-func Start(ctx context.Context, self, dataDir, member string, log hclog.Logger) (*Client, error) {
-	c := &Client{self: self, dataDir: dataDir, member: member, log: log}
+//
+// When handback names the agent's configuration file, a watchdog that
+// fenced because its agent died then runs `self handback -c handback`
+// (which deletes the leader key if this member holds it), so a replica
+// takes over without waiting for the lease to expire.
+func Start(ctx context.Context, self, dataDir, member, handback string, log hclog.Logger) (*Client, error) {
+	c := &Client{self: self, dataDir: dataDir, member: member, handback: handback, log: log}
 	ctx, cancel := context.WithTimeout(ctx, startBound)
 	defer cancel()
 	for {
@@ -79,6 +87,9 @@ func (c *Client) spawn(ctx context.Context) error {
 	args := []string{"watchdog", "--data-dir", c.dataDir}
 	if c.member != "" {
 		args = append(args, "--member", c.member)
+	}
+	if c.handback != "" {
+		args = append(args, "--handback-config", c.handback)
 	}
 	cmd := exec.Command(c.self, args...)
 	// Its own process group: Ctrl-C or a group kill aimed at the agent must
@@ -201,14 +212,28 @@ func (c *Client) write(line string) error {
 		_ = c.cmd.Process.Kill()
 		return fmt.Errorf("%w: it has not answered a command sent %s ago", ErrUnavailable, late.Round(time.Millisecond))
 	}
-	_ = c.stdin.SetWriteDeadline(time.Now().Add(writeBound))
-	if _, err := c.stdin.WriteString(line + "\n"); err != nil {
-		return fmt.Errorf("%w: feed watchdog: %v", ErrUnavailable, err)
-	}
+	// Counted before it is written: the answer can be read before the
+	// write returns, and an answer that finds nothing to clear would leave
+	// this command unanswered for ever (and a healthy watchdog killed 2 s
+	// later).
 	if line != "exit" {
 		c.ackMu.Lock()
 		c.unacked = append(c.unacked, time.Now())
 		c.ackMu.Unlock()
+	}
+	_ = c.stdin.SetWriteDeadline(time.Now().Add(writeBound))
+	if _, err := c.stdin.WriteString(line + "\n"); err != nil {
+		if line != "exit" {
+			// Not (wholly) written, so not answered. A partial line is
+			// completed by the next one into a bad command, which the
+			// watchdog fences on: the node is unguarded until then anyway.
+			c.ackMu.Lock()
+			if n := len(c.unacked); n > 0 {
+				c.unacked = c.unacked[:n-1]
+			}
+			c.ackMu.Unlock()
+		}
+		return fmt.Errorf("%w: feed watchdog: %v", ErrUnavailable, err)
 	}
 	return nil
 }

@@ -7,6 +7,10 @@
 // keeps killing any that appears until the agent arms or disarms it again.
 // If the agent dies while the watchdog is armed, it fences at once and
 // exits, so no orphaned watchdog outlives its agent by more than a fence.
+// Started with --handback-config FILE, it then runs `pgwarden handback -c
+// FILE` once the fence left nothing running, so the leader key goes
+// without waiting for the dead agent's lease (the watchdog itself knows
+// nothing of etcd).
 //
 // The watchdog is the same binary (`pgwarden watchdog --data-dir DIR`), a
 // child in its own process group so a signal meant for the agent does not
@@ -36,6 +40,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -71,6 +76,7 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	fs.SetOutput(stderr)
 	dataDir := fs.String("data-dir", "", "PostgreSQL data directory whose processes are fenced")
 	member := fs.String("member", "", "member name, for the log")
+	handback := fs.String("handback-config", "", "agent configuration file: after fencing for a dead agent, run `pgwarden handback -c FILE`")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -96,6 +102,14 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 	out := newDropWriter(stdout)
 	defer out.flush(time.Second)
 	w := &dog{dataDir: *dataDir, log: log, out: out, fence: pgproc.Fence, now: monoNow, striker: pgproc.NewStriker(*dataDir)}
+	if *handback != "" {
+		self, err := os.Executable()
+		if err != nil {
+			fmt.Fprintln(stderr, "watchdog: find own binary for the hand-back:", err)
+			return 2
+		}
+		w.handback = []string{self, "handback", "-c", *handback}
+	}
 	defer w.striker.Close()
 	fmt.Fprintf(out, "ready %d\n", os.Getpid())
 	return w.run(ctx, stdin)
@@ -149,7 +163,14 @@ type dog struct {
 	// striker, when set, holds pidfds of the server's processes while
 	// armed, for a first blow that makes no lookup.
 	striker *pgproc.Striker
+	// handback is the command run once the server of a dead agent is
+	// fenced: it hands the leader key back (nil: none).
+	handback []string
 }
+
+// handbackBound bounds the hand-back: past it the lease's expiry does the
+// same, only later.
+const handbackBound = 5 * time.Second
 
 // strikerRefresh is how often an armed watchdog refreshes its pidfds of
 // the server's processes: a backend forked since is left to the scan.
@@ -226,7 +247,9 @@ func (w *dog) run(ctx context.Context, stdin io.Reader) int {
 				_ = al.set(0)
 				struck := w.strike()
 				w.log.Warn("agent gone while armed: fencing now", "struck", struck)
-				w.doFence(ctx)
+				if w.doFence(ctx) {
+					w.handBack(ctx)
+				}
 				return 0
 			}
 			switch cmd {
@@ -294,7 +317,9 @@ func (w *dog) strike() int {
 	return w.striker.Strike()
 }
 
-func (w *dog) doFence(ctx context.Context) {
+// doFence fences the data directory and reports whether nothing of it is
+// left running.
+func (w *dog) doFence(ctx context.Context) bool {
 	fctx, cancel := context.WithTimeout(ctx, fenceBound)
 	defer cancel()
 	rep, err := w.fence(fctx, w.dataDir)
@@ -304,10 +329,27 @@ func (w *dog) doFence(ctx context.Context) {
 	if len(rep.Killed) > 0 {
 		w.log.Warn("fenced", "postmaster", rep.Postmaster, "killed", len(rep.Killed),
 			"children_killed", rep.Early, "children_took", rep.EarlyTook.Round(time.Microsecond), "took", rep.Took.Round(time.Microsecond))
-	}
-	if len(rep.Killed) > 0 {
 		fmt.Fprintf(w.out, "fenced %d\n", len(rep.Killed))
 	}
+	return err == nil
+}
+
+// handBack runs the hand-back command once a dead agent's server is
+// fenced: only then may the leader key go before its lease does.
+func (w *dog) handBack(ctx context.Context) {
+	if len(w.handback) == 0 {
+		return
+	}
+	hctx, cancel := context.WithTimeout(ctx, handbackBound)
+	defer cancel()
+	start := time.Now()
+	out, err := exec.CommandContext(hctx, w.handback[0], w.handback[1:]...).CombinedOutput()
+	msg := strings.TrimSpace(string(out))
+	if err != nil {
+		w.log.Error("hand-back of the leader key failed: the others wait for the lease to expire", "error", err, "output", msg)
+		return
+	}
+	w.log.Warn("leader key handed back", "took", time.Since(start).Round(time.Millisecond), "output", msg)
 }
 
 // dropWriter hands writes to a goroutine and drops them when its queue is

@@ -23,6 +23,16 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == "watchdog" {
 		os.Exit(Main(context.Background(), os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
 	}
+	if len(os.Args) == 4 && os.Args[1] == "handback-probe" {
+		// Stands in for `pgwarden handback`: records how many processes
+		// of the data directory still ran when it was called.
+		ps, err := pgproc.Processes(os.Args[2])
+		if err != nil {
+			os.Exit(1)
+		}
+		_ = os.WriteFile(os.Args[3], []byte(strconv.Itoa(len(ps))), 0o600)
+		os.Exit(0)
+	}
 	os.Exit(m.Run())
 }
 
@@ -88,12 +98,18 @@ func waitProcs(t *testing.T, dir string, n int, within time.Duration) time.Time 
 // runDog runs a watchdog loop on dir with commands from the returned pipe.
 func runDog(t *testing.T, dir string) (io.WriteCloser, <-chan int) {
 	t.Helper()
+	return runDogHandback(t, dir, nil)
+}
+
+// runDogHandback is runDog with a hand-back command.
+func runDogHandback(t *testing.T, dir string, handback []string) (io.WriteCloser, <-chan int) {
+	t.Helper()
 	r, w := io.Pipe()
 	code := make(chan int, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	d := &dog{dataDir: dir, log: hclog.New(&hclog.LoggerOptions{Output: hclog.DefaultOutput, Level: hclog.Warn}),
-		out: io.Discard, fence: pgproc.Fence, now: monoNow}
+		out: io.Discard, fence: pgproc.Fence, now: monoNow, handback: handback}
 	go func() { code <- d.run(ctx, r) }()
 	return w, code
 }
@@ -208,6 +224,48 @@ func TestAgentDeathFencesAtOnce(t *testing.T) {
 	}
 }
 
+// TestHandbackAfterTheFence: a dead agent's watchdog hands the leader key
+// back, and only once nothing of the server runs; not when the agent
+// died disarmed (a replica) nor in pause (keep).
+func TestHandbackAfterTheFence(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name     string
+		commands []string
+		want     string // what the probe recorded; "" not run
+	}{
+		{"armed", []string{armIn(time.Minute)}, "0"},
+		{"disarmed", []string{armIn(time.Minute), "disarm"}, ""},
+		{"paused", []string{armIn(time.Minute) + " keep"}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			startServer(t, dir)
+			marker := filepath.Join(t.TempDir(), "handback")
+			w, code := runDogHandback(t, dir, []string{exe, "handback-probe", dir, marker})
+			for _, c := range tc.commands {
+				send(t, w, c)
+			}
+			w.Close()
+			select {
+			case <-code:
+			case <-time.After(10 * time.Second):
+				t.Fatal("watchdog did not exit after its agent's end")
+			}
+			got, err := os.ReadFile(marker)
+			if err != nil && !os.IsNotExist(err) {
+				t.Fatal(err)
+			}
+			if string(got) != tc.want {
+				t.Fatalf("hand-back recorded %q processes still running, want %q (\"\": not run)", got, tc.want)
+			}
+		})
+	}
+}
+
 func TestAgentDeathWhileDisarmedExits(t *testing.T) {
 	dir := t.TempDir()
 	startServer(t, dir)
@@ -237,7 +295,7 @@ func testClient(t *testing.T, ctx context.Context, dir string) (*Client, error) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Start(ctx, exe, dir, "test", hclog.New(&hclog.LoggerOptions{Output: hclog.DefaultOutput, Level: hclog.Warn}))
+	return Start(ctx, exe, dir, "test", "", hclog.New(&hclog.LoggerOptions{Output: hclog.DefaultOutput, Level: hclog.Warn}))
 }
 
 // TestSecondWatchdogRefused: while a watchdog guards a data directory (an
@@ -493,4 +551,29 @@ func waitAcked(t *testing.T, c *Client) {
 		}
 	}
 	t.Fatal("the watchdog did not answer within 3 s")
+}
+
+// TestEveryAnswerCounts: an answer read before the client has counted
+// its command must still clear it. (Before: the command was counted after
+// the write, an early answer cleared nothing, and a healthy watchdog was
+// killed as unresponsive 2 s later: seen whenever a renewal took its
+// whole retry_timeout.)
+func TestEveryAnswerCounts(t *testing.T) {
+	dir := t.TempDir()
+	c, err := testClient(t, context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i := 0; i < 1000; i++ {
+		if err := c.Arm(time.Now().Add(time.Minute), false); err != nil {
+			t.Fatal(err)
+		}
+		if i%10 == 0 {
+			// A pause lets the watchdog answer while the next write is
+			// under way, as between the keeper and the loop.
+			time.Sleep(time.Millisecond)
+		}
+	}
+	waitAcked(t, c)
 }

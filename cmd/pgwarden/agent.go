@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
@@ -102,7 +103,11 @@ func wire(ctx context.Context, cfg *config.Config, path string, log hclog.Logger
 		if err != nil {
 			return nil, fmt.Errorf("watchdog: find own binary: %w", err)
 		}
-		wd, err := watchdog.Start(ctx, self, cfg.Postgres.DataDir, cfg.Name, log.Named("watchdog"))
+		abs, err := filepath.Abs(path)
+		if err != nil {
+			return nil, fmt.Errorf("watchdog: configuration path: %w", err)
+		}
+		wd, err := watchdog.Start(ctx, self, cfg.Postgres.DataDir, cfg.Name, abs, log.Named("watchdog"))
 		if err != nil {
 			if cfg.Watchdog.Mode == "required" {
 				return nil, fmt.Errorf("watchdog required but not started: %w", err)
@@ -249,6 +254,37 @@ func cmdWatchdog(e *env, args []string) error {
 	// (it ignores it, and ends only by its input or its deadline).
 	if code := watchdog.Main(context.Background(), args, e.stdin, e.stdout, e.stderr); code != 0 {
 		return fmt.Errorf("watchdog exited with status %d", code)
+	}
+	return nil
+}
+
+// cmdHandback is run by a watchdog once it has fenced the server of its
+// dead agent: it deletes the leader key if this member holds it, so the
+// replicas need not wait for the lease to expire.
+func cmdHandback(e *env, args []string) error {
+	fs := flags(e, "handback", "-c FILE")
+	path := fs.String("c", "", "node configuration file")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(e.ctx, cfg.Cluster.RetryTimeout.D())
+	defer cancel()
+	store, err := openStore(ctx, cfg, hclog.NewNullLogger())
+	if err != nil {
+		return err
+	}
+	defer store.Close(context.Background())
+	switch err := store.ReleaseLeader(ctx); {
+	case errors.Is(err, dcs.ErrNotLeader):
+		fmt.Fprintf(e.stdout, "%s does not hold the leader key\n", cfg.Name)
+	case err != nil:
+		return fmt.Errorf("hand back the leader key: %w", err)
+	default:
+		fmt.Fprintf(e.stdout, "leader key of %s deleted\n", cfg.Name)
 	}
 	return nil
 }
