@@ -258,6 +258,9 @@ type Agent struct {
 	// selfFenced: the loop fenced its own primary because the lease could
 	// expire, and PostgreSQL has not run since.
 	selfFenced bool
+	// couldWrite: last round PostgreSQL may have accepted writes as this
+	// member's primary.
+	couldWrite bool
 	// leaderlessSince is when the leader key was first seen gone.
 	leaderlessSince time.Time
 	// Replication slots (slots.go): when each member was last seen, and
@@ -486,10 +489,6 @@ func (a *Agent) observe(ctx context.Context) Observation {
 		a.crashedSince = time.Time{}
 	}
 	o.CrashedSince = a.crashedSince
-	if pg.Running || (c != nil && c.Leader != nil && c.Leader.Name != a.s.Name) {
-		a.selfFenced = false
-	}
-	o.SelfFenced = a.selfFenced
 	if c != nil && c.Leader == nil {
 		if a.leaderlessSince.IsZero() {
 			a.leaderlessSince = a.d.Clock.Now()
@@ -516,7 +515,26 @@ func (a *Agent) observe(ctx context.Context) Observation {
 	a.applyGuard()
 	o.LeaseDeadline, o.Unguarded = a.leaseView()
 	o.Now = a.d.Clock.Now()
+	a.noteSelfFenced(&o)
 	return o
+}
+
+// noteSelfFenced tracks whether this leader's primary was stopped by a
+// fence for its lease, the agent's or the watchdog's (the loop may be
+// blocked on etcd when the watchdog strikes): the server that could write
+// last round is down now and the lease cannot be counted on. It holds
+// until PostgreSQL runs again or another member holds the key.
+func (a *Agent) noteSelfFenced(o *Observation) {
+	c, pg := o.Cluster, o.PG
+	if a.couldWrite && !pg.Running && !leaseSafe(*o) {
+		a.selfFenced = true
+	}
+	if pg.Running || (c != nil && c.Leader != nil && c.Leader.Name != a.s.Name) {
+		a.selfFenced = false
+	}
+	a.couldWrite = pg.MayWrite() && (c == nil || o.leaderName() == a.s.Name ||
+		(o.leaderName() == "" && c.Status.Leader == a.s.Name))
+	o.SelfFenced = a.selfFenced
 }
 
 // readDynamic decodes the stored dynamic configuration over the defaults; a

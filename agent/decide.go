@@ -91,6 +91,13 @@ func decideWithoutDCS(o Observation) Decision {
 	if o.PG.MayWrite() && !leaseSafe(o) {
 		return Decision{Action: ActFence, Reason: "dcs unreachable (" + o.DCSError + ") and " + leaseReason(o)}
 	}
+	if o.SelfFenced && !o.PG.MayWrite() && !o.Dynamic.Pause {
+		// A link so slow that no answer comes back in time may still
+		// carry each renewal to etcd, keeping the key of a fenced leader
+		// alive: the delete may get there too. In pause no one else
+		// would take the key; this leader takes it back instead.
+		return Decision{Action: ActRelease, Reason: "dcs unreachable (" + o.DCSError + ") and this leader is fenced: handing the key back (best effort)"}
+	}
 	return Decision{Action: ActWait, Reason: "dcs unreachable: " + o.DCSError}
 }
 

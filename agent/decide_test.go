@@ -83,6 +83,21 @@ func TestDecide(t *testing.T) {
 			o.Now = o.LeaseDeadline.Add(-time.Second)
 		})), ActFence, "", "paused, but lease"},
 		{"no dcs, replica waits", obs(func(o *Observation) { o.Cluster, o.DCSError = nil, "down" }), ActWait, "", "dcs unreachable"},
+		// A leader fenced for its lease whose etcd answers too late (each
+		// renewal still arriving) hands the key back blind (before: waited,
+		// the key alive, no primary for as long as the link stayed slow).
+		{"no dcs, a leader this agent fenced hands the key back", obs(func(o *Observation) {
+			o.Cluster, o.DCSError, o.SelfFenced = nil, "timeout", true
+			o.PG = PGState{State: "stopped", SystemID: "42", WasPrimary: true}
+		}), ActRelease, "", "handing the key back"},
+		{"no dcs, paused: a leader this agent fenced keeps the key to take it back", obs(func(o *Observation) {
+			o.Cluster, o.DCSError, o.SelfFenced, o.Dynamic.Pause = nil, "timeout", true, true
+			o.PG = PGState{State: "stopped", SystemID: "42", WasPrimary: true}
+		}), ActWait, "", "dcs unreachable"},
+		{"no dcs, a stopped former primary not fenced by this agent waits", obs(func(o *Observation) {
+			o.Cluster, o.DCSError = nil, "timeout"
+			o.PG = PGState{State: "stopped", SystemID: "42", WasPrimary: true}
+		}), ActWait, "", "dcs unreachable"},
 		{"uninitialized, empty: bootstrap", obs(func(o *Observation) {
 			o.Cluster = &dcs.Cluster{}
 			o.PG = PGState{DataEmpty: true}

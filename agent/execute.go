@@ -108,16 +108,13 @@ func (a *Agent) execute(ctx context.Context, o Observation, d Decision) Outcome 
 		out.KeyHeld, err = a.startPrimary(ctx)
 	case ActRelease:
 		out.KeyHeld, err = a.release(ctx, d.Reason)
+		// A blind release (no DCS view) that failed says nothing of who
+		// holds the key now: not this member, as far as it knows.
+		out.KeyHeld = out.KeyHeld && o.leaderName() == a.s.Name
 	case ActDemote:
 		err = a.demote(ctx, d.Reason)
 	case ActFence:
 		err = a.fence(ctx, d.Reason)
-		// Decide lets a paused leader fenced so restart once its lease
-		// is safe again (it checks the DCS names it the last leader).
-		if o.PG.MayWrite() && !leaseSafe(o) && (o.Cluster == nil || o.leaderName() == a.s.Name ||
-			(o.leaderName() == "" && o.Cluster.Status.Leader == a.s.Name)) {
-			a.selfFenced = true
-		}
 	case ActSwitchover:
 		out.KeyHeld, err = a.switchover(ctx, o, d.Target)
 	case ActClearFailover:

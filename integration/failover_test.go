@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pgwarden/pgwarden/integration/harness"
+	"github.com/pgwarden/pgwarden/postgres/pgproc"
 )
 
 // TestBootstrapFailoverRejoin: three agents bootstrap one primary and two
@@ -306,4 +307,43 @@ func lsnOf(n *node) uint64 {
 		}
 	}
 	return 0
+}
+
+// TestPausedLeaderComesBackAfterEtcd: in pause, etcd freezes for 2 x ttl.
+// The leader cannot renew and fences itself (pause stops failover, not
+// the lease); once etcd is back it takes its key back and restarts, as no
+// one else can have been promoted. (Before: every member said "paused: no
+// automatic failover" and the cluster had no primary until an operator
+// acted.)
+func TestPausedLeaderComesBackAfterEtcd(t *testing.T) {
+	const ttl = 5
+	c := newCluster(t, clusterOpts{ttl: ttl, retry: 2})
+	p := c.primary(90 * time.Second)
+	c.waitReplicas(60*time.Second, p)
+	pgwarden(t, "pause", "-c", p.cfgPath)
+	harness.WaitFor(t, 10*time.Second, "pause seen by every agent", func() (bool, error) {
+		for _, n := range c.nodes {
+			if st := n.status(); st == nil || st["pause"] != true {
+				return false, fmt.Errorf("%s not paused", n.name)
+			}
+		}
+		return true, nil
+	})
+	pm := p.postmasterPID()
+	frozen := time.Now()
+	must(t, c.etcd.Pause())
+	harness.WaitFor(t, 3*ttl*time.Second, "the paused leader fences itself", func() (bool, error) {
+		return !pgproc.Alive(pm), fmt.Errorf("postmaster %d alive", pm)
+	})
+	t.Logf("paused leader fenced %.1fs after etcd froze", time.Since(frozen).Seconds())
+	harness.WaitFor(t, 2*ttl*time.Second, "2 x ttl with etcd frozen", func() (bool, error) {
+		return time.Since(frozen) > 2*ttl*time.Second, nil
+	})
+	must(t, c.etcd.Resume())
+	thawed := time.Now()
+	if np := c.primary(30 * time.Second); np != p {
+		t.Fatalf("%s primary after etcd came back, want the paused leader %s", np.name, p.name)
+	}
+	t.Logf("%s primary again %.1fs after etcd came back", p.name, time.Since(thawed).Seconds())
+	must(t, p.exec("CREATE TABLE after_etcd (id int)"))
 }
