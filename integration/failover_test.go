@@ -255,15 +255,7 @@ func TestPausePreventsFailover(t *testing.T) {
 	c := newCluster(t, clusterOpts{ttl: 5, retry: 2})
 	p := c.primary(90 * time.Second)
 	c.waitReplicas(60*time.Second, p)
-	pgwarden(t, "pause", "-c", p.cfgPath)
-	harness.WaitFor(t, 10*time.Second, "pause seen by every agent", func() (bool, error) {
-		for _, n := range c.nodes {
-			if st := n.status(); st == nil || st["pause"] != true {
-				return false, fmt.Errorf("%s not paused", n.name)
-			}
-		}
-		return true, nil
-	})
+	pauseCluster(t, c, p)
 	p.killHard()
 	// Well past the lease: nobody may have been promoted.
 	deadline := time.Now().Add(time.Duration(c.opts.ttl*float64(time.Second)) + 5*time.Second)
@@ -320,15 +312,7 @@ func TestPausedLeaderComesBackAfterEtcd(t *testing.T) {
 	c := newCluster(t, clusterOpts{ttl: ttl, retry: 2})
 	p := c.primary(90 * time.Second)
 	c.waitReplicas(60*time.Second, p)
-	pgwarden(t, "pause", "-c", p.cfgPath)
-	harness.WaitFor(t, 10*time.Second, "pause seen by every agent", func() (bool, error) {
-		for _, n := range c.nodes {
-			if st := n.status(); st == nil || st["pause"] != true {
-				return false, fmt.Errorf("%s not paused", n.name)
-			}
-		}
-		return true, nil
-	})
+	pauseCluster(t, c, p)
 	pm := p.postmasterPID()
 	frozen := time.Now()
 	must(t, c.etcd.Pause())
@@ -346,4 +330,19 @@ func TestPausedLeaderComesBackAfterEtcd(t *testing.T) {
 	}
 	t.Logf("%s primary again %.1fs after etcd came back", p.name, time.Since(thawed).Seconds())
 	must(t, p.exec("CREATE TABLE after_etcd (id int)"))
+}
+
+// pauseCluster runs `pgwarden pause` with via's configuration and waits
+// until every agent says it is paused.
+func pauseCluster(t *testing.T, c *cluster, via *node) {
+	t.Helper()
+	pgwarden(t, "pause", "-c", via.cfgPath)
+	harness.WaitFor(t, 10*time.Second, "pause seen by every agent", func() (bool, error) {
+		for _, n := range c.nodes {
+			if st := n.status(); st == nil || st["pause"] != true {
+				return false, fmt.Errorf("%s not paused", n.name)
+			}
+		}
+		return true, nil
+	})
 }
