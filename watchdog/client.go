@@ -198,16 +198,11 @@ func (c *Client) send(line string) error {
 }
 
 func (c *Client) write(line string) error {
-	c.ackMu.Lock()
-	var late time.Duration
-	if len(c.unacked) > 0 {
-		late = time.Since(c.unacked[0])
-	}
-	c.ackMu.Unlock()
-	if late > ackBound {
+	if c.oldestUnanswered() > ackBound && !c.answersSoon() {
 		// Killed so that the next command starts a fresh one (send
 		// restarts a watchdog that exited); until then the node is
 		// unguarded and the agent acts on that.
+		late := c.oldestUnanswered()
 		c.log.Error("watchdog does not answer: killing it", "pid", c.cmd.Process.Pid, "unanswered_for", late.Round(time.Millisecond))
 		_ = c.cmd.Process.Kill()
 		return fmt.Errorf("%w: it has not answered a command sent %s ago", ErrUnavailable, late.Round(time.Millisecond))
@@ -236,6 +231,45 @@ func (c *Client) write(line string) error {
 		return fmt.Errorf("%w: feed watchdog: %v", ErrUnavailable, err)
 	}
 	return nil
+}
+
+// oldestUnanswered is how long the oldest command not answered yet has
+// waited (0: none).
+func (c *Client) oldestUnanswered() time.Duration {
+	c.ackMu.Lock()
+	defer c.ackMu.Unlock()
+	if len(c.unacked) == 0 {
+		return 0
+	}
+	return time.Since(c.unacked[0])
+}
+
+// answerGrace is how long a watchdog that looks unresponsive is given to
+// show an answer before it is killed.
+const answerGrace = 100 * time.Millisecond
+
+// answersSoon waits (at most answerGrace) for the oldest unanswered
+// command to be answered. After a whole host is frozen and thawed the
+// agent finds a command "unanswered" for as long as the freeze lasted,
+// though the watchdog answered it as it ran again: the answer is in the
+// pipe, for a reader that has not run yet. Killing it then would take
+// the fence away at the moment it strikes.
+func (c *Client) answersSoon() bool {
+	c.ackMu.Lock()
+	var first time.Time
+	if len(c.unacked) > 0 {
+		first = c.unacked[0]
+	}
+	c.ackMu.Unlock()
+	for end := time.Now().Add(answerGrace); time.Now().Before(end); time.Sleep(time.Millisecond) {
+		c.ackMu.Lock()
+		answered := len(c.unacked) == 0 || !c.unacked[0].Equal(first)
+		c.ackMu.Unlock()
+		if answered {
+			return true
+		}
+	}
+	return false
 }
 
 // Arm makes the watchdog fence PostgreSQL unless armed again (or disarmed)

@@ -553,6 +553,36 @@ func waitAcked(t *testing.T, c *Client) {
 	t.Fatal("the watchdog did not answer within 3 s")
 }
 
+// TestThawedWatchdogIsKept: after a freeze of the whole host (agent and
+// watchdog), the agent's first command finds the last one unanswered for
+// as long as the freeze lasted; the watchdog, running again, answers at
+// once and must not be taken for frozen. (Before: the agent killed it
+// as the host thawed, the moment it was striking.)
+func TestThawedWatchdogIsKept(t *testing.T) {
+	dir := t.TempDir()
+	c, err := testClient(t, context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	pid := c.PID()
+	_ = syscall.Kill(pid, syscall.SIGSTOP)
+	defer syscall.Kill(pid, syscall.SIGCONT)
+	if err := c.Arm(time.Now().Add(time.Hour), false); err != nil {
+		t.Fatal(err)
+	}
+	// The host is frozen: the agent sends nothing either.
+	time.Sleep(ackBound + 500*time.Millisecond)
+	_ = syscall.Kill(pid, syscall.SIGCONT)
+	if err := c.Arm(time.Now().Add(time.Hour), false); err != nil {
+		t.Fatalf("first command after the thaw: %v", err)
+	}
+	if c.PID() != pid {
+		t.Fatal("the thawed watchdog was replaced")
+	}
+	waitAcked(t, c)
+}
+
 // TestEveryAnswerCounts: an answer read before the client has counted
 // its command must still clear it. (Before: the command was counted after
 // the write, an early answer cleared nothing, and a healthy watchdog was
