@@ -528,10 +528,16 @@ func splitBrain(t *testing.T, c *cluster, repo, cfg string) {
 	data := filepath.Join(p.dir, "data")
 	must(t, os.WriteFile(filepath.Join(data, "standby.signal"), nil, 0o600))
 	pgctl := filepath.Join(harness.PgBinDir(t), "pg_ctl")
-	if b, err := exec.Command(pgctl, "start", "-D", data, "-l", filepath.Join(p.dir, "data.log"), "-w", "-t", "60",
-		"-o", "-c restore_command='' -c primary_conninfo=''").CombinedOutput(); err != nil {
-		t.Fatalf("start %s by hand: %v: %s", p.name, err, b)
-	}
+	// The killed postmaster may still be a zombie, its lock file in place
+	// (the failover no longer waits out the lease): retried until then.
+	harness.WaitFor(t, 30*time.Second, "start "+p.name+" by hand", func() (bool, error) {
+		b, err := exec.Command(pgctl, "start", "-D", data, "-l", filepath.Join(p.dir, "data.log"), "-w", "-t", "60",
+			"-o", "-c restore_command='' -c primary_conninfo=''").CombinedOutput()
+		if err != nil && !strings.Contains(string(b), "another server might be running") {
+			t.Fatalf("start %s by hand: %v: %s", p.name, err, b)
+		}
+		return err == nil, fmt.Errorf("%v: %s", err, b)
+	})
 	defer func() {
 		// The diverged node is rebuilt from the cluster once it resumes.
 		_ = exec.Command(pgctl, "stop", "-D", data, "-m", "immediate").Run()
