@@ -78,12 +78,17 @@ func median(xs []float64) float64 {
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
 }
 
-func BenchmarkFailoverTTL10(b *testing.B) { benchFailover(b, 10, 3, 5) }
-func BenchmarkFailoverTTL5(b *testing.B)  { benchFailover(b, 5, 2, 5) }
+// Agent and postmaster killed on a living host: the watchdog hands the
+// key back. Host lost (watchdog too): the lease decides.
+func BenchmarkFailoverTTL10(b *testing.B)         { benchFailover(b, 10, 3, 5, false) }
+func BenchmarkFailoverTTL5(b *testing.B)          { benchFailover(b, 5, 2, 5, false) }
+func BenchmarkFailoverHostLossTTL5(b *testing.B)  { benchFailover(b, 5, 2, 5, true) }
+func BenchmarkFailoverHostLossTTL10(b *testing.B) { benchFailover(b, 10, 3, 5, true) }
 
-// benchFailover: kill -9 of the leader's agent and postmaster until another
-// node accepts a write, rounds times; the killed node rejoins in between.
-func benchFailover(b *testing.B, ttl, retry float64, rounds int) {
+// benchFailover: kill -9 of the leader's agent and postmaster (and its
+// watchdog: hostLoss) until another node accepts a write, rounds times;
+// the killed node rejoins in between.
+func benchFailover(b *testing.B, ttl, retry float64, rounds int, hostLoss bool) {
 	c := newCluster(b, clusterOpts{ttl: ttl, retry: retry})
 	p := c.primary(90 * time.Second)
 	c.waitReplicas(60*time.Second, p)
@@ -92,7 +97,11 @@ func benchFailover(b *testing.B, ttl, retry float64, rounds int) {
 	for r := range rounds {
 		waitRows(b, 20*time.Second, 0, c.nodes...)
 		killed := time.Now()
-		p.killHard()
+		if hostLoss {
+			p.killHost()
+		} else {
+			p.killHard()
+		}
 		var np *node
 		harness.WaitFor(b, time.Duration(ttl*float64(time.Second))+30*time.Second, "a new primary accepting writes", func() (bool, error) {
 			for _, n := range c.nodes {
@@ -114,6 +123,9 @@ func benchFailover(b *testing.B, ttl, retry float64, rounds int) {
 		p = np
 	}
 	name := fmt.Sprintf("failover_ttl%g", ttl)
+	if hostLoss {
+		name = fmt.Sprintf("failover_hostloss_ttl%g", ttl)
+	}
 	report(b, name+"_median", median(secs), "s")
 	report(b, name+"_max", slices.Max(secs), "s")
 	say("%s rounds: %s", name, fmtSecs(secs))

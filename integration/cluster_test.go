@@ -24,6 +24,7 @@ import (
 
 	"github.com/pgwarden/pgwarden/integration/harness"
 	"github.com/pgwarden/pgwarden/rest/resttest"
+	"github.com/pgwarden/pgwarden/watchdog"
 )
 
 func TestMain(m *testing.M) { os.Exit(harness.Main(m, harness.WithBinary)) }
@@ -251,7 +252,17 @@ func (n *node) start() {
 	n.agent = harness.Start(n.c.t, n.name, cmd)
 }
 
-// killHard is a power loss: kill -9 of the agent and of the postmaster.
+// killHost is a power loss: kill -9 of the watchdog, the agent and the
+// postmaster, so nothing is left to hand the leader key back.
+func (n *node) killHost() {
+	if pid := watchdog.HolderPID(n.dataDir()); pid > 0 {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+	}
+	n.killHard()
+}
+
+// killHard is the agent and its server dying on a living host: kill -9 of
+// the agent and of the postmaster (the watchdog lives on).
 func (n *node) killHard() {
 	pid := n.postmasterPID()
 	n.agent.Kill()
