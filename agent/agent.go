@@ -261,6 +261,8 @@ type Agent struct {
 	// couldWrite: last round PostgreSQL may have accepted writes as this
 	// member's primary.
 	couldWrite bool
+	// blindRelease is when the key was last released without a DCS view.
+	blindRelease time.Time
 	// leaderlessSince is when the leader key was first seen gone.
 	leaderlessSince time.Time
 	// Replication slots (slots.go): when each member was last seen, and

@@ -107,6 +107,14 @@ func (a *Agent) execute(ctx context.Context, o Observation, d Decision) Outcome 
 	case ActStartPrimary:
 		out.KeyHeld, err = a.startPrimary(ctx)
 	case ActRelease:
+		if o.Cluster == nil && a.d.Clock.Now().Sub(a.blindRelease) < o.Dynamic.TTL.D() {
+			// A blind release was tried within the ttl: the pooler, the
+			// hooks and etcd need not hear it every loop of an outage.
+			break
+		}
+		if o.Cluster == nil {
+			a.blindRelease = a.d.Clock.Now()
+		}
 		out.KeyHeld, err = a.release(ctx, d.Reason)
 		// A blind release (no DCS view) that failed says nothing of who
 		// holds the key now: not this member, as far as it knows.
