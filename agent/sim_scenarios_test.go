@@ -552,3 +552,25 @@ func TestSimCascadeInSynchronousMode(t *testing.T) {
 	}
 	w.noViolation(t)
 }
+
+// TestSimPausedLeaderTakesItsKeyBack: a paused leader cut from etcd
+// fences itself; once etcd is back, still paused, it takes its key back
+// and restarts, and it is the only primary. (Before: every member said
+// "paused: no automatic failover" and there was no primary until an
+// operator acted.)
+func TestSimPausedLeaderTakesItsKeyBack(t *testing.T) {
+	w := healthy(t, simOpts{ttl: 5 * time.Second})
+	old := w.leaderNode()
+	w.setPause(t, true)
+	w.runFor(3 * time.Second)
+	w.etcdDown[old.name] = true
+	if !w.until(10*time.Second, func() bool { return !old.pg.canCommit() }) {
+		w.fatal(t, "a paused leader cut from etcd still accepts writes 10 s later (ttl 5)")
+	}
+	w.runFor(10 * time.Second)
+	w.etcdDown[old.name] = false
+	if !w.until(30*time.Second, func() bool { return w.leaderNode() == old && old.pg.canCommit() }) {
+		w.fatal(t, "the paused leader did not come back 30 s after etcd did")
+	}
+	w.noViolation(t)
+}
