@@ -280,6 +280,31 @@ func (e *Etcd) UpdateLeader(ctx context.Context) error {
 	return nil
 }
 
+// LeaseID is this client's current lease (0: none).
+func (e *Etcd) LeaseID() int64 { return int64(e.currentLease()) }
+
+// ReleaseLeaderOfLease deletes the leader key only if it holds this
+// member's name and is bound to lease: a request that reaches etcd late
+// (a dead agent's watchdog handing the key back) must not delete the key
+// a restarted agent has since bound to its own lease.
+func (e *Etcd) ReleaseLeaderOfLease(ctx context.Context, lease int64) error {
+	ctx, cancel := e.call(ctx)
+	defer cancel()
+	k := e.key(keyLeader)
+	r, err := e.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.Value(k), "=", e.cfg.Name),
+			clientv3.Compare(clientv3.LeaseValue(k), "=", clientv3.LeaseID(lease))).
+		Then(clientv3.OpDelete(k)).
+		Commit()
+	if err != nil {
+		return e.mapErr("release leader key", err)
+	}
+	if !r.Succeeded {
+		return ErrNotLeader
+	}
+	return nil
+}
+
 // ReleaseLeader implements Store.
 func (e *Etcd) ReleaseLeader(ctx context.Context) error {
 	ctx, cancel := e.call(ctx)

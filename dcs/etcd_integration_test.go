@@ -90,3 +90,44 @@ func TestEtcdUnavailable(t *testing.T) {
 		return err == nil, err
 	})
 }
+
+// TestReleaseLeaderOfLease: the hand-back of a dead agent's watchdog
+// deletes the key only while it is bound to that agent's lease. A
+// restarted agent of the same member that has bound the key to its own
+// lease keeps it, however late the old request arrives. (Before: the key
+// was compared by name only, and a delayed delete removed the restarted
+// agent's key.)
+func TestReleaseLeaderOfLease(t *testing.T) {
+	e := harness.StartEtcd(t)
+	prefix := fmt.Sprintf("/pgwarden-test/%d/", prefixes.Add(1))
+	old := etcdStore(t, e.Endpoint, prefix, "node1", 5*time.Second)
+	ctx := t.Context()
+	if _, err := old.Renew(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if won, err := old.AcquireLeader(ctx); err != nil || !won {
+		t.Fatalf("acquire: %v %v", won, err)
+	}
+	oldLease := old.LeaseID()
+	// The restarted agent: same name, new lease, the key rebound to it.
+	restarted := etcdStore(t, e.Endpoint, prefix, "node1", 5*time.Second)
+	if _, err := restarted.Renew(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := restarted.UpdateLeader(ctx); err != nil {
+		t.Fatalf("rebind: %v", err)
+	}
+	if err := old.ReleaseLeaderOfLease(ctx, oldLease); !errors.Is(err, ErrNotLeader) {
+		t.Fatalf("hand-back with the old lease: %v, want ErrNotLeader", err)
+	}
+	c, err := restarted.Cluster(ctx)
+	if err != nil || c.Leader == nil || c.Leader.Name != "node1" {
+		t.Fatalf("the restarted agent's key is gone: %+v %v", c.Leader, err)
+	}
+	if err := restarted.ReleaseLeaderOfLease(ctx, restarted.LeaseID()); err != nil {
+		t.Fatalf("hand-back with the key's own lease: %v", err)
+	}
+	if c, err = restarted.Cluster(ctx); err != nil || c.Leader != nil {
+		t.Fatalf("key still there after a hand-back with its lease: %+v %v", c.Leader, err)
+	}
+}

@@ -22,7 +22,10 @@ type Client struct {
 	// handback is the agent's configuration file, for the hand-back of
 	// the leader key after a dead agent's fence ("" none).
 	handback string
-	log      hclog.Logger
+	// leaseID is the agent's current etcd lease, sent with each arm so a
+	// hand-back deletes only a key still bound to it (nil: none).
+	leaseID func() int64
+	log     hclog.Logger
 
 	mu    sync.Mutex
 	cmd   *exec.Cmd
@@ -57,11 +60,12 @@ const startBound = 15 * time.Second
 // still guards the directory it waits (bounded), then refuses.
 //
 // When handback names the agent's configuration file, a watchdog that
-// fenced because its agent died then runs `self handback -c handback`
-// (which deletes the leader key if this member holds it), so a replica
-// takes over without waiting for the lease to expire.
-func Start(ctx context.Context, self, dataDir, member, handback string, log hclog.Logger) (*Client, error) {
-	c := &Client{self: self, dataDir: dataDir, member: member, handback: handback, log: log}
+// fenced because its agent died then runs `self handback -c handback
+// --lease ID` with the last lease leaseID gave (it deletes the leader key
+// if this member holds it bound to that lease), so a replica takes over
+// without waiting for the lease to expire.
+func Start(ctx context.Context, self, dataDir, member, handback string, leaseID func() int64, log hclog.Logger) (*Client, error) {
+	c := &Client{self: self, dataDir: dataDir, member: member, handback: handback, leaseID: leaseID, log: log}
 	ctx, cancel := context.WithTimeout(ctx, startBound)
 	defer cancel()
 	for {
@@ -281,6 +285,11 @@ func (c *Client) Arm(deadline time.Time, keepOnExit bool) error {
 	line := "arm " + strconv.FormatInt(max(ns, 1), 10)
 	if keepOnExit {
 		line += " keep"
+	}
+	if c.leaseID != nil {
+		if id := c.leaseID(); id != 0 {
+			line += " lease=" + strconv.FormatInt(id, 16)
+		}
 	}
 	return c.send(line)
 }

@@ -8,7 +8,7 @@
 // If the agent dies while the watchdog is armed, it fences at once and
 // exits, so no orphaned watchdog outlives its agent by more than a fence.
 // Started with --handback-config FILE, it then runs `pgwarden handback -c
-// FILE` once the fence left nothing running, so the leader key goes
+// FILE --lease <hex>` once the fence left nothing running, so the leader key goes
 // without waiting for the dead agent's lease (the watchdog itself knows
 // nothing of etcd).
 //
@@ -20,10 +20,11 @@
 // old one lives.
 //
 // Protocol, one line each way. Agent to watchdog on standard input:
-// "arm <ns> [keep]" (fence when CLOCK_BOOTTIME reaches ns: an absolute
-// instant, so a delay in reading the line cannot extend it; with "keep" the
-// agent's death does not fence: a paused cluster's agent may be restarted
-// for maintenance), "disarm", "exit" (only after disarm; while armed it
+// "arm <ns> [keep] [lease=<hex>]" (fence when CLOCK_BOOTTIME reaches ns: an
+// absolute instant, so a delay in reading the line cannot extend it; with
+// "keep" the agent's death does not fence: a paused cluster's agent may be
+// restarted for maintenance; lease is the agent's etcd lease, for the
+// hand-back), "disarm", "exit" (only after disarm; while armed it
 // counts as the agent's death).
 // Watchdog to agent on standard output: "ready <pid>" once the lock is
 // held, "ok" after each arm or disarm it took (so the agent notices a
@@ -164,8 +165,10 @@ type dog struct {
 	// armed, for a first blow that makes no lookup.
 	striker *pgproc.Striker
 	// handback is the command run once the server of a dead agent is
-	// fenced: it hands the leader key back (nil: none).
+	// fenced: it hands the leader key back (nil: none), if bound to lease
+	// (hex, from the last arm; "": unknown, nothing is handed back).
 	handback []string
+	lease    string
 }
 
 // handbackBound bounds the hand-back: past it the lease's expiry does the
@@ -254,9 +257,21 @@ func (w *dog) run(ctx context.Context, stdin io.Reader) int {
 			}
 			switch cmd {
 			case "arm":
-				arg, k, _ := strings.Cut(arg, " ")
-				keep = k == "keep"
-				ns, err := strconv.ParseInt(arg, 10, 64)
+				fields := strings.Fields(arg)
+				keep = false
+				for _, f := range fields[min(1, len(fields)):] {
+					switch {
+					case f == "keep":
+						keep = true
+					case strings.HasPrefix(f, "lease="):
+						w.lease = strings.TrimPrefix(f, "lease=")
+					}
+				}
+				var ns int64
+				err := errors.New("no deadline")
+				if len(fields) > 0 {
+					ns, err = strconv.ParseInt(fields[0], 10, 64)
+				}
 				if err != nil || ns <= 0 {
 					w.log.Error("bad arm command: fencing now", "line", l)
 					ns = w.now()
@@ -340,10 +355,15 @@ func (w *dog) handBack(ctx context.Context) {
 	if len(w.handback) == 0 {
 		return
 	}
+	if w.lease == "" {
+		w.log.Warn("no lease known: the leader key goes with the lease, not handed back")
+		return
+	}
 	hctx, cancel := context.WithTimeout(ctx, handbackBound)
 	defer cancel()
 	start := time.Now()
-	out, err := exec.CommandContext(hctx, w.handback[0], w.handback[1:]...).CombinedOutput()
+	args := append(w.handback[1:len(w.handback):len(w.handback)], "--lease", w.lease)
+	out, err := exec.CommandContext(hctx, w.handback[0], args...).CombinedOutput()
 	msg := strings.TrimSpace(string(out))
 	if err != nil {
 		w.log.Error("hand-back of the leader key failed: the others wait for the lease to expire", "error", err, "output", msg)

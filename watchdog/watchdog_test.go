@@ -23,14 +23,15 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == "watchdog" {
 		os.Exit(Main(context.Background(), os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
 	}
-	if len(os.Args) == 4 && os.Args[1] == "handback-probe" {
+	if len(os.Args) == 6 && os.Args[1] == "handback-probe" && os.Args[4] == "--lease" {
 		// Stands in for `pgwarden handback`: records how many processes
-		// of the data directory still ran when it was called.
+		// of the data directory still ran when it was called, and the
+		// lease it was given.
 		ps, err := pgproc.Processes(os.Args[2])
 		if err != nil {
 			os.Exit(1)
 		}
-		_ = os.WriteFile(os.Args[3], []byte(strconv.Itoa(len(ps))), 0o600)
+		_ = os.WriteFile(os.Args[3], []byte(strconv.Itoa(len(ps))+" "+os.Args[5]), 0o600)
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
@@ -237,9 +238,11 @@ func TestHandbackAfterTheFence(t *testing.T) {
 		commands []string
 		want     string // what the probe recorded; "" not run
 	}{
-		{"armed", []string{armIn(time.Minute)}, "0"},
-		{"disarmed", []string{armIn(time.Minute), "disarm"}, ""},
-		{"paused", []string{armIn(time.Minute) + " keep"}, ""},
+		{"armed", []string{armIn(time.Minute) + " lease=1a2b"}, "0 1a2b"},
+		{"the last lease", []string{armIn(time.Minute) + " lease=1a2b", armIn(time.Minute) + " lease=3c"}, "0 3c"},
+		{"no lease known", []string{armIn(time.Minute)}, ""},
+		{"disarmed", []string{armIn(time.Minute) + " lease=1a2b", "disarm"}, ""},
+		{"paused", []string{armIn(time.Minute) + " keep lease=1a2b"}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -260,7 +263,7 @@ func TestHandbackAfterTheFence(t *testing.T) {
 				t.Fatal(err)
 			}
 			if string(got) != tc.want {
-				t.Fatalf("hand-back recorded %q processes still running, want %q (\"\": not run)", got, tc.want)
+				t.Fatalf("hand-back recorded %q (processes still running, lease), want %q (\"\": not run)", got, tc.want)
 			}
 		})
 	}
@@ -295,7 +298,7 @@ func testClient(t *testing.T, ctx context.Context, dir string) (*Client, error) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Start(ctx, exe, dir, "test", "", hclog.New(&hclog.LoggerOptions{Output: hclog.DefaultOutput, Level: hclog.Warn}))
+	return Start(ctx, exe, dir, "test", "", nil, hclog.New(&hclog.LoggerOptions{Output: hclog.DefaultOutput, Level: hclog.Warn}))
 }
 
 // TestSecondWatchdogRefused: while a watchdog guards a data directory (an

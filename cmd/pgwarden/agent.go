@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"time"
 
@@ -107,7 +108,7 @@ func wire(ctx context.Context, cfg *config.Config, path string, log hclog.Logger
 		if err != nil {
 			return nil, fmt.Errorf("watchdog: configuration path: %w", err)
 		}
-		wd, err := watchdog.Start(ctx, self, cfg.Postgres.DataDir, cfg.Name, abs, log.Named("watchdog"))
+		wd, err := watchdog.Start(ctx, self, cfg.Postgres.DataDir, cfg.Name, abs, store.LeaseID, log.Named("watchdog"))
 		if err != nil {
 			if cfg.Watchdog.Mode == "required" {
 				return nil, fmt.Errorf("watchdog required but not started: %w", err)
@@ -262,10 +263,15 @@ func cmdWatchdog(e *env, args []string) error {
 // dead agent: it deletes the leader key if this member holds it, so the
 // replicas need not wait for the lease to expire.
 func cmdHandback(e *env, args []string) error {
-	fs := flags(e, "handback", "-c FILE")
+	fs := flags(e, "handback", "-c FILE --lease HEX")
 	path := fs.String("c", "", "node configuration file")
+	leaseHex := fs.String("lease", "", "the dead agent's etcd lease (hex): only a key bound to it is deleted")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	lease, err := strconv.ParseInt(*leaseHex, 16, 64)
+	if err != nil || lease == 0 {
+		return fmt.Errorf("--lease %q: want the agent's etcd lease ID in hex: %w", *leaseHex, errUsage)
 	}
 	cfg, err := loadConfig(*path)
 	if err != nil {
@@ -278,9 +284,9 @@ func cmdHandback(e *env, args []string) error {
 		return err
 	}
 	defer store.Close(context.Background())
-	switch err := store.ReleaseLeader(ctx); {
+	switch err := store.ReleaseLeaderOfLease(ctx, lease); {
 	case errors.Is(err, dcs.ErrNotLeader):
-		fmt.Fprintf(e.stdout, "%s does not hold the leader key\n", cfg.Name)
+		fmt.Fprintf(e.stdout, "%s does not hold the leader key with lease %x\n", cfg.Name, lease)
 	case err != nil:
 		return fmt.Errorf("hand back the leader key: %w", err)
 	default:
