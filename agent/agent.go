@@ -479,8 +479,11 @@ func (a *Agent) observe(ctx context.Context) Observation {
 		pctx, cancel := context.WithTimeout(ctx, a.s.PeerTimeout)
 		r := a.d.Probe.Probe(pctx, hostPort(c.Status.ConnURL))
 		cancel()
-		if r == ProbePrimary || r == ProbeRunning {
+		switch r {
+		case ProbePrimary, ProbeRunning:
 			o.LastLeaderRuns = c.Status.Leader + " at " + hostPort(c.Status.ConnURL)
+		case ProbeStandby:
+			o.LastLeaderStandby = c.Status.Leader
 		}
 	}
 	if c != nil && c.Leader != nil && c.Leader.Name == a.s.Name && !pg.Running {

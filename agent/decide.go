@@ -438,6 +438,17 @@ func decideRace(o Observation) Decision {
 	return Decision{Action: ActAcquire, Reason: fmt.Sprintf("no leader; best candidate at WAL %d priority %d", pg.WAL, o.Node.Priority)}
 }
 
+// peerAnswered: name answered this round with its position (reachable,
+// its server running).
+func peerAnswered(o Observation, name string) bool {
+	for _, p := range o.Peers {
+		if p.Name == name {
+			return p.Reachable && p.Running
+		}
+	}
+	return false
+}
+
 func peerReachable(o Observation, name string) bool {
 	for _, p := range o.Peers {
 		if p.Name == name {
@@ -510,6 +521,14 @@ func ineligible(o Observation) string {
 	newest, hist, known := newestTimeline(o)
 	if ok, why := onNewestHistory(pg.Timeline, pg.WAL, newest, hist, known); !ok {
 		return why
+	}
+	if l := o.LastLeaderStandby; l != "" && l != n.Name && !manual && !handed && !peerAnswered(o, l) &&
+		o.Now.Sub(o.LeaderlessSince) < startingBound(o) {
+		// The last leader is back as a standby but not among the members
+		// that answered (its member key went with its lease): its position,
+		// likely the furthest, is unknown, and replicas streaming from it
+		// are catching up on it.
+		return fmt.Sprintf("the last leader %s runs as a standby but has not told its position yet: waiting for it (at most %s without a leader)", l, startingBound(o))
 	}
 	me := Candidate{Name: n.Name, Timeline: pg.Timeline, WAL: pg.WAL, Priority: n.Priority}
 	for _, p := range o.Peers {

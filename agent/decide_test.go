@@ -358,6 +358,20 @@ func TestDecide(t *testing.T) {
 		}), ActAcquire, "", "manual failover"},
 		// Resumed after the paused leader's agent died: its PostgreSQL still
 		// answers as a primary, directly asked: no one is promoted.
+		// The last leader back as a standby, its member key gone with its
+		// lease: it may be ahead, and replicas streaming from it catch up
+		// (sim seed 7144: a replica was promoted past what the last leader
+		// and a replica fed by it had).
+		{"race: the last leader runs as a standby and has not answered: wait", obs(func(o *Observation) {
+			o.LastLeaderStandby, o.LeaderlessSince = "old", t0.Add(-time.Second)
+		}), ActWait, "", "has not told its position"},
+		{"race: the last leader standby that answered is compared like any peer", obs(func(o *Observation) {
+			o.LastLeaderStandby, o.LeaderlessSince = "old", t0.Add(-time.Second)
+			o.Peers = []Peer{{Name: "old", Reachable: true, Running: true, WAL: 500, Priority: 100}}
+		}), ActAcquire, "", "best candidate"},
+		{"race: the wait for a silent last leader is bounded", obs(func(o *Observation) {
+			o.LastLeaderStandby, o.LeaderlessSince = "old", t0.Add(-time.Hour)
+		}), ActAcquire, "", "best candidate"},
 		{"race: the last leader's server still answers as primary", obs(func(o *Observation) {
 			o.LastLeaderRuns = "other at 127.0.0.1:5433"
 		}), ActWait, "", "still runs as a primary"},

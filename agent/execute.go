@@ -57,15 +57,17 @@ func (a *Agent) execute(ctx context.Context, o Observation, d Decision) Outcome 
 		a.setGuard(true)
 	}
 	switch d.Action {
-	case ActStartReplica, ActStartPrimary:
+	case ActStartReplica, ActStartPrimary, ActRestart:
 		// Peers read this node's state from its snapshot, which is
 		// otherwise the one from before the action: a race must see that
-		// this server is coming up (and may be ahead), not that it is down.
+		// this server is coming up (and may be ahead: a restarted standby
+		// may stream more than it had), not the position it had before.
 		st := *a.Status()
 		st.State, st.Action, st.Reason = "starting", d.Action.String(), d.Reason
 		a.storeStatus(&st)
-	case ActRestart:
-		a.setGuard(o.PG.MayWrite())
+		if d.Action == ActRestart {
+			a.setGuard(o.PG.MayWrite())
+		}
 	}
 	var err error
 	switch d.Action {

@@ -160,6 +160,11 @@ type Observation struct {
 	// its lease could expire, and it has not run since (false after an
 	// agent restart, or once another member holds the key).
 	SelfFenced bool
+	// LastLeaderStandby names the last leader when, with no leader key,
+	// its PostgreSQL answers as a standby: it may be ahead of every
+	// member (it was the primary), and replicas still streaming from it
+	// catch up on what it has.
+	LastLeaderStandby string
 	// RestartRequested: an operator asked for a restart of PostgreSQL.
 	RestartRequested bool
 	// Now is the time of the observation.
