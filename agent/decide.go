@@ -435,6 +435,12 @@ func decideRace(o Observation) Decision {
 	if why := promotionBlocked(o); why != "" {
 		return Decision{Action: ActWait, Reason: "no leader; not promotable: " + why}
 	}
+	if !leaseSafe(o) {
+		// The key would be bound to a lease this node cannot count on (a
+		// slow or failing link to etcd): taken now, it would be held
+		// until that lease expires, with the promotion refused.
+		return Decision{Action: ActWait, Reason: "no leader; not taking the key: " + leaseReason(o)}
+	}
 	return Decision{Action: ActAcquire, Reason: fmt.Sprintf("no leader; best candidate at WAL %d priority %d", pg.WAL, o.Node.Priority)}
 }
 

@@ -369,6 +369,12 @@ func TestDecide(t *testing.T) {
 			o.LastLeaderStandby, o.LeaderlessSince = "old", t0.Add(-time.Second)
 			o.Peers = []Peer{{Name: "old", Reachable: true, Running: true, WAL: 500, Priority: 100}}
 		}), ActAcquire, "", "best candidate"},
+		// A candidate whose own lease is not safe does not take the key
+		// (campaign: a slow-link node won the race, could not record its
+		// timeline, and held the key until its lease expired).
+		{"race: a best candidate with an unsafe lease does not take the key", obs(func(o *Observation) {
+			o.Now = o.LeaseDeadline.Add(-time.Second)
+		}), ActWait, "", "not taking the key"},
 		{"race: the wait for a silent last leader is bounded", obs(func(o *Observation) {
 			o.LastLeaderStandby, o.LeaderlessSince = "old", t0.Add(-time.Hour)
 		}), ActAcquire, "", "best candidate"},
