@@ -288,32 +288,21 @@ func (e *Etcd) LeaseID() int64 { return int64(e.currentLease()) }
 // (a dead agent's watchdog handing the key back) must not delete the key
 // a restarted agent has since bound to its own lease.
 func (e *Etcd) ReleaseLeaderOfLease(ctx context.Context, lease int64) error {
-	ctx, cancel := e.call(ctx)
-	defer cancel()
 	k := e.key(keyLeader)
-	r, err := e.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.Value(k), "=", e.cfg.Name),
-			clientv3.Compare(clientv3.LeaseValue(k), "=", clientv3.LeaseID(lease))).
-		Then(clientv3.OpDelete(k)).
-		Commit()
-	if err != nil {
-		return e.mapErr("release leader key", err)
-	}
-	if !r.Succeeded {
-		return ErrNotLeader
-	}
-	return nil
+	return e.deleteLeader(ctx, clientv3.Compare(clientv3.LeaseValue(k), "=", clientv3.LeaseID(lease)))
 }
 
 // ReleaseLeader implements Store.
-func (e *Etcd) ReleaseLeader(ctx context.Context) error {
+func (e *Etcd) ReleaseLeader(ctx context.Context) error { return e.deleteLeader(ctx) }
+
+// deleteLeader deletes the leader key if it holds this member's name and
+// the extra conditions hold; ErrNotLeader otherwise.
+func (e *Etcd) deleteLeader(ctx context.Context, also ...clientv3.Cmp) error {
 	ctx, cancel := e.call(ctx)
 	defer cancel()
 	k := e.key(keyLeader)
-	r, err := e.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.Value(k), "=", e.cfg.Name)).
-		Then(clientv3.OpDelete(k)).
-		Commit()
+	cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.Value(k), "=", e.cfg.Name)}, also...)
+	r, err := e.cli.Txn(ctx).If(cmps...).Then(clientv3.OpDelete(k)).Commit()
 	if err != nil {
 		return e.mapErr("release leader key", err)
 	}
