@@ -174,10 +174,10 @@ func decidePaused(o Observation) Decision {
 		// leader: a reload, no stop or start. One whose WAL went past the
 		// new timeline's fork needs a rewind, which waits for a resume.
 		up := upstreamFor(o, leader)
-		if m := o.Cluster.Member(up); m != nil && m.ConnURL != "" && o.PG.Upstream != hostPort(m.ConnURL) {
+		if m := o.Cluster.Member(up); m != nil && m.ConnURL != "" && pointsElsewhere(o, m) {
 			return Decision{Action: ActFollow, Target: up, Reason: fmt.Sprintf("paused: replicating from %q, leader is %s: repointing (a reload)", o.PG.Upstream, leader)}
 		}
-		if !o.StuckSince.IsZero() && o.Now.Sub(o.StuckSince) >= stuckBound(o) {
+		if diverged(o) {
 			return Decision{Action: ActWait, Reason: fmt.Sprintf("paused: not streaming on timeline %d behind the leader's: diverged; it is rewound after resume (or reinit it)", o.PG.Timeline)}
 		}
 		return Decision{Action: ActWait, Reason: "paused: replica of " + up}
@@ -248,6 +248,18 @@ func decideLeader(o Observation) Decision {
 		return Decision{Action: ActStartPrimary, Reason: "leader's postgres is " + stateName(pg) + ": restarting it in place"}
 	}
 	return Decision{Action: ActRelease, Reason: fmt.Sprintf("leader's postgres not running for %s (bound %s): handing over", o.Now.Sub(o.CrashedSince).Round(time.Millisecond), bound)}
+}
+
+// pointsElsewhere: this standby's WAL receiver is configured for another
+// server than member m.
+func pointsElsewhere(o Observation, m *dcs.Member) bool {
+	return o.PG.Upstream != hostPort(m.ConnURL)
+}
+
+// diverged: this replica has sat on an older timeline than the leader's,
+// not streaming, for longer than stuckBound.
+func diverged(o Observation) bool {
+	return !o.StuckSince.IsZero() && o.Now.Sub(o.StuckSince) >= stuckBound(o)
 }
 
 // stuckBound is how long a replica may sit on an older timeline than the
@@ -373,7 +385,7 @@ func decideFollower(o Observation, leader string) Decision {
 	case pg.Mute():
 		// A standby still starting (perhaps never consistent without an
 		// upstream) is repointed by a reload; otherwise let it start.
-		if m := o.Cluster.Member(upstream); pg.State == "starting" && m != nil && pg.Upstream != hostPort(m.ConnURL) {
+		if m := o.Cluster.Member(upstream); pg.State == "starting" && m != nil && pointsElsewhere(o, m) {
 			return Decision{Action: ActFollow, Target: upstream, Reason: fmt.Sprintf("starting with upstream %q, leader is %s", pg.Upstream, leader)}
 		}
 		return Decision{Action: ActWait, Reason: "postgres is " + pg.State}
@@ -387,12 +399,11 @@ func decideFollower(o Observation, leader string) Decision {
 	case !pg.Running:
 		return Decision{Action: ActStartReplica, Target: upstream, Reason: "postgres " + stateName(pg) + ": starting as replica"}
 	}
-	if !o.StuckSince.IsZero() && o.Now.Sub(o.StuckSince) >= stuckBound(o) {
+	if diverged(o) {
 		return Decision{Action: ActRewind, Target: leader, Reason: fmt.Sprintf("not streaming on timeline %d behind leader's %d for %s: diverged, rewinding",
 			pg.Timeline, lm.Timeline, o.Now.Sub(o.StuckSince).Round(time.Second))}
 	}
-	m := o.Cluster.Member(upstream)
-	if m != nil && pg.Upstream != hostPort(m.ConnURL) {
+	if m := o.Cluster.Member(upstream); m != nil && pointsElsewhere(o, m) {
 		return Decision{Action: ActFollow, Target: upstream, Reason: fmt.Sprintf("replicating from %q, leader is %s", pg.Upstream, leader)}
 	}
 	return Decision{Action: ActWait, Reason: "replica of " + upstream}
@@ -444,24 +455,26 @@ func decideRace(o Observation) Decision {
 	return Decision{Action: ActAcquire, Reason: fmt.Sprintf("no leader; best candidate at WAL %d priority %d", pg.WAL, o.Node.Priority)}
 }
 
+// peer is name's answer this round (false: not asked).
+func peer(o Observation, name string) (Peer, bool) {
+	for _, p := range o.Peers {
+		if p.Name == name {
+			return p, true
+		}
+	}
+	return Peer{}, false
+}
+
 // peerAnswered: name answered this round with its position (reachable,
 // its server running).
 func peerAnswered(o Observation, name string) bool {
-	for _, p := range o.Peers {
-		if p.Name == name {
-			return p.Reachable && p.Running
-		}
-	}
-	return false
+	p, ok := peer(o, name)
+	return ok && p.Reachable && p.Running
 }
 
 func peerReachable(o Observation, name string) bool {
-	for _, p := range o.Peers {
-		if p.Name == name {
-			return p.Reachable
-		}
-	}
-	return false
+	p, ok := peer(o, name)
+	return ok && p.Reachable
 }
 
 // staleAfter is how long a failover request naming a candidate keeps the
