@@ -257,24 +257,14 @@ func (w *dog) run(ctx context.Context, stdin io.Reader) int {
 			}
 			switch cmd {
 			case "arm":
-				fields := strings.Fields(arg)
-				keep = false
-				for _, f := range fields[min(1, len(fields)):] {
-					switch {
-					case f == "keep":
-						keep = true
-					case strings.HasPrefix(f, "lease="):
-						w.lease = strings.TrimPrefix(f, "lease=")
-					}
-				}
-				var ns int64
-				err := errors.New("no deadline")
-				if len(fields) > 0 {
-					ns, err = strconv.ParseInt(fields[0], 10, 64)
-				}
-				if err != nil || ns <= 0 {
-					w.log.Error("bad arm command: fencing now", "line", l)
+				ns, k, lease, err := parseArm(arg)
+				if err != nil {
+					w.log.Error("bad arm command: fencing now", "line", l, "error", err)
 					ns = w.now()
+				}
+				keep = k
+				if lease != "" {
+					w.lease = lease
 				}
 				w.refreshStriker()
 				armed, expired = true, false
@@ -317,6 +307,28 @@ func (w *dog) run(ctx context.Context, stdin io.Reader) int {
 			return 0
 		}
 	}
+}
+
+// parseArm reads the argument of an arm command: "<ns> [keep]
+// [lease=<hex>]".
+func parseArm(arg string) (ns int64, keep bool, lease string, err error) {
+	fields := strings.Fields(arg)
+	if len(fields) == 0 {
+		return 0, false, "", errors.New("no deadline")
+	}
+	for _, f := range fields[1:] {
+		switch {
+		case f == "keep":
+			keep = true
+		case strings.HasPrefix(f, "lease="):
+			lease = strings.TrimPrefix(f, "lease=")
+		}
+	}
+	ns, err = strconv.ParseInt(fields[0], 10, 64)
+	if err == nil && ns <= 0 {
+		err = fmt.Errorf("deadline %d is not an instant", ns)
+	}
+	return ns, keep, lease, err
 }
 
 func (w *dog) refreshStriker() {
