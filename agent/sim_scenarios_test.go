@@ -431,14 +431,7 @@ func TestSimPausedLeaderAgentKilledThenResumed(t *testing.T) {
 // paused leader cut off from etcd kept its cached pause flag and never
 // fenced after the operator resumed.)
 func TestSimPausedLeaderCutFromEtcdFences(t *testing.T) {
-	w := healthy(t, simOpts{ttl: 5 * time.Second})
-	old := w.leaderNode()
-	w.setPause(t, true)
-	w.runFor(3 * time.Second)
-	w.etcdDown[old.name] = true
-	if !w.until(10*time.Second, func() bool { return !old.pg.canCommit() }) {
-		w.fatal(t, "a paused leader cut from etcd still accepts writes 10 s later (ttl 5)")
-	}
+	w, old := pausedLeaderCutFromEtcd(t)
 	w.setPause(t, false)
 	if !w.until(60*time.Second, func() bool { l := w.leaderNode(); return l != nil && l != old }) {
 		w.fatal(t, "no failover after resume")
@@ -559,6 +552,19 @@ func TestSimCascadeInSynchronousMode(t *testing.T) {
 // "paused: no automatic failover" and there was no primary until an
 // operator acted.)
 func TestSimPausedLeaderTakesItsKeyBack(t *testing.T) {
+	w, old := pausedLeaderCutFromEtcd(t)
+	w.runFor(10 * time.Second)
+	w.etcdDown[old.name] = false
+	if !w.until(30*time.Second, func() bool { return w.leaderNode() == old && old.pg.canCommit() }) {
+		w.fatal(t, "the paused leader did not come back 30 s after etcd did")
+	}
+	w.noViolation(t)
+}
+
+// pausedLeaderCutFromEtcd pauses a healthy cluster, cuts its leader from
+// etcd and returns once that leader has fenced itself (ttl 5).
+func pausedLeaderCutFromEtcd(t *testing.T) (*world, *simNode) {
+	t.Helper()
 	w := healthy(t, simOpts{ttl: 5 * time.Second})
 	old := w.leaderNode()
 	w.setPause(t, true)
@@ -567,10 +573,5 @@ func TestSimPausedLeaderTakesItsKeyBack(t *testing.T) {
 	if !w.until(10*time.Second, func() bool { return !old.pg.canCommit() }) {
 		w.fatal(t, "a paused leader cut from etcd still accepts writes 10 s later (ttl 5)")
 	}
-	w.runFor(10 * time.Second)
-	w.etcdDown[old.name] = false
-	if !w.until(30*time.Second, func() bool { return w.leaderNode() == old && old.pg.canCommit() }) {
-		w.fatal(t, "the paused leader did not come back 30 s after etcd did")
-	}
-	w.noViolation(t)
+	return w, old
 }

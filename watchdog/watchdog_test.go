@@ -253,11 +253,7 @@ func TestHandbackAfterTheFence(t *testing.T) {
 				send(t, w, c)
 			}
 			w.Close()
-			select {
-			case <-code:
-			case <-time.After(10 * time.Second):
-				t.Fatal("watchdog did not exit after its agent's end")
-			}
+			waitExit(t, code, 10*time.Second, "watchdog did not exit after its agent's end")
 			got, err := os.ReadFile(marker)
 			if err != nil && !os.IsNotExist(err) {
 				t.Fatal(err)
@@ -276,11 +272,7 @@ func TestAgentDeathWhileDisarmedExits(t *testing.T) {
 	send(t, w, armIn(time.Minute))
 	send(t, w, "disarm")
 	w.Close()
-	select {
-	case <-code:
-	case <-time.After(2 * time.Second):
-		t.Fatal("watchdog did not exit")
-	}
+	waitExit(t, code, 2*time.Second, "watchdog did not exit")
 	if ps, _ := pgproc.Processes(dir); len(ps) != 3 {
 		t.Fatalf("replica fenced: %d processes left", len(ps))
 	}
@@ -400,11 +392,7 @@ func TestPausedAgentMayBeRestarted(t *testing.T) {
 	w, code := runDog(t, dir)
 	send(t, w, armIn(time.Minute)+" keep")
 	w.Close()
-	select {
-	case <-code:
-	case <-time.After(2 * time.Second):
-		t.Fatal("watchdog did not exit")
-	}
+	waitExit(t, code, 2*time.Second, "watchdog did not exit")
 	if ps, _ := pgproc.Processes(dir); len(ps) != 3 {
 		t.Fatalf("a paused cluster's primary was fenced when its agent went (%d left)", len(ps))
 	}
@@ -609,4 +597,14 @@ func TestEveryAnswerCounts(t *testing.T) {
 		}
 	}
 	waitAcked(t, c)
+}
+
+// waitExit waits for the watchdog loop's exit, failing with msg after within.
+func waitExit(t *testing.T, code <-chan int, within time.Duration, msg string) {
+	t.Helper()
+	select {
+	case <-code:
+	case <-time.After(within):
+		t.Fatal(msg)
+	}
 }

@@ -46,10 +46,7 @@ func fakeServer(t *testing.T) (dir string, pm *exec.Cmd) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = pm.Process.Kill(); _ = pm.Wait() })
-	pid := fmt.Sprintf("%d\n%s\n%d\n5432\n\n\n\nready\n", pm.Process.Pid, dir, time.Now().Unix())
-	if err := os.WriteFile(filepath.Join(dir, "postmaster.pid"), []byte(pid), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writePIDFile(t, dir, pm.Process.Pid)
 	// Until both children have called setsid().
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -280,10 +277,7 @@ func TestStrikerIgnoresOtherDirectories(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = pm.Process.Kill(); _ = pm.Wait() })
-	pid := fmt.Sprintf("%d\n%s\n%d\n5432\n\n\n\nready\n", pm.Process.Pid, dir, time.Now().Unix())
-	if err := os.WriteFile(filepath.Join(dir, "postmaster.pid"), []byte(pid), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	writePIDFile(t, dir, pm.Process.Pid)
 	waitN(t, other, 1)
 	s := NewStriker(dir)
 	defer s.Close()
@@ -295,4 +289,13 @@ func TestStrikerIgnoresOtherDirectories(t *testing.T) {
 		t.Fatal("the child working elsewhere died")
 	}
 	_ = syscall.Kill(pm.Process.Pid, syscall.SIGCONT)
+}
+
+// writePIDFile writes a postmaster.pid naming pid as dir's ready postmaster.
+func writePIDFile(t *testing.T, dir string, pid int) {
+	t.Helper()
+	text := fmt.Sprintf("%d\n%s\n%d\n5432\n\n\n\nready\n", pid, dir, time.Now().Unix())
+	if err := os.WriteFile(filepath.Join(dir, "postmaster.pid"), []byte(text), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }
