@@ -169,18 +169,6 @@ func decidePaused(o Observation) Decision {
 			return Decision{Action: ActAcquire, Reason: "paused: the last leader, fenced by this agent when its lease could expire: taking the key back"}
 		}
 		return Decision{Action: ActStartPrimary, Reason: "paused: restarting the primary this agent fenced when its lease could expire"}
-	case leader != "" && leader != o.Node.Name && o.PG.Standby():
-		// After a manual failover in pause the replicas repoint to the new
-		// leader: a reload, no stop or start. One whose WAL went past the
-		// new timeline's fork needs a rewind, which waits for a resume.
-		up := upstreamFor(o, leader)
-		if m := o.Cluster.Member(up); m != nil && m.ConnURL != "" && pointsElsewhere(o, m) {
-			return Decision{Action: ActFollow, Target: up, Reason: fmt.Sprintf("paused: replicating from %q, leader is %s: repointing (a reload)", o.PG.Upstream, leader)}
-		}
-		if diverged(o) {
-			return Decision{Action: ActWait, Reason: fmt.Sprintf("paused: not streaming on timeline %d behind the leader's: diverged; it is rewound after resume (or reinit it)", o.PG.Timeline)}
-		}
-		return Decision{Action: ActWait, Reason: "paused: replica of " + up}
 	}
 	return Decision{Action: ActWait, Reason: "paused: no automatic failover"}
 }

@@ -428,18 +428,6 @@ func TestDecide(t *testing.T) {
 			o.Cluster.Failover = &dcs.Failover{Kind: "failover", Candidate: "other", RequestedAt: t0}
 			o.PG = PGState{State: "stopped", SystemID: "42", WasPrimary: true}
 		}), ActWait, "", "no automatic failover"},
-		// After a manual failover in pause, replicas still pointed at the
-		// dead leader repoint by a reload (before: they waited, streaming
-		// from nothing, until a resume).
-		{"paused: a replica of the old leader repoints to the new one", obs(all(leader("other"), func(o *Observation) {
-			o.Dynamic.Pause = true
-			o.PG.Upstream = "127.0.0.1:5499"
-		})), ActFollow, "other", "repointing"},
-		{"paused: a replica of the leader waits", obs(all(leader("other"), func(o *Observation) { o.Dynamic.Pause = true })), ActWait, "", "paused: replica of other"},
-		{"paused: a diverged replica is left for after the resume", obs(all(leader("other"), func(o *Observation) {
-			o.Dynamic.Pause = true
-			o.StuckSince = t0.Add(-time.Hour)
-		})), ActWait, "", "rewound after resume"},
 		{"paused: a fenced former leader waits for a safe lease", obs(func(o *Observation) {
 			o.Dynamic.Pause, o.SelfFenced = true, true
 			o.Cluster.Status.Leader = "me"
