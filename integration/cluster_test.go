@@ -460,26 +460,7 @@ func waitRows(t testing.TB, timeout time.Duration, want int64, nodes ...*node) {
 func (n *node) startBouncer() {
 	t := n.c.t
 	port := n.bouncerPortAlloc()
-	dbFile := filepath.Join(n.dir, "pgbouncer-databases.ini")
-	users := filepath.Join(n.dir, "pgbouncer-users.txt")
-	ini := filepath.Join(n.dir, "pgbouncer.ini")
-	must(t, os.WriteFile(dbFile, []byte("[databases]\n"), 0o600))
-	must(t, os.WriteFile(users, []byte(`"postgres" "superpass"`+"\n"+`"pgbouncer" ""`+"\n"), 0o600))
-	must(t, os.WriteFile(ini, []byte(fmt.Sprintf(`[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = %d
-unix_socket_dir = %s
-auth_type = trust
-auth_file = %s
-admin_users = pgbouncer
-pool_mode = transaction
-server_login_retry = 1
-query_wait_timeout = 60
-ignore_startup_parameters = extra_float_digits
-; the pgwarden-managed file must be the last line
-%%include %s
-`, port, n.dir, users, dbFile)), 0o600))
-	n.bouncer = harness.Start(t, n.name+"-pgbouncer", exec.Command(harness.LookPath(t, "pgbouncer", "pgbouncer"), ini))
+	n.bouncer = harness.StartPgBouncer(t, n.dir, port, "superpass", "").Proc
 	harness.WaitFor(t, 10*time.Second, "pgbouncer listening", func() (bool, error) {
 		conn, err := pgx.Connect(context.Background(), fmt.Sprintf("host=127.0.0.1 port=%d user=pgbouncer dbname=pgbouncer connect_timeout=1", port))
 		if err != nil {

@@ -6,7 +6,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -52,25 +51,7 @@ func startBouncer(t *testing.T, local string, pause time.Duration) *bouncer {
 	t.Helper()
 	dir := harness.Dir(t, "pgbouncer")
 	port := harness.Port(t)
-	dbFile := filepath.Join(dir, "pgwarden.ini")
-	users := filepath.Join(dir, "users.txt")
-	ini := filepath.Join(dir, "pgbouncer.ini")
-	os.WriteFile(dbFile, []byte("[databases]\n"), 0o644)
-	os.WriteFile(users, []byte(`"postgres" "pw"`+"\n"+`"pgbouncer" ""`+"\n"), 0o600)
-	os.WriteFile(ini, []byte(fmt.Sprintf(`[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = %d
-unix_socket_dir = %s
-auth_type = trust
-auth_file = %s
-admin_users = pgbouncer
-pool_mode = transaction
-server_login_retry = 1
-query_wait_timeout = 60
-ignore_startup_parameters = extra_float_digits
-%%include %s
-`, port, dir, users, dbFile)), 0o600)
-	harness.Start(t, "pgbouncer", exec.Command(harness.LookPath(t, "pgbouncer", "pgbouncer"), ini))
+	dbFile := harness.StartPgBouncer(t, dir, port, "pw", "").DatabasesFile
 	cfg := config.PgBouncer{
 		AdminDSN:      fmt.Sprintf("host=127.0.0.1 port=%d dbname=pgbouncer user=pgbouncer connect_timeout=2", port),
 		DatabasesFile: dbFile,

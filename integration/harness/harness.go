@@ -300,12 +300,28 @@ type Proc struct {
 // registers a cleanup that kills it (by PID) if the test did not stop it.
 func Start(t testing.TB, name string, cmd *exec.Cmd) *Proc {
 	t.Helper()
+	return start(t, name, cmd, true)
+}
+
+// StartQuiet is Start for a process whose output goes only where
+// cmd.Stdout points (a file: a campaign of hours would fill the test log).
+func StartQuiet(t testing.TB, name string, cmd *exec.Cmd) *Proc {
+	t.Helper()
+	return start(t, name, cmd, false)
+}
+
+func start(t testing.TB, name string, cmd *exec.Cmd, toLog bool) *Proc {
+	t.Helper()
 	p := &Proc{Name: name, Cmd: cmd, t: t, done: make(chan struct{})}
 	pr, pw := io.Pipe()
 	// Output also goes where the caller pointed it (a test reading lines).
 	var out io.Writer = pw
 	if cmd.Stdout != nil {
 		out = io.MultiWriter(pw, cmd.Stdout)
+	}
+	if !toLog {
+		out = cmd.Stdout
+		pw.Close()
 	}
 	cmd.Stdout, cmd.Stderr = out, out
 	// Its own process group, so a Ctrl-C of the test run reaches us first.

@@ -203,6 +203,14 @@ const fencePoll = 10 * time.Millisecond
 func Fence(ctx context.Context, dataDir string) (Report, error) {
 	start := time.Now()
 	var rep Report
+	if plantedFence {
+		if pf, alive, _ := Postmaster(dataDir); alive {
+			rep.Postmaster = pf.PID
+			_ = syscall.Kill(pf.PID, syscall.SIGKILL)
+		}
+		rep.Took = time.Since(start)
+		return rep, nil
+	}
 	killed := map[int]bool{}
 	if pf, alive, _ := Postmaster(dataDir); alive {
 		rep.Postmaster = pf.PID
@@ -442,6 +450,10 @@ func (s *Striker) strike() []int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.pm == 0 {
+		return nil
+	}
+	if plantedFence {
+		_ = unix.PidfdSendSignal(s.pmfd, unix.SIGKILL, nil, 0)
 		return nil
 	}
 	_ = unix.PidfdSendSignal(s.pmfd, unix.SIGSTOP, nil, 0)

@@ -1,0 +1,64 @@
+package harness
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+)
+
+// PgBouncer is a PgBouncer started by a test, its pgbouncer.ini ending
+// with the %include of DatabasesFile (which pgwarden owns).
+type PgBouncer struct {
+	*Proc
+	Port          int
+	DatabasesFile string
+}
+
+// StartPgBouncer runs PgBouncer on port with its files in dir: trust
+// auth, transaction pooling, an admin user "pgbouncer" and password as
+// the postgres user's in its auth file. log names a file for its output
+// ("" streams it to the test log).
+func StartPgBouncer(t testing.TB, dir string, port int, password, log string) *PgBouncer {
+	t.Helper()
+	b := &PgBouncer{Port: port, DatabasesFile: filepath.Join(dir, "pgbouncer-databases.ini")}
+	users := filepath.Join(dir, "pgbouncer-users.txt")
+	ini := filepath.Join(dir, "pgbouncer.ini")
+	files := map[string]string{
+		b.DatabasesFile: "[databases]\n",
+		users:           fmt.Sprintf("%q %q\n\"pgbouncer\" \"\"\n", "postgres", password),
+		ini: fmt.Sprintf(`[pgbouncer]
+listen_addr = 127.0.0.1
+listen_port = %d
+unix_socket_dir = %s
+auth_type = trust
+auth_file = %s
+admin_users = pgbouncer
+pool_mode = transaction
+server_login_retry = 1
+query_wait_timeout = 60
+ignore_startup_parameters = extra_float_digits
+; the pgwarden-managed file must be the last line
+%%include %s
+`, port, dir, users, b.DatabasesFile),
+	}
+	for path, text := range files {
+		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cmd := exec.Command(LookPath(t, "pgbouncer", "pgbouncer"), ini)
+	if log == "" {
+		b.Proc = Start(t, "pgbouncer", cmd)
+		return b
+	}
+	f, err := os.OpenFile(log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	cmd.Stdout = f
+	b.Proc = StartQuiet(t, "pgbouncer", cmd)
+	return b
+}
