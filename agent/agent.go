@@ -238,6 +238,9 @@ type Deps struct {
 	// the next loop.
 	WatchExit func(pid int) (exited <-chan struct{}, stop func())
 	Backup    Backup
+	// Failsafe confirms this leader with the members while etcd is
+	// unreachable (nil: failsafe_mode cannot work here).
+	Failsafe Failsafe
 }
 
 // Agent is the HA loop of one node.
@@ -248,6 +251,8 @@ type Agent struct {
 	wake chan struct{}
 
 	status atomic.Pointer[Status]
+	// fsView is the last cluster read, for failsafe rounds.
+	fsView atomic.Pointer[failsafeView]
 
 	// mu guards the loop's state; only the loop goroutine writes it, and
 	// shutdown takes it to wait for a running step.
@@ -456,6 +461,7 @@ func (a *Agent) observe(ctx context.Context) Observation {
 		if dyn, ok := a.readDynamic(c); ok {
 			a.dynamic = dyn
 		}
+		a.noteFailsafeView(c)
 	}
 	o.Dynamic = a.dynamic
 	// A resume must reach the watchdog as soon as it is read: an agent
@@ -519,6 +525,7 @@ func (a *Agent) observe(ctx context.Context) Observation {
 	// to reach it shows in Unguarded at once, not only when arming.
 	a.applyGuard()
 	o.LeaseDeadline, o.Unguarded = a.leaseView()
+	o.FailsafeHold = a.failsafeHold()
 	o.Now = a.d.Clock.Now()
 	a.noteSelfFenced(&o)
 	return o

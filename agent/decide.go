@@ -418,6 +418,10 @@ func decideRace(o Observation) Decision {
 	case pg.Writable():
 		return Decision{Action: ActAcquire, Reason: "no leader; this node runs as primary"}
 	}
+	if o.Now.Before(o.FailsafeHold) {
+		return Decision{Action: ActWait, Reason: "no leader key, but this member confirmed the leader's failsafe round until " +
+			o.FailsafeHold.UTC().Format("15:04:05.000") + ": it may still be primary"}
+	}
 	switch {
 	case pg.DataEmpty:
 		return Decision{Action: ActWait, Reason: "no leader to clone from"}

@@ -375,6 +375,14 @@ func TestDecide(t *testing.T) {
 		{"race: a best candidate with an unsafe lease does not take the key", obs(func(o *Observation) {
 			o.Now = o.LeaseDeadline.Add(-time.Second)
 		}), ActWait, "", "not taking the key"},
+		// Failsafe: a member that confirmed a leader's round takes no key
+		// until its hold ends, etcd back or not.
+		{"race: a member that confirmed a failsafe leader holds off", obs(func(o *Observation) {
+			o.FailsafeHold = o.Now.Add(time.Second)
+		}), ActWait, "", "failsafe round"},
+		{"race: after the failsafe hold the race goes on", obs(func(o *Observation) {
+			o.FailsafeHold = o.Now.Add(-time.Millisecond)
+		}), ActAcquire, "", "best candidate"},
 		{"race: the wait for a silent last leader is bounded", obs(func(o *Observation) {
 			o.LastLeaderStandby, o.LeaderlessSince = "old", t0.Add(-time.Hour)
 		}), ActAcquire, "", "best candidate"},

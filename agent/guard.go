@@ -40,6 +40,12 @@ type leaseState struct {
 	progress time.Time
 	// keeping: the keeper runs.
 	keeping bool
+	// failsafe: the last failsafe round was confirmed by every member;
+	// failsafeRounds counts those. failsafeHold: this member confirmed a
+	// leader and takes no key before then.
+	failsafe       bool
+	failsafeRounds uint64
+	failsafeHold   time.Time
 }
 
 // hangBound is how long the loop may make no progress while PostgreSQL
@@ -63,6 +69,12 @@ func (a *Agent) renewLease(ctx context.Context) error {
 	ttl, err := a.d.DCS.Renew(ctx)
 	l := a.leaseLock()
 	switch {
+	case errors.Is(err, dcs.ErrLeaseExpired) && l.failsafe && sent.Before(l.deadline):
+		// Expired while etcd was away, but every member confirmed this
+		// leader within ttl and none takes the key before its hold ends:
+		// the round's deadline stands while the loop takes the key again
+		// under a new lease.
+		l.renewFail++
 	case errors.Is(err, dcs.ErrLeaseExpired):
 		l.deadline = time.Time{}
 		l.renewFail++
@@ -71,6 +83,7 @@ func (a *Agent) renewLease(ctx context.Context) error {
 	default:
 		l.deadline = sent.Add(ttl)
 		l.renewals++
+		l.failsafe = false
 	}
 	a.leaseUnlock()
 	if err != nil {
@@ -93,6 +106,12 @@ func (a *Agent) startKeeper() {
 	a.leaseUnlock()
 	a.stopKeeper = a.d.Clock.Go(func(ctx context.Context) {
 		warned := false
+		var stopRounds func()
+		defer func() {
+			if stopRounds != nil {
+				stopRounds()
+			}
+		}()
 		for {
 			// The watchdog first, from the deadline as it stands: after a
 			// freeze the deadline may have passed long ago, and the fence
@@ -106,7 +125,13 @@ func (a *Agent) startKeeper() {
 				warned = true
 			case !stuck:
 				warned = false
-				_ = a.renewLease(ctx)
+				if stopRounds == nil {
+					stopRounds = a.startFailsafeRounds()
+				}
+				if err := a.renewLease(ctx); err == nil && stopRounds != nil {
+					stopRounds()
+					stopRounds = nil
+				}
 			}
 			wait := sent.Add(a.renewEvery()).Sub(a.d.Clock.Now())
 			if a.d.Clock.Sleep(ctx, max(wait, 0)) != nil {

@@ -129,6 +129,9 @@ type Observation struct {
 	// earliest: the send time of the last successful renewal plus the TTL.
 	// Zero when there is no lease.
 	LeaseDeadline time.Time
+	// FailsafeHold: this member confirmed a leader's failsafe round and
+	// must not take the key before then.
+	FailsafeHold time.Time
 	// Peers are the other members' answers, fetched only when the leader
 	// key is absent.
 	Peers []Peer

@@ -35,7 +35,7 @@ func (a *Agent) publish(ctx context.Context, o Observation, d Decision, out Outc
 		IsLeader: out.KeyHeld, Running: pg.Running, Answering: pg.Answering, InRecovery: pg.InRecovery,
 		Streaming: pg.Streaming, Upstream: pg.Upstream, Timeline: pg.Timeline,
 		WALPosition: pg.WAL, ReceivedLSN: pg.WAL, ReplayedLSN: pg.Replayed,
-		SyncMode: a.dynamic.SynchronousMode, Priority: a.s.Priority,
+		SyncMode: a.dynamic.SynchronousMode, FailsafeMode: a.dynamic.FailsafeMode, Priority: a.s.Priority,
 		NoFailover: a.s.NoFailover, NoLoadBalance: a.s.Tags["noloadbalance"] == "true",
 		Tags: a.s.Tags, Pause: a.dynamic.Pause, ServerVersion: pg.ServerVersion,
 		SystemID: pg.SystemID, ReplicationConns: pg.ReplicationConns,

@@ -575,3 +575,67 @@ func pausedLeaderCutFromEtcd(t *testing.T) (*world, *simNode) {
 	}
 	return w, old
 }
+
+// etcdOutage cuts every member from etcd (a quorum loss as the agents see
+// it), with failsafe_mode set as given.
+func etcdOutage(t *testing.T, failsafe bool) (*world, *simNode) {
+	t.Helper()
+	w := healthy(t, simOpts{ttl: 5 * time.Second})
+	w.setDynamic(t, func(d *config.Dynamic) { d.FailsafeMode = failsafe })
+	w.runFor(3 * time.Second)
+	old := w.leaderNode()
+	for _, n := range w.nodes {
+		w.etcdDown[n.name] = true
+	}
+	return w, old
+}
+
+// TestSimFailsafeKeepsThePrimary: with failsafe_mode, a leader whose
+// members all confirm it keeps accepting writes through an etcd outage of
+// six ttls, no one else is promoted, and it holds the key again once etcd
+// is back. Without it, the leader fences within the ttl.
+func TestSimFailsafeKeepsThePrimary(t *testing.T) {
+	w, old := etcdOutage(t, true)
+	for i := 0; i < 30; i++ {
+		w.runFor(time.Second)
+		if !old.pg.canCommit() {
+			w.fatal(t, "with failsafe and every member confirming, the leader stopped accepting writes %d s into the etcd outage", i+1)
+		}
+	}
+	for _, n := range w.nodes {
+		w.etcdDown[n.name] = false
+	}
+	if !w.until(20*time.Second, func() bool { return w.leaderNode() == old }) {
+		w.fatal(t, "etcd back: the failsafe leader does not hold the key again (leader %q)", w.leaderKey())
+	}
+	w.runFor(10 * time.Second)
+	if w.leaderNode() != old {
+		w.fatal(t, "the leader changed after etcd came back (leader %q)", w.leaderKey())
+	}
+	w.noViolation(t)
+
+	w, old = etcdOutage(t, false)
+	if !w.until(6*time.Second, func() bool { return !old.pg.canCommit() }) {
+		w.fatal(t, "without failsafe the leader still accepts writes 6 s into an etcd outage (ttl 5)")
+	}
+	w.noViolation(t)
+}
+
+// TestSimFailsafeUnconfirmedFences: one member cannot be reached over
+// REST during the outage: the leader is not confirmed and fences within
+// the ttl, and no one is promoted while etcd is away.
+func TestSimFailsafeUnconfirmedFences(t *testing.T) {
+	w, old := etcdOutage(t, true)
+	cut := w.others(old)[0]
+	w.restCut[[2]string{old.name, cut.name}] = true
+	if !w.until(6*time.Second, func() bool { return !old.pg.canCommit() }) {
+		w.fatal(t, "a failsafe leader with a member it cannot reach still accepts writes 6 s into the outage (ttl 5)")
+	}
+	w.runFor(20 * time.Second)
+	for _, n := range w.nodes {
+		if n.pg.canCommit() {
+			w.fatal(t, "%s accepts writes while etcd is away and failsafe is not confirmed", n.name)
+		}
+	}
+	w.noViolation(t)
+}

@@ -346,6 +346,7 @@ func (w *world) start(n *simNode, delay time.Duration) {
 			Postgres: n.pg,
 			Watchdog: n.wd,
 			Peers:    simPeers{n},
+			Failsafe: simFailsafe{n},
 			Probe:    simProbe{n},
 			Hooks:    simHooks{n},
 			Clock:    simClock{w},

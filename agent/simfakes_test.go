@@ -736,6 +736,38 @@ func (c *simWatchdog) Disarm() error {
 
 // --- peers ---
 
+// simFailsafe is a failsafe round over the simulated REST links: a dead,
+// frozen or cut member does not answer within the peer timeout; a live
+// one answers as its API would (ConfirmFailsafe).
+type simFailsafe struct{ n *simNode }
+
+func (sf simFailsafe) Confirm(ctx context.Context, ms []dcs.Member, leader string) error {
+	w := sf.n.w
+	wait := 2 * time.Millisecond
+	var err error
+	for _, m := range ms {
+		if m.Name == sf.n.name {
+			continue
+		}
+		t := w.node(m.Name)
+		switch {
+		case t == nil || !t.alive || t.ag.frozen || w.restCut[[2]string{sf.n.name, t.name}]:
+			wait = max(wait, sf.n.agent.s.PeerTimeout)
+			if err == nil {
+				err = fmt.Errorf("member %s: no answer", m.Name)
+			}
+		default:
+			if e := t.agent.ConfirmFailsafe(leader); e != nil && err == nil {
+				err = fmt.Errorf("member %s: %w", m.Name, e)
+			}
+		}
+	}
+	if e := w.s.sleep(ctx, wait); e != nil {
+		return e
+	}
+	return err
+}
+
 // simPeers answers for the other agents as their REST APIs would: from
 // their published snapshot; refused when the agent is dead, no answer
 // within the timeout when it is frozen or the REST link is cut.

@@ -42,8 +42,10 @@ type Status struct {
 	// replica lag = LeaderLSN - ReplayedLSN.
 	LeaderLSN uint64
 	// Synchronous: this replica is a synchronous standby.
-	Synchronous     bool
-	SyncMode        bool
+	Synchronous bool
+	SyncMode    bool
+	// FailsafeMode: failsafe_mode as this agent last read it.
+	FailsafeMode    bool
 	Priority        int
 	NoFailover      bool
 	NoLoadBalance   bool

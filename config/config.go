@@ -161,15 +161,18 @@ type Watchdog struct {
 
 // Dynamic is the cluster-wide configuration kept in etcd under config.
 type Dynamic struct {
-	TTL                   Duration          `yaml:"ttl" json:"ttl"`
-	LoopWait              Duration          `yaml:"loop_wait" json:"loop_wait"`
-	RetryTimeout          Duration          `yaml:"retry_timeout" json:"retry_timeout"`
-	MaximumLagOnFailover  int64             `yaml:"maximum_lag_on_failover" json:"maximum_lag_on_failover"`
-	SynchronousMode       bool              `yaml:"synchronous_mode" json:"synchronous_mode"`
-	SynchronousModeStrict bool              `yaml:"synchronous_mode_strict" json:"synchronous_mode_strict"`
-	SynchronousNodeCount  int               `yaml:"synchronous_node_count" json:"synchronous_node_count"`
-	Pause                 bool              `yaml:"pause" json:"pause"`
-	Parameters            map[string]string `yaml:"parameters" json:"parameters,omitempty"`
+	TTL                   Duration `yaml:"ttl" json:"ttl"`
+	LoopWait              Duration `yaml:"loop_wait" json:"loop_wait"`
+	RetryTimeout          Duration `yaml:"retry_timeout" json:"retry_timeout"`
+	MaximumLagOnFailover  int64    `yaml:"maximum_lag_on_failover" json:"maximum_lag_on_failover"`
+	SynchronousMode       bool     `yaml:"synchronous_mode" json:"synchronous_mode"`
+	SynchronousModeStrict bool     `yaml:"synchronous_mode_strict" json:"synchronous_mode_strict"`
+	SynchronousNodeCount  int      `yaml:"synchronous_node_count" json:"synchronous_node_count"`
+	// FailsafeMode keeps the primary through an etcd outage while every
+	// member of the last known member list confirms it over REST.
+	FailsafeMode bool              `yaml:"failsafe_mode" json:"failsafe_mode"`
+	Pause        bool              `yaml:"pause" json:"pause"`
+	Parameters   map[string]string `yaml:"parameters" json:"parameters,omitempty"`
 }
 
 // Duration is a span of time written in YAML or JSON either as a number of

@@ -191,6 +191,7 @@ type nodeStatus struct {
 	IsLeader         bool              `json:"is_leader"`
 	Lag              *uint64           `json:"lag,omitempty"`
 	Pause            bool              `json:"pause"`
+	FailsafeMode     bool              `json:"failsafe_mode"`
 	ClusterUnlocked  bool              `json:"cluster_unlocked"`
 	Tags             map[string]string `json:"tags,omitempty"`
 	Priority         int               `json:"priority"`
@@ -215,7 +216,7 @@ type patroniInfo struct {
 func (s *Server) nodeStatus(st *agent.Status) nodeStatus {
 	ns := nodeStatus{
 		Name: st.Name, State: st.State, Role: st.Role, ServerVersion: st.ServerVersion, Timeline: st.Timeline,
-		Leader: st.Leader, IsLeader: st.IsLeader, Pause: st.Pause, ClusterUnlocked: st.ClusterUnlocked,
+		Leader: st.Leader, IsLeader: st.IsLeader, Pause: st.Pause, FailsafeMode: st.FailsafeMode, ClusterUnlocked: st.ClusterUnlocked,
 		Tags: st.Tags, Priority: st.Priority, SystemID: st.SystemID, Replication: st.ReplicationConns,
 		Pooler: st.Pooler, Unguarded: st.Unguarded, Action: st.Action, Reason: st.Reason,
 		Patroni: patroniInfo{Version: s.o.Version, Scope: st.Scope, Name: st.Name},

@@ -1,6 +1,7 @@
 package rest
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -14,6 +15,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/pgwarden/pgwarden/agent"
+	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/dcs"
 )
 
@@ -24,7 +26,9 @@ type PeerClient struct {
 	// Self is skipped.
 	Self   string
 	Client *http.Client
-	log    hclog.Logger
+	// Auth is sent with POSTs (failsafe rounds), as the REST API asks.
+	Auth *config.Credential
+	log  hclog.Logger
 
 	mu sync.Mutex
 	// down is whether each member's last fetch failed, so a peer that
@@ -124,6 +128,63 @@ func (pc *PeerClient) get(ctx context.Context, url string) (peerStatus, error) {
 		return st, fmt.Errorf("GET %s: %d with a body that is not a status: %w", url, resp.StatusCode, err)
 	}
 	return st, nil
+}
+
+// Confirm runs a failsafe round: POST /failsafe {"leader": leader} to
+// every member but Self at once, with the REST credentials when set. It
+// returns nil only if every one answered 200.
+func (pc *PeerClient) Confirm(ctx context.Context, ms []dcs.Member, leader string) error {
+	body, _ := json.Marshal(map[string]string{"leader": leader})
+	errs := make([]error, len(ms))
+	var wg sync.WaitGroup
+	for i, m := range ms {
+		if m.Name == pc.Self {
+			continue
+		}
+		if m.APIURL == "" {
+			errs[i] = fmt.Errorf("member %s has no api_url", m.Name)
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = pc.post(ctx, strings.TrimRight(m.APIURL, "/")+"/failsafe", body)
+			if errs[i] != nil {
+				errs[i] = fmt.Errorf("member %s: %w", m.Name, errs[i])
+			}
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (pc *PeerClient) post(ctx context.Context, url string, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if a := pc.Auth; a != nil {
+		req.SetBasicAuth(a.Username, a.Password)
+	}
+	resp, err := pc.Client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Error string `json:"error"`
+		}
+		_ = json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&e)
+		return fmt.Errorf("POST %s: %d %s", url, resp.StatusCode, e.Error)
+	}
+	return nil
 }
 
 // note logs a peer that stops answering, or answers again, once per

@@ -37,6 +37,8 @@ type Agent interface {
 	Restart(ctx context.Context) error
 	Reload(ctx context.Context) error
 	Reinitialize(ctx context.Context) error
+	// ConfirmFailsafe answers a leader's failsafe round (agent/failsafe.go).
+	ConfirmFailsafe(leader string) error
 }
 
 // Options configure the server.
@@ -169,6 +171,7 @@ func (s *Server) routes() http.Handler {
 	r.Handle("/switchover", s.write(s.postSwitchover)).Methods(http.MethodPost)
 	r.Handle("/switchover", s.write(s.deleteSwitchover)).Methods(http.MethodDelete)
 	r.Handle("/failover", s.write(s.postFailover)).Methods(http.MethodPost)
+	r.Handle("/failsafe", s.write(s.postFailsafe)).Methods(http.MethodPost)
 	r.Handle("/restart", s.write(s.simple("restart", s.o.Agent.Restart))).Methods(http.MethodPost)
 	r.Handle("/reload", s.write(s.simple("reload", s.o.Agent.Reload))).Methods(http.MethodPost)
 	r.Handle("/reinitialize", s.write(s.simple("reinitialize", s.o.Agent.Reinitialize))).Methods(http.MethodPost)
@@ -268,7 +271,7 @@ func errorCode(err error) int {
 		return http.StatusBadRequest
 	case errors.Is(err, agent.ErrPrecondition):
 		return http.StatusPreconditionFailed
-	case errors.Is(err, dcs.ErrKeyModified):
+	case errors.Is(err, dcs.ErrKeyModified), errors.Is(err, agent.ErrFailsafeRefused):
 		return http.StatusConflict
 	case errors.Is(err, agent.ErrNotCompleted), errors.Is(err, dcs.ErrUnavailable), errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable
@@ -402,6 +405,24 @@ func (s *Server) postFailover(r *http.Request) (result, error) {
 		return result{}, err
 	}
 	return result{body: map[string]string{"message": "failed over to " + req.Candidate}}, nil
+}
+
+// postFailsafe is a leader's failsafe round reaching this member: 200 when
+// it confirms {"leader": name}, 409 with the reason when it does not.
+func (s *Server) postFailsafe(r *http.Request) (result, error) {
+	var b struct {
+		Leader string `json:"leader"`
+	}
+	if err := decode(r, &b); err != nil {
+		return result{}, err
+	}
+	if b.Leader == "" {
+		return result{}, fmt.Errorf("%w: name the leader", errBadRequest)
+	}
+	if err := s.o.Agent.ConfirmFailsafe(b.Leader); err != nil {
+		return result{}, err
+	}
+	return result{body: map[string]string{"message": "following " + b.Leader}}, nil
 }
 
 func (s *Server) simple(what string, f func(context.Context) error) func(r *http.Request) (result, error) {

@@ -85,6 +85,12 @@ func (f *fakeAgent) History(ctx context.Context) ([]dcs.HistoryEntry, error) {
 func (f *fakeAgent) Restart(ctx context.Context) error      { return f.record("restart") }
 func (f *fakeAgent) Reload(ctx context.Context) error       { return f.record("reload") }
 func (f *fakeAgent) Reinitialize(ctx context.Context) error { return f.record("reinit") }
+func (f *fakeAgent) ConfirmFailsafe(leader string) error {
+	if leader != "a" {
+		return fmt.Errorf("%w: this member's last view names leader %q", agent.ErrFailsafeRefused, "a")
+	}
+	return f.record("failsafe " + leader)
+}
 
 var (
 	primaryStatus = agent.Status{Name: "a", Scope: "main", Role: "primary", State: "running", IsLeader: true, Running: true, Answering: true,
@@ -456,3 +462,29 @@ type snapshotAgent struct {
 }
 
 func (a *snapshotAgent) Status() *agent.Status { return a.st }
+
+// TestFailsafe: POST /failsafe is a member's answer to a leader's
+// failsafe round: 200 when it confirms, 409 with the reason when not, 400
+// without a leader, 401 without the API's credentials.
+func TestFailsafe(t *testing.T) {
+	f := &fakeAgent{st: replicaStatus}
+	ts := newTestServer(t, f, &config.Credential{Username: "op", Password: "s3cret"})
+	cases := []struct {
+		body string
+		auth []string
+		code int
+		want string
+	}{
+		{`{"leader":"a"}`, []string{"op", "s3cret"}, 200, "following a"},
+		{`{"leader":"x"}`, []string{"op", "s3cret"}, 409, "names leader"},
+		{`{}`, []string{"op", "s3cret"}, 400, "name the leader"},
+		{`{"leader":"a","extra":1}`, []string{"op", "s3cret"}, 400, "extra"},
+		{`{"leader":"a"}`, nil, 401, "authentication"},
+	}
+	for _, c := range cases {
+		code, body := do(t, ts, "POST", "/failsafe", c.body, c.auth...)
+		if code != c.code || !strings.Contains(body, c.want) {
+			t.Errorf("POST /failsafe %s: %d %s, want %d with %q", c.body, code, body, c.code, c.want)
+		}
+	}
+}

@@ -72,11 +72,14 @@ func wire(ctx context.Context, cfg *config.Config, path string, log hclog.Logger
 		return nil, err
 	}
 	pg := newPostgres(cfg, log.Named("postgres"))
+	peers := rest.NewPeerClient(cfg.Name, peerTimeout(cfg), peerTLS, log.Named("peers"))
+	peers.Auth = cfg.REST.Auth
 	deps := agent.Deps{
 		DCS:      store,
 		Postgres: pg,
 		Probe:    pg,
-		Peers:    rest.NewPeerClient(cfg.Name, peerTimeout(cfg), peerTLS, log.Named("peers")),
+		Peers:    peers,
+		Failsafe: peers,
 	}
 	if pb := cfg.Pooler.PgBouncer; pb != nil {
 		p, err := pooler.New(*pb, cfg.Postgres.Listen, log.Named("pooler"))

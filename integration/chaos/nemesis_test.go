@@ -215,6 +215,20 @@ var nemeses = []nemesis{
 		f.target = a.name + "," + b.name
 		return f.c.killEtcd(a, b)
 	}},
+	// With failsafe_mode every member confirms the leader over REST while
+	// etcd is away: it stays primary, so a leader change is a false
+	// failover here.
+	{kind: "etcd-quorum-loss-failsafe", hold: func(c *cluster) time.Duration { return secsOf(c.o.ttl + 5) }, apply: func(f *faultRun) func() {
+		f.c.setFailsafe(f, true)
+		i := f.rng.IntN(3)
+		a, b := f.c.etcd[i], f.c.etcd[(i+1)%3]
+		f.target = a.name + "," + b.name
+		heal := f.c.killEtcd(a, b)
+		return func() {
+			heal()
+			f.c.setFailsafe(f, false)
+		}
+	}},
 	{kind: "rest-partition", hold: fixed(15 * time.Second), apply: func(f *faultRun) func() {
 		n := f.c.nodes[f.rng.IntN(3)]
 		f.target = n.name
@@ -291,4 +305,40 @@ func (c *cluster) runFault(ctx context.Context, rec *recorder, seq int, nm nemes
 	}
 	fault.Note = strings.Join(f.note, "; ")
 	return fault, p
+}
+
+// setFailsafe sets failsafe_mode through the leader's API (retrying while
+// etcd comes back, bounded) and waits until every agent has read it.
+func (c *cluster) setFailsafe(f *faultRun, on bool) {
+	body := fmt.Sprintf(`{"failsafe_mode": %v}`, on)
+	deadline := time.Now().Add(30 * time.Second)
+	for i := 0; ; i++ {
+		req, _ := http.NewRequest(http.MethodPatch, f.leader.api("/config"), strings.NewReader(body))
+		resp, err := c.hc.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+			err = fmt.Errorf("PATCH /config: %d", resp.StatusCode)
+		}
+		if time.Now().After(deadline) || i > 300 {
+			f.notef("failsafe_mode %v not set: %v", on, err)
+			return
+		}
+		time.Sleep(100 * time.Millisecond) // a retry pace, not a synchronization
+	}
+	for i := 0; time.Now().Before(deadline) && i < 300; i++ {
+		seen := 0
+		for _, n := range c.nodes {
+			if v, ok := n.status()["failsafe_mode"].(bool); ok && v == on {
+				seen++
+			}
+		}
+		if seen == len(c.nodes) {
+			return
+		}
+		time.Sleep(100 * time.Millisecond) // polled until the deadline above
+	}
+	f.notef("failsafe_mode %v not seen by every agent", on)
 }
