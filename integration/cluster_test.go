@@ -40,6 +40,8 @@ type cluster struct {
 	ca *resttest.CA
 	// hc is the tests' client of the members' REST APIs.
 	hc *http.Client
+	// etcdVia replaces etcd's endpoint in a node's config (by index).
+	etcdVia map[int]string
 }
 
 type clusterOpts struct {
@@ -64,6 +66,9 @@ type clusterOpts struct {
 	binDir string
 	// nodeExtra are YAML lines for one node's config (by index).
 	nodeExtra map[int]string
+	// etcdVia, when set, returns the etcd endpoint each node uses instead
+	// of etcd's own (by index): a proxy the test can cut.
+	etcdVia func(c *cluster) map[int]string
 }
 
 type node struct {
@@ -102,6 +107,9 @@ func newCluster(t testing.TB, o clusterOpts) *cluster {
 		o.scope = "test"
 	}
 	c := &cluster{t: t, opts: o, etcd: harness.StartEtcd(t), hc: httpc}
+	if o.etcdVia != nil {
+		c.etcdVia = o.etcdVia(c)
+	}
 	if o.tls {
 		c.ca = resttest.NewCA(t, harness.Dir(t, "pki"), "cluster-ca")
 		c.hc = c.tlsClient(2*time.Second, true)
@@ -200,12 +208,19 @@ cluster:
   loop_wait: %[11]g
   retry_timeout: %[12]g
 %[13]s
-`, n.name, n.c.etcd.Endpoint, n.apiPort, n.binDir(), filepath.Join(n.dir, "data"), n.pgPort,
+`, n.name, n.etcdEndpoint(), n.apiPort, n.binDir(), filepath.Join(n.dir, "data"), n.pgPort,
 		n.dir, priority, pgb, o.ttl, o.loopWait, o.retry, o.extra+"\n"+o.nodeExtra[n.index], o.scope, o.pgExtra, n.restTLS())
 	n.cfgPath = filepath.Join(n.dir, "pgwarden.yaml")
 	if err := os.WriteFile(n.cfgPath, []byte(cfg), 0o600); err != nil {
 		n.c.t.Fatal(err)
 	}
+}
+
+func (n *node) etcdEndpoint() string {
+	if ep, ok := n.c.etcdVia[n.index]; ok {
+		return ep
+	}
+	return n.c.etcd.Endpoint
 }
 
 func (n *node) restTLS() string {

@@ -60,8 +60,8 @@ const startBound = 15 * time.Second
 // still guards the directory it waits (bounded), then refuses.
 //
 // When handback names the agent's configuration file, a watchdog that
-// fenced because its agent died then runs `self handback -c handback
-// --lease ID` with the last lease leaseID gave (it deletes the leader key
+// fenced because its agent died then runs `self handback -c handback`,
+// telling it on its stdin the last lease leaseID gave (it deletes the leader key
 // if this member holds it bound to that lease), so a replica takes over
 // without waiting for the lease to expire.
 func Start(ctx context.Context, self, dataDir, member, handback string, leaseID func() int64, log hclog.Logger) (*Client, error) {

@@ -374,8 +374,11 @@ func (w *dog) handBack(ctx context.Context) {
 	hctx, cancel := context.WithTimeout(ctx, handbackBound)
 	defer cancel()
 	start := time.Now()
-	args := append(w.handback[1:len(w.handback):len(w.handback)], "--lease", w.lease)
-	out, err := exec.CommandContext(hctx, w.handback[0], args...).CombinedOutput()
+	// The lease goes over the child's stdin: a command line is public to
+	// every user of the host (ps, /proc/PID/cmdline).
+	cmd := exec.CommandContext(hctx, w.handback[0], w.handback[1:]...)
+	cmd.Stdin = strings.NewReader("lease " + w.lease + "\n")
+	out, err := cmd.CombinedOutput()
 	msg := strings.TrimSpace(string(out))
 	if err != nil {
 		w.log.Error("hand-back of the leader key failed: the others wait for the lease to expire", "error", err, "output", msg)

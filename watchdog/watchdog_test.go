@@ -23,15 +23,19 @@ func TestMain(m *testing.M) {
 	if len(os.Args) > 1 && os.Args[1] == "watchdog" {
 		os.Exit(Main(context.Background(), os.Args[2:], os.Stdin, os.Stdout, os.Stderr))
 	}
-	if len(os.Args) == 6 && os.Args[1] == "handback-probe" && os.Args[4] == "--lease" {
+	if len(os.Args) == 4 && os.Args[1] == "handback-probe" {
 		// Stands in for `pgwarden handback`: records how many processes
 		// of the data directory still ran when it was called, and the
-		// lease it was given.
+		// lease it was told on its stdin ("lease HEX").
 		ps, err := pgproc.Processes(os.Args[2])
 		if err != nil {
 			os.Exit(1)
 		}
-		_ = os.WriteFile(os.Args[3], []byte(strconv.Itoa(len(ps))+" "+os.Args[5]), 0o600)
+		var lease string
+		if _, err := fmt.Fscanf(os.Stdin, "lease %s\n", &lease); err != nil {
+			os.Exit(2)
+		}
+		_ = os.WriteFile(os.Args[3], []byte(strconv.Itoa(len(ps))+" "+lease), 0o600)
 		os.Exit(0)
 	}
 	os.Exit(m.Run())

@@ -265,16 +265,20 @@ func cmdWatchdog(e *env, args []string) error {
 // cmdHandback is run by a watchdog once it has fenced the server of its
 // dead agent: it deletes the leader key if this member holds it, so the
 // replicas need not wait for the lease to expire.
+// The lease comes on stdin ("lease HEX"), never on the command line.
 func cmdHandback(e *env, args []string) error {
-	fs := flags(e, "handback", "-c FILE --lease HEX")
+	fs := flags(e, "handback", "-c FILE < 'lease HEX'")
 	path := fs.String("c", "", "node configuration file")
-	leaseHex := fs.String("lease", "", "the dead agent's etcd lease (hex): only a key bound to it is deleted")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	lease, err := strconv.ParseInt(*leaseHex, 16, 64)
+	var leaseHex string
+	if _, err := fmt.Fscanf(e.stdin, "lease %s\n", &leaseHex); err != nil {
+		return fmt.Errorf("stdin: want \"lease HEX\" (the dead agent's etcd lease: only a key bound to it is deleted): %v: %w", err, errUsage)
+	}
+	lease, err := strconv.ParseInt(leaseHex, 16, 64)
 	if err != nil || lease == 0 {
-		return fmt.Errorf("--lease %q: want the agent's etcd lease ID in hex: %w", *leaseHex, errUsage)
+		return fmt.Errorf("stdin: lease %q: want the agent's etcd lease ID in hex: %w", leaseHex, errUsage)
 	}
 	cfg, err := loadConfig(*path)
 	if err != nil {

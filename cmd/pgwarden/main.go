@@ -60,7 +60,7 @@ func commands() []command {
 		{name: "backup", args: "create|list|verify|restore -c FILE ...", summary: "base backups, their list, verification and point-in-time restore", run: cmdBackup},
 		{name: "version", summary: "version and build info", run: cmdVersion},
 		{name: "watchdog", args: "--data-dir DIR", summary: "companion fencing process (started by the agent)", run: cmdWatchdog, hidden: true},
-		{name: "handback", args: "-c FILE --lease HEX", summary: "delete this member's leader key (run by the watchdog after fencing for a dead agent)", run: cmdHandback, hidden: true},
+		{name: "handback", args: "-c FILE (lease on stdin)", summary: "delete this member's leader key (run by the watchdog after fencing for a dead agent)", run: cmdHandback, hidden: true},
 		{name: "archive-push", args: "--pgbackrest-config FILE --stanza S PATH", summary: "archive_command (set by the agent)", run: cmdArchivePush, hidden: true},
 	}
 }
