@@ -452,6 +452,13 @@ func (a *Agent) Step(ctx context.Context) Decision {
 func (a *Agent) observe(ctx context.Context) Observation {
 	o := Observation{Node: a.s.Node, StartFailures: a.startFails, WatchdogRequired: a.s.WatchdogRequired}
 	c, err := a.d.DCS.Cluster(ctx)
+	if err == nil {
+		// The cluster may come from a view the watch keeps, which cannot
+		// tell that etcd stopped answering: the renewal is the probe.
+		if rerr := a.renewError(); rerr != nil {
+			c, err = nil, fmt.Errorf("etcd unreachable (the last lease renewal failed): %w", rerr)
+		}
+	}
 	if err != nil {
 		o.DCSError = err.Error()
 	} else {

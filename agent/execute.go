@@ -352,8 +352,13 @@ func (a *Agent) heartbeat(ctx context.Context, o Observation) (bool, error) {
 		}
 		return true, fmt.Errorf("renew leadership: %w", err)
 	}
-	if err := a.d.DCS.SetStatus(ctx, dcs.Status{LSN: o.PG.WAL, Time: o.Now, Leader: a.s.Name, ConnURL: a.memberRecord(o.PG).ConnURL}); err != nil {
-		a.log.Warn("cannot record leader wal position", "error", err)
+	// The leader's WAL position is recorded when it moved (each heartbeat
+	// is at most one per loop), not restated when idle.
+	st := dcs.Status{LSN: o.PG.WAL, Time: o.Now, Leader: a.s.Name, ConnURL: a.memberRecord(o.PG).ConnURL}
+	if cur := o.Cluster; cur == nil || cur.Status.LSN != st.LSN || cur.Status.Leader != st.Leader || cur.Status.ConnURL != st.ConnURL {
+		if err := a.d.DCS.SetStatus(ctx, st); err != nil {
+			a.log.Warn("cannot record leader wal position", "error", err)
+		}
 	}
 	if err := a.manageSync(ctx, o.Cluster); err != nil {
 		a.log.Warn("cannot manage synchronous standbys", "error", err)

@@ -34,7 +34,10 @@ type leaseState struct {
 	// deadline. keepOnExit: the end of the agent does not fence (paused).
 	guard, keepOnExit bool
 	// unguarded is why the watchdog could not be told ("" when it was).
-	unguarded           string
+	unguarded string
+	// renewErr is why the last renewal failed for want of etcd (nil: it
+	// succeeded, or etcd answered that the lease expired).
+	renewErr            error
 	renewals, renewFail uint64
 	// progress is when the loop last showed it is not stuck.
 	progress time.Time
@@ -78,9 +81,12 @@ func (a *Agent) renewLease(ctx context.Context) error {
 	case errors.Is(err, dcs.ErrLeaseExpired):
 		l.deadline = time.Time{}
 		l.renewFail++
+		l.renewErr = nil
 	case err != nil:
 		l.renewFail++
+		l.renewErr = err
 	default:
+		l.renewErr = nil
 		l.deadline = sent.Add(ttl)
 		l.renewals++
 		l.failsafe = false
@@ -207,6 +213,14 @@ func (a *Agent) applyGuard() {
 	} else if changed {
 		a.log.Info("watchdog available again")
 	}
+}
+
+// renewError is why the last renewal failed for want of etcd (nil: it did
+// not).
+func (a *Agent) renewError() error {
+	l := a.leaseLock()
+	defer a.leaseUnlock()
+	return l.renewErr
 }
 
 // leaseView is the lease deadline and why the node is unguarded.

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"time"
 
@@ -73,9 +74,24 @@ func (a *Agent) publish(ctx context.Context, o Observation, d Decision, out Outc
 	// operator's switchover waiting for "primary") must then find the
 	// health checks already saying so.
 	a.storeStatus(st)
-	if o.Cluster != nil && (!sameMember(m, a.lastMember) || now.Sub(a.lastTouch) >= a.dynamic.LoopWait.D()) {
+	if o.Cluster != nil && a.memberStale(o.Cluster, m, now) {
 		a.touchMember(ctx, m, now)
 	}
+}
+
+// memberStale says whether this member's record must be written: etcd (as
+// last read) does not have it as it is now, or only its WAL positions
+// moved and loop_wait has passed since the last write. An idle member
+// writes nothing: its record lives with its lease.
+func (a *Agent) memberStale(c *dcs.Cluster, m dcs.Member, now time.Time) bool {
+	rec := c.Member(a.s.Name)
+	if rec == nil || !sameMember(*rec, m) || rec.APIURL != m.APIURL || rec.NoFailover != m.NoFailover ||
+		rec.Version != m.Version || rec.Pooler != m.Pooler || !maps.Equal(rec.Tags, m.Tags) ||
+		!slices.Equal(rec.History, m.History) || !sameMember(a.lastMember, m) {
+		return true
+	}
+	moved := rec.WALPosition != m.WALPosition || rec.ReplayedLSN != m.ReplayedLSN
+	return moved && now.Sub(a.lastTouch) >= a.dynamic.LoopWait.D()
 }
 
 func role(pg PGState) string {

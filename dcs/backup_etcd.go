@@ -22,7 +22,7 @@ func (e *Etcd) AcquireBackupLock(ctx context.Context, l BackupLock) (int64, erro
 	ctx, cancel := e.call(ctx)
 	defer cancel()
 	k := e.key(keyBackupLock)
-	r, err := e.cli.Txn(ctx).
+	r, err := e.kv.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
 		Then(clientv3.OpPut(k, string(b), clientv3.WithLease(lease))).
 		Commit()
@@ -44,7 +44,7 @@ func (e *Etcd) UpdateBackupLock(ctx context.Context, l BackupLock, rev int64) (i
 	ctx, cancel := e.call(ctx)
 	defer cancel()
 	k := e.key(keyBackupLock)
-	r, err := e.cli.Txn(ctx).
+	r, err := e.kv.Txn(ctx).
 		If(clientv3.Compare(clientv3.ModRevision(k), "=", rev)).
 		Then(clientv3.OpPut(k, string(b), clientv3.WithIgnoreLease())).
 		Commit()

@@ -9,6 +9,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -51,6 +52,12 @@ type Etcd struct {
 	mu    sync.Mutex
 	ttl   time.Duration
 	lease clientv3.LeaseID
+
+	// kv is cli's KV remembering this client's writes (wrote, the last
+	// one's revision) for the watch-kept view.
+	kv    clientv3.KV
+	view  *view
+	wrote atomic.Int64
 }
 
 var _ Store = (*Etcd)(nil)
@@ -99,7 +106,9 @@ func NewEtcd(ctx context.Context, cfg EtcdConfig, log hclog.Logger) (*Etcd, erro
 	if err != nil {
 		return nil, fmt.Errorf("etcd client: %w", err)
 	}
-	return &Etcd{cfg: cfg, cli: cli, log: log, ttl: cfg.TTL}, nil
+	e := &Etcd{cfg: cfg, cli: cli, log: log, ttl: cfg.TTL, view: newView()}
+	e.kv = revKV{KV: cli.KV, note: e.noteWrite}
+	return e, nil
 }
 
 // normalizeEndpoints accepts host:port and http(s)://host:port and returns
@@ -163,14 +172,29 @@ func (e *Etcd) currentLease() clientv3.LeaseID {
 	return e.lease
 }
 
-// Cluster implements Store.
+// noteWrite remembers the revision of a write this client made.
+func (e *Etcd) noteWrite(rev int64) {
+	for {
+		cur := e.wrote.Load()
+		if rev <= cur || e.wrote.CompareAndSwap(cur, rev) {
+			return
+		}
+	}
+}
+
+// Cluster implements Store: from the watch's view when it is valid and
+// has this client's own writes (etcd_view.go), else one full read.
 func (e *Etcd) Cluster(ctx context.Context) (*Cluster, error) {
+	if c, ok := e.view.cluster(ctx, e.wrote.Load(), e.cfg.Prefix); ok {
+		return c, nil
+	}
 	ctx, cancel := e.call(ctx)
 	defer cancel()
 	resp, err := e.cli.Get(ctx, e.cfg.Prefix, clientv3.WithPrefix())
 	if err != nil {
 		return nil, e.mapErr("read cluster", err)
 	}
+	e.view.seed(resp.Header.Revision, resp.Kvs)
 	c := &Cluster{Revision: resp.Header.Revision}
 	for _, kv := range resp.Kvs {
 		decodeKey(c, strings.TrimPrefix(string(kv.Key), e.cfg.Prefix), kv.Value, kv.ModRevision, kv.Lease)
@@ -229,7 +253,7 @@ func (e *Etcd) AcquireLeader(ctx context.Context) (bool, error) {
 	ctx, cancel := e.call(ctx)
 	defer cancel()
 	k := e.key(keyLeader)
-	r, err := e.cli.Txn(ctx).
+	r, err := e.kv.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
 		Then(clientv3.OpPut(k, e.cfg.Name, clientv3.WithLease(lease))).
 		Commit()
@@ -248,10 +272,16 @@ func (e *Etcd) UpdateLeader(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	k := e.key(keyLeader)
+	// The key is bound to the lease the keeper renews: while the view
+	// (which has this client's own writes) shows it ours and bound to that
+	// lease, there is nothing to check with etcd.
+	if e.view.leaderHeld(k, e.cfg.Name, int64(lease), e.wrote.Load()) {
+		return nil
+	}
 	ctx, cancel := e.call(ctx)
 	defer cancel()
-	k := e.key(keyLeader)
-	r, err := e.cli.Txn(ctx).
+	r, err := e.kv.Txn(ctx).
 		If(clientv3.Compare(clientv3.Value(k), "=", e.cfg.Name),
 			clientv3.Compare(clientv3.LeaseValue(k), "=", lease)).
 		Else(clientv3.OpGet(k)).
@@ -266,7 +296,7 @@ func (e *Etcd) UpdateLeader(ctx context.Context) error {
 	if len(kvs) == 0 || string(kvs[0].Value) != e.cfg.Name {
 		return ErrNotLeader
 	}
-	r, err = e.cli.Txn(ctx).
+	r, err = e.kv.Txn(ctx).
 		If(clientv3.Compare(clientv3.ModRevision(k), "=", kvs[0].ModRevision)).
 		Then(clientv3.OpPut(k, e.cfg.Name, clientv3.WithLease(lease))).
 		Commit()
@@ -302,7 +332,7 @@ func (e *Etcd) deleteLeader(ctx context.Context, also ...clientv3.Cmp) error {
 	defer cancel()
 	k := e.key(keyLeader)
 	cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.Value(k), "=", e.cfg.Name)}, also...)
-	r, err := e.cli.Txn(ctx).If(cmps...).Then(clientv3.OpDelete(k)).Commit()
+	r, err := e.kv.Txn(ctx).If(cmps...).Then(clientv3.OpDelete(k)).Commit()
 	if err != nil {
 		return e.mapErr("release leader key", err)
 	}
@@ -324,7 +354,7 @@ func (e *Etcd) TouchMember(ctx context.Context, m Member) error {
 	}
 	ctx, cancel := e.call(ctx)
 	defer cancel()
-	_, err = e.cli.Put(ctx, e.key(keyMembers+e.cfg.Name), string(b), clientv3.WithLease(lease))
+	_, err = e.kv.Put(ctx, e.key(keyMembers+e.cfg.Name), string(b), clientv3.WithLease(lease))
 	return e.mapErr("write member", err)
 }
 
@@ -332,7 +362,7 @@ func (e *Etcd) TouchMember(ctx context.Context, m Member) error {
 func (e *Etcd) DeleteMember(ctx context.Context) error {
 	ctx, cancel := e.call(ctx)
 	defer cancel()
-	_, err := e.cli.Delete(ctx, e.key(keyMembers+e.cfg.Name))
+	_, err := e.kv.Delete(ctx, e.key(keyMembers+e.cfg.Name))
 	return e.mapErr("delete member", err)
 }
 
@@ -349,7 +379,7 @@ func (e *Etcd) Initialize(ctx context.Context, sysid string) (int64, error) {
 	ctx, cancel := e.call(ctx)
 	defer cancel()
 	k := e.key(keyInitialize)
-	r, err := e.cli.Txn(ctx).
+	r, err := e.kv.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
 		Then(clientv3.OpPut(k, sysid, opts...)).
 		Commit()
@@ -372,7 +402,7 @@ func (e *Etcd) cas(ctx context.Context, op, key string, value []byte, prev int64
 	if value != nil {
 		do = clientv3.OpPut(k, string(value))
 	}
-	r, err := e.cli.Txn(ctx).
+	r, err := e.kv.Txn(ctx).
 		If(clientv3.Compare(clientv3.ModRevision(k), "=", prev)).
 		Then(do).
 		Commit()
@@ -417,7 +447,7 @@ func (e *Etcd) DeleteFailover(ctx context.Context, prev int64) error {
 	}
 	ctx, cancel := e.call(ctx)
 	defer cancel()
-	_, err := e.cli.Delete(ctx, e.key(keyFailover))
+	_, err := e.kv.Delete(ctx, e.key(keyFailover))
 	return e.mapErr("delete failover request", err)
 }
 
@@ -469,7 +499,7 @@ func (e *Etcd) SetStatus(ctx context.Context, s Status) error {
 	}
 	ctx, cancel := e.call(ctx)
 	defer cancel()
-	r, err := e.cli.Txn(ctx).
+	r, err := e.kv.Txn(ctx).
 		If(clientv3.Compare(clientv3.Value(e.key(keyLeader)), "=", e.cfg.Name)).
 		Then(clientv3.OpPut(e.key(keyStatus), string(b))).
 		Commit()
@@ -503,16 +533,24 @@ func (e *Etcd) Watch(ctx context.Context) <-chan struct{} {
 		}
 		return e.cli.Watch(wctx, e.cfg.Prefix, opts...), cancel
 	}
-	wch, cancel := open()
-	// Wait (bounded) for the created notification.
-	select {
-	case resp, ok := <-wch:
-		if ok && resp.Err() == nil {
-			rev = resp.Header.Revision
+	// created waits (bounded) for the created notification: from then on
+	// the watch delivers every change after rev, and the view may be
+	// seeded. A watch that did not confirm leaves the view unseeded.
+	created := func(wch clientv3.WatchChan) {
+		select {
+		case resp, ok := <-wch:
+			if ok && resp.Err() == nil && resp.Created {
+				if resp.Header.Revision > rev {
+					rev = resp.Header.Revision
+				}
+				e.view.started(rev)
+			}
+		case <-time.After(e.cfg.RetryTimeout):
+		case <-ctx.Done():
 		}
-	case <-time.After(e.cfg.RetryTimeout):
-	case <-ctx.Done():
 	}
+	wch, cancel := open()
+	created(wch)
 	go func() {
 		backoff := 100 * time.Millisecond
 		for {
@@ -524,8 +562,9 @@ func (e *Etcd) Watch(ctx context.Context) <-chan struct{} {
 					}
 					break
 				}
-				if resp.Header.Revision > rev {
-					rev = resp.Header.Revision
+				e.view.apply(resp.Events)
+				for _, ev := range resp.Events {
+					rev = max(rev, ev.Kv.ModRevision)
 				}
 				if wakes(resp.Events, e.cfg.Prefix) {
 					signal()
@@ -533,6 +572,7 @@ func (e *Etcd) Watch(ctx context.Context) <-chan struct{} {
 				}
 			}
 			cancel()
+			e.view.stopped()
 			select {
 			case <-ctx.Done():
 				return
@@ -540,6 +580,7 @@ func (e *Etcd) Watch(ctx context.Context) <-chan struct{} {
 			}
 			backoff = min(2*backoff, 2*time.Second)
 			wch, cancel = open()
+			created(wch)
 			signal()
 		}
 	}()

@@ -6,7 +6,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -37,16 +41,29 @@ func etcdStore(t *testing.T, endpoint, prefix, name string, ttl time.Duration) *
 	return s
 }
 
-func TestEtcdSuite(t *testing.T) {
+func TestEtcdSuite(t *testing.T) { runSuite(t, etcdBackend(t, false)) }
+
+// TestEtcdSuiteWatched runs the suite with every client's watch running,
+// so Cluster answers from the watch-kept view (etcd_view.go): its own
+// writes at once, others' within the watch's delay.
+func TestEtcdSuiteWatched(t *testing.T) { runSuite(t, etcdBackend(t, true)) }
+
+// etcdBackend gives each subtest its own prefix on one etcd; watched
+// starts each client's watch.
+func etcdBackend(t *testing.T, watched bool) backend {
 	e := harness.StartEtcd(t)
 	prefix := ""
 	last := ""
-	runSuite(t, backend{
+	return backend{
 		client: func(t *testing.T, name string, ttl time.Duration) Store {
 			if t.Name() != last {
 				last, prefix = t.Name(), fmt.Sprintf("/pgwarden-test/%d/", prefixes.Add(1))
 			}
-			return etcdStore(t, e.Endpoint, prefix, name, ttl)
+			s := etcdStore(t, e.Endpoint, prefix, name, ttl)
+			if watched {
+				s.Watch(t.Context())
+			}
+			return s
 		},
 		expire: func(t *testing.T, ttl time.Duration, gone func() bool) {
 			// The guarantee callers rely on: a lease that is not renewed is
@@ -54,7 +71,7 @@ func TestEtcdSuite(t *testing.T) {
 			harness.WaitFor(t, ttl+time.Second, "leader key expired", func() (bool, error) { return gone(), nil })
 		},
 		watchWithin: 200 * time.Millisecond,
-	})
+	}
 }
 
 // An etcd that stops answering becomes ErrUnavailable within retry_timeout,
@@ -129,5 +146,80 @@ func TestReleaseLeaderOfLease(t *testing.T) {
 	}
 	if c, err = restarted.Cluster(ctx); err != nil || c.Leader != nil {
 		t.Fatalf("key still there after a hand-back with its lease: %+v %v", c.Leader, err)
+	}
+}
+
+// grpcCalls reads etcd's own count of handled gRPC calls of a method.
+func grpcCalls(t *testing.T, endpoint, method string) int {
+	t.Helper()
+	resp, err := http.Get("http://" + endpoint + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	n := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "grpc_server_handled_total{") && strings.Contains(line, `grpc_method="`+method+`"`) {
+			f := strings.Fields(line)
+			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+			n += int(v)
+		}
+	}
+	return n
+}
+
+// TestEtcdViewMakesNoRequests: once a client's watch runs, reading the
+// cluster and confirming its leadership cost etcd nothing (counted by
+// etcd's own metrics), and the view still shows another client's write
+// within 200 ms; a client without a watch reads in full each time.
+func TestEtcdViewMakesNoRequests(t *testing.T) {
+	e := harness.StartEtcd(t)
+	ctx := t.Context()
+	prefix := fmt.Sprintf("/pgwarden-test/%d/", prefixes.Add(1))
+	a := etcdStore(t, e.Endpoint, prefix, "a", 5*time.Second)
+	a.Watch(ctx)
+	if _, err := a.Renew(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if won, err := a.AcquireLeader(ctx); !won || err != nil {
+		t.Fatalf("acquire: %v %v", won, err)
+	}
+	if _, err := a.Cluster(ctx); err != nil { // seeds the view
+		t.Fatal(err)
+	}
+	ranges, txns := grpcCalls(t, e.Endpoint, "Range"), grpcCalls(t, e.Endpoint, "Txn")
+	for range 50 {
+		cl, err := a.Cluster(ctx)
+		if err != nil || cl.Leader == nil || cl.Leader.Name != "a" {
+			t.Fatalf("cluster from the view: %+v, %v", cl, err)
+		}
+		if err := a.UpdateLeader(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r, x := grpcCalls(t, e.Endpoint, "Range")-ranges, grpcCalls(t, e.Endpoint, "Txn")-txns; r != 0 || x != 0 {
+		t.Fatalf("50 reads and leadership checks from the view cost %d range and %d txn requests; want 0", r, x)
+	}
+
+	other := etcdStore(t, e.Endpoint, prefix, "b", 5*time.Second)
+	if _, err := other.Renew(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.SetConfig(ctx, []byte(`{"ttl":7}`), 0); err != nil {
+		t.Fatal(err)
+	}
+	harness.WaitFor(t, 200*time.Millisecond, "another client's write in the view", func() (bool, error) {
+		cl, err := a.Cluster(ctx)
+		return err == nil && string(cl.Config) == `{"ttl":7}`, err
+	})
+	ranges = grpcCalls(t, e.Endpoint, "Range")
+	for range 10 {
+		if _, err := other.Cluster(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r := grpcCalls(t, e.Endpoint, "Range") - ranges; r < 10 {
+		t.Fatalf("a client without a watch made %d range requests for 10 reads; want one each", r)
 	}
 }

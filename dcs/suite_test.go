@@ -22,6 +22,23 @@ type backend struct {
 func runSuite(t *testing.T, b backend) {
 	ctx := context.Background()
 	const ttl = 2 * time.Second
+	// seen reads s until want holds, within watchWithin: a client whose
+	// view the watch keeps sees another client's write after the
+	// watch's delay, its own at once.
+	seen := func(t *testing.T, s Store, want func(*Cluster) bool) *Cluster {
+		t.Helper()
+		deadline := time.Now().Add(b.watchWithin)
+		for i := 0; ; i++ {
+			cl, err := s.Cluster(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want(cl) || time.Now().After(deadline) || i > 1000 {
+				return cl
+			}
+			time.Sleep(5 * time.Millisecond) // polled to the deadline above
+		}
+	}
 	renew := func(t *testing.T, s Store) {
 		t.Helper()
 		if _, err := s.Renew(ctx); err != nil {
@@ -97,7 +114,7 @@ func runSuite(t *testing.T, b backend) {
 		if err := a.Close(ctx); err != nil {
 			t.Fatalf("close: %v", err)
 		}
-		cl, _ = c.Cluster(ctx)
+		cl = seen(t, c, func(cl *Cluster) bool { return cl.Member("a") == nil && cl.Leader == nil })
 		if cl.Member("a") != nil || cl.Leader != nil {
 			t.Fatalf("after close: member %+v leader %+v; want both gone", cl.Member("a"), cl.Leader)
 		}
@@ -167,14 +184,14 @@ func runSuite(t *testing.T, b backend) {
 		if won, _ := old.AcquireLeader(ctx); !won {
 			t.Fatal("a did not win")
 		}
-		cl, _ := c.Cluster(ctx)
+		cl := seen(t, c, func(cl *Cluster) bool { return cl.Leader != nil })
 		oldLease := cl.Leader.LeaseID
 		restarted := b.client(t, "a", ttl)
 		renew(t, restarted)
 		if err := restarted.UpdateLeader(ctx); err != nil {
 			t.Fatalf("update from restarted agent: %v", err)
 		}
-		cl, _ = c.Cluster(ctx)
+		cl = seen(t, c, func(cl *Cluster) bool { return cl.Leader != nil && cl.Leader.LeaseID != oldLease })
 		if cl.Leader == nil || cl.Leader.Name != "a" || cl.Leader.LeaseID == oldLease {
 			t.Fatalf("leader after rebind = %+v (old lease %d)", cl.Leader, oldLease)
 		}
@@ -239,7 +256,7 @@ func runSuite(t *testing.T, b backend) {
 				t.Fatalf("history: %v", err)
 			}
 		}
-		cl, _ = c.Cluster(ctx)
+		cl = seen(t, c, func(cl *Cluster) bool { return len(cl.History) == 3 })
 		if cl.Failover != nil || len(cl.History) != 3 || cl.History[2].Timeline != 3 {
 			t.Fatalf("failover %+v history %+v", cl.Failover, cl.History)
 		}

@@ -357,30 +357,13 @@ func benchIdle(b *testing.B, c *cluster) {
 		v, _ := strconv.ParseFloat(m[1], 64)
 		return v / 1024
 	}
-	etcdReqs := func() float64 {
-		resp, err := httpc.Get("http://" + c.etcd.Endpoint + "/metrics")
-		if err != nil {
-			return 0
-		}
-		defer resp.Body.Close()
-		body, _ := io.ReadAll(resp.Body)
-		total := 0.0
-		for _, line := range strings.Split(string(body), "\n") {
-			if strings.HasPrefix(line, "grpc_server_started_total{") && strings.Contains(line, `grpc_type="unary"`) {
-				f := strings.Fields(line)
-				v, _ := strconv.ParseFloat(f[len(f)-1], 64)
-				total += v
-			}
-		}
-		return total
-	}
 	var cpu0 []float64
 	for _, n := range c.nodes {
 		cpu0 = append(cpu0, cpu(n.agent.PID()))
 	}
-	req0 := etcdReqs()
+	req0, ka0 := etcdRequests(c.etcd.Endpoint)
 	time.Sleep(window) // the measurement window itself
-	req1 := etcdReqs()
+	req1, ka1 := etcdRequests(c.etcd.Endpoint)
 	var cpus, rsss []float64
 	for i, n := range c.nodes {
 		cpus = append(cpus, (cpu(n.agent.PID())-cpu0[i])*float64(time.Minute)/float64(window))
@@ -389,4 +372,30 @@ func benchIdle(b *testing.B, c *cluster) {
 	report(b, "idle_agent_rss", median(rsss), "MiB")
 	report(b, "idle_agent_cpu", median(cpus), "cpu-s/min")
 	report(b, "idle_etcd_requests_per_agent", (req1-req0)/window.Seconds()/float64(len(c.nodes)), "req/s")
+	report(b, "idle_lease_keepalives_per_agent", (ka1-ka0)/window.Seconds()/float64(len(c.nodes)), "req/s")
+}
+
+// etcdRequests reads etcd's own counters: unary gRPC requests (reads,
+// writes, transactions, grants) and lease keepalive messages, apart.
+func etcdRequests(endpoint string) (unary, keepalives float64) {
+	resp, err := httpc.Get("http://" + endpoint + "/metrics")
+	if err != nil {
+		return 0, 0
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(body), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+		switch {
+		case strings.HasPrefix(line, "grpc_server_started_total{") && strings.Contains(line, `grpc_type="unary"`):
+			unary += v
+		case strings.HasPrefix(line, "grpc_server_msg_received_total{") && strings.Contains(line, `grpc_method="LeaseKeepAlive"`):
+			keepalives += v
+		}
+	}
+	return unary, keepalives
 }

@@ -66,6 +66,9 @@ type clusterOpts struct {
 	binDir string
 	// nodeExtra are YAML lines for one node's config (by index).
 	nodeExtra map[int]string
+	// etcd, when set, is an etcd the cluster shares with others (its
+	// scope keeps them apart); by default each cluster starts its own.
+	etcd *harness.Etcd
 	// etcdVia, when set, returns the etcd endpoint each node uses instead
 	// of etcd's own (by index): a proxy the test can cut.
 	etcdVia func(c *cluster) map[int]string
@@ -106,7 +109,10 @@ func newCluster(t testing.TB, o clusterOpts) *cluster {
 	if o.scope == "" {
 		o.scope = "test"
 	}
-	c := &cluster{t: t, opts: o, etcd: harness.StartEtcd(t), hc: httpc}
+	c := &cluster{t: t, opts: o, etcd: o.etcd, hc: httpc}
+	if c.etcd == nil {
+		c.etcd = harness.StartEtcd(t)
+	}
 	if o.etcdVia != nil {
 		c.etcdVia = o.etcdVia(c)
 	}

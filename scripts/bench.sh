@@ -5,7 +5,7 @@
 set -u
 mkdir -p bin
 rcfile=$(mktemp)
-{ ${GO:-go} test -tags integration -count=1 -timeout 20m -run '^$' -bench . -benchtime 1x ./integration/ 2>&1; echo $? > "$rcfile"; } |
+{ ${GO:-go} test -tags integration -count=1 -timeout 60m -run '^$' -bench . -benchtime 1x ./integration/ 2>&1; echo $? > "$rcfile"; } |
 	tee bin/bench.txt | grep -v -e '^BENCH_JSON ' -e 'harness.go:[0-9]*: ' -e '^--- BENCH: ' -e 'output truncated'
 rc=$(cat "$rcfile"); rm -f "$rcfile"
 grep '^BENCH_JSON ' bin/bench.txt | tail -1 | cut -d' ' -f2- > bin/bench.json
