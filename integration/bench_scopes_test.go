@@ -5,11 +5,13 @@ package integration
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/pgwarden/pgwarden/integration/harness"
@@ -121,4 +123,109 @@ func watchLostLeaders(b *testing.B, e *harness.Etcd, prefix string, lost *atomic
 			}
 		}
 	}()
+}
+
+// BenchmarkFailoverThroughPgBouncer: a client writes through the
+// PgBouncer of a replica's host (target: primary, one connection, a
+// statement every 20 ms with a 3 s timeout) while the leader's agent and
+// postmaster are killed (the host lives): the client-visible gap is from
+// its last acknowledgement before the kill to its first after.
+func BenchmarkFailoverThroughPgBouncer(b *testing.B) {
+	const rounds = 5
+	c := newCluster(b, clusterOpts{ttl: 10, retry: 3, pgbouncer: true})
+	p := c.primary(90 * time.Second)
+	c.waitReplicas(60*time.Second, p)
+	must(b, p.exec("CREATE TABLE pgb (id bigint)"))
+	var gaps []float64
+	for r := range rounds {
+		p = c.primary(60 * time.Second)
+		c.waitReplicas(60*time.Second, p)
+		var host *node
+		for _, n := range c.nodes {
+			if n != p {
+				host = n
+				break
+			}
+		}
+		harness.WaitFor(b, 30*time.Second, host.name+"'s pgbouncer points at "+p.name, func() (bool, error) {
+			t, err := host.bouncerTarget()
+			return err == nil && strings.HasSuffix(t, fmt.Sprint(p.pgPort)), err
+		})
+		dsn := fmt.Sprintf("host=127.0.0.1 port=%d user=postgres password=superpass dbname=app connect_timeout=3", host.bouncerPort)
+		ctx, cancel := context.WithCancel(context.Background())
+		acks := make(chan time.Time, 100000)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			var conn *pgx.Conn
+			for i := 0; ctx.Err() == nil && i < 100000; i++ {
+				if conn == nil || conn.IsClosed() {
+					cfg, err := pgx.ParseConfig(dsn)
+					if err != nil {
+						return
+					}
+					// Transaction pooling: no prepared statements.
+					cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+					cctx, ccancel := context.WithTimeout(ctx, 3*time.Second)
+					conn, _ = pgx.ConnectConfig(cctx, cfg)
+					ccancel()
+					if conn == nil {
+						select {
+						case <-ctx.Done():
+						case <-time.After(20 * time.Millisecond):
+						}
+						continue
+					}
+				}
+				qctx, qcancel := context.WithTimeout(ctx, 3*time.Second)
+				_, err := conn.Exec(qctx, "INSERT INTO pgb VALUES ($1)", i)
+				qcancel()
+				if err == nil {
+					acks <- time.Now()
+				}
+				select {
+				case <-ctx.Done():
+				case <-time.After(20 * time.Millisecond):
+				}
+			}
+			if conn != nil {
+				conn.Close(context.Background())
+			}
+		}()
+		first := func(d time.Duration) time.Time {
+			select {
+			case at := <-acks:
+				return at
+			case <-time.After(d):
+				b.Fatalf("no acknowledgement through %s's pgbouncer within %s", host.name, d)
+				return time.Time{}
+			}
+		}
+		first(10 * time.Second)
+		// Drain, then kill: the last acknowledgement before the kill.
+		var last time.Time
+		for len(acks) > 0 {
+			last = <-acks
+		}
+		if last.IsZero() {
+			last = first(time.Second)
+		}
+		p.killHard()
+		killed := time.Now()
+		var after time.Time
+		for after.IsZero() || !after.After(killed) {
+			after = first(60 * time.Second)
+		}
+		cancel()
+		<-done
+		gap := after.Sub(last).Seconds()
+		gaps = append(gaps, gap)
+		say("round %d: %s killed; client on %s's pgbouncer: gap %.2fs", r+1, p.name, host.name, gap)
+		p.start()
+		harness.WaitFor(b, 120*time.Second, p.name+" rejoins", func() (bool, error) {
+			return p.probe("/replica") == 200, nil
+		})
+	}
+	report(b, "failover_pgbouncer_client_gap_median", median(gaps), "s")
+	report(b, "failover_pgbouncer_client_gap_max", slices.Max(gaps), "s")
 }

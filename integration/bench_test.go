@@ -149,9 +149,6 @@ func BenchmarkOperations(b *testing.B) {
 	c.waitReplicas(60*time.Second, p)
 	must(b, p.exec("CREATE TABLE bench (id bigint primary key)"))
 
-	// Idle footprint first, while nothing else runs.
-	benchIdle(b, c)
-
 	// PostgreSQL crash on the leader, agent alive: until writes work again.
 	var crash []float64
 	for r := range 5 {
@@ -342,6 +339,15 @@ func cpu(pid int) float64 {
 	ut, _ := strconv.ParseFloat(f[11], 64)
 	st, _ := strconv.ParseFloat(f[12], 64)
 	return (ut + st) / 100 // clock ticks, USER_HZ = 100
+}
+
+// BenchmarkIdle: a 3-node cluster with a PgBouncer per node, doing
+// nothing, on its own etcd.
+func BenchmarkIdle(b *testing.B) {
+	c := newCluster(b, clusterOpts{ttl: 10, retry: 3, pgbouncer: true})
+	p := c.primary(90 * time.Second)
+	c.waitReplicas(60*time.Second, p)
+	benchIdle(b, c)
 }
 
 // benchIdle measures an idle agent's resident memory and CPU, and the
