@@ -32,6 +32,7 @@ type DCS interface {
 	DeleteFailover(ctx context.Context, prevRevision int64) error
 	AppendHistory(ctx context.Context, e dcs.HistoryEntry) error
 	SetStatus(ctx context.Context, s dcs.Status) error
+	SetFailsafe(ctx context.Context, members []string) error
 	SetSync(ctx context.Context, s dcs.Sync, prevRevision int64) error
 	Watch(ctx context.Context) <-chan struct{}
 	SetTTL(ttl time.Duration)
@@ -253,6 +254,11 @@ type Agent struct {
 	status atomic.Pointer[Status]
 	// fsView is the last cluster read, for failsafe rounds.
 	fsView atomic.Pointer[failsafeView]
+	// started is when this agent was made: a member restarted during a
+	// failsafe leader's round holds off as if it had confirmed then.
+	started time.Time
+	// fsStartHeld: the hold for a start under failsafe_mode was set.
+	fsStartHeld bool
 
 	// mu guards the loop's state; only the loop goroutine writes it, and
 	// shutdown takes it to wait for a running step.
@@ -313,7 +319,7 @@ func New(s Settings, d Deps, log hclog.Logger) *Agent {
 	if s.PeerTimeout == 0 {
 		s.PeerTimeout = time.Second
 	}
-	a := &Agent{s: s, d: d, log: log, wake: make(chan struct{}, 1), dynamic: s.Initial}
+	a := &Agent{s: s, d: d, log: log, wake: make(chan struct{}, 1), dynamic: s.Initial, started: d.Clock.Now()}
 	a.status.Store(&Status{Name: s.Name, Scope: s.Scope, Priority: s.Priority})
 	return a
 }

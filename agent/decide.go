@@ -418,10 +418,6 @@ func decideRace(o Observation) Decision {
 	case pg.Writable():
 		return Decision{Action: ActAcquire, Reason: "no leader; this node runs as primary"}
 	}
-	if o.Now.Before(o.FailsafeHold) {
-		return Decision{Action: ActWait, Reason: "no leader key, but this member confirmed the leader's failsafe round until " +
-			o.FailsafeHold.UTC().Format("15:04:05.000") + ": it may still be primary"}
-	}
 	switch {
 	case pg.DataEmpty:
 		return Decision{Action: ActWait, Reason: "no leader to clone from"}
@@ -491,6 +487,15 @@ func requestStale(o Observation) bool {
 // asked directly, not only its agent), this node must be guardable, and
 // it must be the best eligible candidate (ineligible).
 func promotionBlocked(o Observation) string {
+	if o.Now.Before(o.FailsafeHold) {
+		return "this member confirmed a failsafe leader (or restarted while failsafe_mode is on) until " +
+			o.FailsafeHold.UTC().Format("15:04:05.000") + ": that leader may still be primary"
+	}
+	if o.Dynamic.FailsafeMode && o.Cluster != nil && len(o.Cluster.Failsafe) > 0 && !slices.Contains(o.Cluster.Failsafe, o.Node.Name) {
+		// The leader's rounds are confirmed by the members it published:
+		// one it never asked could be promoted while it still runs.
+		return "not among the members the leader published for failsafe_mode"
+	}
 	if o.LastLeaderRuns != "" {
 		return "the last leader " + o.LastLeaderRuns + " still runs as a primary"
 	}

@@ -379,7 +379,15 @@ func TestDecide(t *testing.T) {
 		// until its hold ends, etcd back or not.
 		{"race: a member that confirmed a failsafe leader holds off", obs(func(o *Observation) {
 			o.FailsafeHold = o.Now.Add(time.Second)
-		}), ActWait, "", "failsafe round"},
+		}), ActWait, "", "failsafe leader"},
+		{"race: with failsafe_mode, a member the leader did not publish is never promoted", obs(func(o *Observation) {
+			o.Dynamic.FailsafeMode = true
+			o.Cluster.Failsafe = []string{"old", "other"}
+		}), ActWait, "", "not among the members the leader published"},
+		{"race: with failsafe_mode, a published member races as usual", obs(func(o *Observation) {
+			o.Dynamic.FailsafeMode = true
+			o.Cluster.Failsafe = []string{"me", "old", "other"}
+		}), ActAcquire, "", "best candidate"},
 		{"race: after the failsafe hold the race goes on", obs(func(o *Observation) {
 			o.FailsafeHold = o.Now.Add(-time.Millisecond)
 		}), ActAcquire, "", "best candidate"},

@@ -360,6 +360,9 @@ func (a *Agent) heartbeat(ctx context.Context, o Observation) (bool, error) {
 			a.log.Warn("cannot record leader wal position", "error", err)
 		}
 	}
+	if o.Cluster != nil {
+		a.publishFailsafe(ctx, o.Cluster)
+	}
 	if err := a.manageSync(ctx, o.Cluster); err != nil {
 		a.log.Warn("cannot manage synchronous standbys", "error", err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/pgwarden/pgwarden/dcs"
@@ -25,8 +26,9 @@ import (
 // (rest.PeerClient: POST /failsafe).
 type Failsafe interface {
 	// Confirm returns nil when every member but leader answered that it
-	// follows leader; otherwise an error naming the first that did not.
-	Confirm(ctx context.Context, members []dcs.Member, leader string) error
+	// follows leader (each then holds off for at least ttl); otherwise an
+	// error naming the first that did not.
+	Confirm(ctx context.Context, members []dcs.Member, leader string, ttl time.Duration) error
 }
 
 // ErrFailsafeRefused is a member's refusal to confirm a leader.
@@ -37,17 +39,54 @@ type failsafeView struct {
 	enabled bool
 	leader  string
 	members []dcs.Member
-	ttl     time.Duration
+	// published is the member list the leader wrote for failsafe: every
+	// one of them must confirm.
+	published []string
+	ttl       time.Duration
 }
 
 // noteFailsafeView keeps the last cluster etcd gave, for a round run
 // while etcd cannot be read.
 func (a *Agent) noteFailsafeView(c *dcs.Cluster) {
-	v := &failsafeView{enabled: a.dynamic.FailsafeMode, ttl: a.dynamic.TTL.D(), members: c.Members}
+	v := &failsafeView{enabled: a.dynamic.FailsafeMode, ttl: a.dynamic.TTL.D(), members: c.Members, published: c.Failsafe}
 	if c.Leader != nil {
 		v.leader = c.Leader.Name
 	}
 	a.fsView.Store(v)
+	if v.enabled && !a.fsStartHeld {
+		// An agent restarted while a failsafe leader ran rounds does not
+		// know what it confirmed before: it holds off as if it had
+		// confirmed at its start.
+		a.fsStartHeld = true
+		l := a.leaseLock()
+		if until := a.started.Add(v.ttl); until.After(l.failsafeHold) {
+			l.failsafeHold = until
+		}
+		a.leaseUnlock()
+	}
+}
+
+// publishFailsafe keeps the failsafe member list (the leader's, in etcd)
+// equal to the members it sees, while failsafe_mode is on: a member not
+// on it is never promoted while it is on, and each round must be
+// confirmed by all on it.
+func (a *Agent) publishFailsafe(ctx context.Context, c *dcs.Cluster) {
+	var want []string
+	if a.dynamic.FailsafeMode {
+		for _, m := range c.Members {
+			want = append(want, m.Name)
+		}
+		if !slices.Contains(want, a.s.Name) {
+			want = append(want, a.s.Name)
+		}
+		slices.Sort(want)
+	}
+	if slices.Equal(want, c.Failsafe) {
+		return
+	}
+	if err := a.d.DCS.SetFailsafe(ctx, want); err != nil {
+		a.log.Warn("cannot publish the failsafe member list", "error", err)
+	}
 }
 
 // failsafeAfter is how long a renewal may take before failsafe rounds
@@ -59,12 +98,28 @@ const failsafeAfter = 300 * time.Millisecond
 // failsafeWanted: this node led in v, failsafe is on, and PostgreSQL may
 // accept writes.
 func (a *Agent) failsafeWanted(v *failsafeView) bool {
-	if v == nil || !v.enabled || v.leader != a.s.Name || a.d.Failsafe == nil || v.ttl <= 0 {
+	if v == nil || !v.enabled || v.leader != a.s.Name || a.d.Failsafe == nil || v.ttl <= 0 ||
+		!slices.Contains(v.published, a.s.Name) || a.stuck(a.d.Clock.Now()) {
+		// No list published yet: no member is known to hold off. A loop
+		// stuck past hangBound is fenced, not kept.
 		return false
 	}
 	l := a.leaseLock()
 	defer a.leaseUnlock()
 	return l.guard
+}
+
+// failsafeMembers are the members a round asks: every one on the
+// published list (one with no record cannot answer: the round fails) and
+// any other the view shows.
+func failsafeMembers(v *failsafeView) []dcs.Member {
+	out := append([]dcs.Member(nil), v.members...)
+	for _, name := range v.published {
+		if !slices.ContainsFunc(out, func(m dcs.Member) bool { return m.Name == name }) {
+			out = append(out, dcs.Member{Name: name})
+		}
+	}
+	return out
 }
 
 // startFailsafeRounds starts, beside a renewal, the rounds that keep this
@@ -97,7 +152,7 @@ func (a *Agent) startFailsafeRounds() (stop func()) {
 func (a *Agent) failsafeRound(ctx context.Context, v *failsafeView) {
 	sent := a.d.Clock.Now()
 	rctx, cancel := context.WithTimeout(ctx, a.s.PeerTimeout)
-	err := a.d.Failsafe.Confirm(rctx, v.members, a.s.Name)
+	err := a.d.Failsafe.Confirm(rctx, failsafeMembers(v), a.s.Name, v.ttl)
 	cancel()
 	if ctx.Err() != nil {
 		return // the renewal answered meanwhile
@@ -127,8 +182,8 @@ func (a *Agent) failsafeRound(ctx context.Context, v *failsafeView) {
 
 // ConfirmFailsafe is a member's answer to a leader's failsafe round: nil
 // when this node is a running replica that follows leader; then it holds
-// off taking the key for ttl.
-func (a *Agent) ConfirmFailsafe(leader string) error {
+// off taking the key for the leader's ttl or its own, the longer.
+func (a *Agent) ConfirmFailsafe(leader string, leaderTTL time.Duration) error {
 	v := a.fsView.Load()
 	st := a.Status()
 	switch {
@@ -155,7 +210,7 @@ func (a *Agent) ConfirmFailsafe(leader string) error {
 		return fmt.Errorf("%w: this member streams from %q, not from %s at %q", ErrFailsafeRefused, st.Upstream, leader, want)
 	}
 	l := a.leaseLock()
-	if until := a.d.Clock.Now().Add(v.ttl); until.After(l.failsafeHold) {
+	if until := a.d.Clock.Now().Add(max(v.ttl, leaderTTL)); until.After(l.failsafeHold) {
 		l.failsafeHold = until
 	}
 	a.leaseUnlock()

@@ -78,6 +78,7 @@ func (a *Agent) renewLease(ctx context.Context) error {
 		// the round's deadline stands while the loop takes the key again
 		// under a new lease.
 		l.renewFail++
+		l.renewErr = nil
 	case errors.Is(err, dcs.ErrLeaseExpired):
 		l.deadline = time.Time{}
 		l.renewFail++

@@ -158,6 +158,10 @@ func (d simDCS) SetStatus(ctx context.Context, s dcs.Status) error {
 	return d.call(ctx, "set status", func() error { return d.m.SetStatus(ctx, s) })
 }
 
+func (d simDCS) SetFailsafe(ctx context.Context, members []string) error {
+	return d.call(ctx, "set failsafe", func() error { return d.m.SetFailsafe(ctx, members) })
+}
+
 func (d simDCS) SetSync(ctx context.Context, s dcs.Sync, prev int64) error {
 	return d.call(ctx, "set sync", func() error { return d.m.SetSync(ctx, s, prev) })
 }
@@ -741,7 +745,7 @@ func (c *simWatchdog) Disarm() error {
 // one answers as its API would (ConfirmFailsafe).
 type simFailsafe struct{ n *simNode }
 
-func (sf simFailsafe) Confirm(ctx context.Context, ms []dcs.Member, leader string) error {
+func (sf simFailsafe) Confirm(ctx context.Context, ms []dcs.Member, leader string, ttl time.Duration) error {
 	w := sf.n.w
 	wait := 2 * time.Millisecond
 	var err error
@@ -757,7 +761,7 @@ func (sf simFailsafe) Confirm(ctx context.Context, ms []dcs.Member, leader strin
 				err = fmt.Errorf("member %s: no answer", m.Name)
 			}
 		default:
-			if e := t.agent.ConfirmFailsafe(leader); e != nil && err == nil {
+			if e := t.agent.ConfirmFailsafe(leader, ttl); e != nil && err == nil {
 				err = fmt.Errorf("member %s: %w", m.Name, e)
 			}
 		}

@@ -175,6 +175,8 @@ type Cluster struct {
 	Sync     *Sync
 	History  []HistoryEntry
 	Status   Status
+	// Failsafe is the member list the leader published for failsafe_mode.
+	Failsafe []string
 	// BackupLock is the base backup running now (nil: none).
 	BackupLock *BackupLock
 	// BackupRuns is the last run of each backup kind, by kind.
@@ -245,6 +247,9 @@ type Store interface {
 	// AppendHistory adds an entry to the timeline history (replacing a
 	// pending entry of the same timeline).
 	AppendHistory(ctx context.Context, e HistoryEntry) error
+	// SetFailsafe records the members a failsafe round must be confirmed
+	// by, only while this member holds the leader key (ErrNotLeader).
+	SetFailsafe(ctx context.Context, members []string) error
 	// SetStatus records the leader's last WAL position, only while this
 	// member holds the leader key (ErrNotLeader otherwise).
 	SetStatus(ctx context.Context, s Status) error

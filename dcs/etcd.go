@@ -58,6 +58,10 @@ type Etcd struct {
 	kv    clientv3.KV
 	view  *view
 	wrote atomic.Int64
+	// viewOwned: a Watch keeps the view (only the first may).
+	viewOwned atomic.Bool
+	// progress is the context of the view's watch, for progress requests.
+	progress atomic.Pointer[context.Context]
 }
 
 var _ Store = (*Etcd)(nil)
@@ -227,6 +231,7 @@ func (e *Etcd) Renew(ctx context.Context) (time.Duration, error) {
 	if err != nil {
 		return 0, e.mapErr("renew lease", err)
 	}
+	e.requestProgress()
 	if r.TTL <= 0 {
 		e.mu.Lock()
 		e.lease = 0
@@ -276,7 +281,7 @@ func (e *Etcd) UpdateLeader(ctx context.Context) error {
 	// The key is bound to the lease the keeper renews: while the view
 	// (which has this client's own writes) shows it ours and bound to that
 	// lease, there is nothing to check with etcd.
-	if e.view.leaderHeld(k, e.cfg.Name, int64(lease), e.wrote.Load()) {
+	if e.view.leaderHeld(k, e.cfg.Name, int64(lease), e.wrote.Load(), e.cfg.RetryTimeout) {
 		return nil
 	}
 	ctx, cancel := e.call(ctx)
@@ -493,29 +498,43 @@ func (e *Etcd) AppendHistory(ctx context.Context, h HistoryEntry) error {
 
 // SetStatus implements Store.
 func (e *Etcd) SetStatus(ctx context.Context, s Status) error {
-	b, err := json.Marshal(s)
+	return e.leaderPut(ctx, "write status", keyStatus, s)
+}
+
+// SetFailsafe implements Store.
+func (e *Etcd) SetFailsafe(ctx context.Context, members []string) error {
+	return e.leaderPut(ctx, "write failsafe members", keyFailsafe, members)
+}
+
+// leaderPut writes v (JSON) at key in a transaction that requires this
+// member to hold the leader key.
+func (e *Etcd) leaderPut(ctx context.Context, op, key string, v any) error {
+	b, err := json.Marshal(v)
 	if err != nil {
-		return fmt.Errorf("encode status: %w", err)
+		return fmt.Errorf("%s: encode: %w", op, err)
 	}
 	ctx, cancel := e.call(ctx)
 	defer cancel()
 	r, err := e.kv.Txn(ctx).
 		If(clientv3.Compare(clientv3.Value(e.key(keyLeader)), "=", e.cfg.Name)).
-		Then(clientv3.OpPut(e.key(keyStatus), string(b))).
+		Then(clientv3.OpPut(e.key(key), string(b))).
 		Commit()
 	if err != nil {
-		return e.mapErr("write status", err)
+		return e.mapErr(op, err)
 	}
 	if !r.Succeeded {
-		return fmt.Errorf("write status: %w", ErrNotLeader)
+		return fmt.Errorf("%s: %w", op, ErrNotLeader)
 	}
 	return nil
 }
 
 // Watch implements Store. The first watch is established before Watch
-// returns (so a change made right after is seen); it is re-established after
-// errors (etcd restart, compaction, lost quorum) from the last revision seen,
-// and a signal is sent then because changes may have been missed.
+// returns when etcd answers within retry_timeout (so a change made right
+// after is seen; an etcd that does not answer must not hold up the
+// agent's start); it is re-established after errors (etcd restart,
+// compaction, lost quorum) from the last revision seen, and a signal is
+// sent then because changes may have been missed. The first Watch of a
+// client also keeps its view (etcd_view.go); later ones only signal.
 func (e *Etcd) Watch(ctx context.Context) <-chan struct{} {
 	out := make(chan struct{}, 1)
 	signal := func() {
@@ -524,35 +543,30 @@ func (e *Etcd) Watch(ctx context.Context) <-chan struct{} {
 		default:
 		}
 	}
+	var v *view
+	if e.viewOwned.CompareAndSwap(false, true) {
+		v = e.view
+	}
 	var rev int64
+	wctx := clientv3.WithRequireLeader(ctx)
 	open := func() (clientv3.WatchChan, context.CancelFunc) {
-		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+		cctx, cancel := context.WithCancel(wctx)
 		opts := []clientv3.OpOption{clientv3.WithPrefix(), clientv3.WithCreatedNotify()}
 		if rev > 0 {
 			opts = append(opts, clientv3.WithRev(rev+1))
 		}
-		return e.cli.Watch(wctx, e.cfg.Prefix, opts...), cancel
+		return e.cli.Watch(cctx, e.cfg.Prefix, opts...), cancel
 	}
-	// created waits (bounded) for the created notification: from then on
-	// the watch delivers every change after rev, and the view may be
-	// seeded. A watch that did not confirm leaves the view unseeded.
-	created := func(wch clientv3.WatchChan) {
-		select {
-		case resp, ok := <-wch:
-			if ok && resp.Err() == nil && resp.Created {
-				if resp.Header.Revision > rev {
-					rev = resp.Header.Revision
-				}
-				e.view.started(rev)
-			}
-		case <-time.After(e.cfg.RetryTimeout):
-		case <-ctx.Done():
-		}
+	if v != nil {
+		// Progress requests go on this watch's stream (the same context
+		// metadata): they show the stream still delivers.
+		e.progress.Store(&wctx)
 	}
-	wch, cancel := open()
-	created(wch)
+	ready := make(chan struct{})
 	go func() {
 		backoff := 100 * time.Millisecond
+		wch, cancel := open()
+		first := true
 		for {
 			for resp := range wch {
 				if err := resp.Err(); err != nil {
@@ -562,7 +576,19 @@ func (e *Etcd) Watch(ctx context.Context) <-chan struct{} {
 					}
 					break
 				}
-				e.view.apply(resp.Events)
+				if resp.Created {
+					// From here the watch delivers every change after
+					// rev: the view may be seeded.
+					rev = max(rev, resp.Header.Revision)
+					v.started(rev)
+					if first {
+						first = false
+						close(ready)
+					}
+					continue
+				}
+				v.fresh(time.Now())
+				v.apply(resp.Events)
 				for _, ev := range resp.Events {
 					rev = max(rev, ev.Kv.ModRevision)
 				}
@@ -572,7 +598,7 @@ func (e *Etcd) Watch(ctx context.Context) <-chan struct{} {
 				}
 			}
 			cancel()
-			e.view.stopped()
+			v.stopped()
 			select {
 			case <-ctx.Done():
 				return
@@ -580,11 +606,30 @@ func (e *Etcd) Watch(ctx context.Context) <-chan struct{} {
 			}
 			backoff = min(2*backoff, 2*time.Second)
 			wch, cancel = open()
-			created(wch)
 			signal()
 		}
 	}()
+	select {
+	case <-ready:
+	case <-time.After(e.cfg.RetryTimeout):
+	case <-ctx.Done():
+	}
 	return out
+}
+
+// requestProgress asks the view's watch stream to report its revision, so
+// a stream that stopped delivering shows as stale (after a renewal: the
+// view's freshness then follows the renewal's cadence).
+func (e *Etcd) requestProgress() {
+	p := e.progress.Load()
+	if p == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(*p, e.cfg.RetryTimeout)
+	go func() {
+		defer cancel()
+		_ = e.cli.RequestProgress(ctx)
+	}()
 }
 
 // wakes reports whether any event is one the HA loop must react to: all

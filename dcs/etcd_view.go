@@ -44,6 +44,9 @@ type view struct {
 	pending []*clientv3.Event
 	// moved is closed and replaced whenever rev advances.
 	moved chan struct{}
+	// freshAt is when the watch last delivered anything (an event, or
+	// the answer to a progress request the renewal sends).
+	freshAt time.Time
 }
 
 // maxPending bounds the events kept while no seed has been taken: past it
@@ -56,15 +59,34 @@ const viewCatchUp = 300 * time.Millisecond
 
 func newView() *view { return &view{moved: make(chan struct{})} }
 
+// The methods below are no-ops on a nil view (a second Watch of one
+// client signals without keeping a view).
+
 // started records that a watch now delivers every change after rev.
 func (v *view) started(rev int64) {
+	if v == nil {
+		return
+	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	v.watching, v.from = true, rev
+	v.watching, v.from, v.freshAt = true, rev, time.Now()
+}
+
+// fresh records that the watch delivered something at t.
+func (v *view) fresh(t time.Time) {
+	if v == nil {
+		return
+	}
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	v.freshAt = t
 }
 
 // stopped drops the view: the watch ended, changes may be missed.
 func (v *view) stopped() {
+	if v == nil {
+		return
+	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	v.watching, v.valid, v.pending, v.kvs = false, false, nil, nil
@@ -72,6 +94,9 @@ func (v *view) stopped() {
 
 // apply takes a watch response's events.
 func (v *view) apply(evs []*clientv3.Event) {
+	if v == nil {
+		return
+	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if !v.valid {
@@ -157,12 +182,15 @@ func (v *view) cluster(ctx context.Context, min int64, prefix string) (*Cluster,
 	}
 }
 
-// leaderHeld says whether the view, once valid and at revision min,
-// shows the leader key holding name bound to lease.
-func (v *view) leaderHeld(key, name string, lease int64, min int64) bool {
+// leaderHeld says whether the view, once valid, at revision min and
+// fresh within bound (its stream delivered lately: a stalled stream
+// shows no error for a while), shows the leader key holding name bound
+// to lease. Someone else's delete (an operator's, a hand-back) reaches a
+// fresh view within the watch's delay.
+func (v *view) leaderHeld(key, name string, lease int64, min int64, bound time.Duration) bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if !v.valid || v.rev < min {
+	if !v.valid || v.rev < min || time.Since(v.freshAt) > bound {
 		return false
 	}
 	kv := v.kvs[key]

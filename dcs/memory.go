@@ -203,6 +203,8 @@ func decodeKey(c *Cluster, key string, value []byte, modRev, lease int64) {
 		_ = json.Unmarshal(value, &c.History)
 	case key == keyStatus:
 		_ = json.Unmarshal(value, &c.Status)
+	case key == keyFailsafe:
+		_ = json.Unmarshal(value, &c.Failsafe)
 	case key == keyBackupLock:
 		var l BackupLock
 		if json.Unmarshal(value, &l) == nil {
@@ -444,20 +446,30 @@ func (m *Memory) AppendHistory(ctx context.Context, e HistoryEntry) error {
 
 // SetStatus implements Store.
 func (m *Memory) SetStatus(ctx context.Context, s Status) error {
-	b, err := json.Marshal(s)
+	return m.leaderPut("write status", keyStatus, s)
+}
+
+// SetFailsafe implements Store.
+func (m *Memory) SetFailsafe(ctx context.Context, members []string) error {
+	return m.leaderPut("write failsafe members", keyFailsafe, members)
+}
+
+// leaderPut writes v (JSON) at key while this member holds the leader key.
+func (m *Memory) leaderPut(op, key string, v any) error {
+	b, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	unlock, err := m.begin("write status")
+	unlock, err := m.begin(op)
 	if err != nil {
 		return err
 	}
 	defer unlock()
 	k := m.mc.keys[keyLeader]
 	if k == nil || string(k.value) != m.name {
-		return fmt.Errorf("write status: %w", ErrNotLeader)
+		return fmt.Errorf("%s: %w", op, ErrNotLeader)
 	}
-	m.mc.putLocked(keyStatus, b, 0)
+	m.mc.putLocked(key, b, 0)
 	return nil
 }
 

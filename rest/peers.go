@@ -133,8 +133,8 @@ func (pc *PeerClient) get(ctx context.Context, url string) (peerStatus, error) {
 // Confirm runs a failsafe round: POST /failsafe {"leader": leader} to
 // every member but Self at once, with the REST credentials when set. It
 // returns nil only if every one answered 200.
-func (pc *PeerClient) Confirm(ctx context.Context, ms []dcs.Member, leader string) error {
-	body, _ := json.Marshal(map[string]string{"leader": leader})
+func (pc *PeerClient) Confirm(ctx context.Context, ms []dcs.Member, leader string, ttl time.Duration) error {
+	body, _ := json.Marshal(map[string]any{"leader": leader, "ttl": ttl.Seconds()})
 	errs := make([]error, len(ms))
 	var wg sync.WaitGroup
 	for i, m := range ms {

@@ -38,7 +38,7 @@ type Agent interface {
 	Reload(ctx context.Context) error
 	Reinitialize(ctx context.Context) error
 	// ConfirmFailsafe answers a leader's failsafe round (agent/failsafe.go).
-	ConfirmFailsafe(leader string) error
+	ConfirmFailsafe(leader string, ttl time.Duration) error
 }
 
 // Options configure the server.
@@ -411,7 +411,8 @@ func (s *Server) postFailover(r *http.Request) (result, error) {
 // it confirms {"leader": name}, 409 with the reason when it does not.
 func (s *Server) postFailsafe(r *http.Request) (result, error) {
 	var b struct {
-		Leader string `json:"leader"`
+		Leader string  `json:"leader"`
+		TTL    float64 `json:"ttl"`
 	}
 	if err := decode(r, &b); err != nil {
 		return result{}, err
@@ -419,7 +420,10 @@ func (s *Server) postFailsafe(r *http.Request) (result, error) {
 	if b.Leader == "" {
 		return result{}, fmt.Errorf("%w: name the leader", errBadRequest)
 	}
-	if err := s.o.Agent.ConfirmFailsafe(b.Leader); err != nil {
+	if b.TTL < 0 || b.TTL > 3600 {
+		return result{}, fmt.Errorf("%w: ttl %g: want the leader's ttl in seconds (0-3600)", errBadRequest, b.TTL)
+	}
+	if err := s.o.Agent.ConfirmFailsafe(b.Leader, time.Duration(b.TTL*float64(time.Second))); err != nil {
 		return result{}, err
 	}
 	return result{body: map[string]string{"message": "following " + b.Leader}}, nil

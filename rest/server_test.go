@@ -85,7 +85,7 @@ func (f *fakeAgent) History(ctx context.Context) ([]dcs.HistoryEntry, error) {
 func (f *fakeAgent) Restart(ctx context.Context) error      { return f.record("restart") }
 func (f *fakeAgent) Reload(ctx context.Context) error       { return f.record("reload") }
 func (f *fakeAgent) Reinitialize(ctx context.Context) error { return f.record("reinit") }
-func (f *fakeAgent) ConfirmFailsafe(leader string) error {
+func (f *fakeAgent) ConfirmFailsafe(leader string, ttl time.Duration) error {
 	if leader != "a" {
 		return fmt.Errorf("%w: this member's last view names leader %q", agent.ErrFailsafeRefused, "a")
 	}
@@ -479,6 +479,8 @@ func TestFailsafe(t *testing.T) {
 		{`{"leader":"x"}`, []string{"op", "s3cret"}, 409, "names leader"},
 		{`{}`, []string{"op", "s3cret"}, 400, "name the leader"},
 		{`{"leader":"a","extra":1}`, []string{"op", "s3cret"}, 400, "extra"},
+		{`{"leader":"a","ttl":-1}`, []string{"op", "s3cret"}, 400, "ttl -1"},
+		{`{"leader":"a","ttl":10}`, []string{"op", "s3cret"}, 200, "following a"},
 		{`{"leader":"a"}`, nil, 401, "authentication"},
 	}
 	for _, c := range cases {
