@@ -178,15 +178,16 @@ func Check(writes []Write, faults []Fault, present map[int64]bool, sync bool) Re
 		}
 	}
 
-	// Lost rows, each charged to the fault it was sent before the heal of
-	// (a row acknowledged just before a kill is lost by that kill; a busy
-	// statement acknowledged late, by the fault it was sent into).
+	// Lost rows, each charged to the fault it was acknowledged before the
+	// heal of: a row on the primary when acknowledged is lost by the next
+	// failover (a busy statement sent during one fault and acknowledged
+	// just before the next host loss is lost by that host loss).
 	for _, w := range acked {
 		if present[w.ID] {
 			continue
 		}
 		r.Lost++
-		f := faultOfLoss(faults, w.Send)
+		f := faultOfLoss(faults, w.Ack)
 		r.LostByFault[f]++
 		if f >= 0 && faults[f].Planned {
 			r.LostPlanned++
@@ -197,7 +198,7 @@ func Check(writes []Write, faults []Fault, present map[int64]bool, sync bool) Re
 		if present[w.ID] {
 			continue
 		}
-		f := faultOfLoss(faults, w.Send)
+		f := faultOfLoss(faults, w.Ack)
 		planned := f >= 0 && faults[f].Planned
 		if (!sync && !planned && f >= 0) || lostShown[f] {
 			continue
@@ -269,10 +270,10 @@ func faultAt(faults []Fault, t time.Duration) int {
 	return f
 }
 
-// faultOfLoss is the first fault not yet healed at t: a row sent before a
-// fault's heal and missing at the end was lost by that fault (writes sent
-// between two faults are lost, if at all, by the next). -1: after the last
-// heal.
+// faultOfLoss is the first fault not yet healed at t: a row acknowledged
+// before a fault's heal and missing at the end was lost by that fault
+// (writes acknowledged between two faults are lost, if at all, by the
+// next). -1: after the last heal.
 func faultOfLoss(faults []Fault, t time.Duration) int {
 	for i := range faults {
 		if t <= faults[i].Heal {

@@ -60,8 +60,12 @@ func TestCheck(t *testing.T) {
 		{"sync loss is a violation", clean, []Fault{kill}, all(clean[2:]...), true, "lost", 2},
 		{"loss across a planned switchover is a violation", clean,
 			[]Fault{func() Fault { f := kill; f.Kind, f.Planned = "switchover", true; return f }()}, all(clean[2:]...), false, "lost", 2},
-		{"a late busy statement's loss is charged to the fault it was sent into",
-			append(clean[:4:4], w(8, "n1", 1, 1900, 4000)), []Fault{kill}, all(clean...), false, "overlap", 1},
+		{"a busy statement sent into one fault is lost by the next failover",
+			append(clean[:4:4], w(8, "n2", 2, 1900, 2500)), []Fault{kill, func() Fault {
+				f := kill
+				f.Start, f.Heal, f.Converged = ms(2600), ms(2700), ms(2800)
+				return f
+			}()}, all(clean...), false, "", 1},
 		{"loss after the last heal is a violation", append(clean[:4:4], w(9, "n2", 2, 4000, 4010)), []Fault{kill}, all(clean...), false, "lost", 1},
 		{"a leader change under a benign fault is a false failover", clean,
 			[]Fault{func() Fault { f := kill; f.Kind, f.MayFailover = "latency-spike", false; return f }()}, all(clean...), false, "false-failover", 0},
@@ -76,6 +80,9 @@ func TestCheck(t *testing.T) {
 			}
 			if r.Lost != c.lost {
 				t.Fatalf("lost %d, want %d", r.Lost, c.lost)
+			}
+			if c.name == "a busy statement sent into one fault is lost by the next failover" && r.LostByFault[1] != 1 {
+				t.Fatalf("lost by fault %v; want the row charged to the second fault", r.LostByFault)
 			}
 		})
 	}
