@@ -47,11 +47,15 @@ type Fault struct {
 	// Planned: a switchover with no other fault; it may lose no row.
 	Planned bool   `json:"planned,omitempty"`
 	Note    string `json:"note,omitempty"`
+	// Ineffective says why the fault did not do what its name says (a
+	// cut that did not cut): a campaign that did not test what it
+	// claims is a failed one.
+	Ineffective string `json:"ineffective,omitempty"`
 }
 
 // Violation is a broken invariant.
 type Violation struct {
-	Rule   string `json:"rule"` // overlap, lost, converge, false-failover
+	Rule   string `json:"rule"` // overlap, lost, converge, false-failover, ineffective
 	Fault  int    `json:"fault"`
 	Detail string `json:"detail"`
 	// At is the time to show the acknowledgements around.
@@ -200,15 +204,21 @@ func Check(writes []Write, faults []Fault, present map[int64]bool, sync bool) Re
 		}
 		f := faultOfLoss(faults, w.Ack)
 		planned := f >= 0 && faults[f].Planned
-		if (!sync && !planned && f >= 0) || lostShown[f] {
+		// A fault that moved no primary gives no reason to lose a row.
+		still := f >= 0 && faults[f].LeaderAfter != "" && faults[f].LeaderAfter == faults[f].LeaderBefore &&
+			faults[f].TLAfter == faults[f].TLBefore
+		if (!sync && !planned && !still && f >= 0) || lostShown[f] {
 			continue
 		}
 		lostShown[f] = true
 		why := "synchronous mode"
-		if planned {
+		switch {
+		case planned:
 			why = "a planned switchover"
-		} else if f < 0 {
+		case f < 0:
 			why = "no fault"
+		case still:
+			why = "a fault that moved no primary"
 		}
 		r.add(Violation{Rule: "lost", Fault: f, At: w.Ack,
 			Detail: fmt.Sprintf("%d acknowledged rows lost across %s, first: write %d (%s) acked by %s on timeline %d at %s",
@@ -227,13 +237,19 @@ func Check(writes []Write, faults []Fault, present map[int64]bool, sync bool) Re
 		}
 		ks.Count++
 		ks.RowsLost += r.LostByFault[i]
+		if f.Ineffective != "" {
+			r.add(Violation{Rule: "ineffective", Fault: i, At: f.Start, Detail: f.Kind + ": " + f.Ineffective})
+		}
 		if f.ConvergeErr != "" || f.Converged == 0 {
 			r.add(Violation{Rule: "converge", Fault: i, At: f.Heal,
 				Detail: fmt.Sprintf("%s: no single primary with two streaming replicas within the bound after the heal at %s: %s", f.Kind, secs(f.Heal), f.ConvergeErr)})
 		} else if c := f.Converged - f.Heal; c > ks.MaxConverge {
 			ks.MaxConverge = c
 		}
-		changed := f.LeaderAfter != "" && (f.LeaderAfter != f.LeaderBefore || f.TLAfter != f.TLBefore)
+		// A timeline of 0 was not read (an API that did not answer): only
+		// a known change counts.
+		changed := f.LeaderAfter != "" && (f.LeaderAfter != f.LeaderBefore ||
+			(f.TLAfter != 0 && f.TLBefore != 0 && f.TLAfter != f.TLBefore))
 		if changed {
 			ks.Failovers++
 			if !f.MayFailover {
@@ -270,13 +286,21 @@ func faultAt(faults []Fault, t time.Duration) int {
 	return f
 }
 
-// faultOfLoss is the first fault not yet healed at t: a row acknowledged
-// before a fault's heal and missing at the end was lost by that fault
-// (writes acknowledged between two faults are lost, if at all, by the
-// next). -1: after the last heal.
+// faultOfLoss is the first fault not yet over at t: a row acknowledged
+// before a fault's end (its convergence; the next fault's start when it
+// did not converge) and missing at the end was lost by that fault (writes
+// acknowledged between two faults are lost, if at all, by the next). -1:
+// after the last.
 func faultOfLoss(faults []Fault, t time.Duration) int {
-	for i := range faults {
-		if t <= faults[i].Heal {
+	for i, f := range faults {
+		end := f.Converged
+		if end == 0 {
+			end = f.Heal
+			if i+1 < len(faults) {
+				end = faults[i+1].Start
+			}
+		}
+		if t <= end {
 			return i
 		}
 	}

@@ -61,11 +61,22 @@ func TestCheck(t *testing.T) {
 		{"loss across a planned switchover is a violation", clean,
 			[]Fault{func() Fault { f := kill; f.Kind, f.Planned = "switchover", true; return f }()}, all(clean[2:]...), false, "lost", 2},
 		{"a busy statement sent into one fault is lost by the next failover",
-			append(clean[:4:4], w(8, "n2", 2, 1900, 2500)), []Fault{kill, func() Fault {
+			append(clean[:4:4], w(8, "n2", 2, 1900, 3200)), []Fault{kill, func() Fault {
 				f := kill
-				f.Start, f.Heal, f.Converged = ms(2600), ms(2700), ms(2800)
+				f.Start, f.Heal, f.Converged = ms(3500), ms(3600), ms(3700)
+				f.LeaderBefore, f.TLBefore, f.LeaderAfter, f.TLAfter = "n2", 2, "n1", 3
 				return f
 			}()}, all(clean...), false, "", 1},
+		{"a row lost in a fault that moved no primary is a violation", clean,
+			[]Fault{fault("cut-replica-etcd", 1000, 2000, 3000, false)}, all(clean[1:]...), false, "lost", 1},
+		{"an unread timeline is not a failover", clean,
+			[]Fault{func() Fault { f := fault("rest-partition", 1000, 2000, 3000, false); f.TLAfter = 0; return f }()}, all(clean...), false, "", 0},
+		{"a fault that did not do what it says fails the campaign", clean,
+			[]Fault{func() Fault {
+				f := fault("cut-replication", 1000, 2000, 3000, false)
+				f.Ineffective = "2 replicas still streaming"
+				return f
+			}()}, all(clean...), false, "ineffective", 0},
 		{"loss after the last heal is a violation", append(clean[:4:4], w(9, "n2", 2, 4000, 4010)), []Fault{kill}, all(clean...), false, "lost", 1},
 		{"a leader change under a benign fault is a false failover", clean,
 			[]Fault{func() Fault { f := kill; f.Kind, f.MayFailover = "latency-spike", false; return f }()}, all(clean...), false, "false-failover", 0},

@@ -22,6 +22,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/pgwarden/pgwarden/integration/harness"
+	"github.com/pgwarden/pgwarden/postgres/pgproc"
 	"github.com/pgwarden/pgwarden/watchdog"
 )
 
@@ -314,11 +315,21 @@ func (n *node) status() map[string]any {
 	return m
 }
 
+// timeline is the node's timeline from its API, asked up to 5 times (0:
+// unknown, which the checker does not count as a change).
 func (n *node) timeline() uint32 {
-	if tl, ok := n.status()["timeline"].(float64); ok {
-		return uint32(tl)
+	for i := 0; i < 5; i++ {
+		if tl, ok := n.status()["timeline"].(float64); ok && tl > 0 {
+			return uint32(tl)
+		}
 	}
 	return 0
+}
+
+// dataDirProcs are the processes working in the node's data directory.
+func (n *node) dataDirProcs() []int {
+	ps, _ := pgproc.Processes(n.dataDir())
+	return ps
 }
 
 // state is the cluster as its health answers tell it: the nodes answering

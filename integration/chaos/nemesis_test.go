@@ -20,9 +20,12 @@ type nemesis struct {
 	// its processes, or switches over; any other fault that moves the
 	// leader is a false failover.
 	mayFailover bool
-	planned     bool
-	hold        func(c *cluster) time.Duration
-	apply       func(f *faultRun) (heal func())
+	// mayFailoverAt, when set, decides mayFailover from the cluster's
+	// timing.
+	mayFailoverAt func(c *cluster) bool
+	planned       bool
+	hold          func(c *cluster) time.Duration
+	apply         func(f *faultRun) (heal func())
 	// during, when set, runs halfway through the hold and notes what the
 	// fault did (that a cut cuts).
 	during func(f *faultRun)
@@ -35,6 +38,8 @@ type faultRun struct {
 	rng    *rand.Rand
 	target string
 	note   []string
+	// ineffective says why the fault did not do what its name says.
+	ineffective string
 }
 
 func (f *faultRun) notef(format string, args ...any) {
@@ -151,19 +156,31 @@ var nemeses = []nemesis{
 	{kind: "kill-agent", mayFailover: true, hold: fixed(3 * time.Second), apply: func(f *faultRun) func() {
 		return f.killAgent(f.leader)
 	}},
-	{kind: "kill-watchdog", mayFailover: true, hold: fixed(0), apply: func(f *faultRun) func() {
+	// The agent replaces its watchdog: no failover.
+	{kind: "kill-watchdog", hold: fixed(0), apply: func(f *faultRun) func() {
 		kill(f.leader.watchdogPID())
 		return func() {}
 	}},
+	// A host that dies takes every process with it: all are stopped
+	// first (so the agent cannot start a new watchdog, nor a backend
+	// commit, in between), then killed, backends included.
 	{kind: "kill-host", mayFailover: true, hold: pastTTL, apply: func(f *faultRun) func() {
 		n := f.leader
-		wd, pm := n.watchdogPID(), n.postmasterPID()
-		kill(wd)
-		heal := f.killAgent(n)
-		kill(pm)
-		return heal
+		pids := append([]int{n.agent.PID(), n.watchdogPID(), n.postmasterPID()}, n.dataDirProcs()...)
+		for _, pid := range pids {
+			if pid > 0 {
+				_ = syscall.Kill(pid, syscall.SIGSTOP)
+			}
+		}
+		for _, pid := range append(pids, n.dataDirProcs()...) {
+			kill(pid)
+		}
+		n.agent.Wait(10 * time.Second)
+		return func() { n.start() }
 	}},
-	{kind: "freeze-agent-short", mayFailover: true, hold: func(c *cluster) time.Duration { return secsOf(c.o.ttl / 2) }, apply: func(f *faultRun) func() {
+	// ttl/2 plus up to loop_wait since the last renewal: past the 2 s
+	// safety margin only when ttl is short (at ttl 5, 3.5 s > 3 s).
+	{kind: "freeze-agent-short", mayFailoverAt: func(c *cluster) bool { return c.o.ttl/2+c.o.loopWait >= c.o.ttl-2 }, hold: func(c *cluster) time.Duration { return secsOf(c.o.ttl / 2) }, apply: func(f *faultRun) func() {
 		_ = f.leader.agent.Pause()
 		return f.leader.resume
 	}},
@@ -193,6 +210,9 @@ var nemeses = []nemesis{
 	}, during: func(f *faultRun) {
 		_, r := f.c.state()
 		f.notef("mid-fault: %d of 2 replicas streaming", len(r))
+		if len(r) > 0 {
+			f.ineffective = fmt.Sprintf("%d replicas still streaming halfway through the cut", len(r))
+		}
 	}},
 	{kind: "etcd-latency-spike", hold: fixed(3 * time.Second), apply: func(f *faultRun) func() {
 		f.target = "all etcd links"
@@ -276,7 +296,11 @@ func nemesisByKind(kind string) (nemesis, bool) {
 // It returns the converged cluster's primary (nil if it did not).
 func (c *cluster) runFault(ctx context.Context, rec *recorder, seq int, nm nemesis, rng *rand.Rand, leader *node) (Fault, *node) {
 	f := &faultRun{c: c, leader: leader, rng: rng, target: leader.name}
-	fault := Fault{Seq: seq, Kind: nm.kind, MayFailover: nm.mayFailover, Planned: nm.planned,
+	may := nm.mayFailover
+	if nm.mayFailoverAt != nil {
+		may = nm.mayFailoverAt(c)
+	}
+	fault := Fault{Seq: seq, Kind: nm.kind, MayFailover: may, Planned: nm.planned,
 		LeaderBefore: leader.name, TLBefore: leader.timeline()}
 	hold := nm.hold(c)
 	fault.Start = rec.now()
@@ -304,6 +328,7 @@ func (c *cluster) runFault(ctx context.Context, rec *recorder, seq int, nm nemes
 		fault.LeaderAfter, fault.TLAfter = p.name, p.timeline()
 	}
 	fault.Note = strings.Join(f.note, "; ")
+	fault.Ineffective = f.ineffective
 	return fault, p
 }
 
@@ -323,7 +348,8 @@ func (c *cluster) setFailsafe(f *faultRun, on bool) {
 			err = fmt.Errorf("PATCH /config: %d", resp.StatusCode)
 		}
 		if time.Now().After(deadline) || i > 300 {
-			f.notef("failsafe_mode %v not set: %v", on, err)
+			// Left on, it would change every later fault.
+			f.ineffective = fmt.Sprintf("failsafe_mode %v not set: %v", on, err)
 			return
 		}
 		time.Sleep(100 * time.Millisecond) // a retry pace, not a synchronization
@@ -340,5 +366,5 @@ func (c *cluster) setFailsafe(f *faultRun, on bool) {
 		}
 		time.Sleep(100 * time.Millisecond) // polled until the deadline above
 	}
-	f.notef("failsafe_mode %v not seen by every agent", on)
+	f.ineffective = fmt.Sprintf("failsafe_mode %v not seen by every agent", on)
 }
