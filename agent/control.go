@@ -36,7 +36,7 @@ const completionBound = 30 * time.Second
 // (ErrNotCompleted when it did not within a bound). It reports whether the
 // request was scheduled for later.
 func (a *Agent) Switchover(ctx context.Context, r SwitchoverRequest) (bool, error) {
-	c, err := a.d.DCS.Cluster(ctx)
+	c, err := a.freshCluster(ctx)
 	if err != nil {
 		return false, fmt.Errorf("%w: read cluster: %v", ErrNotCompleted, err)
 	}
@@ -82,7 +82,7 @@ func (a *Agent) Switchover(ctx context.Context, r SwitchoverRequest) (bool, erro
 
 // CancelSwitchover deletes a pending (scheduled) switchover.
 func (a *Agent) CancelSwitchover(ctx context.Context) error {
-	c, err := a.d.DCS.Cluster(ctx)
+	c, err := a.freshCluster(ctx)
 	if err != nil {
 		return fmt.Errorf("%w: read cluster: %v", ErrNotCompleted, err)
 	}
@@ -100,7 +100,7 @@ func (a *Agent) Failover(ctx context.Context, r FailoverRequest) error {
 	if r.Candidate == "" {
 		return fmt.Errorf("%w: failover needs a candidate", ErrBadRequest)
 	}
-	c, err := a.d.DCS.Cluster(ctx)
+	c, err := a.freshCluster(ctx)
 	if err != nil {
 		return fmt.Errorf("%w: read cluster: %v", ErrNotCompleted, err)
 	}
@@ -306,7 +306,7 @@ func (a *Agent) Reload(ctx context.Context) error {
 func (a *Agent) Reinitialize(ctx context.Context) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	c, err := a.d.DCS.Cluster(ctx)
+	c, err := a.freshCluster(ctx)
 	if err != nil {
 		return fmt.Errorf("%w: read cluster: %v", ErrNotCompleted, err)
 	}
@@ -327,4 +327,19 @@ func (a *Agent) Reinitialize(ctx context.Context) error {
 	}
 	a.Wake()
 	return nil
+}
+
+// freshReader is a DCS that can read past its watch-kept view.
+type freshReader interface {
+	ClusterFresh(ctx context.Context) (*dcs.Cluster, error)
+}
+
+// freshCluster reads the cluster as etcd has it now, for an operator's
+// request: a member's view may not have another member's last record yet
+// (a candidate that just started streaming).
+func (a *Agent) freshCluster(ctx context.Context) (*dcs.Cluster, error) {
+	if f, ok := a.d.DCS.(freshReader); ok {
+		return f.ClusterFresh(ctx)
+	}
+	return a.d.DCS.Cluster(ctx)
 }

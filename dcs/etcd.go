@@ -192,6 +192,13 @@ func (e *Etcd) Cluster(ctx context.Context) (*Cluster, error) {
 	if c, ok := e.view.cluster(ctx, e.wrote.Load(), e.cfg.Prefix); ok {
 		return c, nil
 	}
+	return e.ClusterFresh(ctx)
+}
+
+// ClusterFresh reads the cluster in full (linearizable), whatever the
+// view holds: an operator's request is checked against what etcd has
+// now, not what the watch delivered so far.
+func (e *Etcd) ClusterFresh(ctx context.Context) (*Cluster, error) {
 	ctx, cancel := e.call(ctx)
 	defer cancel()
 	resp, err := e.cli.Get(ctx, e.cfg.Prefix, clientv3.WithPrefix())
