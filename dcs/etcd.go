@@ -189,7 +189,7 @@ func (e *Etcd) noteWrite(rev int64) {
 // Cluster implements Store: from the watch's view when it is valid and
 // has this client's own writes (etcd_view.go), else one full read.
 func (e *Etcd) Cluster(ctx context.Context) (*Cluster, error) {
-	if c, ok := e.view.cluster(ctx, e.wrote.Load(), e.cfg.Prefix); ok {
+	if c, ok := e.view.cluster(ctx, e.wrote.Load(), e.cfg.Prefix, e.cfg.RetryTimeout); ok {
 		return c, nil
 	}
 	return e.ClusterFresh(ctx)

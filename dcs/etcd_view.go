@@ -151,13 +151,15 @@ func (v *view) seed(rev int64, kvs []*mvccpb.KeyValue) {
 }
 
 // cluster decodes the view once it has reached revision min; ok is false
-// when it is not valid or did not get there within viewCatchUp.
-func (v *view) cluster(ctx context.Context, min int64, prefix string) (*Cluster, bool) {
+// when it is not valid, not fresh within bound (a stream can stall with no
+// error: a read must then go to etcd, or a replica keeps following a
+// leader that is gone), or did not get there within viewCatchUp.
+func (v *view) cluster(ctx context.Context, min int64, prefix string, bound time.Duration) (*Cluster, bool) {
 	deadline := time.NewTimer(viewCatchUp)
 	defer deadline.Stop()
 	for {
 		v.mu.Lock()
-		if !v.valid {
+		if !v.valid || time.Since(v.freshAt) > bound {
 			v.mu.Unlock()
 			return nil, false
 		}
