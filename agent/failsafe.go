@@ -58,11 +58,7 @@ func (a *Agent) noteFailsafeView(c *dcs.Cluster) {
 		// know what it confirmed before: it holds off as if it had
 		// confirmed at its start.
 		a.fsStartHeld = true
-		l := a.leaseLock()
-		if until := a.started.Add(v.ttl); until.After(l.failsafeHold) {
-			l.failsafeHold = until
-		}
-		a.leaseUnlock()
+		a.holdFailsafe(a.started.Add(v.ttl))
 	}
 }
 
@@ -209,12 +205,18 @@ func (a *Agent) ConfirmFailsafe(leader string, leaderTTL time.Duration) error {
 	if want == "" || st.Upstream != want {
 		return fmt.Errorf("%w: this member streams from %q, not from %s at %q", ErrFailsafeRefused, st.Upstream, leader, want)
 	}
+	a.holdFailsafe(a.d.Clock.Now().Add(max(v.ttl, leaderTTL)))
+	return nil
+}
+
+// holdFailsafe extends this member's failsafe hold to until (a hold is
+// never shortened).
+func (a *Agent) holdFailsafe(until time.Time) {
 	l := a.leaseLock()
-	if until := a.d.Clock.Now().Add(max(v.ttl, leaderTTL)); until.After(l.failsafeHold) {
+	defer a.leaseUnlock()
+	if until.After(l.failsafeHold) {
 		l.failsafeHold = until
 	}
-	a.leaseUnlock()
-	return nil
 }
 
 // failsafeHold is until when this member confirmed a leader.
