@@ -13,7 +13,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgwarden/pgwarden/integration/harness"
+	"github.com/pgwarden/pgwarden/postgres/pgproc"
 	"github.com/pgwarden/pgwarden/rest/resttest"
 	"github.com/pgwarden/pgwarden/watchdog"
 )
@@ -151,11 +151,8 @@ func (c *cluster) stop() {
 		// PostgreSQL's own log is a file beside the data directory: show
 		// its end, or a failure inside PostgreSQL leaves no trace.
 		for _, n := range c.nodes {
-			if b, err := os.ReadFile(filepath.Join(n.dir, "data.log")); err == nil {
-				if len(b) > 6000 {
-					b = b[len(b)-6000:]
-				}
-				c.t.Logf("%s: end of PostgreSQL's log:\n%s", n.name, b)
+			if _, err := os.Stat(filepath.Join(n.dir, "data.log")); err == nil {
+				c.t.Logf("%s: end of PostgreSQL's log:\n%s", n.name, harness.Tail(filepath.Join(n.dir, "data.log"), 6000))
 			}
 		}
 	}
@@ -296,12 +293,8 @@ func (n *node) killHard() {
 }
 
 func (n *node) postmasterPID() int {
-	b, err := os.ReadFile(filepath.Join(n.dir, "data", "postmaster.pid"))
-	if err != nil {
-		return 0
-	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
-	return pid
+	pf, _ := pgproc.ReadPIDFile(n.dataDir())
+	return pf.PID
 }
 
 func (n *node) api(path string) string {

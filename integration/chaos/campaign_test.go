@@ -263,7 +263,7 @@ func (c *cluster) print(t *testing.T, cp campaign, r Report, ws []Write) {
 	}
 	if len(r.Violations) > 0 {
 		for _, n := range c.nodes {
-			fmt.Fprintf(&b, "--- %s agent log (end)\n%s\n", n.name, tail(filepath.Join(n.dir, "agent.log"), 6000))
+			fmt.Fprintf(&b, "--- %s agent log (end)\n%s\n", n.name, harness.Tail(filepath.Join(n.dir, "agent.log"), 6000))
 		}
 	}
 	js, _ := json.Marshal(struct {

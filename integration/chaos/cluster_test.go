@@ -10,7 +10,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -233,11 +232,8 @@ func (c *cluster) startBouncer() {
 func (c *cluster) stop() {
 	if c.t.Failed() {
 		for _, n := range c.nodes {
-			if b, err := os.ReadFile(filepath.Join(n.dir, "data.log")); err == nil {
-				if len(b) > 4000 {
-					b = b[len(b)-4000:]
-				}
-				c.t.Logf("%s: end of PostgreSQL's log:\n%s", n.name, b)
+			if _, err := os.Stat(filepath.Join(n.dir, "data.log")); err == nil {
+				c.t.Logf("%s: end of PostgreSQL's log:\n%s", n.name, harness.Tail(filepath.Join(n.dir, "data.log"), 4000))
 			}
 		}
 	}
@@ -266,12 +262,8 @@ func (n *node) start() {
 func (n *node) dataDir() string { return filepath.Join(n.dir, "data") }
 
 func (n *node) postmasterPID() int {
-	b, err := os.ReadFile(filepath.Join(n.dataDir(), "postmaster.pid"))
-	if err != nil {
-		return 0
-	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
-	return pid
+	pf, _ := pgproc.ReadPIDFile(n.dataDir())
+	return pf.PID
 }
 
 func (n *node) watchdogPID() int { return watchdog.HolderPID(n.dataDir()) }
@@ -431,16 +423,4 @@ func appendFile(t testing.TB, path string) *os.File {
 	must(t, err)
 	t.Cleanup(func() { f.Close() })
 	return f
-}
-
-// tail is the end of a file, for a failure's reader.
-func tail(path string, max int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	if len(b) > max {
-		b = b[len(b)-max:]
-	}
-	return string(b)
 }

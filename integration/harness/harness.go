@@ -471,3 +471,16 @@ func Dir(t testing.TB, name string) string {
 	}
 	return d
 }
+
+// Tail is the last max bytes of a file (a process's log, for a failure's
+// reader), or the error that kept it from being read.
+func Tail(path string, max int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err.Error()
+	}
+	if len(b) > max {
+		b = b[len(b)-max:]
+	}
+	return string(b)
+}
