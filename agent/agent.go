@@ -431,8 +431,10 @@ func (a *Agent) Step(ctx context.Context) Decision {
 	if a.stopKeeper == nil {
 		// The first step has a lease (or knows it cannot get one) before
 		// it decides; from then on the keeper renews.
+		a.guardAtStart(ctx)
 		_ = a.renewLease(ctx)
 		a.startKeeper()
+		defer a.endStartGuard()
 	}
 	o := a.observe(ctx)
 	d := Decide(o)

@@ -49,6 +49,10 @@ type leaseState struct {
 	failsafe       bool
 	failsafeRounds uint64
 	failsafeHold   time.Time
+	// startBy is where the watchdog is armed, before this process has any
+	// lease, when PostgreSQL already ran writable at its start (zero once
+	// the first step is done).
+	startBy time.Time
 }
 
 // hangBound is how long the loop may make no progress while PostgreSQL
@@ -170,6 +174,38 @@ func (a *Agent) setGuard(on bool) {
 	a.applyGuard()
 }
 
+// guardAtStart runs before the first step's renewal and cluster read, each
+// of which may take retry_timeout when etcd is away. A server found
+// writable then has no lease of this process behind it: whatever lease it
+// had may have expired long ago (a paused leader whose agent was stopped),
+// and a replica that finds it unreachable (a host frozen now) promotes. So
+// the watchdog is armed at once, to one loop_wait from now: a first
+// renewal that succeeds moves it to the new lease, and the first decision
+// keeps or fences the server from what the DCS says.
+func (a *Agent) guardAtStart(ctx context.Context) {
+	if a.d.Watchdog == nil {
+		return
+	}
+	pg, err := a.d.Postgres.State(ctx)
+	if err != nil || !pg.MayWrite() {
+		return
+	}
+	by := a.d.Clock.Now().Add(a.renewEvery())
+	l := a.leaseLock()
+	l.guard, l.startBy = true, by
+	a.leaseUnlock()
+	a.log.Warn("postgres may accept writes and this agent holds no lease yet: watchdog armed until the first renewal", "fence_in", a.renewEvery())
+	a.applyGuard()
+}
+
+// endStartGuard drops the start arming: from the first decision on, the
+// watchdog follows the lease alone.
+func (a *Agent) endStartGuard() {
+	l := a.leaseLock()
+	l.startBy = time.Time{}
+	a.leaseUnlock()
+}
+
 // setKeepOnExit says whether the agent's end leaves PostgreSQL running.
 func (a *Agent) setKeepOnExit(keep bool) {
 	l := a.leaseLock()
@@ -189,13 +225,16 @@ func (a *Agent) applyGuard() {
 		return
 	}
 	l := a.leaseLock()
-	guard, deadline, keep := l.guard, l.deadline, l.keepOnExit
+	guard, deadline, keep, startBy := l.guard, l.deadline, l.keepOnExit, l.startBy
 	a.leaseUnlock()
 	var err error
 	if guard {
 		at := a.d.Clock.Now()
-		if !deadline.IsZero() {
+		switch {
+		case !deadline.IsZero():
 			at = deadline.Add(-a.s.SafetyMargin)
+		case !startBy.IsZero():
+			at = startBy
 		}
 		err = a.d.Watchdog.Arm(at, keep)
 	} else {

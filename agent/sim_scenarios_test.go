@@ -391,13 +391,10 @@ func (w *world) request(t *testing.T, f dcs.Failover) {
 	}
 }
 
-// TestSimPausedLeaderAgentKilledThenResumed: the cluster is paused and the
-// leader's agent killed (maintenance): its PostgreSQL runs on and the
-// watchdog, armed "keep", leaves it running. After resume no replica is
-// promoted while the last leader's server answers as a primary when asked
-// directly; its restarted agent takes the key back. (Before: the replicas
-// skipped the unreachable leader's REST API and one was promoted beside it.)
-func TestSimPausedLeaderAgentKilledThenResumed(t *testing.T) {
+// pausedLeaderStoppedThenResumed pauses a healthy cluster, kills its
+// leader's agent (maintenance), resumes and runs for d.
+func pausedLeaderStoppedThenResumed(t *testing.T, d time.Duration) (*world, *simNode) {
+	t.Helper()
 	w := healthy(t, simOpts{ttl: 5 * time.Second})
 	old := w.leaderNode()
 	w.setPause(t, true)
@@ -408,7 +405,18 @@ func TestSimPausedLeaderAgentKilledThenResumed(t *testing.T) {
 		w.fatal(t, "a paused cluster's primary was fenced when its agent went")
 	}
 	w.setPause(t, false)
-	w.runFor(30 * time.Second)
+	w.runFor(d)
+	return w, old
+}
+
+// TestSimPausedLeaderAgentKilledThenResumed: the cluster is paused and the
+// leader's agent killed (maintenance): its PostgreSQL runs on and the
+// watchdog, armed "keep", leaves it running. After resume no replica is
+// promoted while the last leader's server answers as a primary when asked
+// directly; its restarted agent takes the key back. (Before: the replicas
+// skipped the unreachable leader's REST API and one was promoted beside it.)
+func TestSimPausedLeaderAgentKilledThenResumed(t *testing.T) {
+	w, old := pausedLeaderStoppedThenResumed(t, 30*time.Second)
 	w.noViolation(t)
 	for _, r := range w.others(old) {
 		if r.pg.canCommit() {
@@ -423,6 +431,42 @@ func TestSimPausedLeaderAgentKilledThenResumed(t *testing.T) {
 		w.fatal(t, "the restarted agent did not take its key back (leader %q)", w.leaderKey())
 	}
 	w.noViolation(t)
+}
+
+// TestSimRestartedAgentGuardsAtOnce: a paused leader's agent is stopped,
+// the cluster resumed, and the leader's lease expires while its server
+// runs on (the edge the pause allows). Its agent comes back with etcd
+// unreachable, so its first renewal and cluster read each wait
+// retry_timeout; the host freezes meanwhile and a replica, finding the
+// last leader's server unreachable, is promoted. At the thaw the watchdog
+// must strike before the old server commits again. (Before: the restarted
+// agent armed its watchdog only after its first decision, and at the thaw
+// both servers accepted commits: sim seed 9463.)
+func TestSimRestartedAgentGuardsAtOnce(t *testing.T) {
+	w, old := pausedLeaderStoppedThenResumed(t, 15*time.Second)
+	if !old.pg.canCommit() {
+		w.fatal(t, "the paused leader's server did not run on")
+	}
+	w.etcdDown[old.name] = true
+	w.start(old, 0)
+	w.runFor(300 * time.Millisecond)
+	w.freezeHost(old)
+	if !w.until(30*time.Second, func() bool {
+		for _, r := range w.others(old) {
+			if r.pg.canCommit() {
+				return true
+			}
+		}
+		return false
+	}) {
+		w.fatal(t, "no replica was promoted while the last leader's host was frozen")
+	}
+	w.thaw(old)
+	w.runFor(2 * time.Second)
+	w.noViolation(t)
+	if old.pg.canCommit() {
+		w.fatal(t, "the old primary accepts commits after its thaw")
+	}
 }
 
 // TestSimPausedLeaderCutFromEtcdFences: a paused leader that cannot renew
