@@ -11,7 +11,7 @@ ITAGS   := -tags integration
 all: build
 
 build:
-	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/pgwarden
+	GO=$(GO) LDFLAGS="$(LDFLAGS)" sh scripts/build.sh $(BIN)
 
 # Everything: the unit tests with the race detector, then the integration tests.
 test: deps lint test-unit test-integration

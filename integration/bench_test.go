@@ -354,9 +354,9 @@ func BenchmarkIdle(b *testing.B) {
 // etcd requests per second per agent, over 30 s.
 func benchIdle(b *testing.B, c *cluster) {
 	const window = 30 * time.Second
-	rss := func(pid int) float64 {
+	status := func(pid int, field string) float64 {
 		data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-		m := regexp.MustCompile(`VmRSS:\s+(\d+) kB`).FindStringSubmatch(string(data))
+		m := regexp.MustCompile(field + `:\s+(\d+) kB`).FindStringSubmatch(string(data))
 		if m == nil {
 			return 0
 		}
@@ -370,12 +370,18 @@ func benchIdle(b *testing.B, c *cluster) {
 	req0, ka0 := etcdRequests(c.etcd.Endpoint)
 	time.Sleep(window) // the measurement window itself
 	req1, ka1 := etcdRequests(c.etcd.Endpoint)
-	var cpus, rsss []float64
+	var cpus, rsss, anons, files []float64
 	for i, n := range c.nodes {
-		cpus = append(cpus, (cpu(n.agent.PID())-cpu0[i])*float64(time.Minute)/float64(window))
-		rsss = append(rsss, rss(n.agent.PID()))
+		pid := n.agent.PID()
+		cpus = append(cpus, (cpu(pid)-cpu0[i])*float64(time.Minute)/float64(window))
+		rsss = append(rsss, status(pid, "VmRSS"))
+		anons = append(anons, status(pid, "RssAnon"))
+		files = append(files, status(pid, "RssFile"))
 	}
 	report(b, "idle_agent_rss", median(rsss), "MiB")
+	// Apart: the heap and stacks, and the pages of the binary touched.
+	report(b, "idle_agent_rss_anon", median(anons), "MiB")
+	report(b, "idle_agent_rss_file", median(files), "MiB")
 	report(b, "idle_agent_cpu", median(cpus), "cpu-s/min")
 	report(b, "idle_etcd_requests_per_agent", (req1-req0)/window.Seconds()/float64(len(c.nodes)), "req/s")
 	report(b, "idle_lease_keepalives_per_agent", (ka1-ka0)/window.Seconds()/float64(len(c.nodes)), "req/s")

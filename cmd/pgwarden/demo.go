@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"os/user"
@@ -16,8 +15,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"go.etcd.io/etcd/server/v3/embed"
 
 	"github.com/pgwarden/pgwarden/config"
 )
@@ -108,9 +105,11 @@ type demo struct {
 	binDir  string
 	bouncer string
 	bin     string
-	etcd    *embed.Etcd
+	etcd    *exec.Cmd
 	etcdEP  string
-	nodes   []*demoNode
+	// etcdFrom says which etcd runs: embedded, or found on PATH.
+	etcdFrom string
+	nodes    []*demoNode
 }
 
 // demoCredential finds or creates the unprivileged user PostgreSQL runs as.
@@ -155,7 +154,7 @@ func (d *demo) start(n int) error {
 	if err := d.startEtcd(); err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stdout, "  etcd (embedded)  %s\n", d.etcdEP)
+	fmt.Fprintf(e.stdout, "  etcd (%s)  %s\n", d.etcdFrom, d.etcdEP)
 	for i := range n {
 		nd := &demoNode{name: fmt.Sprintf("node%d", i+1), pgPort: freePort(), apiPort: freePort()}
 		if d.bouncer != "" {
@@ -226,27 +225,45 @@ func freePort() int {
 var usedPorts = map[int]bool{}
 
 func (d *demo) startEtcd() error {
-	cfg := embed.NewConfig()
-	cfg.Name = "demo"
-	cfg.Dir = filepath.Join(d.dir, "etcd")
-	// Its shutdown "errors" (closed listeners) would only alarm a newcomer.
-	cfg.LogLevel = "fatal"
-	cu, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", freePort()))
-	pu, _ := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", freePort()))
-	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{*cu}, []url.URL{*cu}
-	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{*pu}, []url.URL{*pu}
-	cfg.InitialCluster = cfg.InitialClusterFromName(cfg.Name)
-	e, err := embed.StartEtcd(cfg)
+	bin, from, err := demoEtcd(d.dir)
 	if err != nil {
-		return fmt.Errorf("start embedded etcd: %w", err)
+		return err
 	}
-	select {
-	case <-e.Server.ReadyNotify():
-	case <-time.After(30 * time.Second):
-		e.Close()
-		return errors.New("embedded etcd not ready within 30s")
+	d.etcdFrom = from
+	cu := fmt.Sprintf("http://127.0.0.1:%d", freePort())
+	pu := fmt.Sprintf("http://127.0.0.1:%d", freePort())
+	logf, err := os.OpenFile(filepath.Join(d.dir, "etcd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return err
 	}
-	d.etcd, d.etcdEP = e, cu.Host
+	defer logf.Close()
+	cmd := exec.Command(bin, "--name", "demo", "--data-dir", filepath.Join(d.dir, "etcd"),
+		"--listen-client-urls", cu, "--advertise-client-urls", cu,
+		"--listen-peer-urls", pu, "--initial-advertise-peer-urls", pu,
+		"--initial-cluster", "demo="+pu)
+	// Its own process group: the terminal's Ctrl-C reaches the demo, which
+	// stops etcd last, after the agents.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Dir, cmd.Stdout, cmd.Stderr = d.dir, logf, logf
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start the demo's etcd %s: %w", bin, err)
+	}
+	d.etcd = cmd
+	exited := make(chan struct{})
+	go func() { _, _ = cmd.Process.Wait(); close(exited) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for probe(cu+"/health") != http.StatusOK {
+		select {
+		case <-exited:
+			d.etcd = nil
+			return fmt.Errorf("the demo's etcd exited at start: see %s", filepath.Join(d.dir, "etcd.log"))
+		case <-time.After(100 * time.Millisecond): // polling its health endpoint
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the demo's etcd not ready within 30s: see %s", filepath.Join(d.dir, "etcd.log"))
+		}
+	}
+	d.etcdEP = strings.TrimPrefix(cu, "http://")
 	return nil
 }
 
@@ -503,8 +520,9 @@ func (d *demo) stop() {
 		// A postmaster left behind (agent killed) is stopped by its pid file.
 		stopPostmaster(filepath.Join(nd.dir, "data"))
 	}
-	if d.etcd != nil {
-		d.etcd.Close()
+	if d.etcd != nil && d.etcd.Process != nil {
+		_ = d.etcd.Process.Signal(syscall.SIGTERM)
+		waitOrKill(d.etcd, 30*time.Second)
 	}
 }
 

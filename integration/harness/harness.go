@@ -58,7 +58,8 @@ func Main(m *testing.M, opts ...Option) int {
 			return 2
 		}
 		bin := filepath.Join(dir, "pgwarden")
-		cmd := exec.Command("go", "build", "-o", bin, "./cmd/pgwarden")
+		// As `make build` does: with the demo's etcd embedded.
+		cmd := exec.Command("sh", "scripts/build.sh", bin)
 		cmd.Dir = ModuleRoot()
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		if err := cmd.Run(); err != nil {
