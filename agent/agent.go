@@ -295,9 +295,11 @@ type Agent struct {
 	poolerLeader string
 	poolerPaused bool
 	startFails   int
-	pausedAt     time.Time
-	failovers    uint64
-	lastDCS      time.Time
+	// fail is the action that last failed, backing off (backoff.go).
+	fail      failing
+	pausedAt  time.Time
+	failovers uint64
+	lastDCS   time.Time
 
 	// lease is shared with the keeper that renews it (guard.go).
 	lease      leaseState
@@ -437,12 +439,16 @@ func (a *Agent) Step(ctx context.Context) Decision {
 		defer a.endStartGuard()
 	}
 	o := a.observe(ctx)
-	d := Decide(o)
+	wanted := Decide(o)
+	d, held := a.fail.hold(o, wanted)
 	if d != a.last {
 		a.log.Info("decision", "action", d.Action.String(), "target", d.Target, "reason", d.Reason)
 		a.last = d
 	}
 	out := a.execute(ctx, o, d)
+	if !held {
+		a.noteOutcome(d, out.Err)
+	}
 	a.noteProgress()
 	a.publish(ctx, o, d, out, start)
 	a.tellBackup(out.PG)

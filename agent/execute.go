@@ -132,9 +132,6 @@ func (a *Agent) execute(ctx context.Context, o Observation, d Decision) Outcome 
 	case ActRestart:
 		out.KeyHeld, err = a.restart(ctx, o)
 	}
-	if err != nil {
-		a.log.Error("action failed", "action", d.Action.String(), "target", d.Target, "error", err)
-	}
 	out.Err = err
 	switch d.Action {
 	case ActStartReplica, ActRewind, ActClone:

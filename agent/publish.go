@@ -47,6 +47,10 @@ func (a *Agent) publish(ctx context.Context, o Observation, d Decision, out Outc
 		LeaseRenewals: renewals, LeaseFailures: failures, Failovers: a.failovers,
 		DCSClusterView: o.Cluster, Unguarded: unguarded,
 	}
+	if f := a.fail; f.Failures > 0 {
+		st.Failing = f.name()
+		st.LastError, st.Failures, st.FailingSince = f.Err, f.Failures, f.Since
+	}
 	if c := o.Cluster; c != nil {
 		leaderLSN = c.Status.LSN
 		st.ClusterUnlocked = c.Leader == nil && !out.KeyHeld
@@ -110,7 +114,7 @@ func role(pg PGState) string {
 func sameMember(a, b dcs.Member) bool {
 	return a.Role == b.Role && a.State == b.State && a.Timeline == b.Timeline &&
 		a.Streaming == b.Streaming && a.ConnURL == b.ConnURL && a.Priority == b.Priority &&
-		a.PoolerPaused == b.PoolerPaused && a.Waiting == b.Waiting
+		a.PoolerPaused == b.PoolerPaused && a.Waiting == b.Waiting && a.Error == b.Error
 }
 
 // memberRecord is this member's key as PostgreSQL's state pg shows it.
@@ -132,6 +136,9 @@ func (a *Agent) memberRecord(pg PGState) dcs.Member {
 		Version:      a.s.Version,
 		Pooler:       a.d.Pooler != nil,
 		PoolerPaused: a.poolerPaused,
+	}
+	if f := a.fail; f.Failures > 0 {
+		m.Error = f.summary()
 	}
 	return m
 }

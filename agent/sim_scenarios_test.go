@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -682,4 +683,51 @@ func TestSimFailsafeUnconfirmedFences(t *testing.T) {
 		}
 	}
 	w.noViolation(t)
+}
+
+// TestSimFailingBootstrapBacksOff: initdb fails on the only node, every
+// time. The agent retries after loop_wait, doubling up to the ttl, and says
+// why without a log line per attempt. (Before: one attempt per loop, each
+// logged, and on a real node, woken by its own claim's watch events, about
+// 140 a second.)
+func TestSimFailingBootstrapBacksOff(t *testing.T) {
+	w := newWorld(t, 1, simOpts{nodes: 1, ttl: 10 * time.Second, countLogs: true})
+	t.Cleanup(w.s.shutdown)
+	n := w.nodes[0]
+	n.pg.bootstrapErr = errors.New("write the temporary password file: permission denied")
+	w.runFor(5 * time.Second)
+	before, lines := n.pg.bootstraps, w.logLines[n.name]
+	w.runFor(60 * time.Second)
+	attempts, logged := n.pg.bootstraps-before, w.logLines[n.name]-lines
+	// After the first few doublings an attempt every ttl (10 s): 6-7 a
+	// minute; one a loop (loop_wait 1 s) would be 60.
+	if attempts < 4 || attempts > 10 {
+		w.fatal(t, "%d bootstrap attempts in a minute, want 4-10 (backing off to the ttl)", attempts)
+	}
+	// Per attempt at most the decision to bootstrap, the race won and the
+	// decision to wait.
+	if logged > 3*attempts+2 {
+		w.fatal(t, "%d log lines in a minute for %d attempts", logged, attempts)
+	}
+	st := n.agent.Status()
+	if st.Failing != "bootstrap" || !strings.Contains(st.LastError, "permission denied") || st.Failures < attempts {
+		w.fatal(t, "status does not show the failing action: %q %q %d", st.Failing, st.LastError, st.Failures)
+	}
+	if m := w.mem.Client("operator", time.Second); m != nil {
+		c, err := m.Cluster(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec := c.Member(n.name); rec == nil || !strings.Contains(rec.Error, "bootstrap: write the temporary") {
+			w.fatal(t, "the member record does not carry the error: %+v", rec)
+		}
+	}
+	// Fixed: the next attempt succeeds and the cluster comes up.
+	n.pg.bootstrapErr = nil
+	if !w.until(30*time.Second, func() bool { return w.leaderNode() == n && n.agent.Status().IsLeader }) {
+		w.fatal(t, "no leader after the cause was fixed")
+	}
+	if st := n.agent.Status(); st.Failing != "" {
+		w.fatal(t, "still failing after success: %q", st.Failing)
+	}
 }

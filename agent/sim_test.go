@@ -37,16 +37,18 @@ const simTick = 100 * time.Millisecond
 var simStart = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
 type world struct {
-	t      testing.TB
-	rng    *rand.Rand
-	s      *sched
-	mem    *dcs.MemoryCluster
-	nodes  []*simNode
-	dyn    config.Dynamic
-	nextID int
-	acked  []int // rows acknowledged to the client, in order
-	trace  []string
-	failed string
+	t testing.TB
+	// logLines counts each node's log lines (simOpts.countLogs).
+	logLines map[string]int
+	rng      *rand.Rand
+	s        *sched
+	mem      *dcs.MemoryCluster
+	nodes    []*simNode
+	dyn      config.Dynamic
+	nextID   int
+	acked    []int // rows acknowledged to the client, in order
+	trace    []string
+	failed   string
 	// verbose: trace the agents' own log lines (a replayed seed).
 	verbose bool
 
@@ -262,6 +264,8 @@ type simOpts struct {
 	required bool
 	// cascade: node3 streams from node2 (tags.replicatefrom).
 	cascade bool
+	// countLogs: count each node's log lines in world.logLines.
+	countLogs bool
 }
 
 func newWorld(t testing.TB, seed int64, o simOpts) *world {
@@ -270,6 +274,9 @@ func newWorld(t testing.TB, seed int64, o simOpts) *world {
 		etcdDown: map[string]bool{}, etcdSlow: map[string]time.Duration{}, restCut: map[[2]string]bool{},
 		watchdogFences: map[string]int{}, faults: map[string]int{}, verbose: *simSeed >= 0,
 		registered: map[string]time.Time{}, orphanLife: 4 * time.Second,
+	}
+	if o.countLogs {
+		w.logLines = map[string]int{}
 	}
 	w.mem = dcs.NewMemoryCluster(w.now)
 	w.dyn = config.DefaultDynamic()
@@ -338,6 +345,9 @@ func (w *world) start(n *simNode, delay time.Duration) {
 		}
 		w.startWatchdog(n)
 		log := hclog.NewNullLogger()
+		if w.logLines != nil {
+			log = hclog.New(&hclog.LoggerOptions{Name: n.name, Output: lineCounter{w, n.name}, Level: hclog.Info})
+		}
 		if w.verbose {
 			log = hclog.New(&hclog.LoggerOptions{Name: n.name, Output: traceWriter{w}, Level: hclog.Info})
 		}
@@ -375,6 +385,17 @@ func (w *world) start(n *simNode, delay time.Duration) {
 			_ = w.s.sleep(ctx, n.agent.loopWait())
 		}
 	})
+}
+
+// lineCounter counts a node's log lines (hclog writes one per call).
+type lineCounter struct {
+	w    *world
+	name string
+}
+
+func (c lineCounter) Write(b []byte) (int, error) {
+	c.w.logLines[c.name]++
+	return len(b), nil
 }
 
 type traceWriter struct{ w *world }

@@ -178,6 +178,9 @@ func (d simDCS) Close(ctx context.Context) error           { return d.m.Close(ct
 type fakePG struct {
 	n *simNode
 	w *world
+	// bootstrapErr makes every initdb fail; bootstraps counts attempts.
+	bootstrapErr error
+	bootstraps   int
 
 	empty bool
 	// alive: a postmaster runs; ready: it accepts connections (startup
@@ -308,6 +311,10 @@ func (p *fakePG) State(ctx context.Context) (PGState, error) {
 }
 
 func (p *fakePG) Bootstrap(ctx context.Context) error {
+	p.bootstraps++
+	if p.bootstrapErr != nil {
+		return p.bootstrapErr
+	}
 	if !p.empty {
 		return errors.New("data directory not empty")
 	}

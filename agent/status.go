@@ -73,6 +73,12 @@ type Status struct {
 	// Unguarded says why the watchdog cannot fence this node ("" when it
 	// can or none is configured).
 	Unguarded string
+	// Failing is the action that keeps failing ("" when none), with its
+	// last error, how many times in a row and since when.
+	Failing      string
+	LastError    string
+	Failures     int
+	FailingSince time.Time
 	// Counters since the agent started.
 	LeaseRenewals  uint64
 	LeaseFailures  uint64

@@ -51,6 +51,9 @@ type Member struct {
 	// Waiting is why this member does not take the leader key while there
 	// is no leader (set only then).
 	Waiting string `json:"waiting,omitempty"`
+	// Error is the action that keeps failing on this member and its last
+	// error ("" when the last action succeeded).
+	Error string `json:"error,omitempty"`
 	// Revision is the key's ModRevision (not stored in the value).
 	Revision int64 `json:"-"`
 }

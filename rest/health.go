@@ -199,10 +199,19 @@ type nodeStatus struct {
 	Replication      int               `json:"replication_connections"`
 	Pooler           string            `json:"pooler,omitempty"`
 	Unguarded        string            `json:"unguarded,omitempty"`
+	LastError        *lastError        `json:"last_error,omitempty"`
 	LastLoop         string            `json:"last_loop,omitempty"`
 	Action           string            `json:"action,omitempty"`
 	Reason           string            `json:"reason,omitempty"`
 	Patroni          patroniInfo       `json:"patroni"`
+}
+
+// lastError is the action that keeps failing.
+type lastError struct {
+	Action   string `json:"action"`
+	Error    string `json:"error"`
+	Failures int    `json:"failures"`
+	Since    string `json:"since"`
 }
 
 type patroniInfo struct {
@@ -223,6 +232,10 @@ func (s *Server) nodeStatus(st *agent.Status) nodeStatus {
 	}
 	if ns.State == "" {
 		ns.State = "unknown"
+	}
+	if st.Failing != "" {
+		ns.LastError = &lastError{Action: st.Failing, Error: st.LastError, Failures: st.Failures,
+			Since: st.FailingSince.Format(time.RFC3339)}
 	}
 	if !st.PostmasterStart.IsZero() {
 		ns.PostmasterStart = st.PostmasterStart.Format(time.RFC3339)

@@ -572,6 +572,8 @@ type clusterMember struct {
 	Tags     map[string]string `json:"tags,omitempty"`
 	// Waiting: with no leader, why this member does not take over.
 	Waiting string `json:"waiting,omitempty"`
+	// Error: the action that keeps failing there, and its last error.
+	Error string `json:"error,omitempty"`
 }
 
 type scheduled struct {
@@ -599,7 +601,7 @@ func ClusterView(c *dcs.Cluster, scope string, pause bool) map[string]any {
 	for _, m := range c.Members {
 		host, port := splitConnURL(m.ConnURL)
 		cm := clusterMember{Name: m.Name, Role: m.Role, State: m.State, Host: host, Port: port, APIURL: m.APIURL,
-			Timeline: m.Timeline, Priority: m.Priority, Tags: m.Tags, Waiting: m.Waiting}
+			Timeline: m.Timeline, Priority: m.Priority, Tags: m.Tags, Waiting: m.Waiting, Error: m.Error}
 		if m.Name == leader {
 			cm.Role = "leader"
 		} else if m.Role == "replica" {

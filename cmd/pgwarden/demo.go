@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -377,6 +378,28 @@ func probe(url string) int {
 	return resp.StatusCode
 }
 
+// failingAction is the action that keeps failing on the agent at base, as
+// its /patroni says ("" when none or unknown).
+func failingAction(base string) string {
+	c := http.Client{Timeout: time.Second}
+	resp, err := c.Get(base + "/patroni")
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	var st struct {
+		LastError *struct {
+			Action   string `json:"action"`
+			Error    string `json:"error"`
+			Failures int    `json:"failures"`
+		} `json:"last_error"`
+	}
+	if json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&st) != nil || st.LastError == nil {
+		return ""
+	}
+	return fmt.Sprintf("%s failed %d times: %s", st.LastError.Action, st.LastError.Failures, st.LastError.Error)
+}
+
 // waitReady shows progress until one primary and streaming replicas.
 func (d *demo) waitReady() error {
 	e := d.e
@@ -395,7 +418,12 @@ func (d *demo) waitReady() error {
 				replicas++
 				states = append(states, nd.name+": streaming replica")
 			default:
-				states = append(states, nd.name+": starting")
+				state := nd.name + ": starting"
+				if f := failingAction(base); f != "" {
+					// A newcomer sees why at once, not only in the log.
+					state += " (" + f + ")"
+				}
+				states = append(states, state)
 			}
 			if nd.agent.ProcessState != nil {
 				return fmt.Errorf("agent %s exited: see %s", nd.name, filepath.Join(nd.dir, "agent.log"))

@@ -36,6 +36,9 @@ type listView struct {
 	LastBackup string `json:"last_backup,omitempty"`
 	// Waiting: with no leader, why each member does not take over.
 	Waiting map[string]string `json:"waiting,omitempty"`
+	// Failing: the action that keeps failing on each member, with its
+	// last error.
+	Failing map[string]string `json:"failing,omitempty"`
 }
 
 // buildList turns the cluster into the rows of `pgwarden list`: leader
@@ -71,6 +74,12 @@ func buildList(c *dcs.Cluster, scope string, paused bool) listView {
 			}
 		}
 		v.Members = append(v.Members, r)
+		if m.Error != "" {
+			if v.Failing == nil {
+				v.Failing = map[string]string{}
+			}
+			v.Failing[m.Name] = m.Error
+		}
 		if m.Waiting != "" && c.Leader == nil {
 			if v.Waiting == nil {
 				v.Waiting = map[string]string{}
@@ -129,15 +138,9 @@ func writeListTable(w io.Writer, v listView) error {
 	}
 	if v.Leader == "" {
 		fmt.Fprintln(w, "no leader")
-		names := make([]string, 0, len(v.Waiting))
-		for n := range v.Waiting {
-			names = append(names, n)
-		}
-		sort.Strings(names)
-		for _, n := range names {
-			fmt.Fprintf(w, "  %s waits: %s\n", n, v.Waiting[n])
-		}
+		writeByMember(w, "waits", v.Waiting)
 	}
+	writeByMember(w, "failing", v.Failing)
 	if v.ScheduledSwitchover != "" {
 		fmt.Fprintln(w, "scheduled switchover: "+v.ScheduledSwitchover)
 	}
@@ -168,4 +171,16 @@ func formatTags(t map[string]string) string {
 		parts[i] = k + "=" + t[k]
 	}
 	return strings.Join(parts, ",")
+}
+
+// writeByMember prints one line per member of what, sorted by name.
+func writeByMember(w io.Writer, what string, byName map[string]string) {
+	names := make([]string, 0, len(byName))
+	for n := range byName {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		fmt.Fprintf(w, "  %s %s: %s\n", n, what, byName[n])
+	}
 }
