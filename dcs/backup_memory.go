@@ -21,10 +21,10 @@ func (m *Memory) AcquireBackupLock(ctx context.Context, l BackupLock) (int64, er
 	if lease == 0 || m.mc.leases[lease] == nil {
 		return 0, fmt.Errorf("take backup lock: %w", ErrLeaseExpired)
 	}
-	if _, ok := m.mc.keys[keyBackupLock]; ok {
+	if _, ok := m.mc.keys[KeyBackupLock]; ok {
 		return 0, fmt.Errorf("take backup lock: %w", ErrKeyModified)
 	}
-	m.mc.putLocked(keyBackupLock, b, lease)
+	m.mc.putLocked(KeyBackupLock, b, lease)
 	return m.mc.rev, nil
 }
 
@@ -39,17 +39,17 @@ func (m *Memory) UpdateBackupLock(ctx context.Context, l BackupLock, rev int64) 
 		return 0, err
 	}
 	defer unlock()
-	k := m.mc.keys[keyBackupLock]
+	k := m.mc.keys[KeyBackupLock]
 	if k == nil || k.modRev != rev {
 		return 0, fmt.Errorf("update backup lock: %w", ErrKeyModified)
 	}
-	m.mc.putLocked(keyBackupLock, b, k.lease)
+	m.mc.putLocked(KeyBackupLock, b, k.lease)
 	return m.mc.rev, nil
 }
 
 // ReleaseBackupLock implements Store.
 func (m *Memory) ReleaseBackupLock(ctx context.Context, rev int64) error {
-	return m.cas("release backup lock", keyBackupLock, nil, rev)
+	return m.cas("release backup lock", KeyBackupLock, nil, rev)
 }
 
 // RecordBackupRun implements Store.
@@ -60,7 +60,7 @@ func (m *Memory) RecordBackupRun(ctx context.Context, r BackupRun) error {
 	}
 	defer unlock()
 	runs := map[string]BackupRun{}
-	if k := m.mc.keys[keyBackupRuns]; k != nil {
+	if k := m.mc.keys[KeyBackupRuns]; k != nil {
 		_ = json.Unmarshal(k.value, &runs)
 	}
 	runs[r.Kind] = r
@@ -68,6 +68,6 @@ func (m *Memory) RecordBackupRun(ctx context.Context, r BackupRun) error {
 	if err != nil {
 		return err
 	}
-	m.mc.putLocked(keyBackupRuns, b, 0)
+	m.mc.putLocked(KeyBackupRuns, b, 0)
 	return nil
 }

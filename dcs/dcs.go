@@ -113,8 +113,8 @@ type HistoryEntry struct {
 	Pending bool `json:"pending,omitempty"`
 }
 
-// recordHistory adds h to hist, replacing a pending entry of its timeline.
-func recordHistory(hist []HistoryEntry, h HistoryEntry) []HistoryEntry {
+// RecordHistory adds h to hist, replacing a pending entry of its timeline.
+func RecordHistory(hist []HistoryEntry, h HistoryEntry) []HistoryEntry {
 	for i, e := range hist {
 		if e.Timeline == h.Timeline && e.Pending {
 			hist[i] = h

@@ -116,7 +116,7 @@ func (mc *MemoryCluster) putLocked(key string, value []byte, lease int64) {
 		mc.keys[key] = k
 	}
 	k.value, k.modRev, k.lease = append([]byte(nil), value...), mc.rev, lease
-	if !quietKey(key) {
+	if !QuietKey(key) {
 		mc.notifyLocked()
 	}
 }
@@ -173,50 +173,50 @@ func (m *Memory) Cluster(ctx context.Context) (*Cluster, error) {
 	sort.Strings(keys)
 	for _, k := range keys {
 		v := m.mc.keys[k]
-		decodeKey(c, k, v.value, v.modRev, v.lease)
+		DecodeKey(c, k, v.value, v.modRev, v.lease)
 	}
 	return c, nil
 }
 
-// decodeKey fills one key of the cluster view; malformed values are skipped.
-func decodeKey(c *Cluster, key string, value []byte, modRev, lease int64) {
+// DecodeKey fills one key of the cluster view; malformed values are skipped.
+func DecodeKey(c *Cluster, key string, value []byte, modRev, lease int64) {
 	switch {
-	case key == keyInitialize:
+	case key == KeyInitialize:
 		c.Initialize, c.InitializeRevision = string(value), modRev
-	case key == keyConfig:
+	case key == KeyConfig:
 		c.Config, c.ConfigRevision = append([]byte(nil), value...), modRev
-	case key == keyLeader:
+	case key == KeyLeader:
 		c.Leader = &Leader{Name: string(value), Revision: modRev, LeaseID: lease}
-	case key == keyFailover:
+	case key == KeyFailover:
 		var f Failover
 		if json.Unmarshal(value, &f) == nil {
 			f.Revision = modRev
 			c.Failover = &f
 		}
-	case key == keySync:
+	case key == KeySync:
 		var s Sync
 		if json.Unmarshal(value, &s) == nil {
 			s.Revision = modRev
 			c.Sync = &s
 		}
-	case key == keyHistory:
+	case key == KeyHistory:
 		_ = json.Unmarshal(value, &c.History)
-	case key == keyStatus:
+	case key == KeyStatus:
 		_ = json.Unmarshal(value, &c.Status)
-	case key == keyFailsafe:
+	case key == KeyFailsafe:
 		_ = json.Unmarshal(value, &c.Failsafe)
-	case key == keyBackupLock:
+	case key == KeyBackupLock:
 		var l BackupLock
 		if json.Unmarshal(value, &l) == nil {
 			l.Revision = modRev
 			c.BackupLock = &l
 		}
-	case key == keyBackupRuns:
+	case key == KeyBackupRuns:
 		_ = json.Unmarshal(value, &c.BackupRuns)
-	case strings.HasPrefix(key, keyMembers):
+	case strings.HasPrefix(key, KeyMembers):
 		var mem Member
 		if json.Unmarshal(value, &mem) == nil {
-			mem.Name = strings.TrimPrefix(key, keyMembers)
+			mem.Name = strings.TrimPrefix(key, KeyMembers)
 			mem.Revision = modRev
 			c.Members = append(c.Members, mem)
 		}
@@ -259,10 +259,10 @@ func (m *Memory) AcquireLeader(ctx context.Context) (bool, error) {
 	if lease == 0 || m.mc.leases[lease] == nil {
 		return false, fmt.Errorf("acquire leader key: %w", ErrLeaseExpired)
 	}
-	if _, ok := m.mc.keys[keyLeader]; ok {
+	if _, ok := m.mc.keys[KeyLeader]; ok {
 		return false, nil
 	}
-	m.mc.putLocked(keyLeader, []byte(m.name), lease)
+	m.mc.putLocked(KeyLeader, []byte(m.name), lease)
 	return true, nil
 }
 
@@ -273,13 +273,13 @@ func (m *Memory) UpdateLeader(ctx context.Context) error {
 		return err
 	}
 	defer unlock()
-	k := m.mc.keys[keyLeader]
+	k := m.mc.keys[KeyLeader]
 	if k == nil || string(k.value) != m.name {
 		return ErrNotLeader
 	}
 	if lease := m.ourLease(); k.lease != lease && lease != 0 && m.mc.leases[lease] != nil {
 		// A restarted agent re-binds its own key to its new lease.
-		m.mc.putLocked(keyLeader, k.value, lease)
+		m.mc.putLocked(KeyLeader, k.value, lease)
 	}
 	return nil
 }
@@ -291,11 +291,11 @@ func (m *Memory) ReleaseLeader(ctx context.Context) error {
 		return err
 	}
 	defer unlock()
-	k := m.mc.keys[keyLeader]
+	k := m.mc.keys[KeyLeader]
 	if k == nil || string(k.value) != m.name {
 		return ErrNotLeader
 	}
-	m.mc.deleteLocked(keyLeader)
+	m.mc.deleteLocked(KeyLeader)
 	return nil
 }
 
@@ -314,7 +314,7 @@ func (m *Memory) TouchMember(ctx context.Context, mem Member) error {
 	if lease == 0 || m.mc.leases[lease] == nil {
 		return fmt.Errorf("write member: %w", ErrLeaseExpired)
 	}
-	m.mc.putLocked(keyMembers+m.name, b, lease)
+	m.mc.putLocked(KeyMembers+m.name, b, lease)
 	return nil
 }
 
@@ -325,7 +325,7 @@ func (m *Memory) DeleteMember(ctx context.Context) error {
 		return err
 	}
 	defer unlock()
-	m.mc.deleteLocked(keyMembers + m.name)
+	m.mc.deleteLocked(KeyMembers + m.name)
 	return nil
 }
 
@@ -343,10 +343,10 @@ func (m *Memory) Initialize(ctx context.Context, sysid string) (int64, error) {
 			return 0, fmt.Errorf("initialize: %w", ErrLeaseExpired)
 		}
 	}
-	if _, ok := m.mc.keys[keyInitialize]; ok {
+	if _, ok := m.mc.keys[KeyInitialize]; ok {
 		return 0, nil
 	}
-	m.mc.putLocked(keyInitialize, []byte(sysid), lease)
+	m.mc.putLocked(KeyInitialize, []byte(sysid), lease)
 	return m.mc.rev, nil
 }
 
@@ -376,17 +376,17 @@ func (m *Memory) cas(op, key string, value []byte, prev int64) error {
 
 // SetInitialize implements Store.
 func (m *Memory) SetInitialize(ctx context.Context, sysid string, prev int64) error {
-	return m.cas("record system identifier", keyInitialize, []byte(sysid), prev)
+	return m.cas("record system identifier", KeyInitialize, []byte(sysid), prev)
 }
 
 // CancelInitialize implements Store.
 func (m *Memory) CancelInitialize(ctx context.Context, prev int64) error {
-	return m.cas("cancel initialize", keyInitialize, nil, prev)
+	return m.cas("cancel initialize", KeyInitialize, nil, prev)
 }
 
 // SetConfig implements Store.
 func (m *Memory) SetConfig(ctx context.Context, raw []byte, prev int64) error {
-	return m.cas("write config", keyConfig, append([]byte{}, raw...), prev)
+	return m.cas("write config", KeyConfig, append([]byte{}, raw...), prev)
 }
 
 // SetFailover implements Store.
@@ -395,7 +395,7 @@ func (m *Memory) SetFailover(ctx context.Context, f Failover, prev int64) error 
 	if err != nil {
 		return err
 	}
-	return m.cas("write failover request", keyFailover, b, prev)
+	return m.cas("write failover request", KeyFailover, b, prev)
 }
 
 // DeleteFailover implements Store.
@@ -405,14 +405,14 @@ func (m *Memory) DeleteFailover(ctx context.Context, prev int64) error {
 		return err
 	}
 	defer unlock()
-	k := m.mc.keys[keyFailover]
+	k := m.mc.keys[KeyFailover]
 	if k == nil {
 		return nil
 	}
 	if prev != 0 && k.modRev != prev {
 		return fmt.Errorf("delete failover request: %w", ErrKeyModified)
 	}
-	m.mc.deleteLocked(keyFailover)
+	m.mc.deleteLocked(KeyFailover)
 	return nil
 }
 
@@ -422,7 +422,7 @@ func (m *Memory) SetSync(ctx context.Context, s Sync, prev int64) error {
 	if err != nil {
 		return err
 	}
-	return m.cas("write sync state", keySync, b, prev)
+	return m.cas("write sync state", KeySync, b, prev)
 }
 
 // AppendHistory implements Store.
@@ -433,25 +433,25 @@ func (m *Memory) AppendHistory(ctx context.Context, e HistoryEntry) error {
 	}
 	defer unlock()
 	var h []HistoryEntry
-	if k := m.mc.keys[keyHistory]; k != nil {
+	if k := m.mc.keys[KeyHistory]; k != nil {
 		_ = json.Unmarshal(k.value, &h)
 	}
-	b, err := json.Marshal(recordHistory(h, e))
+	b, err := json.Marshal(RecordHistory(h, e))
 	if err != nil {
 		return err
 	}
-	m.mc.putLocked(keyHistory, b, 0)
+	m.mc.putLocked(KeyHistory, b, 0)
 	return nil
 }
 
 // SetStatus implements Store.
 func (m *Memory) SetStatus(ctx context.Context, s Status) error {
-	return m.leaderPut("write status", keyStatus, s)
+	return m.leaderPut("write status", KeyStatus, s)
 }
 
 // SetFailsafe implements Store.
 func (m *Memory) SetFailsafe(ctx context.Context, members []string) error {
-	return m.leaderPut("write failsafe members", keyFailsafe, members)
+	return m.leaderPut("write failsafe members", KeyFailsafe, members)
 }
 
 // leaderPut writes v (JSON) at key while this member holds the leader key.
@@ -465,7 +465,7 @@ func (m *Memory) leaderPut(op, key string, v any) error {
 		return err
 	}
 	defer unlock()
-	k := m.mc.keys[keyLeader]
+	k := m.mc.keys[KeyLeader]
 	if k == nil || string(k.value) != m.name {
 		return fmt.Errorf("%s: %w", op, ErrNotLeader)
 	}
@@ -520,7 +520,7 @@ func (mc *MemoryCluster) LeaderKey() (string, int64) {
 	mc.mu.Lock()
 	defer mc.mu.Unlock()
 	mc.expireLocked()
-	k := mc.keys[keyLeader]
+	k := mc.keys[KeyLeader]
 	if k == nil {
 		return "", 0
 	}
@@ -534,7 +534,7 @@ func (mc *MemoryCluster) MemberNames() []string {
 	mc.expireLocked()
 	var out []string
 	for k := range mc.keys {
-		if name, ok := strings.CutPrefix(k, keyMembers); ok {
+		if name, ok := strings.CutPrefix(k, KeyMembers); ok {
 			out = append(out, name)
 		}
 	}

@@ -1,9 +1,12 @@
-package dcs
+package dcs_test
 
 import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pgwarden/pgwarden/dcs"
+	"github.com/pgwarden/pgwarden/dcs/dcstest"
 )
 
 func TestMemorySuite(t *testing.T) {
@@ -14,15 +17,15 @@ func TestMemorySuite(t *testing.T) {
 		defer mu.Unlock()
 		return now
 	}
-	var mc *MemoryCluster
-	runSuite(t, backend{
-		client: func(t *testing.T, name string, ttl time.Duration) Store {
+	var mc *dcs.MemoryCluster
+	dcstest.Run(t, dcstest.Backend{
+		Client: func(t *testing.T, name string, ttl time.Duration) dcs.Store {
 			if mc == nil || t.Name() != lastTest {
-				mc, lastTest = NewMemoryCluster(clock), t.Name()
+				mc, lastTest = dcs.NewMemoryCluster(clock), t.Name()
 			}
 			return mc.Client(name, ttl)
 		},
-		expire: func(t *testing.T, ttl time.Duration, gone func() bool) {
+		Expire: func(t *testing.T, ttl time.Duration, gone func() bool) {
 			mu.Lock()
 			now = now.Add(ttl)
 			mu.Unlock()
@@ -30,7 +33,7 @@ func TestMemorySuite(t *testing.T) {
 				t.Fatal("key still there after ttl")
 			}
 		},
-		watchWithin: 100 * time.Millisecond,
+		WatchWithin: 100 * time.Millisecond,
 	})
 }
 
@@ -38,7 +41,7 @@ func TestMemorySuite(t *testing.T) {
 var lastTest string
 
 func TestMemoryUnreachable(t *testing.T) {
-	mc := NewMemoryCluster(time.Now)
+	mc := dcs.NewMemoryCluster(time.Now)
 	a := mc.Client("a", time.Second)
 	mc.SetReachable("a", false)
 	if _, err := a.Cluster(t.Context()); err == nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/pgwarden/pgwarden/backup"
 	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/dcs"
+	"github.com/pgwarden/pgwarden/dcs/etcd"
 	"github.com/pgwarden/pgwarden/hooks"
 	"github.com/pgwarden/pgwarden/pooler"
 	"github.com/pgwarden/pgwarden/postgres/pgproc"
@@ -194,8 +195,8 @@ func tagMap(t config.Tags) map[string]string {
 	return m
 }
 
-func openStore(ctx context.Context, cfg *config.Config, log hclog.Logger) (*dcs.Etcd, error) {
-	ec := dcs.EtcdConfig{
+func openStore(ctx context.Context, cfg *config.Config, log hclog.Logger) (*etcd.Store, error) {
+	ec := etcd.Config{
 		Endpoints:    cfg.Etcd.Endpoints,
 		Username:     cfg.Etcd.Username,
 		Password:     cfg.Etcd.Password,
@@ -205,9 +206,9 @@ func openStore(ctx context.Context, cfg *config.Config, log hclog.Logger) (*dcs.
 		RetryTimeout: cfg.Cluster.RetryTimeout.D(),
 	}
 	if t := cfg.Etcd.TLS; t != nil {
-		ec.TLS = &dcs.TLSFiles{CA: t.CA, Cert: t.Cert, Key: t.Key}
+		ec.TLS = &etcd.TLSFiles{CA: t.CA, Cert: t.Cert, Key: t.Key}
 	}
-	s, err := dcs.NewEtcd(ctx, ec, log)
+	s, err := etcd.New(ctx, ec, log)
 	if err != nil {
 		return nil, fmt.Errorf("connect to etcd %v: %w", cfg.Etcd.Endpoints, err)
 	}

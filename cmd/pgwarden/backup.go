@@ -18,6 +18,7 @@ import (
 	"github.com/pgwarden/pgwarden/backup"
 	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/dcs"
+	"github.com/pgwarden/pgwarden/dcs/etcd"
 	"github.com/pgwarden/pgwarden/hooks"
 	"github.com/pgwarden/pgwarden/postgres"
 )
@@ -88,7 +89,7 @@ func archiveSettings(cfg *config.Config) *postgres.Archive {
 // wireBackup writes this node's pgBackRest configuration and makes the
 // backup manager: told by the HA loop whether this node leads, serving
 // GET/POST /backup, and creating clusters and replicas from the repository.
-func wireBackup(cfg *config.Config, log hclog.Logger, store *dcs.Etcd, deps *agent.Deps, h *hooks.Runner) (*backup.Manager, error) {
+func wireBackup(cfg *config.Config, log hclog.Logger, store *etcd.Store, deps *agent.Deps, h *hooks.Runner) (*backup.Manager, error) {
 	if cfg.Backup == nil {
 		return nil, nil
 	}

@@ -22,6 +22,7 @@ import (
 	"github.com/pgwarden/pgwarden/backup"
 	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/dcs"
+	"github.com/pgwarden/pgwarden/dcs/etcd"
 	"github.com/pgwarden/pgwarden/postgres"
 )
 
@@ -34,7 +35,7 @@ func cmdBackupCreate(e *env, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	return withCluster(e, *path, func(cfg *config.Config, s *dcs.Etcd, c *dcs.Cluster) error {
+	return withCluster(e, *path, func(cfg *config.Config, s *etcd.Store, c *dcs.Cluster) error {
 		if c.Leader == nil {
 			return errors.New("the cluster has no leader: backups run on the leader's primary")
 		}
@@ -60,7 +61,7 @@ func cmdBackupCreate(e *env, args []string) error {
 // followBackup prints the run's progress until GET /backups records its
 // end. When the member stops answering, etcd tells whether the run still
 // holds the backup lock (it goes with its agent's lease).
-func followBackup(e *env, cfg *config.Config, s *dcs.Etcd, url, id, kind string) error {
+func followBackup(e *env, cfg *config.Config, s *etcd.Store, url, id, kind string) error {
 	start := time.Now()
 	lastSeen := time.Now()
 	lastPrinted := -1.0
@@ -121,7 +122,7 @@ func cmdBackupList(e *env, args []string) error {
 	if *format != "table" && *format != "json" {
 		return fmt.Errorf("--format %q: must be table or json: %w", *format, errUsage)
 	}
-	return withCluster(e, *path, func(cfg *config.Config, _ *dcs.Etcd, c *dcs.Cluster) error {
+	return withCluster(e, *path, func(cfg *config.Config, _ *etcd.Store, c *dcs.Cluster) error {
 		url, err := memberAPI(c, "")
 		if err != nil {
 			return err

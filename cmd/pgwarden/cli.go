@@ -19,6 +19,7 @@ import (
 
 	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/dcs"
+	"github.com/pgwarden/pgwarden/dcs/etcd"
 )
 
 // The operator commands read the cluster from etcd and act through the
@@ -27,8 +28,8 @@ import (
 
 // openCluster connects to etcd as a read-mostly client (no lease is taken
 // until something is written).
-func openCluster(ctx context.Context, c *config.Config) (*dcs.Etcd, error) {
-	ec := dcs.EtcdConfig{
+func openCluster(ctx context.Context, c *config.Config) (*etcd.Store, error) {
+	ec := etcd.Config{
 		Endpoints:    c.Etcd.Endpoints,
 		Username:     c.Etcd.Username,
 		Password:     c.Etcd.Password,
@@ -38,9 +39,9 @@ func openCluster(ctx context.Context, c *config.Config) (*dcs.Etcd, error) {
 		RetryTimeout: c.Cluster.RetryTimeout.D(),
 	}
 	if t := c.Etcd.TLS; t != nil {
-		ec.TLS = &dcs.TLSFiles{CA: t.CA, Cert: t.Cert, Key: t.Key}
+		ec.TLS = &etcd.TLSFiles{CA: t.CA, Cert: t.Cert, Key: t.Key}
 	}
-	s, err := dcs.NewEtcd(ctx, ec, hclog.NewNullLogger())
+	s, err := etcd.New(ctx, ec, hclog.NewNullLogger())
 	if err != nil {
 		return nil, fmt.Errorf("connect to etcd %v: %w", c.Etcd.Endpoints, err)
 	}
@@ -48,7 +49,7 @@ func openCluster(ctx context.Context, c *config.Config) (*dcs.Etcd, error) {
 }
 
 // withCluster loads the config, reads the cluster and calls f.
-func withCluster(e *env, path string, f func(cfg *config.Config, s *dcs.Etcd, c *dcs.Cluster) error) error {
+func withCluster(e *env, path string, f func(cfg *config.Config, s *etcd.Store, c *dcs.Cluster) error) error {
 	cfg, err := loadConfig(path)
 	if err != nil {
 		return err
@@ -90,7 +91,7 @@ func cmdList(e *env, args []string) error {
 		return fmt.Errorf("--watch %d: must be a positive number of seconds: %w", *watch, errUsage)
 	}
 	show := func() error {
-		return withCluster(e, *path, func(cfg *config.Config, _ *dcs.Etcd, c *dcs.Cluster) error {
+		return withCluster(e, *path, func(cfg *config.Config, _ *etcd.Store, c *dcs.Cluster) error {
 			v := buildList(c, cfg.Scope, dynamicOf(c).Pause)
 			if *format == "json" {
 				return writeListJSON(e.stdout, v)
@@ -124,7 +125,7 @@ func cmdHistory(e *env, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	return withCluster(e, *path, func(_ *config.Config, _ *dcs.Etcd, c *dcs.Cluster) error {
+	return withCluster(e, *path, func(_ *config.Config, _ *etcd.Store, c *dcs.Cluster) error {
 		if *format == "json" {
 			enc := json.NewEncoder(e.stdout)
 			enc.SetIndent("", "  ")
@@ -146,7 +147,7 @@ func cmdShowConfig(e *env, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	return withCluster(e, *path, func(_ *config.Config, _ *dcs.Etcd, c *dcs.Cluster) error {
+	return withCluster(e, *path, func(_ *config.Config, _ *etcd.Store, c *dcs.Cluster) error {
 		if c.Config == nil {
 			return errors.New("no dynamic configuration in etcd yet (the cluster is not initialized)")
 		}
@@ -174,7 +175,7 @@ func cmdEditConfig(e *env, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	return withCluster(e, *path, func(_ *config.Config, s *dcs.Etcd, c *dcs.Cluster) error {
+	return withCluster(e, *path, func(_ *config.Config, s *etcd.Store, c *dcs.Cluster) error {
 		old := c.Config
 		if old == nil {
 			old = []byte("{}")
@@ -323,7 +324,7 @@ func setPause(e *env, name string, args []string, pause bool) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	return withCluster(e, *path, func(_ *config.Config, s *dcs.Etcd, c *dcs.Cluster) error {
+	return withCluster(e, *path, func(_ *config.Config, s *etcd.Store, c *dcs.Cluster) error {
 		if c.Config == nil {
 			return errors.New("the cluster is not initialized")
 		}
@@ -384,7 +385,7 @@ func cmdSwitchover(e *env, args []string) error {
 		}
 		body["scheduled_at"] = *sched
 	}
-	return withCluster(e, *path, func(cfg *config.Config, _ *dcs.Etcd, c *dcs.Cluster) error {
+	return withCluster(e, *path, func(cfg *config.Config, _ *etcd.Store, c *dcs.Cluster) error {
 		rc, err := newRESTClient(cfg, rf)
 		if err != nil {
 			return err
@@ -437,7 +438,7 @@ func cmdFailover(e *env, args []string) error {
 	if *cand == "" {
 		return fmt.Errorf("--candidate is required: %w", errUsage)
 	}
-	return withCluster(e, *path, func(cfg *config.Config, _ *dcs.Etcd, c *dcs.Cluster) error {
+	return withCluster(e, *path, func(cfg *config.Config, _ *etcd.Store, c *dcs.Cluster) error {
 		rc, err := newRESTClient(cfg, rf)
 		if err != nil {
 			return err
@@ -477,7 +478,7 @@ func nodeAction(e *env, name, path string, args []string) error {
 		return fmt.Errorf("exactly one NODE is required: %w", errUsage)
 	}
 	node := pos[0]
-	return withCluster(e, *cfgPath, func(cfg *config.Config, _ *dcs.Etcd, c *dcs.Cluster) error {
+	return withCluster(e, *cfgPath, func(cfg *config.Config, _ *etcd.Store, c *dcs.Cluster) error {
 		rc, err := newRESTClient(cfg, rf)
 		if err != nil {
 			return err

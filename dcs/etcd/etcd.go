@@ -1,4 +1,4 @@
-package dcs
+package etcd
 
 import (
 	"context"
@@ -19,10 +19,12 @@ import (
 	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+
+	"github.com/pgwarden/pgwarden/dcs"
 )
 
-// EtcdConfig says how one member reaches etcd.
-type EtcdConfig struct {
+// Config says how one member reaches etcd.
+type Config struct {
 	// Endpoints are host:port, or http(s)://host:port.
 	Endpoints []string
 	Username  string
@@ -43,9 +45,9 @@ type TLSFiles struct {
 	CA, Cert, Key string
 }
 
-// Etcd is the Store on a real etcd v3 cluster.
-type Etcd struct {
-	cfg EtcdConfig
+// Store is the dcs.Store on a real etcd v3 cluster.
+type Store struct {
+	cfg Config
 	cli *clientv3.Client
 	log hclog.Logger
 
@@ -64,11 +66,11 @@ type Etcd struct {
 	progress atomic.Pointer[context.Context]
 }
 
-var _ Store = (*Etcd)(nil)
+var _ dcs.Store = (*Store)(nil)
 
-// NewEtcd makes a client; it does not wait for etcd to answer, so an agent
+// New makes a client; it does not wait for etcd to answer, so an agent
 // can start (and fence, and serve its REST API) while etcd is down.
-func NewEtcd(ctx context.Context, cfg EtcdConfig, log hclog.Logger) (*Etcd, error) {
+func New(ctx context.Context, cfg Config, log hclog.Logger) (*Store, error) {
 	if len(cfg.Endpoints) == 0 {
 		return nil, errors.New("etcd: no endpoints")
 	}
@@ -110,7 +112,7 @@ func NewEtcd(ctx context.Context, cfg EtcdConfig, log hclog.Logger) (*Etcd, erro
 	if err != nil {
 		return nil, fmt.Errorf("etcd client: %w", err)
 	}
-	e := &Etcd{cfg: cfg, cli: cli, log: log, ttl: cfg.TTL, view: newView()}
+	e := &Store{cfg: cfg, cli: cli, log: log, ttl: cfg.TTL, view: newView()}
 	e.kv = revKV{KV: cli.KV, note: e.noteWrite}
 	return e, nil
 }
@@ -138,17 +140,17 @@ func normalizeEndpoints(in []string) ([]string, bool, error) {
 }
 
 // Client is the underlying etcd client (for tools such as the CLI).
-func (e *Etcd) Client() *clientv3.Client { return e.cli }
+func (e *Store) Client() *clientv3.Client { return e.cli }
 
-func (e *Etcd) key(k string) string { return e.cfg.Prefix + k }
+func (e *Store) key(k string) string { return e.cfg.Prefix + k }
 
 // call bounds one etcd request by retry_timeout.
-func (e *Etcd) call(ctx context.Context) (context.Context, context.CancelFunc) {
+func (e *Store) call(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, e.cfg.RetryTimeout)
 }
 
 // mapErr turns etcd and gRPC errors into this package's typed errors.
-func (e *Etcd) mapErr(op string, err error) error {
+func (e *Store) mapErr(op string, err error) error {
 	if err == nil {
 		return nil
 	}
@@ -156,7 +158,7 @@ func (e *Etcd) mapErr(op string, err error) error {
 		e.mu.Lock()
 		e.lease = 0
 		e.mu.Unlock()
-		return fmt.Errorf("%s: %w", op, ErrLeaseExpired)
+		return fmt.Errorf("%s: %w", op, dcs.ErrLeaseExpired)
 	}
 	if errors.Is(err, context.Canceled) {
 		return fmt.Errorf("%s: %w", op, err)
@@ -164,20 +166,20 @@ func (e *Etcd) mapErr(op string, err error) error {
 	if s, ok := status.FromError(err); ok {
 		switch s.Code() {
 		case codes.PermissionDenied, codes.Unauthenticated, codes.InvalidArgument:
-			return fmt.Errorf("%s: %w: %s", op, ErrUnavailable, s.Message())
+			return fmt.Errorf("%s: %w: %s", op, dcs.ErrUnavailable, s.Message())
 		}
 	}
-	return fmt.Errorf("%s: %w: %v", op, ErrUnavailable, err)
+	return fmt.Errorf("%s: %w: %v", op, dcs.ErrUnavailable, err)
 }
 
-func (e *Etcd) currentLease() clientv3.LeaseID {
+func (e *Store) currentLease() clientv3.LeaseID {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.lease
 }
 
 // noteWrite remembers the revision of a write this client made.
-func (e *Etcd) noteWrite(rev int64) {
+func (e *Store) noteWrite(rev int64) {
 	for {
 		cur := e.wrote.Load()
 		if rev <= cur || e.wrote.CompareAndSwap(cur, rev) {
@@ -186,9 +188,9 @@ func (e *Etcd) noteWrite(rev int64) {
 	}
 }
 
-// Cluster implements Store: from the watch's view when it is valid and
-// has this client's own writes (etcd_view.go), else one full read.
-func (e *Etcd) Cluster(ctx context.Context) (*Cluster, error) {
+// Cluster implements dcs.Store: from the watch's view when it is valid and
+// has this client's own writes (view.go), else one full read.
+func (e *Store) Cluster(ctx context.Context) (*dcs.Cluster, error) {
 	if c, ok := e.view.cluster(ctx, e.wrote.Load(), e.cfg.Prefix, e.cfg.RetryTimeout); ok {
 		return c, nil
 	}
@@ -198,7 +200,7 @@ func (e *Etcd) Cluster(ctx context.Context) (*Cluster, error) {
 // ClusterFresh reads the cluster in full (linearizable), whatever the
 // view holds: an operator's request is checked against what etcd has
 // now, not what the watch delivered so far.
-func (e *Etcd) ClusterFresh(ctx context.Context) (*Cluster, error) {
+func (e *Store) ClusterFresh(ctx context.Context) (*dcs.Cluster, error) {
 	ctx, cancel := e.call(ctx)
 	defer cancel()
 	resp, err := e.cli.Get(ctx, e.cfg.Prefix, clientv3.WithPrefix())
@@ -206,17 +208,17 @@ func (e *Etcd) ClusterFresh(ctx context.Context) (*Cluster, error) {
 		return nil, e.mapErr("read cluster", err)
 	}
 	e.view.seed(resp.Header.Revision, resp.Kvs)
-	c := &Cluster{Revision: resp.Header.Revision}
+	c := &dcs.Cluster{Revision: resp.Header.Revision}
 	for _, kv := range resp.Kvs {
-		decodeKey(c, strings.TrimPrefix(string(kv.Key), e.cfg.Prefix), kv.Value, kv.ModRevision, kv.Lease)
+		dcs.DecodeKey(c, strings.TrimPrefix(string(kv.Key), e.cfg.Prefix), kv.Value, kv.ModRevision, kv.Lease)
 	}
 	return c, nil
 }
 
-// Renew implements Store: one keep-alive per call, from the HA loop, so a
+// Renew implements dcs.Store: one keep-alive per call, from the HA loop, so a
 // loop that stops also stops renewing (no background keep-alive that would
 // keep a frozen leader's key alive).
-func (e *Etcd) Renew(ctx context.Context) (time.Duration, error) {
+func (e *Store) Renew(ctx context.Context) (time.Duration, error) {
 	ctx, cancel := e.call(ctx)
 	defer cancel()
 	e.mu.Lock()
@@ -243,28 +245,28 @@ func (e *Etcd) Renew(ctx context.Context) (time.Duration, error) {
 		e.mu.Lock()
 		e.lease = 0
 		e.mu.Unlock()
-		return 0, fmt.Errorf("renew lease: %w", ErrLeaseExpired)
+		return 0, fmt.Errorf("renew lease: %w", dcs.ErrLeaseExpired)
 	}
 	return time.Duration(r.TTL) * time.Second, nil
 }
 
-func (e *Etcd) needLease(op string) (clientv3.LeaseID, error) {
+func (e *Store) needLease(op string) (clientv3.LeaseID, error) {
 	l := e.currentLease()
 	if l == 0 {
-		return 0, fmt.Errorf("%s: %w", op, ErrLeaseExpired)
+		return 0, fmt.Errorf("%s: %w", op, dcs.ErrLeaseExpired)
 	}
 	return l, nil
 }
 
-// AcquireLeader implements Store.
-func (e *Etcd) AcquireLeader(ctx context.Context) (bool, error) {
+// AcquireLeader implements dcs.Store.
+func (e *Store) AcquireLeader(ctx context.Context) (bool, error) {
 	lease, err := e.needLease("acquire leader key")
 	if err != nil {
 		return false, err
 	}
 	ctx, cancel := e.call(ctx)
 	defer cancel()
-	k := e.key(keyLeader)
+	k := e.key(dcs.KeyLeader)
 	r, err := e.kv.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
 		Then(clientv3.OpPut(k, e.cfg.Name, clientv3.WithLease(lease))).
@@ -275,16 +277,16 @@ func (e *Etcd) AcquireLeader(ctx context.Context) (bool, error) {
 	return r.Succeeded, nil
 }
 
-// UpdateLeader implements Store. The key's life is the lease's, renewed by
+// UpdateLeader implements dcs.Store. The key's life is the lease's, renewed by
 // Renew; this checks that the key is still ours and bound to our current
 // lease, re-binding it when a restarted agent inherited it from an earlier
 // lease (whose expiry this process could not see).
-func (e *Etcd) UpdateLeader(ctx context.Context) error {
+func (e *Store) UpdateLeader(ctx context.Context) error {
 	lease, err := e.needLease("update leader key")
 	if err != nil {
 		return err
 	}
-	k := e.key(keyLeader)
+	k := e.key(dcs.KeyLeader)
 	// The key is bound to the lease the keeper renews: while the view
 	// (which has this client's own writes) shows it ours and bound to that
 	// lease, there is nothing to check with etcd.
@@ -306,7 +308,7 @@ func (e *Etcd) UpdateLeader(ctx context.Context) error {
 	}
 	kvs := r.Responses[0].GetResponseRange().Kvs
 	if len(kvs) == 0 || string(kvs[0].Value) != e.cfg.Name {
-		return ErrNotLeader
+		return dcs.ErrNotLeader
 	}
 	r, err = e.kv.Txn(ctx).
 		If(clientv3.Compare(clientv3.ModRevision(k), "=", kvs[0].ModRevision)).
@@ -316,46 +318,46 @@ func (e *Etcd) UpdateLeader(ctx context.Context) error {
 		return e.mapErr("rebind leader key", err)
 	}
 	if !r.Succeeded {
-		return ErrNotLeader
+		return dcs.ErrNotLeader
 	}
 	e.log.Info("leader key bound to this agent's lease")
 	return nil
 }
 
 // LeaseID is this client's current lease (0: none).
-func (e *Etcd) LeaseID() int64 { return int64(e.currentLease()) }
+func (e *Store) LeaseID() int64 { return int64(e.currentLease()) }
 
 // ReleaseLeaderOfLease deletes the leader key only if it holds this
 // member's name and is bound to lease: a request that reaches etcd late
 // (a dead agent's watchdog handing the key back) must not delete the key
 // a restarted agent has since bound to its own lease.
-func (e *Etcd) ReleaseLeaderOfLease(ctx context.Context, lease int64) error {
-	k := e.key(keyLeader)
+func (e *Store) ReleaseLeaderOfLease(ctx context.Context, lease int64) error {
+	k := e.key(dcs.KeyLeader)
 	return e.deleteLeader(ctx, clientv3.Compare(clientv3.LeaseValue(k), "=", clientv3.LeaseID(lease)))
 }
 
-// ReleaseLeader implements Store.
-func (e *Etcd) ReleaseLeader(ctx context.Context) error { return e.deleteLeader(ctx) }
+// ReleaseLeader implements dcs.Store.
+func (e *Store) ReleaseLeader(ctx context.Context) error { return e.deleteLeader(ctx) }
 
 // deleteLeader deletes the leader key if it holds this member's name and
 // the extra conditions hold; ErrNotLeader otherwise.
-func (e *Etcd) deleteLeader(ctx context.Context, also ...clientv3.Cmp) error {
+func (e *Store) deleteLeader(ctx context.Context, also ...clientv3.Cmp) error {
 	ctx, cancel := e.call(ctx)
 	defer cancel()
-	k := e.key(keyLeader)
+	k := e.key(dcs.KeyLeader)
 	cmps := append([]clientv3.Cmp{clientv3.Compare(clientv3.Value(k), "=", e.cfg.Name)}, also...)
 	r, err := e.kv.Txn(ctx).If(cmps...).Then(clientv3.OpDelete(k)).Commit()
 	if err != nil {
 		return e.mapErr("release leader key", err)
 	}
 	if !r.Succeeded {
-		return ErrNotLeader
+		return dcs.ErrNotLeader
 	}
 	return nil
 }
 
-// TouchMember implements Store.
-func (e *Etcd) TouchMember(ctx context.Context, m Member) error {
+// TouchMember implements dcs.Store.
+func (e *Store) TouchMember(ctx context.Context, m dcs.Member) error {
 	b, err := json.Marshal(m)
 	if err != nil {
 		return fmt.Errorf("encode member: %w", err)
@@ -366,20 +368,20 @@ func (e *Etcd) TouchMember(ctx context.Context, m Member) error {
 	}
 	ctx, cancel := e.call(ctx)
 	defer cancel()
-	_, err = e.kv.Put(ctx, e.key(keyMembers+e.cfg.Name), string(b), clientv3.WithLease(lease))
+	_, err = e.kv.Put(ctx, e.key(dcs.KeyMembers+e.cfg.Name), string(b), clientv3.WithLease(lease))
 	return e.mapErr("write member", err)
 }
 
-// DeleteMember implements Store.
-func (e *Etcd) DeleteMember(ctx context.Context) error {
+// DeleteMember implements dcs.Store.
+func (e *Store) DeleteMember(ctx context.Context) error {
 	ctx, cancel := e.call(ctx)
 	defer cancel()
-	_, err := e.kv.Delete(ctx, e.key(keyMembers+e.cfg.Name))
+	_, err := e.kv.Delete(ctx, e.key(dcs.KeyMembers+e.cfg.Name))
 	return e.mapErr("delete member", err)
 }
 
-// Initialize implements Store.
-func (e *Etcd) Initialize(ctx context.Context, sysid string) (int64, error) {
+// Initialize implements dcs.Store.
+func (e *Store) Initialize(ctx context.Context, sysid string) (int64, error) {
 	var opts []clientv3.OpOption
 	if sysid == "" {
 		lease, err := e.needLease("initialize")
@@ -390,7 +392,7 @@ func (e *Etcd) Initialize(ctx context.Context, sysid string) (int64, error) {
 	}
 	ctx, cancel := e.call(ctx)
 	defer cancel()
-	k := e.key(keyInitialize)
+	k := e.key(dcs.KeyInitialize)
 	r, err := e.kv.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(k), "=", 0)).
 		Then(clientv3.OpPut(k, sysid, opts...)).
@@ -406,7 +408,7 @@ func (e *Etcd) Initialize(ctx context.Context, sysid string) (int64, error) {
 
 // cas writes (value non-nil) or deletes key if its ModRevision is prev;
 // etcd compares a missing key as revision 0.
-func (e *Etcd) cas(ctx context.Context, op, key string, value []byte, prev int64) error {
+func (e *Store) cas(ctx context.Context, op, key string, value []byte, prev int64) error {
 	ctx, cancel := e.call(ctx)
 	defer cancel()
 	k := e.key(key)
@@ -422,67 +424,67 @@ func (e *Etcd) cas(ctx context.Context, op, key string, value []byte, prev int64
 		return e.mapErr(op, err)
 	}
 	if !r.Succeeded {
-		return fmt.Errorf("%s: %w", op, ErrKeyModified)
+		return fmt.Errorf("%s: %w", op, dcs.ErrKeyModified)
 	}
 	return nil
 }
 
-// SetInitialize implements Store.
-func (e *Etcd) SetInitialize(ctx context.Context, sysid string, prev int64) error {
-	return e.cas(ctx, "record system identifier", keyInitialize, []byte(sysid), prev)
+// SetInitialize implements dcs.Store.
+func (e *Store) SetInitialize(ctx context.Context, sysid string, prev int64) error {
+	return e.cas(ctx, "record system identifier", dcs.KeyInitialize, []byte(sysid), prev)
 }
 
-// CancelInitialize implements Store.
-func (e *Etcd) CancelInitialize(ctx context.Context, prev int64) error {
-	return e.cas(ctx, "cancel initialize", keyInitialize, nil, prev)
+// CancelInitialize implements dcs.Store.
+func (e *Store) CancelInitialize(ctx context.Context, prev int64) error {
+	return e.cas(ctx, "cancel initialize", dcs.KeyInitialize, nil, prev)
 }
 
-// SetConfig implements Store.
-func (e *Etcd) SetConfig(ctx context.Context, raw []byte, prev int64) error {
-	return e.cas(ctx, "write config", keyConfig, append([]byte{}, raw...), prev)
+// SetConfig implements dcs.Store.
+func (e *Store) SetConfig(ctx context.Context, raw []byte, prev int64) error {
+	return e.cas(ctx, "write config", dcs.KeyConfig, append([]byte{}, raw...), prev)
 }
 
-// SetFailover implements Store.
-func (e *Etcd) SetFailover(ctx context.Context, f Failover, prev int64) error {
+// SetFailover implements dcs.Store.
+func (e *Store) SetFailover(ctx context.Context, f dcs.Failover, prev int64) error {
 	b, err := json.Marshal(f)
 	if err != nil {
 		return fmt.Errorf("encode failover request: %w", err)
 	}
-	return e.cas(ctx, "write failover request", keyFailover, b, prev)
+	return e.cas(ctx, "write failover request", dcs.KeyFailover, b, prev)
 }
 
-// DeleteFailover implements Store.
-func (e *Etcd) DeleteFailover(ctx context.Context, prev int64) error {
+// DeleteFailover implements dcs.Store.
+func (e *Store) DeleteFailover(ctx context.Context, prev int64) error {
 	if prev != 0 {
-		err := e.cas(ctx, "delete failover request", keyFailover, nil, prev)
+		err := e.cas(ctx, "delete failover request", dcs.KeyFailover, nil, prev)
 		return err
 	}
 	ctx, cancel := e.call(ctx)
 	defer cancel()
-	_, err := e.kv.Delete(ctx, e.key(keyFailover))
+	_, err := e.kv.Delete(ctx, e.key(dcs.KeyFailover))
 	return e.mapErr("delete failover request", err)
 }
 
-// SetSync implements Store.
-func (e *Etcd) SetSync(ctx context.Context, s Sync, prev int64) error {
+// SetSync implements dcs.Store.
+func (e *Store) SetSync(ctx context.Context, s dcs.Sync, prev int64) error {
 	b, err := json.Marshal(s)
 	if err != nil {
 		return fmt.Errorf("encode sync state: %w", err)
 	}
-	return e.cas(ctx, "write sync state", keySync, b, prev)
+	return e.cas(ctx, "write sync state", dcs.KeySync, b, prev)
 }
 
-// AppendHistory implements Store: read, append, compare-and-swap, retried a
+// AppendHistory implements dcs.Store: read, append, compare-and-swap, retried a
 // few times against concurrent writers.
-func (e *Etcd) AppendHistory(ctx context.Context, h HistoryEntry) error {
+func (e *Store) AppendHistory(ctx context.Context, h dcs.HistoryEntry) error {
 	for range 5 {
 		cctx, cancel := e.call(ctx)
-		r, err := e.cli.Get(cctx, e.key(keyHistory))
+		r, err := e.cli.Get(cctx, e.key(dcs.KeyHistory))
 		cancel()
 		if err != nil {
 			return e.mapErr("read history", err)
 		}
-		var hist []HistoryEntry
+		var hist []dcs.HistoryEntry
 		var rev int64
 		if len(r.Kvs) > 0 {
 			rev = r.Kvs[0].ModRevision
@@ -491,31 +493,31 @@ func (e *Etcd) AppendHistory(ctx context.Context, h HistoryEntry) error {
 				hist = nil
 			}
 		}
-		b, err := json.Marshal(recordHistory(hist, h))
+		b, err := json.Marshal(dcs.RecordHistory(hist, h))
 		if err != nil {
 			return fmt.Errorf("encode history: %w", err)
 		}
-		err = e.cas(ctx, "append history", keyHistory, b, rev)
-		if !errors.Is(err, ErrKeyModified) {
+		err = e.cas(ctx, "append history", dcs.KeyHistory, b, rev)
+		if !errors.Is(err, dcs.ErrKeyModified) {
 			return err
 		}
 	}
-	return fmt.Errorf("append history: %w", ErrKeyModified)
+	return fmt.Errorf("append history: %w", dcs.ErrKeyModified)
 }
 
-// SetStatus implements Store.
-func (e *Etcd) SetStatus(ctx context.Context, s Status) error {
-	return e.leaderPut(ctx, "write status", keyStatus, s)
+// SetStatus implements dcs.Store.
+func (e *Store) SetStatus(ctx context.Context, s dcs.Status) error {
+	return e.leaderPut(ctx, "write status", dcs.KeyStatus, s)
 }
 
-// SetFailsafe implements Store.
-func (e *Etcd) SetFailsafe(ctx context.Context, members []string) error {
-	return e.leaderPut(ctx, "write failsafe members", keyFailsafe, members)
+// SetFailsafe implements dcs.Store.
+func (e *Store) SetFailsafe(ctx context.Context, members []string) error {
+	return e.leaderPut(ctx, "write failsafe members", dcs.KeyFailsafe, members)
 }
 
 // leaderPut writes v (JSON) at key in a transaction that requires this
 // member to hold the leader key.
-func (e *Etcd) leaderPut(ctx context.Context, op, key string, v any) error {
+func (e *Store) leaderPut(ctx context.Context, op, key string, v any) error {
 	b, err := json.Marshal(v)
 	if err != nil {
 		return fmt.Errorf("%s: encode: %w", op, err)
@@ -523,26 +525,26 @@ func (e *Etcd) leaderPut(ctx context.Context, op, key string, v any) error {
 	ctx, cancel := e.call(ctx)
 	defer cancel()
 	r, err := e.kv.Txn(ctx).
-		If(clientv3.Compare(clientv3.Value(e.key(keyLeader)), "=", e.cfg.Name)).
+		If(clientv3.Compare(clientv3.Value(e.key(dcs.KeyLeader)), "=", e.cfg.Name)).
 		Then(clientv3.OpPut(e.key(key), string(b))).
 		Commit()
 	if err != nil {
 		return e.mapErr(op, err)
 	}
 	if !r.Succeeded {
-		return fmt.Errorf("%s: %w", op, ErrNotLeader)
+		return fmt.Errorf("%s: %w", op, dcs.ErrNotLeader)
 	}
 	return nil
 }
 
-// Watch implements Store. The first watch is established before Watch
+// Watch implements dcs.Store. The first watch is established before Watch
 // returns when etcd answers within retry_timeout (so a change made right
 // after is seen; an etcd that does not answer must not hold up the
 // agent's start); it is re-established after errors (etcd restart,
 // compaction, lost quorum) from the last revision seen, and a signal is
 // sent then because changes may have been missed. The first Watch of a
-// client also keeps its view (etcd_view.go); later ones only signal.
-func (e *Etcd) Watch(ctx context.Context) <-chan struct{} {
+// client also keeps its view (view.go); later ones only signal.
+func (e *Store) Watch(ctx context.Context) <-chan struct{} {
 	out := make(chan struct{}, 1)
 	signal := func() {
 		select {
@@ -627,7 +629,7 @@ func (e *Etcd) Watch(ctx context.Context) <-chan struct{} {
 // requestProgress asks the view's watch stream to report its revision, so
 // a stream that stopped delivering shows as stale (after a renewal: the
 // view's freshness then follows the renewal's cadence).
-func (e *Etcd) requestProgress() {
+func (e *Store) requestProgress() {
 	p := e.progress.Load()
 	if p == nil {
 		return
@@ -643,23 +645,23 @@ func (e *Etcd) requestProgress() {
 // but puts of the quiet keys (see Store.Watch).
 func wakes(evs []*clientv3.Event, prefix string) bool {
 	for _, ev := range evs {
-		if ev.Type != clientv3.EventTypePut || !quietKey(strings.TrimPrefix(string(ev.Kv.Key), prefix)) {
+		if ev.Type != clientv3.EventTypePut || !dcs.QuietKey(strings.TrimPrefix(string(ev.Kv.Key), prefix)) {
 			return true
 		}
 	}
 	return false
 }
 
-// SetTTL implements Store.
-func (e *Etcd) SetTTL(ttl time.Duration) {
+// SetTTL implements dcs.Store.
+func (e *Store) SetTTL(ttl time.Duration) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.ttl = ttl
 }
 
-// Close implements Store: the lease is revoked (deleting the member key
+// Close implements dcs.Store: the lease is revoked (deleting the member key
 // and, when held, the leader key) and the client closed.
-func (e *Etcd) Close(ctx context.Context) error {
+func (e *Store) Close(ctx context.Context) error {
 	var err error
 	if l := e.currentLease(); l != 0 {
 		cctx, cancel := e.call(ctx)

@@ -1,4 +1,4 @@
-package dcs
+package etcd
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/pgwarden/pgwarden/dcs"
 )
 
 // The agent's loop reads the cluster every loop_wait, and health checks
@@ -154,7 +156,7 @@ func (v *view) seed(rev int64, kvs []*mvccpb.KeyValue) {
 // when it is not valid, not fresh within bound (a stream can stall with no
 // error: a read must then go to etcd, or a replica keeps following a
 // leader that is gone), or did not get there within viewCatchUp.
-func (v *view) cluster(ctx context.Context, min int64, prefix string, bound time.Duration) (*Cluster, bool) {
+func (v *view) cluster(ctx context.Context, min int64, prefix string, bound time.Duration) (*dcs.Cluster, bool) {
 	deadline := time.NewTimer(viewCatchUp)
 	defer deadline.Stop()
 	for {
@@ -164,9 +166,9 @@ func (v *view) cluster(ctx context.Context, min int64, prefix string, bound time
 			return nil, false
 		}
 		if v.rev >= min {
-			c := &Cluster{Revision: v.rev}
+			c := &dcs.Cluster{Revision: v.rev}
 			for k, kv := range v.kvs {
-				decodeKey(c, strings.TrimPrefix(k, prefix), kv.Value, kv.ModRevision, kv.Lease)
+				dcs.DecodeKey(c, strings.TrimPrefix(k, prefix), kv.Value, kv.ModRevision, kv.Lease)
 			}
 			v.mu.Unlock()
 			sortCluster(c)
@@ -261,6 +263,6 @@ func (t *revTxn) Commit() (*clientv3.TxnResponse, error) {
 	return r, err
 }
 
-func sortCluster(c *Cluster) {
+func sortCluster(c *dcs.Cluster) {
 	sort.Slice(c.Members, func(i, j int) bool { return c.Members[i].Name < c.Members[j].Name })
 }

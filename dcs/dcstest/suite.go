@@ -1,4 +1,6 @@
-package dcs
+// Package dcstest is the behavioural suite every dcs.Store implementation
+// passes: the in-memory one in dcs, the etcd one in dcs/etcd.
+package dcstest
 
 import (
 	"context"
@@ -7,27 +9,30 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/pgwarden/pgwarden/dcs"
 )
 
-// backend is one Store implementation under the shared behavioural suite.
-type backend struct {
-	// client makes a member's store; closed by the suite's cleanup.
-	client func(t *testing.T, name string, ttl time.Duration) Store
-	// expire lets ttl pass (memory: moves the fake clock; etcd: waits).
-	expire func(t *testing.T, ttl time.Duration, gone func() bool)
-	// watchWithin is how soon a watcher must see a change.
-	watchWithin time.Duration
+// Backend is one Store implementation under the suite.
+type Backend struct {
+	// Client makes a member's store; closed by the suite's cleanup.
+	Client func(t *testing.T, name string, ttl time.Duration) dcs.Store
+	// Expire lets ttl pass (memory: moves the fake clock; etcd: waits).
+	Expire func(t *testing.T, ttl time.Duration, gone func() bool)
+	// WatchWithin is how soon a watcher must see a change.
+	WatchWithin time.Duration
 }
 
-func runSuite(t *testing.T, b backend) {
+// Run runs the suite against b.
+func Run(t *testing.T, b Backend) {
 	ctx := context.Background()
 	const ttl = 2 * time.Second
 	// seen reads s until want holds, within watchWithin: a client whose
 	// view the watch keeps sees another client's write after the
 	// watch's delay, its own at once.
-	seen := func(t *testing.T, s Store, want func(*Cluster) bool) *Cluster {
+	seen := func(t *testing.T, s dcs.Store, want func(*dcs.Cluster) bool) *dcs.Cluster {
 		t.Helper()
-		deadline := time.Now().Add(b.watchWithin)
+		deadline := time.Now().Add(b.WatchWithin)
 		for i := 0; ; i++ {
 			cl, err := s.Cluster(ctx)
 			if err != nil {
@@ -39,7 +44,7 @@ func runSuite(t *testing.T, b backend) {
 			time.Sleep(5 * time.Millisecond) // polled to the deadline above
 		}
 	}
-	renew := func(t *testing.T, s Store) {
+	renew := func(t *testing.T, s dcs.Store) {
 		t.Helper()
 		if _, err := s.Renew(ctx); err != nil {
 			t.Fatalf("renew: %v", err)
@@ -47,7 +52,7 @@ func runSuite(t *testing.T, b backend) {
 	}
 
 	t.Run("leader key: first wins, only the holder updates and releases", func(t *testing.T) {
-		a, c := b.client(t, "a", ttl), b.client(t, "b", ttl)
+		a, c := b.Client(t, "a", ttl), b.Client(t, "b", ttl)
 		renew(t, a)
 		renew(t, c)
 		if won, err := a.AcquireLeader(ctx); err != nil || !won {
@@ -59,20 +64,20 @@ func runSuite(t *testing.T, b backend) {
 		if err := a.UpdateLeader(ctx); err != nil {
 			t.Fatalf("a update: %v", err)
 		}
-		if err := c.UpdateLeader(ctx); !errors.Is(err, ErrNotLeader) {
+		if err := c.UpdateLeader(ctx); !errors.Is(err, dcs.ErrNotLeader) {
 			t.Fatalf("b update = %v; want ErrNotLeader", err)
 		}
-		if err := c.ReleaseLeader(ctx); !errors.Is(err, ErrNotLeader) {
+		if err := c.ReleaseLeader(ctx); !errors.Is(err, dcs.ErrNotLeader) {
 			t.Fatalf("b release = %v; want ErrNotLeader", err)
 		}
 		cl, err := c.Cluster(ctx)
 		if err != nil || cl.Leader == nil || cl.Leader.Name != "a" {
 			t.Fatalf("cluster leader = %+v, %v; want a", cl.Leader, err)
 		}
-		if err := c.SetStatus(ctx, Status{LSN: 7}); !errors.Is(err, ErrNotLeader) {
+		if err := c.SetStatus(ctx, dcs.Status{LSN: 7}); !errors.Is(err, dcs.ErrNotLeader) {
 			t.Fatalf("b set status = %v; want ErrNotLeader", err)
 		}
-		if err := a.SetStatus(ctx, Status{LSN: 42}); err != nil {
+		if err := a.SetStatus(ctx, dcs.Status{LSN: 42}); err != nil {
 			t.Fatalf("a set status: %v", err)
 		}
 		if err := a.ReleaseLeader(ctx); err != nil {
@@ -88,16 +93,16 @@ func runSuite(t *testing.T, b backend) {
 	})
 
 	t.Run("acquire without a lease fails", func(t *testing.T) {
-		a := b.client(t, "a", ttl)
-		if _, err := a.AcquireLeader(ctx); !errors.Is(err, ErrLeaseExpired) {
+		a := b.Client(t, "a", ttl)
+		if _, err := a.AcquireLeader(ctx); !errors.Is(err, dcs.ErrLeaseExpired) {
 			t.Fatalf("acquire without lease = %v; want ErrLeaseExpired", err)
 		}
 	})
 
 	t.Run("members are bound to the lease; close revokes it", func(t *testing.T) {
-		a, c := b.client(t, "a", ttl), b.client(t, "b", ttl)
+		a, c := b.Client(t, "a", ttl), b.Client(t, "b", ttl)
 		renew(t, a)
-		if err := a.TouchMember(ctx, Member{Name: "a", Role: "primary", WALPosition: 99, Priority: 10}); err != nil {
+		if err := a.TouchMember(ctx, dcs.Member{Name: "a", Role: "primary", WALPosition: 99, Priority: 10}); err != nil {
 			t.Fatalf("touch: %v", err)
 		}
 		if won, _ := a.AcquireLeader(ctx); !won {
@@ -114,25 +119,25 @@ func runSuite(t *testing.T, b backend) {
 		if err := a.Close(ctx); err != nil {
 			t.Fatalf("close: %v", err)
 		}
-		cl = seen(t, c, func(cl *Cluster) bool { return cl.Member("a") == nil && cl.Leader == nil })
+		cl = seen(t, c, func(cl *dcs.Cluster) bool { return cl.Member("a") == nil && cl.Leader == nil })
 		if cl.Member("a") != nil || cl.Leader != nil {
 			t.Fatalf("after close: member %+v leader %+v; want both gone", cl.Member("a"), cl.Leader)
 		}
 	})
 
 	t.Run("lease expiry deletes the leader key; renew then reports it", func(t *testing.T) {
-		a, c := b.client(t, "a", ttl), b.client(t, "b", ttl)
+		a, c := b.Client(t, "a", ttl), b.Client(t, "b", ttl)
 		renew(t, a)
 		if won, _ := a.AcquireLeader(ctx); !won {
 			t.Fatal("a did not win")
 		}
 		start := time.Now()
-		b.expire(t, ttl, func() bool {
+		b.Expire(t, ttl, func() bool {
 			cl, err := c.Cluster(ctx)
 			return err == nil && cl.Leader == nil
 		})
 		t.Logf("leader key gone %s after the last renewal (ttl %s)", time.Since(start).Round(10*time.Millisecond), ttl)
-		if _, err := a.Renew(ctx); !errors.Is(err, ErrLeaseExpired) {
+		if _, err := a.Renew(ctx); !errors.Is(err, dcs.ErrLeaseExpired) {
 			t.Fatalf("renew after expiry = %v; want ErrLeaseExpired", err)
 		}
 		if _, err := a.Renew(ctx); err != nil {
@@ -144,8 +149,8 @@ func runSuite(t *testing.T, b backend) {
 	})
 
 	t.Run("a bootstrap claim goes with its holder's lease; a recorded system id stays", func(t *testing.T) {
-		a, c := b.client(t, "a", ttl), b.client(t, "b", ttl)
-		if _, err := a.Initialize(ctx, ""); !errors.Is(err, ErrLeaseExpired) {
+		a, c := b.Client(t, "a", ttl), b.Client(t, "b", ttl)
+		if _, err := a.Initialize(ctx, ""); !errors.Is(err, dcs.ErrLeaseExpired) {
 			t.Fatalf("claim without a lease = %v; want ErrLeaseExpired", err)
 		}
 		renew(t, a)
@@ -153,7 +158,7 @@ func runSuite(t *testing.T, b backend) {
 			t.Fatalf("claim = %v, %v", rev, err)
 		}
 		// The winner dies while creating the cluster: the race reopens.
-		b.expire(t, ttl, func() bool {
+		b.Expire(t, ttl, func() bool {
 			cl, err := c.Cluster(ctx)
 			return err == nil && cl.InitializeRevision == 0
 		})
@@ -179,26 +184,26 @@ func runSuite(t *testing.T, b backend) {
 	})
 
 	t.Run("restarted holder rebinds the key to its new lease", func(t *testing.T) {
-		old, c := b.client(t, "a", ttl), b.client(t, "b", ttl)
+		old, c := b.Client(t, "a", ttl), b.Client(t, "b", ttl)
 		renew(t, old)
 		if won, _ := old.AcquireLeader(ctx); !won {
 			t.Fatal("a did not win")
 		}
-		cl := seen(t, c, func(cl *Cluster) bool { return cl.Leader != nil })
+		cl := seen(t, c, func(cl *dcs.Cluster) bool { return cl.Leader != nil })
 		oldLease := cl.Leader.LeaseID
-		restarted := b.client(t, "a", ttl)
+		restarted := b.Client(t, "a", ttl)
 		renew(t, restarted)
 		if err := restarted.UpdateLeader(ctx); err != nil {
 			t.Fatalf("update from restarted agent: %v", err)
 		}
-		cl = seen(t, c, func(cl *Cluster) bool { return cl.Leader != nil && cl.Leader.LeaseID != oldLease })
+		cl = seen(t, c, func(cl *dcs.Cluster) bool { return cl.Leader != nil && cl.Leader.LeaseID != oldLease })
 		if cl.Leader == nil || cl.Leader.Name != "a" || cl.Leader.LeaseID == oldLease {
 			t.Fatalf("leader after rebind = %+v (old lease %d)", cl.Leader, oldLease)
 		}
 	})
 
 	t.Run("initialize race and compare-and-swap keys", func(t *testing.T) {
-		a, c := b.client(t, "a", ttl), b.client(t, "b", ttl)
+		a, c := b.Client(t, "a", ttl), b.Client(t, "b", ttl)
 		if rev, err := a.Initialize(ctx, "123"); err != nil || rev == 0 {
 			t.Fatalf("a initialize = %v, %v", rev, err)
 		}
@@ -209,7 +214,7 @@ func runSuite(t *testing.T, b backend) {
 		if cl.Initialize != "123" {
 			t.Fatalf("initialize = %q", cl.Initialize)
 		}
-		if err := c.SetInitialize(ctx, "999", cl.InitializeRevision+1000); !errors.Is(err, ErrKeyModified) {
+		if err := c.SetInitialize(ctx, "999", cl.InitializeRevision+1000); !errors.Is(err, dcs.ErrKeyModified) {
 			t.Fatalf("set initialize at wrong revision = %v", err)
 		}
 		if err := a.SetInitialize(ctx, "789", cl.InitializeRevision); err != nil {
@@ -219,14 +224,14 @@ func runSuite(t *testing.T, b backend) {
 		if err := a.SetConfig(ctx, []byte(`{"ttl":10}`), 0); err != nil {
 			t.Fatalf("create config: %v", err)
 		}
-		if err := c.SetConfig(ctx, []byte(`{"ttl":20}`), 0); !errors.Is(err, ErrKeyModified) {
+		if err := c.SetConfig(ctx, []byte(`{"ttl":20}`), 0); !errors.Is(err, dcs.ErrKeyModified) {
 			t.Fatalf("second create = %v; want ErrKeyModified", err)
 		}
 		cl, _ = c.Cluster(ctx)
 		if err := c.SetConfig(ctx, []byte(`{"ttl":30}`), cl.ConfigRevision); err != nil {
 			t.Fatalf("cas config: %v", err)
 		}
-		if err := a.SetConfig(ctx, []byte(`{"ttl":40}`), cl.ConfigRevision); !errors.Is(err, ErrKeyModified) {
+		if err := a.SetConfig(ctx, []byte(`{"ttl":40}`), cl.ConfigRevision); !errors.Is(err, dcs.ErrKeyModified) {
 			t.Fatalf("stale cas = %v; want ErrKeyModified", err)
 		}
 		cl, _ = c.Cluster(ctx)
@@ -234,36 +239,36 @@ func runSuite(t *testing.T, b backend) {
 			t.Fatalf("config = %s", cl.Config)
 		}
 
-		f := Failover{Kind: "switchover", Leader: "a", Candidate: "b"}
+		f := dcs.Failover{Kind: "switchover", Leader: "a", Candidate: "b"}
 		if err := a.SetFailover(ctx, f, 0); err != nil {
 			t.Fatalf("set failover: %v", err)
 		}
-		if err := c.SetFailover(ctx, f, 0); !errors.Is(err, ErrKeyModified) {
+		if err := c.SetFailover(ctx, f, 0); !errors.Is(err, dcs.ErrKeyModified) {
 			t.Fatalf("second failover = %v; want ErrKeyModified", err)
 		}
 		cl, _ = c.Cluster(ctx)
 		if cl.Failover == nil || cl.Failover.Candidate != "b" {
 			t.Fatalf("failover = %+v", cl.Failover)
 		}
-		if err := c.DeleteFailover(ctx, cl.Failover.Revision+1000); !errors.Is(err, ErrKeyModified) {
+		if err := c.DeleteFailover(ctx, cl.Failover.Revision+1000); !errors.Is(err, dcs.ErrKeyModified) {
 			t.Fatalf("delete at wrong revision = %v", err)
 		}
 		if err := c.DeleteFailover(ctx, cl.Failover.Revision); err != nil {
 			t.Fatalf("delete failover: %v", err)
 		}
 		for i := range 3 {
-			if err := a.AppendHistory(ctx, HistoryEntry{Timeline: uint32(i + 1), Reason: fmt.Sprint(i)}); err != nil {
+			if err := a.AppendHistory(ctx, dcs.HistoryEntry{Timeline: uint32(i + 1), Reason: fmt.Sprint(i)}); err != nil {
 				t.Fatalf("history: %v", err)
 			}
 		}
-		cl = seen(t, c, func(cl *Cluster) bool { return len(cl.History) == 3 })
+		cl = seen(t, c, func(cl *dcs.Cluster) bool { return len(cl.History) == 3 })
 		if cl.Failover != nil || len(cl.History) != 3 || cl.History[2].Timeline != 3 {
 			t.Fatalf("failover %+v history %+v", cl.Failover, cl.History)
 		}
 	})
 
 	t.Run("watch wakes on a leader change", func(t *testing.T) {
-		a, c := b.client(t, "a", ttl), b.client(t, "b", ttl)
+		a, c := b.Client(t, "a", ttl), b.Client(t, "b", ttl)
 		renew(t, a)
 		wctx, cancel := context.WithCancel(ctx)
 		defer cancel()
@@ -280,13 +285,13 @@ func runSuite(t *testing.T, b backend) {
 		select {
 		case <-w:
 			t.Logf("watch woke %s after the leader key was written", time.Since(start).Round(time.Millisecond))
-		case <-time.After(b.watchWithin):
-			t.Fatalf("watch did not wake within %s", b.watchWithin)
+		case <-time.After(b.WatchWithin):
+			t.Fatalf("watch did not wake within %s", b.WatchWithin)
 		}
 	})
 
 	t.Run("watch stays quiet on the leader's status writes", func(t *testing.T) {
-		a := b.client(t, "a", ttl)
+		a := b.Client(t, "a", ttl)
 		renew(t, a)
 		if won, err := a.AcquireLeader(ctx); !won || err != nil {
 			_ = a.ReleaseLeader(ctx)
@@ -301,10 +306,10 @@ func runSuite(t *testing.T, b backend) {
 		// Let the acquisition's own event arrive, then drain it.
 		select {
 		case <-w:
-		case <-time.After(b.watchWithin):
+		case <-time.After(b.WatchWithin):
 		}
 		for i := range 20 {
-			if err := a.SetStatus(ctx, Status{LSN: uint64(i + 1), Time: time.Now()}); err != nil {
+			if err := a.SetStatus(ctx, dcs.Status{LSN: uint64(i + 1), Time: time.Now()}); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -313,26 +318,26 @@ func runSuite(t *testing.T, b backend) {
 			t.Fatal("a status write woke the watch: the leader's loop would chase its own writes")
 		case <-time.After(300 * time.Millisecond):
 		}
-		if err := a.TouchMember(ctx, Member{Name: "a", Role: "primary"}); err != nil {
+		if err := a.TouchMember(ctx, dcs.Member{Name: "a", Role: "primary"}); err != nil {
 			t.Fatal(err)
 		}
 		select {
 		case <-w:
-		case <-time.After(b.watchWithin):
-			t.Fatalf("a member write did not wake the watch within %s", b.watchWithin)
+		case <-time.After(b.WatchWithin):
+			t.Fatalf("a member write did not wake the watch within %s", b.WatchWithin)
 		}
 	})
 
 	t.Run("backup lock: one holder at a time, progress and release only at its revision", func(t *testing.T) {
-		a, c := b.client(t, "a", ttl), b.client(t, "b", ttl)
+		a, c := b.Client(t, "a", ttl), b.Client(t, "b", ttl)
 		renew(t, a)
 		renew(t, c)
-		l := BackupLock{Member: "a", ID: "a-1", Type: "full", Started: time.Unix(1000, 0).UTC()}
+		l := dcs.BackupLock{Member: "a", ID: "a-1", Type: "full", Started: time.Unix(1000, 0).UTC()}
 		rev, err := a.AcquireBackupLock(ctx, l)
 		if err != nil || rev == 0 {
 			t.Fatalf("a takes the lock = %d, %v", rev, err)
 		}
-		if _, err := c.AcquireBackupLock(ctx, BackupLock{Member: "b", Type: "diff"}); !errors.Is(err, ErrKeyModified) {
+		if _, err := c.AcquireBackupLock(ctx, dcs.BackupLock{Member: "b", Type: "diff"}); !errors.Is(err, dcs.ErrKeyModified) {
 			t.Fatalf("b takes a held lock = %v; want ErrKeyModified", err)
 		}
 		l.Percent, l.Bytes = 42.5, 1<<20
@@ -340,7 +345,7 @@ func runSuite(t *testing.T, b backend) {
 		if err != nil || rev2 <= rev {
 			t.Fatalf("a updates its lock = %d, %v", rev2, err)
 		}
-		if _, err := c.UpdateBackupLock(ctx, BackupLock{Member: "b"}, rev); !errors.Is(err, ErrKeyModified) {
+		if _, err := c.UpdateBackupLock(ctx, dcs.BackupLock{Member: "b"}, rev); !errors.Is(err, dcs.ErrKeyModified) {
 			t.Fatalf("update at a stale revision = %v; want ErrKeyModified", err)
 		}
 		cl, err := c.Cluster(ctx)
@@ -348,39 +353,39 @@ func runSuite(t *testing.T, b backend) {
 			cl.BackupLock.Revision != rev2 || !cl.BackupLock.Started.Equal(l.Started) {
 			t.Fatalf("lock as others see it = %+v, %v", cl.BackupLock, err)
 		}
-		if err := a.ReleaseBackupLock(ctx, rev); !errors.Is(err, ErrKeyModified) {
+		if err := a.ReleaseBackupLock(ctx, rev); !errors.Is(err, dcs.ErrKeyModified) {
 			t.Fatalf("release at a stale revision = %v; want ErrKeyModified", err)
 		}
 		if err := a.ReleaseBackupLock(ctx, rev2); err != nil {
 			t.Fatalf("release: %v", err)
 		}
-		if _, err := c.AcquireBackupLock(ctx, BackupLock{Member: "b"}); err != nil {
+		if _, err := c.AcquireBackupLock(ctx, dcs.BackupLock{Member: "b"}); err != nil {
 			t.Fatalf("b takes the released lock: %v", err)
 		}
 	})
 
 	t.Run("backup lock goes with its runner's lease", func(t *testing.T) {
-		a, c := b.client(t, "a", ttl), b.client(t, "b", ttl)
-		if _, err := a.AcquireBackupLock(ctx, BackupLock{Member: "a"}); !errors.Is(err, ErrLeaseExpired) {
+		a, c := b.Client(t, "a", ttl), b.Client(t, "b", ttl)
+		if _, err := a.AcquireBackupLock(ctx, dcs.BackupLock{Member: "a"}); !errors.Is(err, dcs.ErrLeaseExpired) {
 			t.Fatalf("lock without a lease = %v; want ErrLeaseExpired", err)
 		}
 		renew(t, a)
-		rev, err := a.AcquireBackupLock(ctx, BackupLock{Member: "a"})
+		rev, err := a.AcquireBackupLock(ctx, dcs.BackupLock{Member: "a"})
 		if err != nil {
 			t.Fatal(err)
 		}
-		b.expire(t, ttl, func() bool {
+		b.Expire(t, ttl, func() bool {
 			cl, err := c.Cluster(ctx)
 			return err == nil && cl.BackupLock == nil
 		})
-		if _, err := a.UpdateBackupLock(ctx, BackupLock{Member: "a", Percent: 50}, rev); !errors.Is(err, ErrKeyModified) {
+		if _, err := a.UpdateBackupLock(ctx, dcs.BackupLock{Member: "a", Percent: 50}, rev); !errors.Is(err, dcs.ErrKeyModified) {
 			t.Fatalf("update after the lease expired = %v; want ErrKeyModified (the runner must stop)", err)
 		}
 	})
 
 	t.Run("backup runs: the last of each kind, durable", func(t *testing.T) {
-		a, c := b.client(t, "a", ttl), b.client(t, "b", ttl)
-		for _, r := range []BackupRun{{Kind: "full", ID: "1", OK: true, Label: "L1"}, {Kind: "diff", ID: "2", Error: "boom"}, {Kind: "full", ID: "3", OK: true, Label: "L3"}} {
+		a, c := b.Client(t, "a", ttl), b.Client(t, "b", ttl)
+		for _, r := range []dcs.BackupRun{{Kind: "full", ID: "1", OK: true, Label: "L1"}, {Kind: "diff", ID: "2", Error: "boom"}, {Kind: "full", ID: "3", OK: true, Label: "L3"}} {
 			if err := a.RecordBackupRun(ctx, r); err != nil {
 				t.Fatal(err)
 			}
@@ -392,9 +397,9 @@ func runSuite(t *testing.T, b backend) {
 	})
 
 	t.Run("watch stays quiet on backup progress", func(t *testing.T) {
-		a := b.client(t, "a", ttl)
+		a := b.Client(t, "a", ttl)
 		renew(t, a)
-		rev, err := a.AcquireBackupLock(ctx, BackupLock{Member: "a"})
+		rev, err := a.AcquireBackupLock(ctx, dcs.BackupLock{Member: "a"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -403,14 +408,14 @@ func runSuite(t *testing.T, b backend) {
 		w := a.Watch(wctx)
 		select {
 		case <-w:
-		case <-time.After(b.watchWithin):
+		case <-time.After(b.WatchWithin):
 		}
 		for i := range 10 {
-			if rev, err = a.UpdateBackupLock(ctx, BackupLock{Member: "a", Percent: float64(i)}, rev); err != nil {
+			if rev, err = a.UpdateBackupLock(ctx, dcs.BackupLock{Member: "a", Percent: float64(i)}, rev); err != nil {
 				t.Fatal(err)
 			}
 		}
-		if err := a.RecordBackupRun(ctx, BackupRun{Kind: "full"}); err != nil {
+		if err := a.RecordBackupRun(ctx, dcs.BackupRun{Kind: "full"}); err != nil {
 			t.Fatal(err)
 		}
 		select {
@@ -422,9 +427,9 @@ func runSuite(t *testing.T, b backend) {
 
 	t.Run("one winner among concurrent acquirers, every round", func(t *testing.T) {
 		const n, rounds = 10, 50
-		stores := make([]Store, n)
+		stores := make([]dcs.Store, n)
 		for i := range stores {
-			stores[i] = b.client(t, fmt.Sprintf("m%d", i), ttl)
+			stores[i] = b.Client(t, fmt.Sprintf("m%d", i), ttl)
 			renew(t, stores[i])
 		}
 		for r := range rounds {

@@ -1,6 +1,6 @@
 //go:build integration
 
-package dcs
+package etcd
 
 import (
 	"context"
@@ -17,6 +17,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 
+	"github.com/pgwarden/pgwarden/dcs"
+	"github.com/pgwarden/pgwarden/dcs/dcstest"
 	"github.com/pgwarden/pgwarden/integration/harness"
 )
 
@@ -24,9 +26,9 @@ func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
 
 var prefixes atomic.Int64
 
-func etcdStore(t *testing.T, endpoint, prefix, name string, ttl time.Duration) *Etcd {
+func etcdStore(t *testing.T, endpoint, prefix, name string, ttl time.Duration) *Store {
 	t.Helper()
-	s, err := NewEtcd(t.Context(), EtcdConfig{
+	s, err := New(t.Context(), Config{
 		Endpoints: []string{"http://" + endpoint}, Prefix: prefix, Name: name,
 		TTL: ttl, RetryTimeout: 2 * time.Second,
 	}, hclog.NewNullLogger())
@@ -41,21 +43,21 @@ func etcdStore(t *testing.T, endpoint, prefix, name string, ttl time.Duration) *
 	return s
 }
 
-func TestEtcdSuite(t *testing.T) { runSuite(t, etcdBackend(t, false)) }
+func TestEtcdSuite(t *testing.T) { dcstest.Run(t, etcdBackend(t, false)) }
 
 // TestEtcdSuiteWatched runs the suite with every client's watch running,
-// so Cluster answers from the watch-kept view (etcd_view.go): its own
+// so Cluster answers from the watch-kept view (view.go): its own
 // writes at once, others' within the watch's delay.
-func TestEtcdSuiteWatched(t *testing.T) { runSuite(t, etcdBackend(t, true)) }
+func TestEtcdSuiteWatched(t *testing.T) { dcstest.Run(t, etcdBackend(t, true)) }
 
 // etcdBackend gives each subtest its own prefix on one etcd; watched
 // starts each client's watch.
-func etcdBackend(t *testing.T, watched bool) backend {
+func etcdBackend(t *testing.T, watched bool) dcstest.Backend {
 	e := harness.StartEtcd(t)
 	prefix := ""
 	last := ""
-	return backend{
-		client: func(t *testing.T, name string, ttl time.Duration) Store {
+	return dcstest.Backend{
+		Client: func(t *testing.T, name string, ttl time.Duration) dcs.Store {
 			if t.Name() != last {
 				last, prefix = t.Name(), fmt.Sprintf("/pgwarden-test/%d/", prefixes.Add(1))
 			}
@@ -65,12 +67,12 @@ func etcdBackend(t *testing.T, watched bool) backend {
 			}
 			return s
 		},
-		expire: func(t *testing.T, ttl time.Duration, gone func() bool) {
+		Expire: func(t *testing.T, ttl time.Duration, gone func() bool) {
 			// The guarantee callers rely on: a lease that is not renewed is
 			// gone within ttl + 1 s.
 			harness.WaitFor(t, ttl+time.Second, "leader key expired", func() (bool, error) { return gone(), nil })
 		},
-		watchWithin: 200 * time.Millisecond,
+		WatchWithin: 200 * time.Millisecond,
 	}
 }
 
@@ -89,14 +91,14 @@ func TestEtcdUnavailable(t *testing.T) {
 	start := time.Now()
 	_, err := s.Renew(t.Context())
 	took := time.Since(start)
-	if !errors.Is(err, ErrUnavailable) {
+	if !errors.Is(err, dcs.ErrUnavailable) {
 		t.Fatalf("renew against a frozen etcd = %v; want ErrUnavailable", err)
 	}
 	if took > 2*time.Second+500*time.Millisecond {
 		t.Fatalf("renew took %s; want within retry_timeout 2s", took)
 	}
 	_, err = s.Cluster(t.Context())
-	if !errors.Is(err, ErrUnavailable) {
+	if !errors.Is(err, dcs.ErrUnavailable) {
 		t.Fatalf("read against a frozen etcd = %v; want ErrUnavailable", err)
 	}
 	if err := e.Resume(); err != nil {
@@ -134,7 +136,7 @@ func TestReleaseLeaderOfLease(t *testing.T) {
 	if err := restarted.UpdateLeader(ctx); err != nil {
 		t.Fatalf("rebind: %v", err)
 	}
-	if err := old.ReleaseLeaderOfLease(ctx, oldLease); !errors.Is(err, ErrNotLeader) {
+	if err := old.ReleaseLeaderOfLease(ctx, oldLease); !errors.Is(err, dcs.ErrNotLeader) {
 		t.Fatalf("hand-back with the old lease: %v, want ErrNotLeader", err)
 	}
 	c, err := restarted.Cluster(ctx)
