@@ -74,7 +74,7 @@ func (a *Agent) Switchover(ctx context.Context, r SwitchoverRequest) (bool, erro
 		return false, err
 	}
 	if scheduled {
-		a.log.Info("switchover scheduled", "member", target, "at", r.ScheduledAt)
+		a.log.Info("switchover scheduled", "candidate", target, "at", r.ScheduledAt)
 		return true, nil
 	}
 	return false, a.awaitLeader(ctx, leader, r.Candidate)
@@ -124,7 +124,7 @@ func (a *Agent) Failover(ctx context.Context, r FailoverRequest) error {
 			return fmt.Errorf("%w: candidate %s is %d bytes behind, more than maximum_lag_on_failover (use --force)", ErrPrecondition, r.Candidate, lag)
 		}
 	} else {
-		a.log.Warn("forced failover: lag check skipped", "member", r.Candidate)
+		a.log.Warn("forced failover: lag check skipped", "candidate", r.Candidate)
 	}
 	old := ""
 	kind := "failover"
@@ -152,7 +152,7 @@ func (a *Agent) putFailover(ctx context.Context, c *dcs.Cluster, f dcs.Failover)
 		}
 		return fmt.Errorf("%w: record request: %v", ErrNotCompleted, err)
 	}
-	a.log.Info("failover request recorded", "action", f.Kind, "leader", f.Leader, "member", f.Candidate)
+	a.log.Info("failover request recorded", "action", f.Kind, "leader", f.Leader, "candidate", f.Candidate)
 	return nil
 }
 

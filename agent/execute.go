@@ -89,7 +89,7 @@ func (a *Agent) execute(ctx context.Context, o Observation, d Decision) Outcome 
 				if err != nil {
 					return fmt.Errorf("re-clone: %w", err)
 				}
-				a.log.Warn("removing the data directory to re-clone", "member", d.Target, "reason", d.Reason)
+				a.log.Warn("removing the data directory to re-clone", "source", d.Target, "reason", d.Reason)
 				if err := a.wipeForClone(ctx, up); err != nil {
 					return err
 				}
@@ -313,7 +313,7 @@ func (a *Agent) rewind(ctx context.Context, c *dcs.Cluster, target string) error
 			// is unfit; try again later rather than destroy it.
 			return fmt.Errorf("rewind from %s: %w", target, err)
 		}
-		a.log.Warn("rewind impossible: re-cloning", "member", target, "error", err)
+		a.log.Warn("rewind impossible: re-cloning", "source", target, "error", err)
 	}
 	if err := a.wipeForClone(ctx, up); err != nil {
 		return err
@@ -783,7 +783,7 @@ func (a *Agent) switchover(ctx context.Context, o Observation, target string) (b
 		a.poolerPaused, a.pausedAt = true, a.d.Clock.Now()
 	}
 	a.awaitPoolersPaused(ctx)
-	a.log.Info("switchover: stopping postgres cleanly", "member", target)
+	a.log.Info("switchover: stopping postgres cleanly", "candidate", target)
 	// The watchdog stays armed (the keeper renews the lease) until
 	// PostgreSQL is down: a freeze during a long shutdown is fenced too.
 	if err := a.d.Postgres.Stop(ctx, StopFast); err != nil {
@@ -827,7 +827,7 @@ func (a *Agent) switchover(ctx context.Context, o Observation, target string) (b
 		return a.abortSwitchover(ctx, fmt.Errorf("release leader key: %w", err))
 	}
 	a.poolerLeader = "-" // force a repoint on the next leader seen
-	a.log.Info("switchover: leader key released", "member", target, "lsn", lsn)
+	a.log.Info("switchover: leader key released", "candidate", target, "lsn", lsn)
 	a.fire("switchover", true, "to "+target)
 	return false, nil
 }

@@ -198,9 +198,9 @@ func (pc *PeerClient) note(member string, err error) {
 	switch {
 	case seen && wasDown == (err != nil):
 	case err != nil:
-		pc.log.Warn("peer unreachable", "member", member, "error", err)
+		pc.log.Warn("peer unreachable", "peer", member, "error", err)
 	case wasDown:
-		pc.log.Info("peer reachable again", "member", member)
+		pc.log.Info("peer reachable again", "peer", member)
 	}
 }
 

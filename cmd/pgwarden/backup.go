@@ -203,7 +203,7 @@ func (p backupPG) restoreReplica(ctx context.Context, up agent.Upstream) error {
 	if err := os.MkdirAll(p.cfg.Postgres.DataDir, 0o700); err != nil {
 		return err
 	}
-	p.log.Info("creating the replica from the repository", "label", newest.Label, "member", up.Name)
+	p.log.Info("creating the replica from the repository", "label", newest.Label, "source", up.Name)
 	req := backup.RestoreRequest{DataDir: p.cfg.Postgres.DataDir, Set: newest.Label, Type: "standby"}
 	if err := p.pb.Restore(ctx, req, progressLog(p.log, "replica restore")); err != nil {
 		return err
@@ -211,7 +211,7 @@ func (p backupPG) restoreReplica(ctx context.Context, up agent.Upstream) error {
 	if err := p.s.PrepareRestoredStandby(upstream(up)); err != nil {
 		return err
 	}
-	p.log.Info("replica restored from the repository (no pg_basebackup): it replays the archive, then streams", "label", newest.Label, "member", up.Name)
+	p.log.Info("replica restored from the repository (no pg_basebackup): it replays the archive, then streams", "label", newest.Label, "source", up.Name)
 	return nil
 }
 
