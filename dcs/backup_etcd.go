@@ -62,9 +62,26 @@ func (e *Etcd) ReleaseBackupLock(ctx context.Context, rev int64) error {
 	return e.cas(ctx, "release backup lock", keyBackupLock, nil, rev)
 }
 
-// RecordBackupRun implements Store: read, set, compare-and-swap, retried
-// against concurrent writers.
+// RecordBackupRun implements Store.
 func (e *Etcd) RecordBackupRun(ctx context.Context, run BackupRun) error {
+	return e.updateBackupRuns(ctx, "record backup run", func(runs map[string]BackupRun) error {
+		run.Schedule = runs[run.Kind].Schedule
+		runs[run.Kind] = run
+		return nil
+	})
+}
+
+// UpdateBackupSlot implements Store.
+func (e *Etcd) UpdateBackupSlot(ctx context.Context, kind string, prev *BackupSlot, next BackupSlot) error {
+	return e.updateBackupRuns(ctx, "claim backup slot", func(runs map[string]BackupRun) error {
+		return setSlot(runs, kind, prev, next)
+	})
+}
+
+// updateBackupRuns reads the runs, lets change edit them, and writes them
+// back with a compare-and-swap, retried against concurrent writers (of
+// other kinds: change's own refusal ends it).
+func (e *Etcd) updateBackupRuns(ctx context.Context, op string, change func(map[string]BackupRun) error) error {
 	for range 5 {
 		cctx, cancel := e.call(ctx)
 		r, err := e.cli.Get(cctx, e.key(keyBackupRuns))
@@ -78,15 +95,28 @@ func (e *Etcd) RecordBackupRun(ctx context.Context, run BackupRun) error {
 			rev = r.Kvs[0].ModRevision
 			_ = json.Unmarshal(r.Kvs[0].Value, &runs)
 		}
-		runs[run.Kind] = run
+		if err := change(runs); err != nil {
+			return fmt.Errorf("%s: %w", op, err)
+		}
 		b, err := json.Marshal(runs)
 		if err != nil {
 			return fmt.Errorf("encode backup runs: %w", err)
 		}
-		err = e.cas(ctx, "record backup run", keyBackupRuns, b, rev)
+		err = e.cas(ctx, op, keyBackupRuns, b, rev)
 		if !errors.Is(err, ErrKeyModified) {
 			return err
 		}
 	}
-	return fmt.Errorf("record backup run: %w", ErrKeyModified)
+	return fmt.Errorf("%s: %w", op, ErrKeyModified)
+}
+
+// setSlot is UpdateBackupSlot's compare and set on the decoded runs.
+func setSlot(runs map[string]BackupRun, kind string, prev *BackupSlot, next BackupSlot) error {
+	r := runs[kind]
+	if !r.Schedule.Same(prev) {
+		return ErrKeyModified
+	}
+	r.Kind, r.Schedule = kind, &next
+	runs[kind] = r
+	return nil
 }
