@@ -65,8 +65,7 @@ func (e *Etcd) ReleaseBackupLock(ctx context.Context, rev int64) error {
 // RecordBackupRun implements Store.
 func (e *Etcd) RecordBackupRun(ctx context.Context, run BackupRun) error {
 	return e.updateBackupRuns(ctx, "record backup run", func(runs map[string]BackupRun) error {
-		run.Schedule = runs[run.Kind].Schedule
-		runs[run.Kind] = run
+		putRun(runs, run)
 		return nil
 	})
 }
@@ -119,4 +118,18 @@ func setSlot(runs map[string]BackupRun, kind string, prev *BackupSlot, next Back
 	r.Kind, r.Schedule = kind, &next
 	runs[kind] = r
 	return nil
+}
+
+// putRun stores r as the last run of its kind, keeping what belongs to the
+// kind: its schedule state, and its last success when r failed.
+func putRun(runs map[string]BackupRun, r BackupRun) {
+	old := runs[r.Kind]
+	r.Schedule = old.Schedule
+	switch {
+	case !r.OK:
+		r.LastSuccess = old.LastSuccess
+	case r.LastSuccess.IsZero():
+		r.LastSuccess = r.Finished
+	}
+	runs[r.Kind] = r
 }

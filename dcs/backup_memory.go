@@ -55,8 +55,7 @@ func (m *Memory) ReleaseBackupLock(ctx context.Context, rev int64) error {
 // RecordBackupRun implements Store.
 func (m *Memory) RecordBackupRun(ctx context.Context, r BackupRun) error {
 	return m.updateBackupRuns("record backup run", func(runs map[string]BackupRun) error {
-		r.Schedule = runs[r.Kind].Schedule
-		runs[r.Kind] = r
+		putRun(runs, r)
 		return nil
 	})
 }

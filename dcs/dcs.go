@@ -156,6 +156,11 @@ type BackupRun struct {
 	Started  time.Time `json:"started"`
 	Finished time.Time `json:"finished"`
 	Size     int64     `json:"size,omitempty"`
+	// Details is what the run found (a drill's checks).
+	Details string `json:"details,omitempty"`
+	// LastSuccess is when a run of this kind last succeeded: kept from
+	// the stored record when this run failed.
+	LastSuccess time.Time `json:"last_success,omitzero"`
 	// Schedule is how far the schedule of this kind has got. It belongs to
 	// the kind, not to this run: RecordBackupRun keeps it as stored, and
 	// only UpdateBackupSlot changes it.
