@@ -264,7 +264,7 @@ func cmdBackupVerify(e *env, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	cfg, pb, cleanup, err := scratchPgBackRest(*path, "verify")
+	_, pb, cleanup, err := scratchPgBackRest(*path, "verify")
 	if err != nil {
 		return err
 	}
