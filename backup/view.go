@@ -162,6 +162,8 @@ type Metrics struct {
 	DrillLastSuccess time.Time
 	// DrillFailed: the last drill failed.
 	DrillFailed bool
+	// LastRunOK is whether the last run of each kind succeeded.
+	LastRunOK map[string]bool
 }
 
 // Metrics is the repository and the archiver as last read.
@@ -182,7 +184,13 @@ func (m *Manager) Metrics() Metrics {
 	if n := len(m.dumps); n > 0 {
 		out.LastSuccess["logical"] = m.dumps[n-1].Finished
 	}
-	if r, ok := m.runs["drill"]; ok {
+	out.LastRunOK = map[string]bool{}
+	for k, r := range m.runs {
+		if r.ID != "" {
+			out.LastRunOK[k] = r.OK
+		}
+	}
+	if r, ok := m.runs["drill"]; ok && r.ID != "" {
 		out.DrillLastSuccess, out.DrillFailed = r.LastSuccess, !r.OK
 	}
 	out.Archiver = m.archiverView()

@@ -105,7 +105,7 @@ type backupCollector struct {
 	a Agent
 	b Backups
 
-	lastSuccess, duration, archOK, archFail, archFailAt, drillOK, drillFailed *prometheus.Desc
+	lastSuccess, duration, archOK, archFail, archFailAt, drillOK, drillFailed, runOK *prometheus.Desc
 }
 
 func newBackupCollector(a Agent, b Backups) *backupCollector {
@@ -118,12 +118,13 @@ func newBackupCollector(a Agent, b Backups) *backupCollector {
 		archFailAt: prometheus.NewDesc("pgwarden_wal_archive_last_failure_timestamp_seconds", "when archiving last failed, labelled with the WAL file that failed",
 			append(labels, "segment"), nil),
 		drillOK:     prometheus.NewDesc("pgwarden_backup_drill_last_success_timestamp_seconds", "when a restore drill of the newest backup last passed", labels, nil),
+		runOK:       prometheus.NewDesc("pgwarden_backup_last_run_success", "1 when the last run of each type (full, diff, incr, logical, drill) succeeded", append(labels, "type"), nil),
 		drillFailed: prometheus.NewDesc("pgwarden_backup_drill_failed", "1 when the last restore drill failed", labels, nil),
 	}
 }
 
 func (c *backupCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.lastSuccess, c.duration, c.archOK, c.archFail, c.archFailAt, c.drillOK, c.drillFailed} {
+	for _, d := range []*prometheus.Desc{c.lastSuccess, c.duration, c.archOK, c.archFail, c.archFailAt, c.drillOK, c.drillFailed, c.runOK} {
 		ch <- d
 	}
 }
@@ -135,14 +136,13 @@ func (c *backupCollector) Collect(ch chan<- prometheus.Metric) {
 	for kind, at := range m.LastSuccess {
 		ch <- prometheus.MustNewConstMetric(c.lastSuccess, prometheus.GaugeValue, unix(at), append(l, kind)...)
 	}
+	for kind, ok := range m.LastRunOK {
+		ch <- prometheus.MustNewConstMetric(c.runOK, prometheus.GaugeValue, b2f(ok), append(l, kind)...)
+	}
 	if !m.DrillLastSuccess.IsZero() {
 		ch <- prometheus.MustNewConstMetric(c.drillOK, prometheus.GaugeValue, unix(m.DrillLastSuccess), l...)
 	}
-	failed := 0.0
-	if m.DrillFailed {
-		failed = 1
-	}
-	ch <- prometheus.MustNewConstMetric(c.drillFailed, prometheus.GaugeValue, failed, l...)
+	ch <- prometheus.MustNewConstMetric(c.drillFailed, prometheus.GaugeValue, b2f(m.DrillFailed), l...)
 	if m.LastDuration > 0 {
 		ch <- prometheus.MustNewConstMetric(c.duration, prometheus.GaugeValue, m.LastDuration.Seconds(), l...)
 	}
