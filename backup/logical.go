@@ -130,7 +130,7 @@ func (d *Dumper) dumpFrom(ctx context.Context, src Source, now time.Time, retrie
 	}
 	d.Log.Info("logical dump starting", "member", src.Member, "replica", src.Replica, "databases", len(dbs), "lsn", m.LSN)
 	globals := DumpFile{Name: "globals.sql", Globals: true}
-	if err := d.tool(ctx, src, "pg_dumpall", "--globals-only", "--file="+filepath.Join(tmp, globals.Name), "--dbname=postgres"); err != nil {
+	if err := d.tool(ctx, src, "pg_dumpall", "--globals-only", "--file="+filepath.Join(tmp, globals.Name), "--database=postgres"); err != nil {
 		return m, fmt.Errorf("logical dump of the globals from %s: %w", src.Member, err)
 	}
 	files := []DumpFile{globals}
