@@ -179,7 +179,7 @@ func TestRetainThirtyYears(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	policies := []Policy{{Daily: 7, Weekly: 4, Monthly: 12, Yearly: 10}, {Daily: 7, Weekly: 7, Monthly: 12, Yearly: 40},
+	policies := []Policy{{Daily: 7, Weekly: 4, Monthly: 12, Yearly: 10}, {Daily: 3, Monthly: 2, Yearly: 40},
 		{Weekly: 4, Yearly: 3}, {Daily: 1}}
 	for seed, p := range policies {
 		t.Run(fmt.Sprintf("%+v", p), func(t *testing.T) {
