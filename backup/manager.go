@@ -23,8 +23,10 @@ var (
 	ErrNotLeading = errors.New("this member does not lead the cluster")
 	// ErrRunning: a backup runs already (one at a time in the cluster).
 	ErrRunning = errors.New("a backup is already running")
-	// ErrBadKind: not full, diff or incr.
+	// ErrBadKind: not full, diff, incr, logical or drill.
 	ErrBadKind = errors.New("unknown backup type")
+	// ErrNotConfigured: logical dumps or drills lack what they need here.
+	ErrNotConfigured = errors.New("not configured on this member")
 )
 
 // Lock is the part of the cluster store a Manager uses: the cluster-wide
@@ -35,6 +37,7 @@ type Lock interface {
 	UpdateBackupLock(ctx context.Context, l dcs.BackupLock, rev int64) (int64, error)
 	ReleaseBackupLock(ctx context.Context, rev int64) error
 	RecordBackupRun(ctx context.Context, r dcs.BackupRun) error
+	UpdateBackupSlot(ctx context.Context, kind string, prev *dcs.BackupSlot, next dcs.BackupSlot) error
 }
 
 // Engine is pgBackRest as a Manager drives it (*PgBackRest).
@@ -70,6 +73,19 @@ type ManagerConfig struct {
 	// InfoEvery and ArchiverEvery are how often the repository and the
 	// archiver statistics are read for GET /backups and the metrics.
 	InfoEvery, ArchiverEvery time.Duration
+
+	// Schedules run on the leader (none: only jobs asked for run), in
+	// Location, on Clock (the wall clock when nil).
+	Schedules map[string]Cron
+	Location  *time.Location
+	Clock     Clock
+	// Policy is applied after every successful base backup and dump, by
+	// Expirer (nil: never).
+	Policy  Policy
+	Expirer Expirer
+	// Dumper takes logical dumps and Driller drills (nil: not here).
+	Dumper  *Dumper
+	Driller *Driller
 }
 
 // Manager runs this node's part of the backups: as leader, stanza-create
@@ -92,6 +108,8 @@ type Manager struct {
 	ready      chan struct{}
 	run        *run
 	last       *dcs.BackupRun
+	runs       map[string]dcs.BackupRun
+	dumps      []Manifest
 	repo       *Repository
 	repoErr    error
 	archiver   *postgres.ArchiverStats
@@ -106,6 +124,10 @@ type run struct {
 	rev      int64
 	cancel   context.CancelCauseFunc
 	progress Progress
+	// done is closed when the run has ended and been recorded, with err
+	// its outcome.
+	done chan struct{}
+	err  error
 }
 
 // NewManager makes a Manager; Run starts its background work.
@@ -172,6 +194,46 @@ func (m *Manager) SetLeading(leading bool) {
 		defer close(ready)
 		m.takeOver(m.leadCtx)
 	}(m.ready)
+	if len(m.c.Schedules) > 0 {
+		go m.schedule(m.leadCtx, m.ready)
+	}
+}
+
+// schedule runs the schedules while this node leads, once the takeover is
+// over.
+func (m *Manager) schedule(ctx context.Context, ready <-chan struct{}) {
+	select {
+	case <-ctx.Done():
+		return
+	case <-ready:
+	}
+	clock := m.c.Clock
+	if clock == nil {
+		clock = wallClock{}
+	}
+	s := &Scheduler{Member: m.c.Member, Schedules: m.c.Schedules, Location: m.c.Location, Clock: clock,
+		Store: m.c.Lock, Jobs: m, Log: m.log.Named("schedule")}
+	s.Run(ctx)
+}
+
+type wallClock struct{}
+
+func (wallClock) Now() time.Time                         { return time.Now() }
+func (wallClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// RunJob runs one scheduled job to its end (Scheduler's Jobs).
+func (m *Manager) RunJob(ctx context.Context, kind string, slot time.Time) error {
+	r, err := m.start(kind)
+	if err != nil {
+		return err
+	}
+	select {
+	case <-r.done:
+		return r.err
+	case <-ctx.Done():
+		<-r.done // the run stops with leadership too; its lock goes once it has
+		return ctx.Err()
+	}
 }
 
 // takeOver makes the stanza (a new cluster, or a repository that lost it),
@@ -229,40 +291,61 @@ func (m *Manager) kick() {
 // Kinds are the base backup types.
 var Kinds = []string{"full", "diff", "incr"}
 
-// Start starts a base backup of kind on this node, which must lead. It
-// takes the cluster-wide lock first: ErrRunning when another run (here or
-// on a former leader still finishing) holds it.
+// JobKinds are the jobs a leader runs, one at a time in the cluster.
+var JobKinds = []string{"full", "diff", "incr", "logical", "drill"}
+
+// Start starts a job of kind on this node, which must lead: a base backup,
+// a logical dump or a restore drill. It takes the cluster-wide lock first:
+// ErrRunning when another run (here or on a former leader still
+// finishing) holds it.
 func (m *Manager) Start(ctx context.Context, kind string) (dcs.BackupLock, error) {
-	if !slices.Contains(Kinds, kind) {
-		return dcs.BackupLock{}, fmt.Errorf("%w %q: want full, diff or incr", ErrBadKind, kind)
+	r, err := m.start(kind)
+	if err != nil {
+		return dcs.BackupLock{}, err
+	}
+	return r.lock, nil
+}
+
+func (m *Manager) start(kind string) (*run, error) {
+	if !slices.Contains(JobKinds, kind) {
+		return nil, fmt.Errorf("%w %q: want full, diff, incr, logical or drill", ErrBadKind, kind)
+	}
+	switch {
+	case kind == "logical" && m.c.Dumper == nil:
+		return nil, fmt.Errorf("logical dumps: %w (they need a repository directory)", ErrNotConfigured)
+	case kind == "drill" && m.c.Driller == nil:
+		return nil, fmt.Errorf("drills: %w", ErrNotConfigured)
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !m.leading || m.leadCtx == nil {
-		return dcs.BackupLock{}, ErrNotLeading
+		return nil, ErrNotLeading
 	}
 	if r := m.run; r != nil {
-		return dcs.BackupLock{}, fmt.Errorf("%w: %s backup %s on %s since %s", ErrRunning, r.lock.Type, r.lock.ID, r.lock.Member, r.lock.Started.Format(time.RFC3339))
+		return nil, fmt.Errorf("%w: %s backup %s on %s since %s", ErrRunning, r.lock.Type, r.lock.ID, r.lock.Member, r.lock.Started.Format(time.RFC3339))
 	}
 	now := time.Now().UTC()
 	l := dcs.BackupLock{Member: m.c.Member, ID: fmt.Sprintf("%s-%d", m.c.Member, now.UnixMilli()), Type: kind, Started: now}
+	// The lock call must not outlive leadership.
+	ctx, cancel := context.WithTimeout(m.leadCtx, 10*time.Second)
+	defer cancel()
 	rev, err := m.c.Lock.AcquireBackupLock(ctx, l)
 	if errors.Is(err, dcs.ErrKeyModified) {
 		if c, cerr := m.c.Lock.Cluster(ctx); cerr == nil && c.BackupLock != nil {
 			h := c.BackupLock
-			return dcs.BackupLock{}, fmt.Errorf("%w: %s backup %s on %s since %s", ErrRunning, h.Type, h.ID, h.Member, h.Started.Format(time.RFC3339))
+			return nil, fmt.Errorf("%w: %s backup %s on %s since %s", ErrRunning, h.Type, h.ID, h.Member, h.Started.Format(time.RFC3339))
 		}
-		return dcs.BackupLock{}, ErrRunning
+		return nil, ErrRunning
 	}
 	if err != nil {
-		return dcs.BackupLock{}, fmt.Errorf("take the backup lock: %w", err)
+		return nil, fmt.Errorf("take the backup lock: %w", err)
 	}
-	rctx, cancel := context.WithCancelCause(m.leadCtx)
-	r := &run{lock: l, rev: rev, cancel: cancel}
+	rctx, rcancel := context.WithCancelCause(m.leadCtx)
+	r := &run{lock: l, rev: rev, cancel: rcancel, done: make(chan struct{})}
 	m.run = r
 	m.log.Info("backup started", "type", kind, "id", l.ID)
 	go m.execute(rctx, r, m.ready)
-	return l, nil
+	return r, nil
 }
 
 var errLockLost = errors.New("the backup lock was lost (this agent's lease expired)")
@@ -272,15 +355,12 @@ var errLockLost = errors.New("the backup lock was lost (this agent's lease expir
 func (m *Manager) execute(ctx context.Context, r *run, ready <-chan struct{}) {
 	done := make(chan struct{})
 	go m.keepLock(ctx, r, done)
-	var label string
+	var label, details string
+	var size int64
 	var err error
 	select {
 	case <-ready:
-		label, err = m.c.Engine.Backup(ctx, r.lock.Type, func(p Progress) {
-			m.mu.Lock()
-			r.progress = p
-			m.mu.Unlock()
-		})
+		label, size, details, err = m.work(ctx, r)
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
@@ -303,7 +383,7 @@ func (m *Manager) execute(ctx context.Context, r *run, ready <-chan struct{}) {
 		m.log.Warn("cannot release the backup lock (it goes with this agent's lease)", "error", rerr)
 	}
 	res := dcs.BackupRun{Kind: r.lock.Type, ID: r.lock.ID, Member: m.c.Member, Label: label, OK: err == nil,
-		Started: r.lock.Started, Finished: time.Now().UTC()}
+		Started: r.lock.Started, Finished: time.Now().UTC(), Size: size, Details: details}
 	if err != nil {
 		res.Error = err.Error()
 	} else if repo, rerr := m.c.Engine.ReadRepository(relCtx, ""); rerr == nil {
@@ -318,16 +398,120 @@ func (m *Manager) execute(ctx context.Context, r *run, ready <-chan struct{}) {
 		m.log.Warn("cannot record the backup run", "error", rerr)
 	}
 	m.mu.Lock()
-	m.run, m.last = nil, &res
+	m.last = &res
+	if m.runs == nil {
+		m.runs = map[string]dcs.BackupRun{}
+	}
+	prev := m.runs[res.Kind]
+	if res.OK {
+		res.LastSuccess = res.Finished
+	} else {
+		res.LastSuccess = prev.LastSuccess
+	}
+	m.runs[res.Kind] = res
 	m.mu.Unlock()
 	took := res.Finished.Sub(res.Started).Round(100 * time.Millisecond)
-	if err != nil {
+	event := "backup"
+	if res.Kind == "drill" {
+		event = "drill"
+	}
+	switch {
+	case err != nil && res.Kind == "drill":
+		m.log.Error("restore drill failed", "id", res.ID, "took", took, "error", err)
+	case err != nil:
 		m.log.Error("backup failed: nothing of it is listed as a backup", "type", res.Kind, "id", res.ID, "took", took, "error", err)
-		m.fire("backup_failed", false, fmt.Sprintf("%s %s: %v", res.Kind, res.ID, err))
+	case res.Kind == "drill":
+		m.log.Info("restore drill passed", "id", res.ID, "took", took, "result", details)
+	default:
+		m.log.Info("backup complete", "type", res.Kind, "label", label, "size", res.Size, "took", took)
+	}
+	if err == nil && res.Kind != "drill" {
+		m.expire(relCtx)
+	}
+	m.mu.Lock()
+	m.run = nil
+	r.err = err
+	m.mu.Unlock()
+	close(r.done)
+	if err != nil {
+		m.fire(event+"_failed", false, fmt.Sprintf("%s %s: %v", res.Kind, res.ID, err))
 		return
 	}
-	m.log.Info("backup complete", "type", res.Kind, "label", label, "size", res.Size, "took", took)
-	m.fire("backup", true, fmt.Sprintf("%s %s %d bytes in %s", res.Kind, label, res.Size, took))
+	m.fire(event, true, fmt.Sprintf("%s %s %d bytes in %s", res.Kind, label, res.Size, took))
+}
+
+// work does what a run is for: a base backup, a logical dump or a drill.
+func (m *Manager) work(ctx context.Context, r *run) (label string, size int64, details string, err error) {
+	switch r.lock.Type {
+	case "logical":
+		c, err := m.c.Lock.Cluster(ctx)
+		if err != nil {
+			return "", 0, "", fmt.Errorf("logical dump: read the members: %w", err)
+		}
+		man, err := m.c.Dumper.Dump(ctx, Sources(c), time.Now())
+		if err != nil {
+			return "", 0, "", err
+		}
+		d := fmt.Sprintf("%d files from %s at %s", len(man.Files), man.Member, man.LSN)
+		if man.Retried != "" {
+			d += "; " + man.Retried
+		}
+		return man.Stamp, man.Size(), d, nil
+	case "drill":
+		res, err := m.c.Driller.Drill(ctx)
+		return res.Backup, 0, res.Summary(), err
+	}
+	label, err = m.c.Engine.Backup(ctx, r.lock.Type, func(p Progress) {
+		m.mu.Lock()
+		r.progress = p
+		m.mu.Unlock()
+	})
+	return label, 0, "", err
+}
+
+// expire applies the retention policy after a successful backup or dump.
+// A failure is logged: the backup itself stands.
+func (m *Manager) expire(ctx context.Context) {
+	if m.c.Expirer == nil || m.c.Policy.KeepsAll() {
+		return
+	}
+	plan, err := m.PlanExpiry(ctx)
+	if err == nil {
+		err = ApplyExpiry(ctx, m.c.Expirer, plan, m.dumpsRoot(), m.log)
+	}
+	if err != nil {
+		m.log.Error("retention not applied", "error", err)
+		return
+	}
+	m.readRepository(ctx)
+}
+
+// PlanExpiry reads the repository and the dumps afresh and applies the
+// policy to them.
+func (m *Manager) PlanExpiry(ctx context.Context) (ExpiryPlan, error) {
+	repo, err := m.c.Engine.ReadRepository(ctx, "")
+	if err != nil {
+		return ExpiryPlan{}, fmt.Errorf("read the repository: %w", err)
+	}
+	dumps, err := Dumps(m.dumpsRoot())
+	if err != nil {
+		return ExpiryPlan{}, err
+	}
+	return PlanExpiry(repo, dumps, m.c.Policy, m.location()), nil
+}
+
+func (m *Manager) dumpsRoot() string {
+	if m.c.Dumper == nil {
+		return ""
+	}
+	return m.c.Dumper.Root
+}
+
+func (m *Manager) location() *time.Location {
+	if m.c.Location == nil {
+		return time.Local
+	}
+	return m.c.Location
 }
 
 // keepLock writes the run's progress into the lock every ProgressEvery;
@@ -376,6 +560,18 @@ func (m *Manager) readRepository(ctx context.Context) {
 		m.log.Debug("cannot read the backup repository", "error", err)
 	}
 	m.setRepository(repo, err)
+	dumps, derr := Dumps(m.dumpsRoot())
+	cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	c, cerr := m.c.Lock.Cluster(cctx)
+	cancel()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if derr == nil {
+		m.dumps = dumps
+	}
+	if cerr == nil {
+		m.runs = c.BackupRuns
+	}
 }
 
 func (m *Manager) setRepository(repo Repository, err error) {

@@ -140,8 +140,11 @@ func TestBackupOnlyOnTheLeaderAndOneAtATime(t *testing.T) {
 	}
 	m.SetLeading(true)
 	eventually(t, "stanza-create and check on taking over", func() bool { return e.called("stanza-create") && e.called("push-missing") && e.called("check") })
-	if _, err := m.Start(ctx, "logical"); !errors.Is(err, ErrBadKind) {
-		t.Fatalf("start logical = %v; want ErrBadKind", err)
+	if _, err := m.Start(ctx, "hourly"); !errors.Is(err, ErrBadKind) {
+		t.Fatalf("start hourly = %v; want ErrBadKind", err)
+	}
+	if _, err := m.Start(ctx, "logical"); !errors.Is(err, ErrNotConfigured) {
+		t.Fatalf("start logical without a dumper = %v; want ErrNotConfigured", err)
 	}
 	l, err := m.Start(ctx, "full")
 	if err != nil {

@@ -15,11 +15,16 @@ type View struct {
 	Repository string       `json:"repository"`
 	Backups    []BackupView `json:"backups"`
 	// Timelines are the timelines recovery follows to the newest one.
-	Timelines []uint32                 `json:"timelines"`
-	Running   *dcs.BackupLock          `json:"running,omitempty"`
-	LastRuns  map[string]dcs.BackupRun `json:"last_runs,omitempty"`
-	Archiver  *ArchiverView            `json:"archiver,omitempty"`
-	ReadAt    time.Time                `json:"read_at,omitzero"`
+	Timelines []uint32 `json:"timelines"`
+	// Dumps are the complete logical dumps, oldest first.
+	Dumps []DumpView `json:"dumps"`
+	// PITRFrom is the oldest backup that restores to any point in time:
+	// WAL is continuous from it on (older kept ones restore to their end).
+	PITRFrom string                   `json:"pitr_from,omitempty"`
+	Running  *dcs.BackupLock          `json:"running,omitempty"`
+	LastRuns map[string]dcs.BackupRun `json:"last_runs,omitempty"`
+	Archiver *ArchiverView            `json:"archiver,omitempty"`
+	ReadAt   time.Time                `json:"read_at,omitzero"`
 	// Error says why the repository could not be read.
 	Error string `json:"error,omitempty"`
 }
@@ -33,6 +38,19 @@ type BackupView struct {
 	LSNStopText  string `json:"lsn_stop"`
 	RestorableTo *Point `json:"restorable_to,omitempty"`
 	Problem      string `json:"problem,omitempty"`
+	// Recovery is "point-in-time" (any point from its end to
+	// RestorableTo) or "end-only" (the WAL past its consistency point
+	// was expired by retention).
+	Recovery string `json:"recovery,omitempty"`
+	// Keep is why retention keeps it; empty: the next run removes it.
+	Keep []string `json:"keep,omitempty"`
+}
+
+// DumpView is one logical dump and why retention keeps it.
+type DumpView struct {
+	Manifest
+	Size int64    `json:"size"`
+	Keep []string `json:"keep,omitempty"`
 }
 
 // ArchiverView is pg_stat_archiver of this node, with the reason of the
@@ -80,10 +98,16 @@ func (m *Manager) View(ctx context.Context) (View, error) {
 	if repoErr != nil {
 		v.Error = repoErr.Error()
 	}
+	m.mu.Lock()
+	dumps := m.dumps
+	m.mu.Unlock()
+	v.Dumps = []DumpView{}
 	if repo != nil {
 		v.Backups = Describe(*repo)
 		v.Timelines = repo.History.Timelines()
 		v.ReadAt = repo.ReadAt
+		plan := PlanExpiry(*repo, dumps, m.c.Policy, m.location())
+		annotate(&v, plan, dumps)
 	}
 	if c, err := m.c.Lock.Cluster(ctx); err == nil {
 		v.Running, v.LastRuns = c.BackupLock, c.BackupRuns
@@ -98,6 +122,34 @@ func (m *Manager) View(ctx context.Context) (View, error) {
 	return v, nil
 }
 
+// annotate adds retention's reasons and each backup's kind of recovery.
+func annotate(v *View, plan ExpiryPlan, dumps []Manifest) {
+	v.PITRFrom = plan.PITRFrom
+	pitr := plan.Policy.KeepsAll()
+	for i := range v.Backups {
+		b := &v.Backups[i]
+		for _, d := range plan.Backups {
+			if d.ID == b.Label {
+				b.Keep = d.Reasons
+			}
+		}
+		pitr = pitr || b.Label == plan.PITRFrom
+		b.Recovery = "end-only"
+		if pitr {
+			b.Recovery = "point-in-time"
+		}
+	}
+	for _, d := range dumps {
+		dv := DumpView{Manifest: d, Size: d.Size()}
+		for _, dd := range plan.Dumps {
+			if dd.ID == d.Stamp {
+				dv.Keep = dd.Reasons
+			}
+		}
+		v.Dumps = append(v.Dumps, dv)
+	}
+}
+
 // Metrics is what GET /metrics shows of backups: read from memory only.
 type Metrics struct {
 	// LastSuccess is the newest complete backup's end, by type.
@@ -105,6 +157,13 @@ type Metrics struct {
 	// LastDuration is how long the newest backup took.
 	LastDuration time.Duration
 	Archiver     *ArchiverView
+	// DrillLastSuccess is when a restore drill last passed (zero: never,
+	// as far as the cluster's record goes).
+	DrillLastSuccess time.Time
+	// DrillFailed: the last drill failed.
+	DrillFailed bool
+	// LastRunOK is whether the last run of each kind succeeded.
+	LastRunOK map[string]bool
 }
 
 // Metrics is the repository and the archiver as last read.
@@ -121,6 +180,18 @@ func (m *Manager) Metrics() Metrics {
 		if n, ok := m.repo.Info.Newest(); ok {
 			out.LastDuration = n.Duration()
 		}
+	}
+	if n := len(m.dumps); n > 0 {
+		out.LastSuccess["logical"] = m.dumps[n-1].Finished
+	}
+	out.LastRunOK = map[string]bool{}
+	for k, r := range m.runs {
+		if r.ID != "" {
+			out.LastRunOK[k] = r.OK
+		}
+	}
+	if r, ok := m.runs["drill"]; ok && r.ID != "" {
+		out.DrillLastSuccess, out.DrillFailed = r.LastSuccess, !r.OK
 	}
 	out.Archiver = m.archiverView()
 	return out

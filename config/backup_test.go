@@ -50,8 +50,10 @@ func TestBadBackupConfigs(t *testing.T) {
 			[]string{"backup.s3.uri_style", `"weird"`}},
 		{"s3 secret file missing", fmt.Sprintf("backup:\n  s3: {bucket: b, endpoint: h, region: r, key_file: %[1]s, secret_file: /nonexistent}\n", key),
 			[]string{"backup.s3.secret_file", "cannot read"}},
-		{"bad cron", "backup:\n  repository: " + dir + "\n  schedule: {full: '0 25 * * *'}\n", []string{"backup.schedule.full", `"0 25 * * *"`, "hour field", "outside 0-23"}},
+		{"bad cron", "backup:\n  repository: " + dir + "\n  schedule: {full: '0 25 * * *'}\n", []string{"backup.schedule.full", `"0 25 * * *"`, "hour field", "above maximum (23)"}},
 		{"cron with 6 fields", "backup:\n  repository: " + dir + "\n  schedule: {diff: '0 0 1 * * *'}\n", []string{"backup.schedule.diff", "want 5 fields"}},
+		{"negative retention", "backup:\n  repository: " + dir + "\n  retention: {daily: 7, weekly: -1}\n", []string{"backup.retention.weekly", "-1", "must be >= 0"}},
+		{"drill cron garbage", "backup:\n  repository: " + dir + "\n  schedule: {drill: 'every sunday'}\n", []string{"backup.schedule.drill", `"every sunday"`, "want 5 fields"}},
 		{"unknown schedule kind", "backup:\n  repository: " + dir + "\n  schedule: {hourly: '0 * * * *'}\n", []string{"backup.schedule.hourly", "unknown kind"}},
 		{"bad compress", "backup:\n  repository: " + dir + "\n  compress: rar\n", []string{"backup.compress", `"rar"`}},
 		{"bad timezone", "backup:\n  repository: " + dir + "\n  timezone: Mars/Olympus\n", []string{"backup.timezone", "unknown time zone"}},
@@ -111,8 +113,9 @@ func TestCronNext(t *testing.T) {
 		{"0 1 * * 1-6", "2026-11-28 01:00 Sat", "2026-11-30 01:00 Mon"},
 		{"*/15 * * * *", "2026-11-23 12:07 Mon", "2026-11-23 12:15 Mon"},
 		{"30 2 1 * *", "2026-11-23 12:00 Mon", "2026-12-01 02:30 Tue"},
-		{"0 4 * * 7", "2026-11-23 12:00 Mon", "2026-11-29 04:00 Sun"},
+		{"0 4 * * SUN", "2026-11-23 12:00 Mon", "2026-11-29 04:00 Sun"},
 		{"0 0 29 2 *", "2026-03-01 00:00 Sun", "2028-02-29 00:00 Tue"},
+		{"* * * * *", "2026-11-23 12:07 Mon", "2026-11-23 12:08 Mon"},
 		{"0 0 13 * 5", "2026-11-23 12:00 Mon", "2026-11-27 00:00 Fri"}, // either day field
 	}
 	for _, c := range cases {
@@ -124,7 +127,7 @@ func TestCronNext(t *testing.T) {
 			t.Errorf("%q after %s = %s; want %s", c.expr, c.from, got, c.want)
 		}
 	}
-	for _, bad := range []string{"", "* * * *", "60 * * * *", "a * * * *", "5-1 * * * *", "*/0 * * * *", "0 0 0 * *"} {
+	for _, bad := range []string{"", "* * * *", "60 * * * *", "a * * * *", "5-1 * * * *", "*/0 * * * *", "0 0 0 * *", "@daily", "@every 1m", "TZ=UTC 0 1 * * *", "0 4 * * 7"} {
 		if _, err := ParseCron(bad); err == nil {
 			t.Errorf("ParseCron(%q) accepted", bad)
 		}

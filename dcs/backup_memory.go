@@ -54,7 +54,21 @@ func (m *Memory) ReleaseBackupLock(ctx context.Context, rev int64) error {
 
 // RecordBackupRun implements Store.
 func (m *Memory) RecordBackupRun(ctx context.Context, r BackupRun) error {
-	unlock, err := m.begin("record backup run")
+	return m.updateBackupRuns("record backup run", func(runs map[string]BackupRun) error {
+		PutRun(runs, r)
+		return nil
+	})
+}
+
+// UpdateBackupSlot implements Store.
+func (m *Memory) UpdateBackupSlot(ctx context.Context, kind string, prev *BackupSlot, next BackupSlot) error {
+	return m.updateBackupRuns("claim backup slot", func(runs map[string]BackupRun) error {
+		return SetSlot(runs, kind, prev, next)
+	})
+}
+
+func (m *Memory) updateBackupRuns(op string, change func(map[string]BackupRun) error) error {
+	unlock, err := m.begin(op)
 	if err != nil {
 		return err
 	}
@@ -63,7 +77,9 @@ func (m *Memory) RecordBackupRun(ctx context.Context, r BackupRun) error {
 	if k := m.mc.keys[KeyBackupRuns]; k != nil {
 		_ = json.Unmarshal(k.value, &runs)
 	}
-	runs[r.Kind] = r
+	if err := change(runs); err != nil {
+		return fmt.Errorf("%s: %w", op, err)
+	}
 	b, err := json.Marshal(runs)
 	if err != nil {
 		return err

@@ -159,6 +159,36 @@ type BackupRun struct {
 	Started  time.Time `json:"started"`
 	Finished time.Time `json:"finished"`
 	Size     int64     `json:"size,omitempty"`
+	// Details is what the run found (a drill's checks).
+	Details string `json:"details,omitempty"`
+	// LastSuccess is when a run of this kind last succeeded: kept from
+	// the stored record when this run failed.
+	LastSuccess time.Time `json:"last_success,omitzero"`
+	// Schedule is how far the schedule of this kind has got. It belongs to
+	// the kind, not to this run: RecordBackupRun keeps it as stored, and
+	// only UpdateBackupSlot changes it.
+	Schedule *BackupSlot `json:"schedule,omitempty"`
+}
+
+// BackupSlot is the newest slot of a kind's schedule that a leader claimed,
+// and whether its run ended (successfully or not). A claimed slot that is
+// not done is owed: its run was stopped (a leader change) or never began,
+// and the next leader runs it.
+type BackupSlot struct {
+	Slot time.Time `json:"slot"`
+	Done bool      `json:"done"`
+	// Member is who claimed it; OK and Error how its run ended.
+	Member string `json:"member"`
+	OK     bool   `json:"ok,omitempty"`
+	Error  string `json:"error,omitempty"`
+}
+
+// Same reports whether s and o are the same state (nil is no state yet).
+func (s *BackupSlot) Same(o *BackupSlot) bool {
+	if s == nil || o == nil {
+		return s == nil && o == nil
+	}
+	return s.Slot.Equal(o.Slot) && s.Done == o.Done && s.Member == o.Member
 }
 
 // Cluster is everything under the cluster's prefix, read at one revision.
@@ -278,6 +308,37 @@ type Store interface {
 	UpdateBackupLock(ctx context.Context, l BackupLock, rev int64) (int64, error)
 	// ReleaseBackupLock deletes the lock if it is still at rev.
 	ReleaseBackupLock(ctx context.Context, rev int64) error
-	// RecordBackupRun stores r as the last run of its kind.
+	// RecordBackupRun stores r as the last run of its kind (its Schedule
+	// is ignored: the stored one stays).
 	RecordBackupRun(ctx context.Context, r BackupRun) error
+	// UpdateBackupSlot sets the schedule state of kind to next only if it
+	// is still prev (nil: none yet); ErrKeyModified otherwise, so two
+	// leaders never both claim a slot.
+	UpdateBackupSlot(ctx context.Context, kind string, prev *BackupSlot, next BackupSlot) error
+}
+
+// SetSlot is UpdateBackupSlot's compare and set on the decoded runs, for
+// every Store.
+func SetSlot(runs map[string]BackupRun, kind string, prev *BackupSlot, next BackupSlot) error {
+	r := runs[kind]
+	if !r.Schedule.Same(prev) {
+		return ErrKeyModified
+	}
+	r.Kind, r.Schedule = kind, &next
+	runs[kind] = r
+	return nil
+}
+
+// PutRun stores r as the last run of its kind, keeping what belongs to the
+// kind: its schedule state, and its last success when r failed.
+func PutRun(runs map[string]BackupRun, r BackupRun) {
+	old := runs[r.Kind]
+	r.Schedule = old.Schedule
+	switch {
+	case !r.OK:
+		r.LastSuccess = old.LastSuccess
+	case r.LastSuccess.IsZero():
+		r.LastSuccess = r.Finished
+	}
+	runs[r.Kind] = r
 }

@@ -105,7 +105,7 @@ type backupCollector struct {
 	a Agent
 	b Backups
 
-	lastSuccess, duration, archOK, archFail, archFailAt *prometheus.Desc
+	lastSuccess, duration, archOK, archFail, archFailAt, drillOK, drillFailed, runOK *prometheus.Desc
 }
 
 func newBackupCollector(a Agent, b Backups) *backupCollector {
@@ -117,11 +117,14 @@ func newBackupCollector(a Agent, b Backups) *backupCollector {
 		archFail:    prometheus.NewDesc("pgwarden_wal_archive_failures_total", "failed archive_command runs of this node's PostgreSQL (pg_stat_archiver)", labels, nil),
 		archFailAt: prometheus.NewDesc("pgwarden_wal_archive_last_failure_timestamp_seconds", "when archiving last failed, labelled with the WAL file that failed",
 			append(labels, "segment"), nil),
+		drillOK:     prometheus.NewDesc("pgwarden_backup_drill_last_success_timestamp_seconds", "when a restore drill of the newest backup last passed", labels, nil),
+		runOK:       prometheus.NewDesc("pgwarden_backup_last_run_success", "1 when the last run of each type (full, diff, incr, logical, drill) succeeded", append(labels, "type"), nil),
+		drillFailed: prometheus.NewDesc("pgwarden_backup_drill_failed", "1 when the last restore drill failed", labels, nil),
 	}
 }
 
 func (c *backupCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.lastSuccess, c.duration, c.archOK, c.archFail, c.archFailAt} {
+	for _, d := range []*prometheus.Desc{c.lastSuccess, c.duration, c.archOK, c.archFail, c.archFailAt, c.drillOK, c.drillFailed, c.runOK} {
 		ch <- d
 	}
 }
@@ -133,6 +136,13 @@ func (c *backupCollector) Collect(ch chan<- prometheus.Metric) {
 	for kind, at := range m.LastSuccess {
 		ch <- prometheus.MustNewConstMetric(c.lastSuccess, prometheus.GaugeValue, unix(at), append(l, kind)...)
 	}
+	for kind, ok := range m.LastRunOK {
+		ch <- prometheus.MustNewConstMetric(c.runOK, prometheus.GaugeValue, b2f(ok), append(l, kind)...)
+	}
+	if !m.DrillLastSuccess.IsZero() {
+		ch <- prometheus.MustNewConstMetric(c.drillOK, prometheus.GaugeValue, unix(m.DrillLastSuccess), l...)
+	}
+	ch <- prometheus.MustNewConstMetric(c.drillFailed, prometheus.GaugeValue, b2f(m.DrillFailed), l...)
 	if m.LastDuration > 0 {
 		ch <- prometheus.MustNewConstMetric(c.duration, prometheus.GaugeValue, m.LastDuration.Seconds(), l...)
 	}

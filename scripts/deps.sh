@@ -1,6 +1,6 @@
 #!/bin/sh
 # Installs what the tests need, only what is missing: PostgreSQL 15,
-# PgBouncer, HAProxy, etcd and pgBackRest (Debian packages); wrk too with
+# PgBouncer, HAProxy, etcd, pgBackRest and promtool (Debian packages); wrk too with
 # WITH_WRK=1.
 set -eu
 PG_BIN_DIR=${PG_BIN_DIR:-/usr/lib/postgresql/15/bin}
@@ -10,6 +10,8 @@ command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing="$
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing="$missing haproxy"
 command -v etcd >/dev/null 2>&1 || missing="$missing etcd-server"
 command -v pgbackrest >/dev/null 2>&1 || missing="$missing pgbackrest"
+# promtool checks examples/prometheus-rules.yml (Debian ships it with the server).
+command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
 # make bench also loads the REST API with wrk.
 if [ "${WITH_WRK:-}" = 1 ]; then
 	command -v wrk >/dev/null 2>&1 || missing="$missing wrk"

@@ -109,6 +109,9 @@ func wireBackup(cfg *config.Config, log hclog.Logger, store *etcd.Store, deps *a
 	if h != nil {
 		mc.Hooks = h
 	}
+	if err := scheduledJobs(cfg, pb, &mc, log); err != nil {
+		return nil, err
+	}
 	m := backup.NewManager(mc, log)
 	deps.Backup = m
 	if pg, ok := deps.Postgres.(pgAdapter); ok {
@@ -246,28 +249,32 @@ func cmdArchivePush(e *env, args []string) error {
 }
 
 // backupKinds lists the kinds a user may ask for.
-var backupKinds = strings.Join(backup.Kinds, "|")
+var backupKinds = strings.Join(slices.DeleteFunc(slices.Clone(backup.JobKinds), func(k string) bool { return k == "drill" }), "|")
 
 func cmdBackup(e *env, args []string) error {
 	subs := map[string]func(*env, []string) error{
 		"create": cmdBackupCreate, "list": cmdBackupList, "verify": cmdBackupVerify, "restore": cmdBackupRestore,
+		"expire": cmdBackupExpire, "drill": cmdBackupDrill,
 	}
 	if len(args) == 0 || subs[args[0]] == nil {
 		if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
 			fmt.Fprintln(e.stdout, backupUsage)
 			return nil
 		}
-		return fmt.Errorf("want a subcommand: create, list, verify or restore: %w", errUsage)
+		return fmt.Errorf("want a subcommand: create, list, verify, restore, expire or drill: %w", errUsage)
 	}
 	return subs[args[0]](e, args[1:])
 }
 
 const backupUsage = `usage: pgwarden backup SUBCOMMAND [flags]
 
-  create  -c FILE [--type full|diff|incr]   a base backup now, on the leader, with progress
-  list    -c FILE [--format table|json]      the repository's backups and how far each restores
+  create  -c FILE [--type full|diff|incr|logical]   a backup now, on the leader, with progress
+  list    -c FILE [--format table|json]      base backups and logical dumps, how far each restores, why each is kept
   verify  -c FILE                            checksums, then WAL continuity from the oldest backup
-  restore -c FILE --data-dir DIR [--target-time T | --target-lsn L | --latest] [--target-action pause|promote|shutdown] [--start] [--port N]`
+  restore -c FILE --data-dir DIR [--target-time T | --target-lsn L | --latest] [--target-action pause|promote|shutdown] [--start] [--port N]
+  restore -c FILE --logical STAMP --dsn DSN  a logical dump: globals, then every database, into the server DSN names
+  expire  -c FILE [--dry-run]                apply the retention policy now, saying what goes and why
+  drill   -c FILE                            a restore drill now, on the leader: restore, start, check, remove`
 
 func humanBytes(n int64) string {
 	switch {

@@ -31,7 +31,7 @@ import (
 func cmdBackupCreate(e *env, args []string) error {
 	fs := flags(e, "backup create", "-c FILE [--type "+backupKinds+"]")
 	path := fs.String("c", os.Getenv("PGWARDEN_CONFIG"), "node or control configuration file")
-	kind := fs.String("type", "full", "full, diff or incr")
+	kind := fs.String("type", "full", "full, diff, incr or logical")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -100,6 +100,10 @@ func followBackup(e *env, cfg *config.Config, s *etcd.Store, url, id, kind strin
 					repoSize = ", " + humanBytes(b.RepoSize) + " in the repository"
 				}
 			}
+			if r.Kind == "drill" {
+				fmt.Fprintf(e.stdout, "drill passed: %s\n", r.Details)
+				return nil
+			}
 			fmt.Fprintf(e.stdout, "backup %s (%s): %s%s, in %s\n", r.Label, r.Kind, humanBytes(r.Size), repoSize,
 				r.Finished.Sub(r.Started).Round(100*time.Millisecond))
 			return nil
@@ -144,13 +148,21 @@ func cmdBackupList(e *env, args []string) error {
 	})
 }
 
+// keptFor is retention's reasons; none: the next expire removes it.
+func keptFor(reasons []string) string {
+	if len(reasons) == 0 {
+		return "(expires)"
+	}
+	return strings.Join(reasons, ", ")
+}
+
 func writeBackupTable(w io.Writer, v backup.View) error {
 	fmt.Fprintf(w, "Stanza: %s  repository: %s\n", v.Stanza, v.Repository)
 	if v.Error != "" {
 		fmt.Fprintf(w, "repository not readable: %s\n", v.Error)
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "LABEL\tTYPE\tSTART\tSTOP\tSIZE\tREPO\tWAL_START\tWAL_STOP\tTL\tRESTORABLE_TO")
+	fmt.Fprintln(tw, "LABEL\tTYPE\tSTART\tSTOP\tSIZE\tREPO\tWAL_START\tWAL_STOP\tTL\tRECOVERY\tRESTORABLE_TO\tKEPT_FOR")
 	for _, b := range v.Backups {
 		to := "-"
 		if p := b.RestorableTo; p != nil {
@@ -161,11 +173,26 @@ func writeBackupTable(w io.Writer, v backup.View) error {
 		} else if b.Problem != "" {
 			to = b.Problem
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", b.Label, b.Type, b.Start.Format(time.RFC3339), b.Stop.Format(time.RFC3339),
-			humanBytes(b.Size), humanBytes(b.RepoSize), b.WALStart, b.WALStop, b.Timeline, to)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\n", b.Label, b.Type, b.Start.Format(time.RFC3339), b.Stop.Format(time.RFC3339),
+			humanBytes(b.Size), humanBytes(b.RepoSize), b.WALStart, b.WALStop, b.Timeline, orDash(b.Recovery), to, keptFor(b.Keep))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
+	}
+	if len(v.Dumps) > 0 {
+		dw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(dw, "DUMP\tTAKEN\tFROM\tSERVER\tLSN\tFILES\tSIZE\tKEPT_FOR")
+		for _, d := range v.Dumps {
+			from := d.Member
+			if d.FromReplica {
+				from += " (replica)"
+			}
+			fmt.Fprintf(dw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", d.Stamp, d.Started.Format(time.RFC3339), from, d.ServerVersion, d.LSN,
+				len(d.Files), humanBytes(d.Size), keptFor(d.Keep))
+		}
+		if err := dw.Flush(); err != nil {
+			return err
+		}
 	}
 	if len(v.Backups) == 0 {
 		fmt.Fprintln(w, "no backups yet")
@@ -176,11 +203,16 @@ func writeBackupTable(w io.Writer, v backup.View) error {
 	if r := v.Running; r != nil {
 		fmt.Fprintf(w, "running: %s backup %s on %s since %s, %.2f%% (%s)\n", r.Type, r.ID, r.Member, r.Started.Format(time.RFC3339), r.Percent, humanBytes(r.Bytes))
 	}
-	for _, k := range backup.Kinds {
-		if r, ok := v.LastRuns[k]; ok {
+	for _, k := range backup.JobKinds {
+		if r, ok := v.LastRuns[k]; ok && r.ID != "" {
 			status := "ok " + r.Label
-			if !r.OK {
-				status = "failed: " + r.Error
+			switch {
+			case !r.OK && k == "drill" && !r.LastSuccess.IsZero():
+				status = "FAILED: " + r.Error + " (last passed " + r.LastSuccess.Format(time.RFC3339) + ")"
+			case !r.OK:
+				status = "FAILED: " + r.Error
+			case k == "drill":
+				status = "passed: " + r.Details
 			}
 			fmt.Fprintf(w, "last %s: %s on %s, finished %s: %s\n", k, r.ID, r.Member, r.Finished.Format(time.RFC3339), status)
 		}
@@ -205,6 +237,25 @@ func localPgBackRest(cfg *config.Config, dataDir, dir string) (*backup.PgBackRes
 	return pb, pb.WriteConfig()
 }
 
+// scratchPgBackRest loads a configuration and runs pgBackRest from this
+// machine with its files in a temporary directory that cleanup removes.
+func scratchPgBackRest(path, what string) (*config.Config, *backup.PgBackRest, func(), error) {
+	cfg, err := loadConfig(path)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	dir, err := os.MkdirTemp("", "pgwarden-"+what+"-")
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	pb, err := localPgBackRest(cfg, cfg.Postgres.DataDir, dir)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, nil, nil, err
+	}
+	return cfg, pb, func() { os.RemoveAll(dir) }, nil
+}
+
 // cmdBackupVerify: pgBackRest's checksums, then the WAL from the oldest
 // backup's start to the newest archived segment, along the newest
 // timeline's history.
@@ -214,19 +265,11 @@ func cmdBackupVerify(e *env, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(*path)
+	_, pb, cleanup, err := scratchPgBackRest(*path, "verify")
 	if err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp("", "pgwarden-verify-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	pb, err := localPgBackRest(cfg, cfg.Postgres.DataDir, dir)
-	if err != nil {
-		return err
-	}
+	defer cleanup()
 	report, err := pb.Verify(e.ctx)
 	fmt.Fprint(e.stdout, report)
 	if err != nil {
@@ -269,8 +312,17 @@ func cmdBackupRestore(e *env, args []string) error {
 	start := fs.Bool("start", false, "start PostgreSQL on it afterwards and wait until it reached the target")
 	port := fs.Int("port", 0, "port for the restored server (default: the configuration's)")
 	stanza := fs.String("stanza", "", "restore another cluster's stanza (default: this scope)")
+	logical := fs.String("logical", "", "restore the logical dump STAMP (see backup list) into the server --dsn names")
+	dsn := fs.String("dsn", "", "with --logical: the server to restore into, e.g. 'host=127.0.0.1 port=5433 user=postgres'")
 	if err := parse(fs, args); err != nil {
 		return err
+	}
+	if *logical != "" {
+		cfg, err := loadConfig(*path)
+		if err != nil {
+			return err
+		}
+		return restoreLogical(e, cfg, *logical, *dsn)
 	}
 	n := 0
 	for _, set := range []bool{*tt != "", *tl != "", *latest} {

@@ -396,6 +396,30 @@ func Run(t *testing.T, b Backend) {
 		}
 	})
 
+	t.Run("backup slots: claimed by one leader only, kept across runs", func(t *testing.T) {
+		a, c := b.Client(t, "a", ttl), b.Client(t, "b", ttl)
+		slot := time.Date(2026, 11, 30, 1, 0, 0, 0, time.UTC)
+		claim := dcs.BackupSlot{Slot: slot, Member: "a"}
+		if err := a.UpdateBackupSlot(ctx, "incr", nil, claim); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.UpdateBackupSlot(ctx, "incr", nil, dcs.BackupSlot{Slot: slot, Member: "b"}); !errors.Is(err, dcs.ErrKeyModified) {
+			t.Fatalf("a second claim of the same slot = %v; want ErrKeyModified", err)
+		}
+		if err := c.RecordBackupRun(ctx, dcs.BackupRun{Kind: "incr", ID: "manual", OK: true}); err != nil {
+			t.Fatal(err)
+		}
+		done := claim
+		done.Done, done.OK = true, true
+		if err := a.UpdateBackupSlot(ctx, "incr", &claim, done); err != nil {
+			t.Fatalf("finish the claimed slot after a manual run: %v", err)
+		}
+		cl, err := c.Cluster(ctx)
+		if err != nil || cl.BackupRuns["incr"].ID != "manual" || !cl.BackupRuns["incr"].Schedule.Same(&done) {
+			t.Fatalf("incr = %+v, %v; want the manual run and the done slot", cl.BackupRuns["incr"], err)
+		}
+	})
+
 	t.Run("watch stays quiet on backup progress", func(t *testing.T) {
 		a := b.Client(t, "a", ttl)
 		renew(t, a)

@@ -64,9 +64,25 @@ func (e *Store) ReleaseBackupLock(ctx context.Context, rev int64) error {
 	return e.cas(ctx, "release backup lock", dcs.KeyBackupLock, nil, rev)
 }
 
-// RecordBackupRun implements dcs.Store: read, set, compare-and-swap, retried
-// against concurrent writers.
+// RecordBackupRun implements dcs.Store.
 func (e *Store) RecordBackupRun(ctx context.Context, run dcs.BackupRun) error {
+	return e.updateBackupRuns(ctx, "record backup run", func(runs map[string]dcs.BackupRun) error {
+		dcs.PutRun(runs, run)
+		return nil
+	})
+}
+
+// UpdateBackupSlot implements dcs.Store.
+func (e *Store) UpdateBackupSlot(ctx context.Context, kind string, prev *dcs.BackupSlot, next dcs.BackupSlot) error {
+	return e.updateBackupRuns(ctx, "claim backup slot", func(runs map[string]dcs.BackupRun) error {
+		return dcs.SetSlot(runs, kind, prev, next)
+	})
+}
+
+// updateBackupRuns reads the runs, lets change edit them, and writes them
+// back with a compare-and-swap, retried against concurrent writers (of
+// other kinds: change's own refusal ends it).
+func (e *Store) updateBackupRuns(ctx context.Context, op string, change func(map[string]dcs.BackupRun) error) error {
 	for range 5 {
 		cctx, cancel := e.call(ctx)
 		r, err := e.cli.Get(cctx, e.key(dcs.KeyBackupRuns))
@@ -80,15 +96,17 @@ func (e *Store) RecordBackupRun(ctx context.Context, run dcs.BackupRun) error {
 			rev = r.Kvs[0].ModRevision
 			_ = json.Unmarshal(r.Kvs[0].Value, &runs)
 		}
-		runs[run.Kind] = run
+		if err := change(runs); err != nil {
+			return fmt.Errorf("%s: %w", op, err)
+		}
 		b, err := json.Marshal(runs)
 		if err != nil {
 			return fmt.Errorf("encode backup runs: %w", err)
 		}
-		err = e.cas(ctx, "record backup run", dcs.KeyBackupRuns, b, rev)
+		err = e.cas(ctx, op, dcs.KeyBackupRuns, b, rev)
 		if !errors.Is(err, dcs.ErrKeyModified) {
 			return err
 		}
 	}
-	return fmt.Errorf("record backup run: %w", dcs.ErrKeyModified)
+	return fmt.Errorf("%s: %w", op, dcs.ErrKeyModified)
 }
