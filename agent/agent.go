@@ -441,7 +441,7 @@ func (a *Agent) Step(ctx context.Context) Decision {
 	o := a.observe(ctx)
 	wanted := Decide(o)
 	d, held := a.fail.hold(o, wanted)
-	if d != a.last {
+	if !sameDecision(d, a.last) {
 		a.log.Info("decision", "action", d.Action.String(), "target", d.Target, "reason", d.Reason)
 		a.last = d
 	}
