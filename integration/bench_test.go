@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -210,6 +211,7 @@ func benchSwitchovers(b *testing.B, c *cluster, rounds int) (gaps, times []float
 			first string
 		}
 		done := make(chan res, 1)
+		var acked atomic.Int64
 		start := time.Now()
 		go func() {
 			var out res
@@ -233,6 +235,7 @@ func benchSwitchovers(b *testing.B, c *cluster, rounds int) (gaps, times []float
 					out.errs++
 					continue
 				}
+				acked.Add(1)
 				now := time.Now()
 				out.gap = max(out.gap, now.Sub(last))
 				last = now
@@ -241,7 +244,11 @@ func benchSwitchovers(b *testing.B, c *cluster, rounds int) (gaps, times []float
 		start = time.Now()
 		code, body := cur.post("POST", "/switchover", fmt.Sprintf(`{"candidate":%q}`, cand.name))
 		took := time.Since(start)
-		time.Sleep(300 * time.Millisecond) // the writer keeps writing after the switchover; not synchronization
+		// The gap ends with the first write after the switchover.
+		from := acked.Load()
+		harness.WaitFor(b, 30*time.Second, "writes through pgbouncer after the switchover", func() (bool, error) {
+			return acked.Load() >= from+3, fmt.Errorf("%d more writes", acked.Load()-from)
+		})
 		close(stop)
 		out := <-done
 		conn.Close(context.Background())

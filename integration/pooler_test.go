@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -84,6 +85,8 @@ func TestPgBouncerSwitchoverNoClientErrors(t *testing.T) {
 		maxGap time.Duration
 	}
 	res := make(chan result, 1)
+	// ackedRows is the writer's count so far, for the test to wait on.
+	var ackedRows atomic.Int64
 	go func() {
 		var r result
 		var id int64
@@ -109,6 +112,7 @@ func TestPgBouncerSwitchoverNoClientErrors(t *testing.T) {
 				continue
 			}
 			r.acked = append(r.acked, id)
+			ackedRows.Add(1)
 			r.maxGap = max(r.maxGap, now.Sub(last))
 			last = now
 		}
@@ -139,7 +143,10 @@ func TestPgBouncerSwitchoverNoClientErrors(t *testing.T) {
 		t.Logf("switchover %d: %s -> %s", i, cur.name, cand.name)
 	}
 	final := c.primary(30 * time.Second)
-	time.Sleep(200 * time.Millisecond) // let the writer land rows on the final primary; not synchronization
+	from := ackedRows.Load()
+	harness.WaitFor(t, 30*time.Second, "the writer's rows acknowledged on the final primary", func() (bool, error) {
+		return ackedRows.Load() >= from+3, fmt.Errorf("%d more rows acknowledged", ackedRows.Load()-from)
+	})
 	close(stop)
 	r := <-res
 	gaps = append(gaps, r.maxGap)

@@ -107,6 +107,23 @@ func (w *writer) run(table string) {
 	}
 }
 
+// count is how many rows have been acknowledged so far.
+func (w *writer) count() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return len(w.acked)
+}
+
+// landed waits until the writer has had n more rows acknowledged than it
+// had when called: it writes on whatever is primary now.
+func (w *writer) landed(t testing.TB, n int) {
+	t.Helper()
+	from := w.count()
+	harness.WaitFor(t, 30*time.Second, "the writer's rows acknowledged on the new primary", func() (bool, error) {
+		return w.count() >= from+n, fmt.Errorf("%d of %d more rows acknowledged", w.count()-from, n)
+	})
+}
+
 func (w *writer) finish() ([]int64, time.Duration, int) {
 	close(w.stop)
 	<-w.done
@@ -188,8 +205,7 @@ func TestSwitchoverUnderWritesLosesNothing(t *testing.T) {
 		t.Logf("switchover %d: %s -> %s in %s", i, cur.name, cand.name, took.Round(time.Millisecond))
 	}
 	final := c.primary(30 * time.Second)
-	// Let the writer land a few rows on the final primary.
-	time.Sleep(200 * time.Millisecond) // writer keeps going; not synchronization
+	w.landed(t, 3)
 	acked, gap, errs := w.finish()
 	if missing := missingRows(t, final, "sw", acked); missing != 0 {
 		t.Fatalf("%d of %d acknowledged rows missing on the final primary %s", missing, len(acked), final.name)

@@ -112,7 +112,7 @@ func TestRepointPauseResume(t *testing.T) {
 	// A persistent session querying every 10 ms through Pause, repoint, Resume.
 	var mu sync.Mutex
 	var errs []string
-	var last int
+	var last, answered int
 	var maxGap time.Duration
 	stop := make(chan struct{})
 	done := make(chan struct{})
@@ -133,13 +133,18 @@ func TestRepointPauseResume(t *testing.T) {
 				errs = append(errs, err.Error())
 			} else {
 				last = p
+				answered++
 				maxGap = max(maxGap, time.Since(prev))
 				prev = time.Now()
 			}
 			mu.Unlock()
 		}
 	}()
-	time.Sleep(100 * time.Millisecond) // let the client run before the cycle; not synchronization
+	harness.WaitFor(t, 10*time.Second, "the client querying before the cycle", func() (bool, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return answered >= 3, fmt.Errorf("%d answers", answered)
+	})
 	start := time.Now()
 	if err := bn.p.Pause(ctx); err != nil {
 		t.Fatalf("pause: %v", err)
