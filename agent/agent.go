@@ -394,7 +394,7 @@ func (a *Agent) shutdown() error {
 		a.log.Info("shutting down leader: stopping postgres cleanly, then releasing the leader key")
 		// The watchdog stays armed (and the lease renewed) until
 		// PostgreSQL is down.
-		err := a.d.Postgres.Stop(ctx, StopFast)
+		err := a.stopPG(ctx, "agent shutdown")
 		if err != nil {
 			errs = append(errs, fmt.Errorf("stop postgres: %w", err))
 			// The key is kept: releasing it with PostgreSQL perhaps still
@@ -408,7 +408,7 @@ func (a *Agent) shutdown() error {
 		}
 	} else if !a.dynamic.Pause {
 		a.log.Info("shutting down replica: stopping postgres")
-		if err := a.d.Postgres.Stop(ctx, StopFast); err != nil {
+		if err := a.stopPG(ctx, "agent shutdown"); err != nil {
 			errs = append(errs, fmt.Errorf("stop postgres: %w", err))
 		}
 		a.setGuard(false)

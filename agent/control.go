@@ -316,7 +316,7 @@ func (a *Agent) Reinitialize(ctx context.Context) error {
 	if c.Leader.Name == a.s.Name {
 		return fmt.Errorf("%w: %s is the leader; switch over first", ErrPrecondition, a.s.Name)
 	}
-	if err := a.d.Postgres.Stop(ctx, StopFast); err != nil {
+	if err := a.stopPG(ctx, "reinitialize"); err != nil {
 		return fmt.Errorf("%w: stop postgres: %v", ErrNotCompleted, err)
 	}
 	if err := a.d.Postgres.Wipe(ctx); err != nil {

@@ -269,7 +269,7 @@ func (a *Agent) clone(ctx context.Context, c *dcs.Cluster, from string) error {
 	if err := a.d.Postgres.Clone(ctx, up); err != nil {
 		return fmt.Errorf("clone from %s: %w", from, err)
 	}
-	return a.d.Postgres.Start(ctx, &up)
+	return a.startPG(ctx, &up)
 }
 
 func (a *Agent) startReplica(ctx context.Context, c *dcs.Cluster, target string) error {
@@ -280,7 +280,7 @@ func (a *Agent) startReplica(ctx context.Context, c *dcs.Cluster, target string)
 			return fmt.Errorf("start replica: %w", err)
 		}
 	}
-	return a.d.Postgres.Start(ctx, &up)
+	return a.startPG(ctx, &up)
 }
 
 func (a *Agent) follow(ctx context.Context, c *dcs.Cluster, target string) error {
@@ -306,7 +306,7 @@ func (a *Agent) rewind(ctx context.Context, c *dcs.Cluster, target string) error
 	if a.s.UsePgRewind {
 		err = a.d.Postgres.Rewind(ctx, up)
 		if err == nil {
-			return a.d.Postgres.Start(ctx, &up)
+			return a.startPG(ctx, &up)
 		}
 		if !errors.Is(err, ErrCannotRewind) {
 			// The source did not answer: nothing says this data directory
@@ -544,7 +544,26 @@ func (a *Agent) startAsPrimary(ctx context.Context) error {
 	if why := a.leaseUnsafe(); why != "" {
 		return fmt.Errorf("not starting postgres as primary: %s", why)
 	}
-	return a.d.Postgres.Start(ctx, nil)
+	return a.startPG(ctx, nil)
+}
+
+// startPG starts PostgreSQL (as a standby of up, or as primary when up is
+// nil) and fires the start hook.
+func (a *Agent) startPG(ctx context.Context, up *Upstream) error {
+	err := a.d.Postgres.Start(ctx, up)
+	details := "primary"
+	if up != nil {
+		details = "standby of " + up.Host
+	}
+	a.fire("start", err == nil, details)
+	return err
+}
+
+// stopPG stops PostgreSQL cleanly and fires the stop hook.
+func (a *Agent) stopPG(ctx context.Context, why string) error {
+	err := a.d.Postgres.Stop(ctx, StopFast)
+	a.fire("stop", err == nil, why)
+	return err
 }
 
 // leaseUnsafe says why the lease may not be relied on now ("" when it may).
@@ -559,7 +578,7 @@ func (a *Agent) leaseUnsafe() string {
 
 // stop stops PostgreSQL cleanly, and fences it when that fails.
 func (a *Agent) stop(ctx context.Context) error {
-	err := a.d.Postgres.Stop(ctx, StopFast)
+	err := a.stopPG(ctx, "before rewinding")
 	if err != nil {
 		a.log.Warn("clean stop failed: fencing", "error", err)
 		if ferr := a.d.Postgres.Fence(ctx); ferr != nil {
@@ -584,6 +603,7 @@ func (a *Agent) fence(ctx context.Context, reason string) error {
 	a.log.Warn("fencing: killing postgres", "reason", reason)
 	err := a.d.Postgres.Fence(ctx)
 	a.poolerFence(ctx)
+	a.fire("fence", err == nil, reason)
 	a.fire("lost_lock", err == nil, reason)
 	return err
 }
@@ -786,7 +806,7 @@ func (a *Agent) switchover(ctx context.Context, o Observation, target string) (b
 	a.log.Info("switchover: stopping postgres cleanly", "candidate", target)
 	// The watchdog stays armed (the keeper renews the lease) until
 	// PostgreSQL is down: a freeze during a long shutdown is fenced too.
-	if err := a.d.Postgres.Stop(ctx, StopFast); err != nil {
+	if err := a.stopPG(ctx, "switchover to "+target); err != nil {
 		return a.abortSwitchover(ctx, fmt.Errorf("stop postgres: %w", err))
 	}
 	// Nothing of the data directory may outlive the stop (a backend that

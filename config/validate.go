@@ -54,7 +54,7 @@ var managedParameters = []string{"listen_addresses", "port", "hot_standby", "wal
 
 // KnownEvents are the hook events.
 var KnownEvents = []string{"bootstrap", "promote", "demote", "switchover", "failover", "follow", "lost_lock", "fence", "start", "stop",
-	"backup", "backup_failed", "drill", "drill_failed"}
+	"restart", "backup", "backup_failed", "drill", "drill_failed"}
 
 // Validate reports every problem in c at once, each naming the key, the
 // value and the rule.
