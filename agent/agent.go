@@ -252,6 +252,9 @@ type Agent struct {
 	wake chan struct{}
 
 	status atomic.Pointer[Status]
+	// dynSnap is the dynamic configuration the loop last read, for readers
+	// that must not wait for the loop (operators' requests).
+	dynSnap atomic.Pointer[config.Dynamic]
 	// fsView is the last cluster read, for failsafe rounds.
 	fsView atomic.Pointer[failsafeView]
 	// started is when this agent was made: a member restarted during a
@@ -323,6 +326,8 @@ func New(s Settings, d Deps, log hclog.Logger) *Agent {
 	}
 	a := &Agent{s: s, d: d, log: log, wake: make(chan struct{}, 1), dynamic: s.Initial, started: d.Clock.Now()}
 	a.status.Store(&Status{Name: s.Name, Scope: s.Scope, Priority: s.Priority})
+	initial := s.Initial
+	a.dynSnap.Store(&initial)
 	return a
 }
 
@@ -376,7 +381,8 @@ func (a *Agent) loopWait() time.Duration {
 
 // renewEvery is loop_wait: how often the lease is renewed.
 func (a *Agent) renewEvery() time.Duration {
-	if w := a.dynamic.LoopWait.D(); w > 0 {
+	// From the snapshot: the keeper calls this outside the loop's lock.
+	if w := a.dynSnap.Load().LoopWait.D(); w > 0 {
 		return w
 	}
 	return time.Second
@@ -481,6 +487,7 @@ func (a *Agent) observe(ctx context.Context) Observation {
 		a.seeMembers(c)
 		if dyn, ok := a.readDynamic(c); ok {
 			a.dynamic = dyn
+			a.dynSnap.Store(&dyn)
 		}
 		a.noteFailsafeView(c)
 	}

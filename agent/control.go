@@ -187,13 +187,16 @@ func (a *Agent) awaitLeader(ctx context.Context, old, candidate string) error {
 	}
 }
 
+// currentDynamic is the dynamic configuration as c has it, else as the
+// loop last read it. It takes no loop lock: an operator's request to a
+// node busy with a long action (a clone) is answered at once.
 func (a *Agent) currentDynamic(c *dcs.Cluster) config.Dynamic {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if dyn, ok := a.readDynamic(c); ok {
-		return dyn
+	if c.Config != nil {
+		if dyn, err := config.ParseDynamic(c.Config); err == nil {
+			return dyn
+		}
 	}
-	return a.dynamic
+	return *a.dynSnap.Load()
 }
 
 // Cluster reads the cluster from the DCS.
@@ -304,7 +307,9 @@ func (a *Agent) Reload(ctx context.Context) error {
 // Reinitialize rebuilds this replica from the leader: wipe, then the loop
 // clones again. Refused on the leader.
 func (a *Agent) Reinitialize(ctx context.Context) error {
-	a.mu.Lock()
+	if !a.mu.TryLock() {
+		return fmt.Errorf("%w: the agent is busy (%s): try again when it is done", ErrNotCompleted, a.Status().Action)
+	}
 	defer a.mu.Unlock()
 	c, err := a.freshCluster(ctx)
 	if err != nil {

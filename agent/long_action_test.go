@@ -203,3 +203,59 @@ func TestRewindAgainstAnUnreachableSourceKeepsTheData(t *testing.T) {
 type fixedProbe ProbeResult
 
 func (f fixedProbe) Probe(ctx context.Context, hostPort string) ProbeResult { return ProbeResult(f) }
+
+// TestOperatorRequestsDoNotWaitForABusyLoop: while this node's loop holds
+// its lock through a long action (a clone of a big database), a
+// switchover asked of it is checked and recorded at once (it needs
+// nothing of the loop), and a reinitialize, which would need the loop,
+// is refused at once with the reason instead of hanging.
+func TestOperatorRequestsDoNotWaitForABusyLoop(t *testing.T) {
+	ctx := t.Context()
+	mc := clusterLedBy(t, "b")
+	rc := mc.Client("c", 10*time.Second)
+	if _, err := rc.Renew(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := rc.TouchMember(ctx, dcs.Member{Name: "c", ConnURL: "postgres://127.0.0.1:5434/postgres", Role: "replica",
+		State: "running", Streaming: true, Priority: 100}); err != nil {
+		t.Fatal(err)
+	}
+	store := mc.Client("a", 10*time.Second)
+	a := New(Settings{Node: Node{Name: "a"}, ConnectAddress: "127.0.0.1:5432"}, Deps{DCS: store}, hclog.NewNullLogger())
+	a.mu.Lock() // the loop, busy cloning
+	defer a.mu.Unlock()
+
+	start := time.Now()
+	if err := a.Reinitialize(ctx); !errors.Is(err, ErrNotCompleted) || time.Since(start) > time.Second {
+		t.Fatalf("reinitialize on a busy node: %v after %s; want ErrNotCompleted at once", err, time.Since(start))
+	}
+	sctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.Switchover(sctx, SwitchoverRequest{Candidate: "c"})
+		done <- err
+	}()
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		c, err := store.Cluster(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Failover != nil && c.Failover.Candidate == "c" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the switchover was not recorded within 2 s while the loop was busy")
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("switchover returned before recording the request: %v", err)
+		case <-time.After(10 * time.Millisecond): // polled to the deadline above
+		}
+	}
+	// No leader acts on it here: the request then times out, it does not hang.
+	if err := <-done; !errors.Is(err, ErrNotCompleted) && !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("switchover: %v", err)
+	}
+}
