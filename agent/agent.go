@@ -255,6 +255,9 @@ type Agent struct {
 	// dynSnap is the dynamic configuration the loop last read, for readers
 	// that must not wait for the loop (operators' requests).
 	dynSnap atomic.Pointer[config.Dynamic]
+	// longAction is the long action running now (clone, rewind, start),
+	// for requests that would wait for the loop: they are refused at once.
+	longAction atomic.Pointer[Decision]
 	// fsView is the last cluster read, for failsafe rounds.
 	fsView atomic.Pointer[failsafeView]
 	// started is when this agent was made: a member restarted during a
@@ -272,6 +275,10 @@ type Agent struct {
 	// selfFenced: the loop fenced its own primary because the lease could
 	// expire, and PostgreSQL has not run since.
 	selfFenced bool
+	// startWritable: at this agent's start its server may have accepted
+	// writes (guardAtStart armed the watchdog); cleared by the first
+	// observation.
+	startWritable bool
 	// couldWrite: last round PostgreSQL may have accepted writes as this
 	// member's primary.
 	couldWrite bool
@@ -311,9 +318,8 @@ type Agent struct {
 	// pm watches the running postmaster (postmaster.go).
 	pm pmWatch
 
-	// restarts are operators' restart requests waiting for the loop.
-	reqMu    sync.Mutex
-	restarts []chan error
+	// restarts and reinits are operators' requests waiting for the loop.
+	restarts, reinits requests
 }
 
 // New builds an agent; Run starts it.
@@ -548,7 +554,8 @@ func (a *Agent) observe(ctx context.Context) Observation {
 		a.stuckSince = time.Time{}
 	}
 	o.StuckSince = a.stuckSince
-	o.RestartRequested = a.restartPending()
+	o.RestartRequested = a.restarts.pending()
+	o.ReinitRequested = a.reinits.pending()
 	// The watchdog is told the current guard again every loop: a failure
 	// to reach it shows in Unguarded at once, not only when arming.
 	a.applyGuard()
@@ -569,6 +576,12 @@ func (a *Agent) noteSelfFenced(o *Observation) {
 	if a.couldWrite && !pg.Running && !leaseSafe(*o) {
 		a.selfFenced = true
 	}
+	if a.startWritable && !pg.Running {
+		// Stopped by the watchdog armed at this agent's start (its first
+		// renewal came too late), not by an operator.
+		a.selfFenced = true
+	}
+	a.startWritable = false
 	if pg.Running || (c != nil && c.Leader != nil && c.Leader.Name != a.s.Name) {
 		a.selfFenced = false
 	}

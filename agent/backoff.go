@@ -34,7 +34,8 @@ type failing struct {
 // retriedAtOnce says whether d runs whatever its past failures.
 func retriedAtOnce(o Observation, d Decision) bool {
 	switch d.Action {
-	case ActFence, ActDemote, ActRelease, ActHeartbeat, ActRestart, ActRefuseRestart, ActWait, ActRefuse:
+	case ActFence, ActDemote, ActRelease, ActHeartbeat, ActRestart, ActRefuseRestart, ActWait, ActRefuse,
+		ActReinitialize, ActRefuseReinitialize:
 		return true
 	}
 	// A server that may accept writes without this member holding the key
@@ -81,9 +82,15 @@ const (
 	logRecovered
 )
 
-// backoffDelay is the wait after the n-th failure in a row.
-func backoffDelay(n int, loopWait, ttl time.Duration) time.Duration {
+// backoffDelay is the wait after the n-th failure in a row of action a.
+// Taking the key is retried every loop_wait, never later: while no one
+// holds it the cluster has no primary, and the other members defer to this
+// one as the best candidate.
+func backoffDelay(a Action, n int, loopWait, ttl time.Duration) time.Duration {
 	d := loopWait
+	if a == ActAcquire {
+		return d
+	}
 	for i := 1; i < n && d < ttl; i++ {
 		d *= 2
 	}
@@ -101,6 +108,11 @@ func (f failing) record(d Decision, err error, now time.Time, loopWait, ttl time
 			return failing{}, logRecovered
 		case f.Failures > 0 && d.Action != ActWait && d.Action != ActRefuse:
 			return failing{}, logNothing
+		case f.Failures > 0 && now.After(f.Next.Add(ttl)):
+			// Not wanted again for a ttl past its retry time: whatever
+			// failed resolved itself (a start reported failed while the
+			// server came up), and an operator must not see it for ever.
+			return failing{}, logNothing
 		}
 		return f, logNothing
 	}
@@ -109,7 +121,7 @@ func (f failing) record(d Decision, err error, now time.Time, loopWait, ttl time
 		f = failing{Action: d.Action, Target: d.Target, Since: now}
 	}
 	f.Failures++
-	f.Next = now.Add(backoffDelay(f.Failures, loopWait, ttl))
+	f.Next = now.Add(backoffDelay(d.Action, f.Failures, loopWait, ttl))
 	if f.Failures > 1 && f.Err == msg {
 		f.Quiet++
 		return f, logNothing

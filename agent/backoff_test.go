@@ -11,12 +11,16 @@ func TestBackoffDelay(t *testing.T) {
 	const lw, ttl = time.Second, 10 * time.Second
 	for n, want := range map[int]time.Duration{1: time.Second, 2: 2 * time.Second, 3: 4 * time.Second,
 		4: 8 * time.Second, 5: 10 * time.Second, 50: 10 * time.Second} {
-		if got := backoffDelay(n, lw, ttl); got != want {
+		if got := backoffDelay(ActBootstrap, n, lw, ttl); got != want {
 			t.Errorf("failure %d: delay %s, want %s", n, got, want)
 		}
 	}
-	if got := backoffDelay(3, 5*time.Second, 2*time.Second); got != 5*time.Second {
+	if got := backoffDelay(ActClone, 3, 5*time.Second, 2*time.Second); got != 5*time.Second {
 		t.Errorf("a ttl below loop_wait: delay %s, want loop_wait", got)
+	}
+	// The cluster may have no primary while the key is not taken.
+	if got := backoffDelay(ActAcquire, 6, lw, ttl); got != lw {
+		t.Errorf("acquire after 6 failures: delay %s, want loop_wait", got)
 	}
 }
 
@@ -77,9 +81,13 @@ func TestFailingRecordAndHold(t *testing.T) {
 	if what != logNothing || f2.Failures != 2 || f2.Quiet != 1 || !f2.Next.Equal(o.Now.Add(2*time.Second)) {
 		t.Fatalf("second failure: %+v log %d", f2, what)
 	}
-	// A wait in between does not forget it.
+	// A wait in between does not forget it...
 	if f3, _ := f2.record(Decision{Action: ActWait}, nil, o.Now, lw, ttl); f3.Failures != 2 {
 		t.Fatalf("a wait forgot the failure: %+v", f3)
+	}
+	// ...unless the action was not wanted for a ttl past its retry time.
+	if f3, _ := f2.record(Decision{Action: ActWait}, nil, f2.Next.Add(ttl+time.Second), lw, ttl); f3.Failures != 0 {
+		t.Fatalf("a failure not wanted for a ttl is still shown: %+v", f3)
 	}
 	// A new error is logged (the caller reports the unlogged one).
 	f4, what := f2.record(boot, errB, o.Now, lw, ttl)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pgwarden/pgwarden/config"
@@ -240,60 +241,81 @@ func (a *Agent) History(ctx context.Context) ([]dcs.HistoryEntry, error) {
 	return c.History, nil
 }
 
-// Restart asks the loop to restart the local PostgreSQL in its current
-// role and waits for it: the loop runs it when the node is steady (a leader
-// with a safe lease, a standby that answers), with the lease renewed and
-// the watchdog armed meanwhile. The caller does not hold the loop.
-func (a *Agent) Restart(ctx context.Context) error {
-	done := make(chan error, 1)
-	a.reqMu.Lock()
-	a.restarts = append(a.restarts, done)
-	a.reqMu.Unlock()
+// requests are operators' requests of one kind waiting for the loop,
+// which answers each on its channel. The caller does not hold the loop.
+type requests struct {
+	mu      sync.Mutex
+	waiting []chan error
+}
+
+func (r *requests) pending() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.waiting) > 0
+}
+
+// ask queues a request, wakes the loop and waits for its answer, ctx or
+// bound; what names the request in errors.
+func (r *requests) ask(ctx context.Context, a *Agent, what string, bound time.Duration) error {
+	done := r.add()
 	a.Wake()
-	bound := max(2*a.Status().TTL, completionBound)
 	t := time.NewTimer(bound)
 	defer t.Stop()
 	select {
 	case err := <-done:
+		if errors.Is(err, ErrPrecondition) {
+			return err
+		}
 		if err != nil {
-			return fmt.Errorf("%w: restart postgres: %v", ErrNotCompleted, err)
+			return fmt.Errorf("%w: %s: %v", ErrNotCompleted, what, err)
 		}
 		return nil
 	case <-ctx.Done():
-		a.dropRestart(done)
-		return fmt.Errorf("%w: restart postgres: %v", ErrNotCompleted, ctx.Err())
+		r.drop(done)
+		return fmt.Errorf("%w: %s: %v", ErrNotCompleted, what, ctx.Err())
 	case <-t.C:
-		a.dropRestart(done)
-		return fmt.Errorf("%w: restart postgres: not possible within %s: %s", ErrNotCompleted, bound, a.Status().Reason)
+		r.drop(done)
+		return fmt.Errorf("%w: %s: not possible within %s: %s", ErrNotCompleted, what, bound, a.Status().Reason)
 	}
 }
 
-func (a *Agent) restartPending() bool {
-	a.reqMu.Lock()
-	defer a.reqMu.Unlock()
-	return len(a.restarts) > 0
+// add queues a request; its answer comes on the channel.
+func (r *requests) add() chan error {
+	done := make(chan error, 1)
+	r.mu.Lock()
+	r.waiting = append(r.waiting, done)
+	r.mu.Unlock()
+	return done
 }
 
-func (a *Agent) dropRestart(done chan error) {
-	a.reqMu.Lock()
-	defer a.reqMu.Unlock()
-	for i, c := range a.restarts {
+func (r *requests) drop(done chan error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i, c := range r.waiting {
 		if c == done {
-			a.restarts = append(a.restarts[:i], a.restarts[i+1:]...)
+			r.waiting = append(r.waiting[:i], r.waiting[i+1:]...)
 			return
 		}
 	}
 }
 
-// finishRestarts answers every waiting restart request with err.
-func (a *Agent) finishRestarts(err error) {
-	a.reqMu.Lock()
-	reqs := a.restarts
-	a.restarts = nil
-	a.reqMu.Unlock()
+// finish answers every waiting request with err.
+func (r *requests) finish(err error) {
+	r.mu.Lock()
+	reqs := r.waiting
+	r.waiting = nil
+	r.mu.Unlock()
 	for _, c := range reqs {
 		c <- err
 	}
+}
+
+// Restart asks the loop to restart the local PostgreSQL in its current
+// role and waits for it: the loop runs it when the node is steady (a leader
+// with a safe lease, a standby that answers), with the lease renewed and
+// the watchdog armed meanwhile.
+func (a *Agent) Restart(ctx context.Context) error {
+	return a.restarts.ask(ctx, a, "restart postgres", max(2*a.Status().TTL, completionBound))
 }
 
 // Reload makes PostgreSQL re-read its configuration.
@@ -304,34 +326,17 @@ func (a *Agent) Reload(ctx context.Context) error {
 	return nil
 }
 
-// Reinitialize rebuilds this replica from the leader: wipe, then the loop
-// clones again. Refused on the leader.
+// Reinitialize asks the loop to rebuild this replica from the leader
+// (stop, wipe, clone) and waits for it; refused on the leader, or with no
+// running leader (ErrPrecondition). The loop decides it like any action
+// (decideReinit): a node that must first be made safe is.
 func (a *Agent) Reinitialize(ctx context.Context) error {
-	if !a.mu.TryLock() {
-		return fmt.Errorf("%w: the agent is busy (%s): try again when it is done", ErrNotCompleted, a.Status().Action)
+	if d := a.longAction.Load(); d != nil {
+		return fmt.Errorf("%w: the agent is busy (%s): try again when it is done", ErrNotCompleted, d)
 	}
-	defer a.mu.Unlock()
-	c, err := a.freshCluster(ctx)
-	if err != nil {
-		return fmt.Errorf("%w: read cluster: %v", ErrNotCompleted, err)
-	}
-	if c.Leader == nil {
-		return fmt.Errorf("%w: no leader to clone from", ErrPrecondition)
-	}
-	if c.Leader.Name == a.s.Name {
-		return fmt.Errorf("%w: %s is the leader; switch over first", ErrPrecondition, a.s.Name)
-	}
-	if err := a.stopPG(ctx, "reinitialize"); err != nil {
-		return fmt.Errorf("%w: stop postgres: %v", ErrNotCompleted, err)
-	}
-	if err := a.d.Postgres.Wipe(ctx); err != nil {
-		return fmt.Errorf("%w: wipe data directory: %v", ErrNotCompleted, err)
-	}
-	if err := a.clone(ctx, c, c.Leader.Name); err != nil {
-		return fmt.Errorf("%w: %v", ErrNotCompleted, err)
-	}
-	a.Wake()
-	return nil
+	// The clone of a big database takes its time: the bound is the
+	// caller's (and the REST server's) more than this one.
+	return a.reinits.ask(ctx, a, "reinitialize", max(10*a.Status().TTL, 5*time.Minute))
 }
 
 // freshReader is a DCS that can read past its watch-kept view.

@@ -20,7 +20,38 @@ func Decide(o Observation) Decision {
 	if o.RestartRequested && steady(o, d) {
 		return Decision{Action: ActRestart, Reason: "restart requested"}
 	}
+	if o.ReinitRequested {
+		return decideReinit(o, d)
+	}
 	return d
+}
+
+// decideReinit answers an operator's request to rebuild this replica from
+// the leader, given d, what the node would do otherwise. Only a replica
+// whose server cannot be writable is rebuilt, and only from a running
+// primary; anything that makes the node safe comes first.
+func decideReinit(o Observation, d Decision) Decision {
+	refuse := func(why string) Decision { return Decision{Action: ActRefuseReinitialize, Reason: why} }
+	switch d.Action {
+	case ActFence, ActDemote, ActRelease, ActFollow, ActRewind:
+		return d
+	}
+	switch leader := o.leaderName(); {
+	case o.Cluster == nil:
+		return d // the request waits for the DCS (and times out)
+	case leader == o.Node.Name:
+		return refuse(o.Node.Name + " is the leader: switch over first")
+	case leader == "":
+		return refuse("no leader to clone from")
+	case o.PG.MayWrite():
+		return d
+	default:
+		m := o.Cluster.Member(leader)
+		if m == nil || m.Role != "primary" || m.State != "running" {
+			return refuse("the leader " + leader + " does not run as a primary")
+		}
+		return Decision{Action: ActReinitialize, Target: leader, Reason: "reinitialize requested"}
+	}
 }
 
 // steady: the node would do nothing but keep its role this round, so an

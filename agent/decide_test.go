@@ -570,3 +570,30 @@ func TestDeepTextSeesClusterChanges(t *testing.T) {
 		t.Fatal("a change in the cluster view went unseen")
 	}
 }
+
+func TestDecideReinit(t *testing.T) {
+	req := func(o *Observation) { o.ReinitRequested = true }
+	otherPrimary := func(o *Observation) { o.Cluster.Members[1].Role = "primary" }
+	for _, c := range []struct {
+		name   string
+		o      Observation
+		want   Action
+		target string
+		reason string
+	}{
+		{"a streaming replica is rebuilt from the leader", obs(all(req, leader("other"), otherPrimary)), ActReinitialize, "other", "reinitialize requested"},
+		{"the leader refuses", obs(all(req, primary, leader("me"))), ActRefuseReinitialize, "", "is the leader"},
+		{"no leader: refused", obs(req), ActRefuseReinitialize, "", "no leader"},
+		{"a leader that does not run as primary: refused", obs(all(req, leader("other"))), ActRefuseReinitialize, "", "does not run as a primary"},
+		{"a writable non-leader is first made a standby", obs(all(req, primary, leader("other"), otherPrimary)), ActDemote, "other", "must not accept writes"},
+		{"without the dcs the request waits", obs(all(req, func(o *Observation) { o.Cluster, o.DCSError = nil, "down" })), ActWait, "", "dcs unreachable"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got := Decide(c.o)
+			if got.Action != c.want || got.Target != c.target || !strings.Contains(got.Reason, c.reason) {
+				t.Fatalf("Decide = %s (target %q, reason %q); want %s target %q reason containing %q",
+					got.Action, got.Target, got.Reason, c.want, c.target, c.reason)
+			}
+		})
+	}
+}

@@ -26,7 +26,7 @@ type Outcome struct {
 // pgChanging are the actions after which PostgreSQL is observed again.
 func pgChanging(a Action) bool {
 	switch a {
-	case ActWait, ActRefuse, ActHeartbeat, ActClearFailover:
+	case ActWait, ActRefuse, ActHeartbeat, ActClearFailover, ActRefuseReinitialize:
 		return false
 	}
 	return true
@@ -40,7 +40,7 @@ func pgChanging(a Action) bool {
 func (a *Agent) execute(ctx context.Context, o Observation, d Decision) Outcome {
 	out := Outcome{KeyHeld: o.leaderName() == a.s.Name, PG: o.PG}
 	switch d.Action {
-	case ActClone, ActStartReplica, ActRewind:
+	case ActClone, ActStartReplica, ActRewind, ActReinitialize:
 		// Announce this member before a long replica action: a restarted
 		// agent whose old member key expired is otherwise unknown to the
 		// leader, which then creates no replication slot for it, and a
@@ -131,6 +131,11 @@ func (a *Agent) execute(ctx context.Context, o Observation, d Decision) Outcome 
 		err = a.d.DCS.DeleteFailover(ctx, o.Cluster.Failover.Revision)
 	case ActRestart:
 		out.KeyHeld, err = a.restart(ctx, o)
+	case ActReinitialize:
+		err = a.steerWhile(ctx, d, func() error { return a.reinitialize(ctx, o.Cluster, d.Target) })
+		a.reinits.finish(err)
+	case ActRefuseReinitialize:
+		a.reinits.finish(fmt.Errorf("%w: %s", ErrPrecondition, d.Reason))
 	}
 	out.Err = err
 	switch d.Action {
@@ -300,7 +305,7 @@ func (a *Agent) rewind(ctx context.Context, c *dcs.Cluster, target string) error
 	}
 	// A running replica found diverged is stopped first: pg_rewind and
 	// re-cloning both need it down.
-	if err := a.stop(ctx); err != nil {
+	if err := a.stop(ctx, "before rewinding"); err != nil {
 		return fmt.Errorf("rewind: %w", err)
 	}
 	if a.s.UsePgRewind {
@@ -319,6 +324,19 @@ func (a *Agent) rewind(ctx context.Context, c *dcs.Cluster, target string) error
 		return err
 	}
 	return a.clone(ctx, c, target)
+}
+
+// reinitialize rebuilds this replica from the leader: stopped, wiped and
+// cloned again (an operator's request, for a replica whose data went bad).
+func (a *Agent) reinitialize(ctx context.Context, c *dcs.Cluster, leader string) error {
+	a.log.Warn("reinitializing: removing the data directory to clone it again", "source", leader)
+	if err := a.stop(ctx, "reinitialize"); err != nil {
+		return fmt.Errorf("reinitialize: %w", err)
+	}
+	if err := a.d.Postgres.Wipe(ctx); err != nil {
+		return fmt.Errorf("reinitialize: wipe data directory: %w", err)
+	}
+	return a.clone(ctx, c, leader)
 }
 
 // wipeForClone removes the data directory before a re-clone, only once
@@ -521,7 +539,7 @@ func (a *Agent) release(ctx context.Context, reason string) (bool, error) {
 func (a *Agent) restart(ctx context.Context, o Observation) (bool, error) {
 	held := o.leaderName() == a.s.Name
 	err := a.d.Postgres.Restart(ctx)
-	a.finishRestarts(err)
+	a.restarts.finish(err)
 	if err != nil {
 		a.fire("restart", false, err.Error())
 		return held, fmt.Errorf("restart postgres: %w", err)
@@ -577,8 +595,8 @@ func (a *Agent) leaseUnsafe() string {
 }
 
 // stop stops PostgreSQL cleanly, and fences it when that fails.
-func (a *Agent) stop(ctx context.Context) error {
-	err := a.stopPG(ctx, "before rewinding")
+func (a *Agent) stop(ctx context.Context, why string) error {
+	err := a.stopPG(ctx, why)
 	if err != nil {
 		a.log.Warn("clean stop failed: fencing", "error", err)
 		if ferr := a.d.Postgres.Fence(ctx); ferr != nil {
@@ -591,7 +609,7 @@ func (a *Agent) stop(ctx context.Context) error {
 // demote stops this node accepting writes cleanly; PostgreSQL first, then
 // the pooler (bounded), so nothing waits on PgBouncer before writes stop.
 func (a *Agent) demote(ctx context.Context, reason string) error {
-	err := a.stop(ctx)
+	err := a.stop(ctx, "demote: "+reason)
 	a.poolerFence(ctx)
 	a.fire("demote", err == nil, reason)
 	return err
@@ -663,6 +681,8 @@ const busySteerPoll = 100 * time.Millisecond
 // The loop goroutine is blocked in act meanwhile, so the helper is the
 // only one touching the pooler state until it is joined.
 func (a *Agent) steerWhile(ctx context.Context, d Decision, act func() error) error {
+	a.longAction.Store(&d)
+	defer a.longAction.Store(nil)
 	if a.d.Pooler == nil {
 		return act()
 	}

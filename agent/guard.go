@@ -178,24 +178,35 @@ func (a *Agent) setGuard(on bool) {
 // of which may take retry_timeout when etcd is away. A server found
 // writable then has no lease of this process behind it: whatever lease it
 // had may have expired long ago (a paused leader whose agent was stopped),
-// and a replica that finds it unreachable (a host frozen now) promotes. So
-// the watchdog is armed at once, to one loop_wait from now: a first
-// renewal that succeeds moves it to the new lease, and the first decision
-// keeps or fences the server from what the DCS says.
+// and a replica that finds it unreachable (a host frozen now, a postmaster
+// killed with a backend left) promotes. So the watchdog is armed at once,
+// before PostgreSQL is even asked (a server whose connection slots are all
+// taken answers only at the status query's timeout), to one loop_wait
+// ahead, and not moved until the first renewal succeeds: a frozen host is
+// struck at its thaw, and the window in which another node may promote
+// beside this server stays one loop_wait. The cost: a first renewal slower
+// than loop_wait fences the server; in a paused cluster the agent then
+// takes its key back and restarts it (noteSelfFenced). The end of the
+// agent does not fence meanwhile (it cannot know yet whether the cluster
+// is paused).
 func (a *Agent) guardAtStart(ctx context.Context) {
 	if a.d.Watchdog == nil {
 		return
 	}
+	l := a.leaseLock()
+	l.guard, l.startBy = true, a.d.Clock.Now().Add(a.renewEvery())
+	a.leaseUnlock()
+	a.applyGuard()
 	pg, err := a.d.Postgres.State(ctx)
-	if err != nil || !pg.MayWrite() {
+	if err == nil && !pg.MayWrite() {
+		l := a.leaseLock()
+		l.guard, l.startBy = false, time.Time{}
+		a.leaseUnlock()
+		a.applyGuard()
 		return
 	}
-	by := a.d.Clock.Now().Add(a.renewEvery())
-	l := a.leaseLock()
-	l.guard, l.startBy = true, by
-	a.leaseUnlock()
+	a.startWritable = true
 	a.log.Warn("postgres may accept writes and this agent holds no lease yet: watchdog armed until the first renewal", "fence_in", a.renewEvery())
-	a.applyGuard()
 }
 
 // endStartGuard drops the start arming: from the first decision on, the
@@ -236,6 +247,9 @@ func (a *Agent) applyGuard() {
 		case !startBy.IsZero():
 			at = startBy
 		}
+		// During the first step the agent does not know yet whether the
+		// cluster is paused: its end leaves the server as it was before.
+		keep = keep || !startBy.IsZero()
 		err = a.d.Watchdog.Arm(at, keep)
 	} else {
 		err = a.d.Watchdog.Disarm()

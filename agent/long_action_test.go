@@ -222,8 +222,23 @@ func TestOperatorRequestsDoNotWaitForABusyLoop(t *testing.T) {
 	}
 	store := mc.Client("a", 10*time.Second)
 	a := New(Settings{Node: Node{Name: "a"}, ConnectAddress: "127.0.0.1:5432"}, Deps{DCS: store}, hclog.NewNullLogger())
-	a.mu.Lock() // the loop, busy cloning
-	defer a.mu.Unlock()
+	// The loop, busy cloning: it holds its lock for the whole action.
+	a.mu.Lock()
+	release, cloning := make(chan struct{}), make(chan struct{})
+	cloned := make(chan error, 1)
+	go func() {
+		cloned <- a.steerWhile(ctx, Decision{Action: ActClone, Target: "b"}, func() error {
+			close(cloning)
+			<-release
+			return nil
+		})
+	}()
+	defer func() {
+		close(release)
+		<-cloned
+		a.mu.Unlock()
+	}()
+	<-cloning
 
 	start := time.Now()
 	if err := a.Reinitialize(ctx); !errors.Is(err, ErrNotCompleted) || time.Since(start) > time.Second {

@@ -170,6 +170,9 @@ type Observation struct {
 	LastLeaderStandby string
 	// RestartRequested: an operator asked for a restart of PostgreSQL.
 	RestartRequested bool
+	// ReinitRequested: an operator asked to rebuild this replica from the
+	// leader.
+	ReinitRequested bool
 	// Now is the time of the observation.
 	Now time.Time
 }
@@ -231,6 +234,12 @@ const (
 	// ActRefuseRestart answers an operator's restart request that cannot be
 	// honoured now, with the reason.
 	ActRefuseRestart
+	// ActReinitialize rebuilds this replica from Target, the leader: stop,
+	// wipe, clone (an operator's request).
+	ActReinitialize
+	// ActRefuseReinitialize answers an operator's reinitialize request that
+	// cannot be honoured, with the reason.
+	ActRefuseReinitialize
 )
 
 var actionNames = [...]string{
@@ -240,6 +249,7 @@ var actionNames = [...]string{
 	ActRelease: "release", ActDemote: "demote", ActFence: "fence",
 	ActSwitchover: "switchover", ActClearFailover: "clear_failover", ActRefuse: "refuse",
 	ActRestart: "restart", ActRefuseRestart: "refuse_restart",
+	ActReinitialize: "reinitialize", ActRefuseReinitialize: "refuse_reinitialize",
 }
 
 func (a Action) String() string {

@@ -199,10 +199,7 @@ func TestSimRestartThroughTheLoop(t *testing.T) {
 	w := healthy(t, simOpts{ttl: 5 * time.Second})
 	l := w.leaderNode()
 	l.pg.checkpointTime = 7 * time.Second
-	done := make(chan error, 1)
-	l.agent.reqMu.Lock()
-	l.agent.restarts = append(l.agent.restarts, done)
-	l.agent.reqMu.Unlock()
+	done := l.agent.restarts.add()
 	if !w.until(30*time.Second, func() bool { return len(done) == 1 }) {
 		w.fatal(t, "restart not done")
 	}
@@ -392,16 +389,24 @@ func (w *world) request(t *testing.T, f dcs.Failover) {
 	}
 }
 
-// pausedLeaderStoppedThenResumed pauses a healthy cluster, kills its
-// leader's agent (maintenance), resumes and runs for d.
-func pausedLeaderStoppedThenResumed(t *testing.T, d time.Duration) (*world, *simNode) {
+// pausedLeaderAgentKilled pauses a healthy cluster of that ttl, kills its
+// leader's agent (maintenance) and runs for after.
+func pausedLeaderAgentKilled(t *testing.T, ttl, after time.Duration) (*world, *simNode) {
 	t.Helper()
-	w := healthy(t, simOpts{ttl: 5 * time.Second})
+	w := healthy(t, simOpts{ttl: ttl})
 	old := w.leaderNode()
 	w.setPause(t, true)
 	w.runFor(3 * time.Second)
 	w.killAgent(old)
-	w.runFor(2 * time.Second)
+	w.runFor(after)
+	return w, old
+}
+
+// pausedLeaderStoppedThenResumed pauses a healthy cluster, kills its
+// leader's agent (maintenance), resumes and runs for d.
+func pausedLeaderStoppedThenResumed(t *testing.T, d time.Duration) (*world, *simNode) {
+	t.Helper()
+	w, old := pausedLeaderAgentKilled(t, 5*time.Second, 2*time.Second)
 	if !old.pg.canCommit() {
 		w.fatal(t, "a paused cluster's primary was fenced when its agent went")
 	}
@@ -443,11 +448,17 @@ func TestSimPausedLeaderAgentKilledThenResumed(t *testing.T) {
 // must strike before the old server commits again. (Before: the restarted
 // agent armed its watchdog only after its first decision, and at the thaw
 // both servers accepted commits: sim seed 9463.)
-func TestSimRestartedAgentGuardsAtOnce(t *testing.T) {
+func TestSimRestartedAgentGuardsAtOnce(t *testing.T) { restartedAgentFrozenAtOnce(t, false) }
+
+// restartedAgentFrozenAtOnce is that scenario; mute: its server answers no
+// status query (all connection slots taken) while its sessions commit.
+func restartedAgentFrozenAtOnce(t *testing.T, mute bool) {
+	t.Helper()
 	w, old := pausedLeaderStoppedThenResumed(t, 15*time.Second)
 	if !old.pg.canCommit() {
 		w.fatal(t, "the paused leader's server did not run on")
 	}
+	old.pg.mute = mute
 	w.etcdDown[old.name] = true
 	w.start(old, 0)
 	w.runFor(300 * time.Millisecond)
@@ -730,4 +741,38 @@ func TestSimFailingBootstrapBacksOff(t *testing.T) {
 	if st := n.agent.Status(); st.Failing != "" {
 		w.fatal(t, "still failing after success: %q", st.Failing)
 	}
+}
+
+// TestSimReinitializeThroughTheLoop: an operator's reinitialize of a
+// replica is decided and run by its loop (stop, wipe, clone), and the
+// replica streams again; one asked of the leader is refused with the
+// reason, and nothing else changes.
+func TestSimReinitializeThroughTheLoop(t *testing.T) {
+	w := healthy(t, simOpts{})
+	l := w.leaderNode()
+	r := w.others(l)[0]
+	done := r.agent.reinits.add()
+	if !w.until(60*time.Second, func() bool { return len(done) == 1 }) {
+		w.fatal(t, "reinitialize not answered")
+	}
+	if err := <-done; err != nil {
+		w.fatal(t, "reinitialize: %v", err)
+	}
+	if r.pg.wipes != 1 {
+		w.fatal(t, "%s wiped %d times, want 1", r.name, r.pg.wipes)
+	}
+	if !w.until(30*time.Second, func() bool { return w.settled() }) {
+		w.fatal(t, "the reinitialized replica does not stream again")
+	}
+	refused := l.agent.reinits.add()
+	if !w.until(30*time.Second, func() bool { return len(refused) == 1 }) {
+		w.fatal(t, "reinitialize of the leader not answered")
+	}
+	if err := <-refused; !errors.Is(err, ErrPrecondition) || !strings.Contains(err.Error(), "is the leader") {
+		w.fatal(t, "reinitialize of the leader: %v, want refused", err)
+	}
+	if w.leaderNode() != l || l.pg.wipes != 0 {
+		w.fatal(t, "the leader changed or was wiped")
+	}
+	w.noViolation(t)
 }

@@ -335,7 +335,11 @@ func randomWorld(t testing.TB, seed int64) *world {
 // start runs a new agent process on n (a fresh lease, fresh loop state)
 // after delay. Like the real agent, it cannot start its watchdog while the
 // watchdog of its previous incarnation lives: it waits for it to go.
-func (w *world) start(n *simNode, delay time.Duration) {
+func (w *world) start(n *simNode, delay time.Duration) { w.startWith(n, delay, nil, nil) }
+
+// startWith is start with n's PostgreSQL and etcd client wrapped (a nil
+// wrapper wraps nothing).
+func (w *world) startWith(n *simNode, delay time.Duration, wrapPG func(Postgres) Postgres, wrapDCS func(DCS) DCS) {
 	g := &group{name: n.name + "-agent"}
 	n.ag, n.alive = g, true
 	w.s.spawn(n.name, g, func() {
@@ -351,9 +355,17 @@ func (w *world) start(n *simNode, delay time.Duration) {
 		if w.verbose {
 			log = hclog.New(&hclog.LoggerOptions{Name: n.name, Output: traceWriter{w}, Level: hclog.Info})
 		}
+		var d DCS = simDCS{n: n, m: w.mem.Client(n.name, w.dyn.TTL.D())}
+		if wrapDCS != nil {
+			d = wrapDCS(d)
+		}
+		var p Postgres = n.pg
+		if wrapPG != nil {
+			p = wrapPG(p)
+		}
 		n.agent = New(n.settings, Deps{
-			DCS:      simDCS{n: n, m: w.mem.Client(n.name, w.dyn.TTL.D())},
-			Postgres: n.pg,
+			DCS:      d,
+			Postgres: p,
 			Watchdog: n.wd,
 			Peers:    simPeers{n},
 			Failsafe: simFailsafe{n},
@@ -562,12 +574,15 @@ func (w *world) event() {
 			count("kill -9 watchdog")
 			n.wdProc.exit()
 		}
-	case r < 88:
+	case r < 87:
 		if n.alive && n.agent != nil {
 			count("restart requested")
-			n.agent.reqMu.Lock()
-			n.agent.restarts = append(n.agent.restarts, make(chan error, 1))
-			n.agent.reqMu.Unlock()
+			n.agent.restarts.add()
+		}
+	case r < 88:
+		if n.alive && n.agent != nil {
+			count("reinitialize requested")
+			n.agent.reinits.add()
 		}
 	case r < 94:
 		w.togglePause()

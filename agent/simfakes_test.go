@@ -181,6 +181,8 @@ type fakePG struct {
 	// bootstrapErr makes every initdb fail; bootstraps counts attempts.
 	bootstrapErr error
 	bootstraps   int
+	// wipes counts removals of the data directory.
+	wipes int
 
 	empty bool
 	// alive: a postmaster runs; ready: it accepts connections (startup
@@ -522,6 +524,7 @@ func (p *fakePG) Wipe(ctx context.Context) error {
 		return errors.New("wipe: postgres is running")
 	}
 	p.empty, p.log, p.sysid, p.needsRecovery = true, nil, "", false
+	p.wipes++
 	return nil
 }
 
