@@ -1,7 +1,9 @@
 # pgwarden: `make demo` to see it work, `make test` to check everything.
 GO      ?= go
 BIN     := bin/pgwarden
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# A release version (the REST API's patroni.version and the package's); the
+# commit is in `pgwarden version` from the build info.
+VERSION ?= $(shell cat VERSION)
 LDFLAGS := -X main.version=$(VERSION)
 # Integration tests start real PostgreSQL, etcd, PgBouncer and HAProxy processes.
 ITAGS   := -tags integration

@@ -66,7 +66,7 @@ func (a *Agent) Switchover(ctx context.Context, r SwitchoverRequest) (bool, erro
 	if !r.ScheduledAt.IsZero() && !scheduled && now.Sub(r.ScheduledAt) > time.Minute {
 		return false, fmt.Errorf("%w: scheduled_at %s is in the past", ErrBadRequest, r.ScheduledAt.Format(time.RFC3339))
 	}
-	f := dcs.Failover{Kind: "switchover", Leader: leader, Candidate: r.Candidate, RequestedAt: now}
+	f := dcs.Failover{Kind: "switchover", Leader: leader, Candidate: r.Candidate, RequestedAt: now, Source: SourceOf(ctx)}
 	if scheduled {
 		f.ScheduledAt = r.ScheduledAt
 	}
@@ -135,7 +135,8 @@ func (a *Agent) Failover(ctx context.Context, r FailoverRequest) error {
 			return fmt.Errorf("%w: candidate %s %s", ErrPrecondition, r.Candidate, why)
 		}
 	}
-	f := dcs.Failover{Kind: kind, Leader: old, Candidate: r.Candidate, Force: r.Force, RequestedAt: a.d.Clock.Now()}
+	f := dcs.Failover{Kind: kind, Leader: old, Candidate: r.Candidate, Force: r.Force, RequestedAt: a.d.Clock.Now(),
+		Requested: "failover", Source: SourceOf(ctx)}
 	if err := a.putFailover(ctx, c, f); err != nil {
 		return err
 	}
@@ -152,7 +153,7 @@ func (a *Agent) putFailover(ctx context.Context, c *dcs.Cluster, f dcs.Failover)
 		}
 		return fmt.Errorf("%w: record request: %v", ErrNotCompleted, err)
 	}
-	a.log.Info("failover request recorded", "action", f.Kind, "leader", f.Leader, "member", f.Candidate)
+	a.log.Info("failover request recorded", "action", f.Kind, "leader", f.Leader, "member", f.Candidate, "source", f.Source)
 	return nil
 }
 
@@ -224,6 +225,7 @@ func (a *Agent) SetConfig(ctx context.Context, raw []byte, prevRev int64) error 
 	if err := a.d.DCS.SetConfig(ctx, raw, prevRev); err != nil {
 		return fmt.Errorf("write dynamic config: %w", err)
 	}
+	a.log.Info("operator action", "action", "config change", "source", SourceOf(ctx))
 	a.Wake()
 	return nil
 }
@@ -242,6 +244,7 @@ func (a *Agent) History(ctx context.Context) ([]dcs.HistoryEntry, error) {
 // with a safe lease, a standby that answers), with the lease renewed and
 // the watchdog armed meanwhile. The caller does not hold the loop.
 func (a *Agent) Restart(ctx context.Context) error {
+	a.log.Info("operator action", "action", "restart", "source", SourceOf(ctx))
 	done := make(chan error, 1)
 	a.reqMu.Lock()
 	a.restarts = append(a.restarts, done)
@@ -295,6 +298,7 @@ func (a *Agent) finishRestarts(err error) {
 
 // Reload makes PostgreSQL re-read its configuration.
 func (a *Agent) Reload(ctx context.Context) error {
+	a.log.Info("operator action", "action", "reload", "source", SourceOf(ctx))
 	if err := a.d.Postgres.Reload(ctx); err != nil {
 		return fmt.Errorf("%w: reload postgres: %v", ErrNotCompleted, err)
 	}
@@ -316,6 +320,7 @@ func (a *Agent) Reinitialize(ctx context.Context) error {
 	if c.Leader.Name == a.s.Name {
 		return fmt.Errorf("%w: %s is the leader; switch over first", ErrPrecondition, a.s.Name)
 	}
+	a.log.Info("operator action", "action", "reinitialize", "source", SourceOf(ctx))
 	if err := a.d.Postgres.Stop(ctx, StopFast); err != nil {
 		return fmt.Errorf("%w: stop postgres: %v", ErrNotCompleted, err)
 	}

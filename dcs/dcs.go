@@ -51,6 +51,9 @@ type Member struct {
 	// Waiting is why this member does not take the leader key while there
 	// is no leader (set only then).
 	Waiting string `json:"waiting,omitempty"`
+	// PendingRestart: a changed parameter waits for a restart of this
+	// member's PostgreSQL (informational: `list` shows it).
+	PendingRestart bool `json:"pending_restart,omitempty"`
 	// Revision is the key's ModRevision (not stored in the value).
 	Revision int64 `json:"-"`
 }
@@ -84,6 +87,12 @@ type Failover struct {
 	// candidate receive everything up to its shutdown checkpoint before it
 	// released the key (no other member can be ahead of the candidate).
 	HandedOver bool `json:"handed_over,omitempty"`
+	// Requested is what the operator asked for when it differs from Kind:
+	// "failover" for a manual failover that a healthy leader carries out
+	// as a switchover (the history records what was asked).
+	Requested string `json:"requested,omitempty"`
+	// Source is who asked (logged by the members that carry it out).
+	Source string `json:"source,omitempty"`
 	// Revision is the key's ModRevision (not stored in the value).
 	Revision int64 `json:"-"`
 }

@@ -303,5 +303,6 @@ func cmdHandback(e *env, args []string) error {
 }
 
 func restOptions(cfg *config.Config, a *agent.Agent) rest.Options {
-	return rest.Options{Listen: cfg.REST.Listen, Agent: a, Auth: cfg.REST.Auth, TLS: cfg.REST.TLS, Version: version}
+	return rest.Options{Listen: cfg.REST.Listen, Agent: a, Auth: cfg.REST.Auth, TLS: cfg.REST.TLS, Version: version,
+		MetricsCompat: cfg.REST.MetricsCompat}
 }

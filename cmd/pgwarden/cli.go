@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -33,7 +32,7 @@ func openCluster(ctx context.Context, c *config.Config) (*dcs.Etcd, error) {
 		Username:     c.Etcd.Username,
 		Password:     c.Etcd.Password,
 		Prefix:       c.Prefix(),
-		Name:         c.Name + "-cli",
+		Name:         cliName(c),
 		TTL:          c.Cluster.TTL.D(),
 		RetryTimeout: c.Cluster.RetryTimeout.D(),
 	}
@@ -47,9 +46,18 @@ func openCluster(ctx context.Context, c *config.Config) (*dcs.Etcd, error) {
 	return s, nil
 }
 
+// cliName is how the CLI names itself to etcd: a control-only file has no
+// member name.
+func cliName(c *config.Config) string {
+	if c.Name == "" {
+		return "pgwarden-cli"
+	}
+	return c.Name + "-cli"
+}
+
 // withCluster loads the config, reads the cluster and calls f.
 func withCluster(e *env, path string, f func(cfg *config.Config, s *dcs.Etcd, c *dcs.Cluster) error) error {
-	cfg, err := loadConfig(path)
+	cfg, err := loadControl(path)
 	if err != nil {
 		return err
 	}
@@ -62,7 +70,7 @@ func withCluster(e *env, path string, f func(cfg *config.Config, s *dcs.Etcd, c 
 	defer s.Close(context.Background())
 	c, err := s.Cluster(ctx)
 	if err != nil {
-		return fmt.Errorf("read cluster: %w", err)
+		return err // the store names what failed ("read cluster: ...")
 	}
 	return f(cfg, s, c)
 }
@@ -77,7 +85,7 @@ func dynamicOf(c *dcs.Cluster) config.Dynamic {
 
 func cmdList(e *env, args []string) error {
 	fs := flags(e, "list", "-c FILE [--format table|json] [--watch N]")
-	path := fs.String("c", "", "node configuration file")
+	path := configFlag(fs)
 	format := fs.String("format", "table", "table or json")
 	watch := fs.Int("watch", 0, "refresh every N seconds until interrupted")
 	if err := parse(fs, args); err != nil {
@@ -119,7 +127,7 @@ func cmdList(e *env, args []string) error {
 
 func cmdHistory(e *env, args []string) error {
 	fs := flags(e, "history", "-c FILE [--format table|json]")
-	path := fs.String("c", "", "node configuration file")
+	path := configFlag(fs)
 	format := fs.String("format", "table", "table or json")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -142,7 +150,7 @@ func formatLSN(l uint64) string { return fmt.Sprintf("%X/%X", l>>32, uint32(l)) 
 
 func cmdShowConfig(e *env, args []string) error {
 	fs := flags(e, "show-config", "-c FILE")
-	path := fs.String("c", "", "node configuration file")
+	path := configFlag(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -167,7 +175,7 @@ func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
 func cmdEditConfig(e *env, args []string) error {
 	fs := flags(e, "edit-config", "-c FILE [--set key=value ...] [--force]")
-	path := fs.String("c", "", "node configuration file")
+	path := configFlag(fs)
 	force := fs.Bool("force", false, "apply without asking")
 	var sets multiFlag
 	fs.Var(&sets, "set", "key=value to set (repeatable); value is JSON or a plain string; key may be parameters.NAME")
@@ -184,7 +192,7 @@ func cmdEditConfig(e *env, args []string) error {
 		if len(sets) > 0 {
 			next, err = applySets(old, sets)
 		} else {
-			next, err = editInEditor(old)
+			next, err = editInEditor(e.ctx, old)
 		}
 		if err != nil {
 			return err
@@ -244,10 +252,10 @@ func applySets(raw []byte, sets []string) ([]byte, error) {
 	return json.Marshal(obj)
 }
 
-func editInEditor(raw []byte) ([]byte, error) {
+func editInEditor(ctx context.Context, raw []byte) ([]byte, error) {
 	editor := os.Getenv("EDITOR")
 	if editor == "" {
-		return nil, fmt.Errorf("give --set key=value or set $EDITOR: %w", errUsage)
+		editor = "vi" // as git, crontab and patronictl do
 	}
 	f, err := os.CreateTemp("", "pgwarden-config-*.json")
 	if err != nil {
@@ -260,7 +268,7 @@ func editInEditor(raw []byte) ([]byte, error) {
 		return nil, err
 	}
 	f.Close()
-	cmd := exec.Command("sh", "-c", editor+` "$1"`, "editor", f.Name())
+	cmd := exec.CommandContext(ctx, "sh", "-c", editor+` "$1"`, "editor", f.Name())
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	if err := cmd.Run(); err != nil {
 		return nil, fmt.Errorf("editor %q: %w", editor, err)
@@ -308,10 +316,29 @@ func jsonDiff(a, b []byte) string {
 }
 
 func confirm(e *env, q string) bool {
-	fmt.Fprintf(e.stdout, "%s [y/N] ", q)
-	line, _ := bufio.NewReader(e.stdin).ReadString('\n')
-	line = strings.ToLower(strings.TrimSpace(line))
+	line := strings.ToLower(ask(e, q+" [y/N] "))
 	return line == "y" || line == "yes"
+}
+
+// ask prints q and reads one line. It reads byte by byte: a buffered
+// reader would swallow the answers to the questions after this one.
+func ask(e *env, q string) string {
+	fmt.Fprint(e.stdout, q)
+	var line []byte
+	b := make([]byte, 1)
+	for len(line) < 4096 {
+		n, err := e.stdin.Read(b)
+		if n == 1 {
+			if b[0] == '\n' {
+				break
+			}
+			line = append(line, b[0])
+		}
+		if err != nil {
+			break
+		}
+	}
+	return strings.TrimSpace(string(line))
 }
 
 func cmdPause(e *env, args []string) error  { return setPause(e, "pause", args, true) }
@@ -319,13 +346,21 @@ func cmdResume(e *env, args []string) error { return setPause(e, "resume", args,
 
 func setPause(e *env, name string, args []string, pause bool) error {
 	fs := flags(e, name, "-c FILE")
-	path := fs.String("c", "", "node configuration file")
+	path := configFlag(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
 	return withCluster(e, *path, func(_ *config.Config, s *dcs.Etcd, c *dcs.Cluster) error {
 		if c.Config == nil {
 			return errors.New("the cluster is not initialized")
+		}
+		if dynamicOf(c).Pause == pause {
+			if pause {
+				fmt.Fprintln(e.stdout, "already paused: nothing changed (pgwarden resume to leave maintenance mode)")
+			} else {
+				fmt.Fprintln(e.stdout, "not paused: nothing changed (automatic failover is on)")
+			}
+			return nil
 		}
 		next, err := applySets(c.Config, []string{fmt.Sprintf("pause=%t", pause)})
 		if err != nil {
@@ -362,7 +397,7 @@ func memberAPI(c *dcs.Cluster, name string) (string, error) {
 
 func cmdSwitchover(e *env, args []string) error {
 	fs := flags(e, "switchover", "-c FILE [--leader N] [--candidate N] [--scheduled T] [--force] "+restFlagsUsage)
-	path := fs.String("c", "", "node configuration file")
+	path := configFlag(fs)
 	rf := addRESTFlags(fs)
 	leader := fs.String("leader", "", "the current leader (checked)")
 	cand := fs.String("candidate", "", "the member to promote (default: the best replica)")
@@ -427,7 +462,7 @@ func leaderName(c *dcs.Cluster) string {
 
 func cmdFailover(e *env, args []string) error {
 	fs := flags(e, "failover", "-c FILE --candidate N [--force] "+restFlagsUsage)
-	path := fs.String("c", "", "node configuration file")
+	path := configFlag(fs)
 	rf := addRESTFlags(fs)
 	cand := fs.String("candidate", "", "the member to promote")
 	force := fs.Bool("force", false, "skip confirmation and the lag check")
@@ -461,12 +496,11 @@ func cmdFailover(e *env, args []string) error {
 	})
 }
 
-func cmdRestart(e *env, args []string) error { return nodeAction(e, "restart", "/restart", args) }
-func cmdReinit(e *env, args []string) error  { return nodeAction(e, "reinit", "/reinitialize", args) }
+func cmdReinit(e *env, args []string) error { return nodeAction(e, "reinit", "/reinitialize", args) }
 
 func nodeAction(e *env, name, path string, args []string) error {
 	fs := flags(e, name, "-c FILE NODE [--force] "+restFlagsUsage)
-	cfgPath := fs.String("c", "", "node configuration file")
+	cfgPath := configFlag(fs)
 	rf := addRESTFlags(fs)
 	force := fs.Bool("force", false, "do not ask for confirmation")
 	pos, err := parseInterleaved(fs, args)

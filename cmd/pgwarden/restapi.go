@@ -13,6 +13,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"os/user"
 	"strings"
 
 	"github.com/pgwarden/pgwarden/config"
@@ -86,6 +88,8 @@ func (c *restClient) do(ctx context.Context, method, url string, body any) (int,
 		return 0, nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	// The agent that acts logs who asked.
+	req.Header.Set("X-Pgwarden-Source", cliSource())
 	if a := c.auth; a != nil {
 		req.SetBasicAuth(a.Username, a.Password)
 	}
@@ -99,6 +103,16 @@ func (c *restClient) do(ctx context.Context, method, url string, body any) (int,
 		return resp.StatusCode, out, fmt.Errorf("%s %s: %d %s", method, url, resp.StatusCode, apiMessage(out))
 	}
 	return resp.StatusCode, out, nil
+}
+
+// cliSource is "cli USER@HOST", as the agents log it.
+func cliSource() string {
+	u := os.Getenv("USER")
+	if cu, err := user.Current(); err == nil {
+		u = cu.Username
+	}
+	h, _ := os.Hostname()
+	return "cli " + u + "@" + h
 }
 
 // explainTransport says what to change when the TLS handshake failed; the
