@@ -231,6 +231,11 @@ func TestComingFromPatroni(t *testing.T) {
 		if out := pgwarden(t, "reload", "--force"); strings.Count(out, "reloaded") != 3 {
 			t.Errorf("reload: %s", out)
 		}
+		for _, n := range c.nodes {
+			if out, _ := n.log.since(0); !regexp.MustCompile(`operator action: member=` + n.name + ` action=reload source="rest 127\.0\.0\.1:\d+ via cli `).MatchString(out) {
+				t.Errorf("%s did not log the reload with its source", n.name)
+			}
+		}
 		if out := pgwarden(t, "pause"); !strings.Contains(out, "paused") {
 			t.Errorf("pause: %s", out)
 		}

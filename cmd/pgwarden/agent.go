@@ -52,7 +52,11 @@ type wired struct {
 	cfg    *config.Config
 	log    hclog.Logger
 	agent  *agent.Agent
-	server *rest.Server
+	// starting is the agent as the API sees it: with why it is still
+	// starting before its first loop.
+	starting *startingAgent
+	store    *dcs.Etcd
+	server   *rest.Server
 	wd     *watchdog.Client
 	hooks  *hooks.Runner
 	backup *backup.Manager
@@ -153,7 +157,8 @@ func wire(ctx context.Context, cfg *config.Config, path string, log hclog.Logger
 		WatchdogRequired: cfg.Watchdog.Mode == "required",
 	}
 	w.agent = agent.New(s, deps, log.Named("ha"))
-	ro := restOptions(cfg, w.agent)
+	w.starting, w.store = &startingAgent{Agent: w.agent}, store
+	ro := restOptions(cfg, w.starting)
 	if mgr != nil {
 		ro.Backup = mgr
 	}
@@ -214,6 +219,10 @@ func openStore(ctx context.Context, cfg *config.Config, log hclog.Logger) (*dcs.
 	return s, nil
 }
 
+// startupReport is how often a starting agent says why it has not run its
+// first loop yet.
+const startupReport = 5 * time.Second
+
 // run serves the REST API and runs the HA loop until ctx ends, re-reading
 // the file on SIGHUP.
 func (w *wired) run(ctx context.Context) error {
@@ -233,6 +242,10 @@ func (w *wired) run(ctx context.Context) error {
 		go w.backup.Run(ctx)
 	}
 	w.log.Info("agent started", "rest", w.cfg.REST.Listen, "postgres", w.cfg.Postgres.Listen)
+	go watchStartup(ctx, w.starting, func(ctx context.Context) error {
+		_, err := w.store.ClusterFresh(ctx)
+		return err
+	}, w.cfg.Etcd.Endpoints, startupReport, w.cfg.Cluster.RetryTimeout.D(), sdNotify, w.log)
 	loopErr := w.agent.Run(ctx)
 	cancel()
 	srvErr := <-errc
@@ -302,7 +315,7 @@ func cmdHandback(e *env, args []string) error {
 	return nil
 }
 
-func restOptions(cfg *config.Config, a *agent.Agent) rest.Options {
+func restOptions(cfg *config.Config, a rest.Agent) rest.Options {
 	return rest.Options{Listen: cfg.REST.Listen, Agent: a, Auth: cfg.REST.Auth, TLS: cfg.REST.TLS, Version: version,
 		MetricsCompat: cfg.REST.MetricsCompat}
 }
