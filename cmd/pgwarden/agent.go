@@ -49,17 +49,17 @@ func cmdAgent(e *env, args []string) error {
 
 // wired is one node's agent with its side effects and REST server.
 type wired struct {
-	cfg    *config.Config
-	log    hclog.Logger
-	agent  *agent.Agent
+	cfg   *config.Config
+	log   hclog.Logger
+	agent *agent.Agent
 	// starting is the agent as the API sees it: with why it is still
 	// starting before its first loop.
 	starting *startingAgent
 	store    *dcs.Etcd
 	server   *rest.Server
-	wd     *watchdog.Client
-	hooks  *hooks.Runner
-	backup *backup.Manager
+	wd       *watchdog.Client
+	hooks    *hooks.Runner
+	backup   *backup.Manager
 }
 
 func wire(ctx context.Context, cfg *config.Config, path string, log hclog.Logger) (*wired, error) {
