@@ -27,7 +27,7 @@ import (
 	"github.com/pgwarden/pgwarden/watchdog"
 )
 
-func TestMain(m *testing.M) { os.Exit(harness.Main(m, harness.WithBinary)) }
+func TestMain(m *testing.M) { os.Exit(harness.Main(m, harness.WithBinary, harness.WithScreenshots)) }
 
 // cluster is a real pgwarden cluster: one etcd, N agents each running its
 // own PostgreSQL, all on loopback.

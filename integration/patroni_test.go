@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"gopkg.in/yaml.v3"
 
@@ -60,7 +61,7 @@ func (n *node) do(method, path string) int {
 // the dashboard and alert rules against the live /metrics. Each part is a
 // subtest: one cluster start serves them all (the CI budget).
 func TestComingFromPatroni(t *testing.T) {
-	c := newCluster(t, clusterOpts{restExtra: "\n  metrics_compat: patroni", pgbouncer: true})
+	c := newCluster(t, clusterOpts{restExtra: "\n  metrics_compat: patroni\n  auth: {username: op, password: s3cret}", pgbouncer: true})
 	p := c.primary(90 * time.Second)
 	c.waitReplicas(90*time.Second, p)
 	var replicas []*node
@@ -72,7 +73,7 @@ func TestComingFromPatroni(t *testing.T) {
 	// A control-only file, as on an operator's laptop: no member name, no
 	// database passwords; found through $PGWARDEN_CONFIG.
 	control := filepath.Join(harness.Dir(t, "laptop"), "pgwarden.yaml")
-	must(t, os.WriteFile(control, []byte(fmt.Sprintf("scope: %s\nnamespace: /pgwarden\netcd: {endpoints: [%s]}\n", c.opts.scope, c.etcd.Endpoint)), 0o600))
+	must(t, os.WriteFile(control, []byte(fmt.Sprintf("scope: %s\nnamespace: /pgwarden\netcd: {endpoints: [%s]}\nrest: {auth: {username: op, password: s3cret}}\n", c.opts.scope, c.etcd.Endpoint)), 0o600))
 
 	t.Run("root and OPTIONS answer like /primary", func(t *testing.T) {
 		for _, n := range c.nodes {
@@ -232,7 +233,7 @@ func TestComingFromPatroni(t *testing.T) {
 			t.Errorf("reload: %s", out)
 		}
 		for _, n := range c.nodes {
-			if out, _ := n.log.since(0); !regexp.MustCompile(`operator action: member=` + n.name + ` action=reload source="rest 127\.0\.0\.1:\d+ via cli `).MatchString(out) {
+			if out, _ := n.log.since(0); !regexp.MustCompile(`operator action: member=` + n.name + ` action=reload source="rest 127\.0\.0\.1:\d+ user op via cli `).MatchString(out) {
 				t.Errorf("%s did not log the reload with its source", n.name)
 			}
 		}
@@ -321,11 +322,109 @@ func TestComingFromPatroni(t *testing.T) {
 			}
 		}
 		// The failover's source is in the log of the agent that promoted.
-		if out, _ := p3.log.since(0); !regexp.MustCompile(`promoted: .*action=failover source="rest 127\.0\.0\.1:\d+ via cli `).MatchString(out) {
+		if out, _ := p3.log.since(0); !regexp.MustCompile(`promoted: .*action=failover source="rest 127\.0\.0\.1:\d+ user op via cli `).MatchString(out) {
 			t.Errorf("the promoted agent did not log the failover's source")
 		}
 		c.waitReplicas(90*time.Second, p3)
 	})
+
+	t.Run("status page in Chromium", func(t *testing.T) { statusPage(t, c) })
+}
+
+// statusPage loads /ui of a replica in headless Chromium, checks the
+// members it shows against /cluster, switches over from the page (which
+// asks for the API's credentials) and sees the new leader appear without
+// a reload. Screenshots go to bin/screenshots.
+func statusPage(t *testing.T, c *cluster) {
+	chromium := harness.LookPath(t, "chromium", "chromium")
+	leader := c.primary(60 * time.Second)
+	c.waitReplicas(90*time.Second, leader)
+	var page, cand *node
+	for _, n := range c.nodes {
+		switch {
+		case n == leader:
+		case page == nil:
+			page = n
+		default:
+			cand = n
+		}
+	}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chromium),
+		// Chromium's sandbox needs privileges a container (or root) lacks.
+		chromedp.NoSandbox, chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.UserDataDir(harness.Dir(t, "chromium")), chromedp.WindowSize(1280, 900))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	defer cancelAlloc()
+	bctx, cancelBrowser := chromedp.NewContext(actx, chromedp.WithLogf(t.Logf))
+	defer cancelBrowser()
+	ctx, cancel := context.WithTimeout(bctx, 90*time.Second)
+	defer cancel()
+	shot := func(name string) {
+		png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatalf("screenshot %s: %v", name, err)
+		}
+		path := filepath.Join(harness.Screenshots(), name)
+		must(t, os.WriteFile(path, png, 0o644))
+		t.Logf("screenshot: %s", path)
+	}
+	leaderRow := func(n *node) chromedp.CSS { return chromedp.CSS(`#member-` + n.name + `[data-role="leader"]`) }
+	if err := chromedp.Do(ctx, chromedp.Navigate(page.api("/ui")), chromedp.WaitVisible(leaderRow(leader))); err != nil {
+		t.Fatalf("load %s: %v", page.api("/ui"), err)
+	}
+	// The page shows the members /cluster lists, with their roles.
+	var cl struct{ Members []struct{ Name, Role string } }
+	page.getJSON("/cluster", &cl)
+	var want []string
+	for _, m := range cl.Members {
+		want = append(want, m.Name+":"+m.Role)
+	}
+	harness.WaitFor(t, 10*time.Second, "the page's members match /cluster", func() (bool, error) {
+		shown, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll("#members tr")].map(r => r.id.slice(7) + ":" + r.dataset.role)`))
+		if err != nil {
+			return false, err
+		}
+		return strings.Join(shown, ",") == strings.Join(want, ","), fmt.Errorf("page shows %v, /cluster %v", shown, want)
+	})
+	shot("ui-before-switchover.png")
+	// Switch over from the page: the API asks for its credentials, the
+	// page asks the operator, and the new leader shows up live.
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[int](`window.noReload = 42`)); err != nil {
+		t.Fatal(err)
+	}
+	err := chromedp.Do(ctx,
+		chromedp.SetValue(chromedp.ID("candidate"), cand.name),
+		chromedp.Click(chromedp.ID("switchover")),
+		chromedp.WaitVisible(chromedp.ID("login")),
+		chromedp.SendKeys(chromedp.ID("username"), "op"),
+		chromedp.SendKeys(chromedp.ID("password"), "s3cret"),
+		chromedp.Click(chromedp.ID("login-submit")),
+		chromedp.WaitVisible(leaderRow(cand)),
+	)
+	if err != nil {
+		msg, _ := chromedp.Run(ctx, chromedp.Text(chromedp.ID("message")))
+		shot("ui-switchover-failed.png")
+		t.Fatalf("switchover from the page: %v (page says %q)", err, msg)
+	}
+	kept, err := chromedp.Run(ctx, chromedp.Evaluate[int](`window.noReload || 0`))
+	must(t, err)
+	leaderText, err := chromedp.Run(ctx, chromedp.Text(chromedp.ID("leader")))
+	must(t, err)
+	if kept != 42 || leaderText != cand.name {
+		t.Errorf("after the switchover: marker %d (the page reloaded?), leader shown %q; want %s", kept, leaderText, cand.name)
+	}
+	if got := c.primary(30 * time.Second); got != cand {
+		t.Errorf("primary after the page's switchover is %s; want %s", got.name, cand.name)
+	}
+	// Pause from the page, shown as a banner; then resume.
+	if err := chromedp.Do(ctx, chromedp.Click(chromedp.ID("pause")), chromedp.WaitVisible(chromedp.CSS(".banner.paused"))); err != nil {
+		t.Fatalf("pause from the page: %v", err)
+	}
+	if banner, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(".banner.paused"))); err != nil || !strings.Contains(banner, "Paused") {
+		t.Errorf("pause banner %q, %v", banner, err)
+	}
+	shot("ui-after-switchover-paused.png")
+	must(t, chromedp.Do(ctx, chromedp.Click(chromedp.ID("pause")), chromedp.WaitNotPresent(chromedp.CSS(".banner.paused"))))
 }
 
 // metricName finds the series names in PromQL: every series pgwarden

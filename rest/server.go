@@ -73,6 +73,10 @@ type Server struct {
 	encoded atomic.Pointer[encodedStatus]
 	// restarts is the scheduled restart of this node's PostgreSQL.
 	restarts *restartSchedule
+	// closing ends the status page's event streams at shutdown (Shutdown
+	// waits for requests, and a stream never ends by itself).
+	closing     chan struct{}
+	closingOnce sync.Once
 }
 
 // NewServer checks the options (TLS files are loaded now, so a bad path is
@@ -81,7 +85,7 @@ func NewServer(o Options, log hclog.Logger) (*Server, error) {
 	if o.Agent == nil {
 		return nil, errors.New("rest: no agent")
 	}
-	s := &Server{o: o, log: log}
+	s := &Server{o: o, log: log, closing: make(chan struct{})}
 	s.restarts = newRestartSchedule(o.Agent, log.Named("restart"))
 	if o.TLS != nil {
 		tc, err := serverTLS(o.TLS)
@@ -152,6 +156,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		return fmt.Errorf("rest: %w", err)
 	case <-ctx.Done():
 	}
+	s.closingOnce.Do(func() { close(s.closing) })
 	sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(sctx)
@@ -194,6 +199,8 @@ func (s *Server) routes() http.Handler {
 	r.Handle("/reload", s.write(s.simple("reload", s.o.Agent.Reload))).Methods(http.MethodPost)
 	r.Handle("/reinitialize", s.write(s.simple("reinitialize", s.o.Agent.Reinitialize))).Methods(http.MethodPost)
 	r.Handle("/backups", s.api(s.getBackups)).Methods(http.MethodGet)
+	r.HandleFunc("/ui", s.getUI).Methods(http.MethodGet, http.MethodHead)
+	r.HandleFunc("/ui/events", s.getUIEvents).Methods(http.MethodGet)
 	r.Handle("/backup", s.toLeader(s.write(s.postBackup))).Methods(http.MethodPost)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, errBody{Error: "no such path: " + r.URL.Path})
@@ -252,7 +259,11 @@ func (s *Server) write(h func(r *http.Request) (result, error)) http.Handler {
 	inner := s.api(h)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if a := s.o.Auth; a != nil && !authorized(r, a) {
-			w.Header().Set("WWW-Authenticate", `Basic realm="pgwarden"`)
+			// The status page asks for credentials itself: a challenge
+			// would make the browser open its own dialog over it.
+			if r.Header.Get("X-Requested-With") == "" {
+				w.Header().Set("WWW-Authenticate", `Basic realm="pgwarden"`)
+			}
 			writeJSON(w, http.StatusUnauthorized, errBody{Error: "authentication required"})
 			return
 		}
