@@ -40,10 +40,12 @@ func cmdAgent(e *env, args []string) error {
 		return errors.New("refusing to run as root: PostgreSQL will not run as root; start the agent as the postgres OS user (e.g. sudo -u postgres pgwarden agent -c FILE)")
 	}
 	log := newLogger(cfg.Log, e.stderr).With("member", cfg.Name)
+	notify := sdNotifier(takeNotifySocket())
 	w, err := wire(e.ctx, cfg, *path, log)
 	if err != nil {
 		return err
 	}
+	w.notify = notify
 	return w.run(e.ctx)
 }
 
@@ -57,9 +59,11 @@ type wired struct {
 	starting *startingAgent
 	store    *dcs.Etcd
 	server   *rest.Server
-	wd       *watchdog.Client
-	hooks    *hooks.Runner
-	backup   *backup.Manager
+	// notify speaks to systemd (Type=notify).
+	notify func(string) error
+	wd     *watchdog.Client
+	hooks  *hooks.Runner
+	backup *backup.Manager
 }
 
 func wire(ctx context.Context, cfg *config.Config, path string, log hclog.Logger) (*wired, error) {
@@ -245,7 +249,7 @@ func (w *wired) run(ctx context.Context) error {
 	go watchStartup(ctx, w.starting, func(ctx context.Context) error {
 		_, err := w.store.ClusterFresh(ctx)
 		return err
-	}, w.cfg.Etcd.Endpoints, startupReport, w.cfg.Cluster.RetryTimeout.D(), sdNotify, w.log)
+	}, w.cfg.Etcd.Endpoints, startupReport, w.cfg.Cluster.RetryTimeout.D(), w.notify, w.log)
 	loopErr := w.agent.Run(ctx)
 	cancel()
 	srvErr := <-errc

@@ -66,6 +66,8 @@ func commands() []command {
 		{name: "check-config", args: "-c FILE", summary: "validate a configuration file and exit", run: cmdCheckConfig},
 		{name: "backup", args: "create|list|verify|restore -c FILE ...", summary: "base backups, their list, verification and point-in-time restore", run: cmdBackup},
 		{name: "version", summary: "version and build info", run: cmdVersion},
+		{name: "completion", args: "bash|zsh", summary: "shell completion script, generated from this command table", run: cmdCompletion},
+		{name: "man", summary: "the man page (roff), generated from this command table", run: cmdMan},
 		{name: "watchdog", args: "--data-dir DIR", summary: "companion fencing process (started by the agent)", run: cmdWatchdog, hidden: true},
 		{name: "handback", args: "-c FILE (lease on stdin)", summary: "delete this member's leader key (run by the watchdog after fencing for a dead agent)", run: cmdHandback, hidden: true},
 		{name: "archive-push", args: "--pgbackrest-config FILE --stanza S PATH", summary: "archive_command (set by the agent)", run: cmdArchivePush, hidden: true},

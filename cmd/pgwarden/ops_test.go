@@ -142,3 +142,24 @@ func TestCheckConfig(t *testing.T) {
 		t.Fatalf("node file without passwords: exit %d %q", code, errOut)
 	}
 }
+
+// TestDocsFromCommandTable: the bash and zsh completion and the man page
+// name every command an operator types, and each command's flags.
+func TestDocsFromCommandTable(t *testing.T) {
+	var bash, zsh, man bytes.Buffer
+	writeBashCompletion(&bash)
+	writeZshCompletion(&zsh)
+	writeManPage(&man)
+	for _, c := range visibleCommands() {
+		if !strings.Contains(bash.String(), "\t"+c.name+") opts=") || !strings.Contains(zsh.String(), "'"+c.name+":") ||
+			!strings.Contains(man.String(), `\fB`+roff(c.name)+`\fR`) {
+			t.Errorf("%s missing from the completion or the man page", c.name)
+		}
+	}
+	if !strings.Contains(bash.String(), `restart) opts="-c --pending --scheduled --force --ca --cert --key --help"`) {
+		t.Errorf("restart's flags in bash completion:\n%s", bash.String())
+	}
+	if strings.Contains(bash.String(), "watchdog") || strings.Contains(man.String(), "handback") {
+		t.Errorf("hidden commands in the completion or man page")
+	}
+}

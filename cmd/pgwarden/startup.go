@@ -99,24 +99,34 @@ func probeWithin(ctx context.Context, probe startupProbe, timeout time.Duration)
 	}
 }
 
-// sdNotify sends one message to systemd's notification socket
-// ($NOTIFY_SOCKET, set by systemd for Type=notify units); without it,
-// nothing is sent.
-func sdNotify(msg string) error {
+// takeNotifySocket returns $NOTIFY_SOCKET (set by systemd for Type=notify
+// units) and removes it from the environment: PostgreSQL, the watchdog and
+// the hooks are the agent's children and must not speak to systemd for it.
+func takeNotifySocket() string {
 	path := os.Getenv("NOTIFY_SOCKET")
-	if path == "" {
+	os.Unsetenv("NOTIFY_SOCKET")
+	return path
+}
+
+// sdNotifier sends messages to systemd's notification socket at path;
+// with no path it sends nothing.
+func sdNotifier(path string) func(string) error {
+	return func(msg string) error {
+		if path == "" {
+			return nil
+		}
+		addr := path
+		if strings.HasPrefix(addr, "@") {
+			addr = "\x00" + addr[1:] // an abstract socket
+		}
+		conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: addr, Net: "unixgram"})
+		if err != nil {
+			return fmt.Errorf("notify systemd: %w", err)
+		}
+		defer conn.Close()
+		if _, err := conn.Write([]byte(msg)); err != nil {
+			return fmt.Errorf("notify systemd: %w", err)
+		}
 		return nil
 	}
-	if strings.HasPrefix(path, "@") {
-		path = "\x00" + path[1:] // an abstract socket
-	}
-	conn, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
-	if err != nil {
-		return fmt.Errorf("notify systemd: %w", err)
-	}
-	defer conn.Close()
-	if _, err := conn.Write([]byte(msg)); err != nil {
-		return fmt.Errorf("notify systemd: %w", err)
-	}
-	return nil
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -77,7 +78,8 @@ func TestStartupSaysWhy(t *testing.T) {
 	}
 }
 
-// TestSDNotify: the message reaches the socket $NOTIFY_SOCKET names.
+// TestSDNotify: the message reaches the socket $NOTIFY_SOCKET named, which
+// the agent's children no longer see.
 func TestSDNotify(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "notify")
 	ln, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: path, Net: "unixgram"})
@@ -86,7 +88,11 @@ func TestSDNotify(t *testing.T) {
 	}
 	defer ln.Close()
 	t.Setenv("NOTIFY_SOCKET", path)
-	if err := sdNotify("READY=1"); err != nil {
+	notify := sdNotifier(takeNotifySocket())
+	if v, ok := os.LookupEnv("NOTIFY_SOCKET"); ok {
+		t.Fatalf("NOTIFY_SOCKET still set for children: %q", v)
+	}
+	if err := notify("READY=1"); err != nil {
 		t.Fatal(err)
 	}
 	_ = ln.SetReadDeadline(time.Now().Add(2 * time.Second))
@@ -95,8 +101,7 @@ func TestSDNotify(t *testing.T) {
 	if err != nil || string(buf[:n]) != "READY=1" {
 		t.Fatalf("read %q, %v", buf[:n], err)
 	}
-	t.Setenv("NOTIFY_SOCKET", "")
-	if err := sdNotify("READY=1"); err != nil {
+	if err := sdNotifier("")("READY=1"); err != nil {
 		t.Fatalf("without NOTIFY_SOCKET: %v", err)
 	}
 }
