@@ -329,6 +329,26 @@ func TestComingFromPatroni(t *testing.T) {
 	})
 
 	t.Run("status page in Chromium", func(t *testing.T) { statusPage(t, c) })
+
+	t.Run("remove wipes one cluster's keys after the typed scope", func(t *testing.T) {
+		// A second, dead cluster's keys beside the live one, in the same etcd.
+		etcdPut(t, c, "/pgwarden/gone/initialize", "123")
+		etcdPut(t, c, "/pgwarden/gone/config", `{"ttl":10}`)
+		gone := filepath.Join(harness.Dir(t, "gone"), "gone.yaml")
+		must(t, os.WriteFile(gone, []byte(fmt.Sprintf("scope: gone\netcd: {endpoints: [%s]}\n", c.etcd.Endpoint)), 0o600))
+		if out, errOut, code := runCLI(t, "test\n", "remove", "-c", gone); code != 1 || !strings.Contains(errOut, "nothing removed") {
+			t.Fatalf("remove with the wrong scope typed: exit %d %s %s", code, out, errOut)
+		}
+		if etcdGet(t, c, "/pgwarden/gone/config") == "" {
+			t.Fatal("a refused remove deleted keys")
+		}
+		if out, errOut, code := runCLI(t, "gone\n", "remove", "-c", gone); code != 0 || !strings.Contains(out, "removed 2 keys under /pgwarden/gone/") {
+			t.Fatalf("remove: exit %d %s %s", code, out, errOut)
+		}
+		if etcdGet(t, c, "/pgwarden/gone/config") != "" || etcdGet(t, c, "/pgwarden/test/leader") == "" {
+			t.Fatal("remove did not delete exactly the named cluster's keys")
+		}
+	})
 }
 
 // statusPage loads /ui of a replica in headless Chromium, checks the
@@ -502,18 +522,36 @@ func metricsOf(t *testing.T, n *node) string {
 	return string(b)
 }
 
-// etcdGet reads one key straight from etcd ("" when absent).
-func etcdGet(t *testing.T, c *cluster, key string) string {
+// withEtcd calls f with a client of the cluster's etcd and a 5 s context.
+func withEtcd(t *testing.T, c *cluster, f func(ctx context.Context, cli *clientv3.Client) error) {
 	t.Helper()
 	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{c.etcd.Endpoint}, DialTimeout: 2 * time.Second})
 	must(t, err)
 	defer cli.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	resp, err := cli.Get(ctx, key)
-	must(t, err)
-	if len(resp.Kvs) == 0 {
-		return ""
-	}
-	return string(resp.Kvs[0].Value)
+	must(t, f(ctx, cli))
+}
+
+// etcdPut writes one key straight to etcd.
+func etcdPut(t *testing.T, c *cluster, key, value string) {
+	t.Helper()
+	withEtcd(t, c, func(ctx context.Context, cli *clientv3.Client) error {
+		_, err := cli.Put(ctx, key, value)
+		return err
+	})
+}
+
+// etcdGet reads one key straight from etcd ("" when absent).
+func etcdGet(t *testing.T, c *cluster, key string) string {
+	t.Helper()
+	var v string
+	withEtcd(t, c, func(ctx context.Context, cli *clientv3.Client) error {
+		resp, err := cli.Get(ctx, key)
+		if err == nil && len(resp.Kvs) > 0 {
+			v = string(resp.Kvs[0].Value)
+		}
+		return err
+	})
+	return v
 }
