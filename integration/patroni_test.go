@@ -244,6 +244,14 @@ func TestComingFromPatroni(t *testing.T) {
 			t.Errorf("second pause: %s", out)
 		}
 		pgwarden(t, "resume")
+		var logs strings.Builder
+		for _, n := range c.nodes {
+			out, _ := n.log.since(0)
+			logs.WriteString(out)
+		}
+		if !regexp.MustCompile(`operator action: member=node\d action="config change" source="rest 127\.0\.0\.1:\d+ user op via cli `).MatchString(logs.String()) {
+			t.Errorf("no agent logged the pause (a config change) with its source")
+		}
 		// A restart-only parameter changed on every member: pending, shown
 		// by list and the metric, until restart --pending. (The laptop's
 		// file has no password: PGPASSWORD gives it.)

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -589,6 +590,13 @@ func (s *Server) putConfig(r *http.Request) (result, error) {
 	_, rev, err := s.o.Agent.Config(r.Context())
 	if err != nil {
 		return result{}, err
+	}
+	// If-Match: the revision the client edited (edit-config): a change
+	// made meanwhile is a 409, not overwritten.
+	if v := r.Header.Get("If-Match"); v != "" {
+		if rev, err = strconv.ParseInt(strings.Trim(v, `"`), 10, 64); err != nil || rev < 0 {
+			return result{}, fmt.Errorf("%w: If-Match %q: want the configuration's revision", errBadRequest, v)
+		}
 	}
 	raw, _ := json.Marshal(m)
 	if err := s.o.Agent.SetConfig(r.Context(), raw, rev); err != nil {

@@ -324,6 +324,22 @@ func TestConfigEndpoints(t *testing.T) {
 	if code, _ := do(t, ts, "PUT", "/config", `{"ttl":15}`); code != 200 || string(f.cfg) != `{"ttl":15}` {
 		t.Fatalf("PUT = %d, config %s", code, f.cfg)
 	}
+	// If-Match: the revision the client edited; an older one is a 409.
+	for _, tc := range []struct {
+		rev  string
+		want int
+	}{{fmt.Sprint(f.cfgRev - 1), 409}, {"soon", 400}, {fmt.Sprint(f.cfgRev), 200}} {
+		req, _ := http.NewRequest("PUT", ts.URL+"/config", strings.NewReader(`{"ttl":20}`))
+		req.Header.Set("If-Match", tc.rev)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("PUT /config If-Match %s = %d; want %d", tc.rev, resp.StatusCode, tc.want)
+		}
+	}
 }
 
 func TestClusterAndHistory(t *testing.T) {

@@ -174,21 +174,25 @@ func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
 func cmdEditConfig(e *env, args []string) error {
-	fs := flags(e, "edit-config", "-c FILE [--set key=value ...] [--force]")
+	fs := flags(e, "edit-config", "-c FILE [--set key=value ...] [--force] "+restFlagsUsage)
 	path := configFlag(fs)
+	rf := addRESTFlags(fs)
 	force := fs.Bool("force", false, "apply without asking")
 	var sets multiFlag
 	fs.Var(&sets, "set", "key=value to set (repeatable); value is JSON or a plain string; key may be parameters.NAME")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	return withCluster(e, *path, func(_ *config.Config, s *dcs.Etcd, c *dcs.Cluster) error {
+	return withCluster(e, *path, func(cfg *config.Config, _ *dcs.Etcd, c *dcs.Cluster) error {
+		rc, err := newRESTClient(cfg, rf)
+		if err != nil {
+			return err
+		}
 		old := c.Config
 		if old == nil {
 			old = []byte("{}")
 		}
 		var next []byte
-		var err error
 		if len(sets) > 0 {
 			next, err = applySets(old, sets)
 		} else {
@@ -209,11 +213,15 @@ func cmdEditConfig(e *env, args []string) error {
 		if !*force && !confirm(e, "apply these changes?") {
 			return errors.New("not applied")
 		}
-		if err := s.SetConfig(e.ctx, next, c.ConfigRevision); err != nil {
-			if errors.Is(err, dcs.ErrKeyModified) {
-				return errors.New("the configuration changed while you edited it: nothing applied, run edit-config again")
-			}
-			return fmt.Errorf("write config: %w", err)
+		// Through a member's API, so its agent logs who changed what; at
+		// the revision edited, so a change made meanwhile is not lost.
+		hdr := http.Header{"If-Match": {fmt.Sprint(c.ConfigRevision)}}
+		code, _, err := anyMember(e.ctx, rc, c, http.MethodPut, "/config", json.RawMessage(next), hdr)
+		if code == http.StatusConflict {
+			return errors.New("the configuration changed while you edited it: nothing applied, run edit-config again")
+		}
+		if err != nil {
+			return err
 		}
 		fmt.Fprintln(e.stdout, "configuration applied")
 		return nil
@@ -345,12 +353,13 @@ func cmdPause(e *env, args []string) error  { return setPause(e, "pause", args, 
 func cmdResume(e *env, args []string) error { return setPause(e, "resume", args, false) }
 
 func setPause(e *env, name string, args []string, pause bool) error {
-	fs := flags(e, name, "-c FILE")
+	fs := flags(e, name, "-c FILE "+restFlagsUsage)
 	path := configFlag(fs)
+	rf := addRESTFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	return withCluster(e, *path, func(_ *config.Config, s *dcs.Etcd, c *dcs.Cluster) error {
+	return withCluster(e, *path, func(cfg *config.Config, _ *dcs.Etcd, c *dcs.Cluster) error {
 		if c.Config == nil {
 			return errors.New("the cluster is not initialized")
 		}
@@ -362,12 +371,13 @@ func setPause(e *env, name string, args []string, pause bool) error {
 			}
 			return nil
 		}
-		next, err := applySets(c.Config, []string{fmt.Sprintf("pause=%t", pause)})
+		rc, err := newRESTClient(cfg, rf)
 		if err != nil {
 			return err
 		}
-		if err := s.SetConfig(e.ctx, next, c.ConfigRevision); err != nil {
-			return fmt.Errorf("write config: %w", err)
+		// PATCH /config as patronictl does: the member's agent logs it.
+		if _, _, err := anyMember(e.ctx, rc, c, http.MethodPatch, "/config", map[string]bool{"pause": pause}, nil); err != nil {
+			return err
 		}
 		if pause {
 			fmt.Fprintln(e.stdout, "paused: no automatic failover until pgwarden resume")
@@ -376,6 +386,35 @@ func setPause(e *env, name string, args []string, pause bool) error {
 		}
 		return nil
 	})
+}
+
+// anyMember sends a cluster-wide request (the dynamic configuration) to
+// the leader's API, or, when it does not answer (a dead leader of a paused
+// cluster), to the next member that does.
+func anyMember(ctx context.Context, rc *restClient, c *dcs.Cluster, method, path string, body any, hdr http.Header) (int, []byte, error) {
+	var urls []string
+	if c.Leader != nil {
+		if m := c.Member(c.Leader.Name); m != nil && m.APIURL != "" {
+			urls = append(urls, strings.TrimRight(m.APIURL, "/"))
+		}
+	}
+	for _, m := range c.Members {
+		if u := strings.TrimRight(m.APIURL, "/"); u != "" && !slices.Contains(urls, u) {
+			urls = append(urls, u)
+		}
+	}
+	if len(urls) == 0 {
+		return 0, nil, errors.New("no member has published its REST API address")
+	}
+	var errs []error
+	for _, u := range urls {
+		code, out, err := rc.doHeader(ctx, method, u+path, body, hdr)
+		if code != 0 || ctx.Err() != nil {
+			return code, out, err
+		}
+		errs = append(errs, err)
+	}
+	return 0, nil, errors.Join(errs...)
 }
 
 // memberAPI is the REST base URL of a member (or of the leader when name

@@ -75,6 +75,11 @@ func newRESTClient(cfg *config.Config, f restFlags) (*restClient, error) {
 // do sends body as JSON and returns the status and body; a status other
 // than 200/202 becomes the error.
 func (c *restClient) do(ctx context.Context, method, url string, body any) (int, []byte, error) {
+	return c.doHeader(ctx, method, url, body, nil)
+}
+
+// doHeader is do with extra request headers.
+func (c *restClient) doHeader(ctx context.Context, method, url string, body any, hdr http.Header) (int, []byte, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -86,6 +91,9 @@ func (c *restClient) do(ctx context.Context, method, url string, body any) (int,
 	req, err := http.NewRequestWithContext(ctx, method, url, rd)
 	if err != nil {
 		return 0, nil, err
+	}
+	for k, vs := range hdr {
+		req.Header[k] = vs
 	}
 	req.Header.Set("Content-Type", "application/json")
 	// The agent that acts logs who asked.
