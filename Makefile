@@ -1,17 +1,44 @@
 # pgwarden: `make demo` to see it work, `make test` to check everything.
 GO      ?= go
 BIN     := bin/pgwarden
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# A release version (the REST API's patroni.version and the package's); the
+# commit is in `pgwarden version` from the build info.
+VERSION ?= $(shell cat VERSION)
 LDFLAGS := -X main.version=$(VERSION)
 # Integration tests start real PostgreSQL, etcd, PgBouncer and HAProxy processes.
 ITAGS   := -tags integration
 
-.PHONY: all build test test-unit test-integration lint bench sim chaos demo deps clean
+.PHONY: all build docs install deb test test-unit test-integration lint bench sim chaos demo deps clean
 
 all: build
 
 build:
 	GO=$(GO) LDFLAGS="$(LDFLAGS)" sh scripts/build.sh $(BIN)
+
+# Shell completion and the man page, generated from the command table.
+docs: build
+	$(BIN) completion bash > bin/pgwarden.bash
+	$(BIN) completion zsh > bin/_pgwarden
+	$(BIN) man > bin/pgwarden.1
+	gzip -9nf -k bin/pgwarden.1
+
+# The binary, the systemd unit, completion, the man page and an example
+# configuration; DESTDIR for staging, PREFIX for the binary (the unit is
+# rewritten to it).
+PREFIX  ?= /usr/local
+DESTDIR ?=
+install: docs
+	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/pgwarden
+	install -d -m 0755 $(DESTDIR)/lib/systemd/system $(DESTDIR)/etc/pgwarden
+	sed 's#/usr/bin/pgwarden#$(PREFIX)/bin/pgwarden#g' examples/pgwarden@.service > $(DESTDIR)/lib/systemd/system/pgwarden@.service
+	install -D -m 0644 bin/pgwarden.bash $(DESTDIR)$(PREFIX)/share/bash-completion/completions/pgwarden
+	install -D -m 0644 bin/_pgwarden $(DESTDIR)$(PREFIX)/share/zsh/site-functions/_pgwarden
+	install -D -m 0644 bin/pgwarden.1.gz $(DESTDIR)$(PREFIX)/share/man/man1/pgwarden.1.gz
+	install -m 0644 examples/node1.yaml $(DESTDIR)/etc/pgwarden/node.yaml.example
+
+# The Debian package (nfpm, from packaging/nfpm.yaml) into bin/.
+deb: docs
+	$(GO) run ./packaging -version $(VERSION) -out bin
 
 # Everything: the unit tests with the race detector, then the integration tests.
 test: deps lint test-unit test-integration

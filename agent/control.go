@@ -67,7 +67,7 @@ func (a *Agent) Switchover(ctx context.Context, r SwitchoverRequest) (bool, erro
 	if !r.ScheduledAt.IsZero() && !scheduled && now.Sub(r.ScheduledAt) > time.Minute {
 		return false, fmt.Errorf("%w: scheduled_at %s is in the past", ErrBadRequest, r.ScheduledAt.Format(time.RFC3339))
 	}
-	f := dcs.Failover{Kind: "switchover", Leader: leader, Candidate: r.Candidate, RequestedAt: now}
+	f := dcs.Failover{Kind: "switchover", Leader: leader, Candidate: r.Candidate, RequestedAt: now, Source: SourceOf(ctx)}
 	if scheduled {
 		f.ScheduledAt = r.ScheduledAt
 	}
@@ -136,7 +136,8 @@ func (a *Agent) Failover(ctx context.Context, r FailoverRequest) error {
 			return fmt.Errorf("%w: candidate %s %s", ErrPrecondition, r.Candidate, why)
 		}
 	}
-	f := dcs.Failover{Kind: kind, Leader: old, Candidate: r.Candidate, Force: r.Force, RequestedAt: a.d.Clock.Now()}
+	f := dcs.Failover{Kind: kind, Leader: old, Candidate: r.Candidate, Force: r.Force, RequestedAt: a.d.Clock.Now(),
+		Requested: "failover", Source: SourceOf(ctx)}
 	if err := a.putFailover(ctx, c, f); err != nil {
 		return err
 	}
@@ -153,7 +154,7 @@ func (a *Agent) putFailover(ctx context.Context, c *dcs.Cluster, f dcs.Failover)
 		}
 		return fmt.Errorf("%w: record request: %v", ErrNotCompleted, err)
 	}
-	a.log.Info("failover request recorded", "action", f.Kind, "leader", f.Leader, "candidate", f.Candidate)
+	a.log.Info("failover request recorded", "action", f.Kind, "leader", f.Leader, "candidate", f.Candidate, "source", f.Source)
 	return nil
 }
 
@@ -228,6 +229,7 @@ func (a *Agent) SetConfig(ctx context.Context, raw []byte, prevRev int64) error 
 	if err := a.d.DCS.SetConfig(ctx, raw, prevRev); err != nil {
 		return fmt.Errorf("write dynamic config: %w", err)
 	}
+	a.log.Info("operator action", "action", "config change", "source", SourceOf(ctx))
 	a.Wake()
 	return nil
 }
@@ -315,11 +317,13 @@ func (r *requests) finish(err error) {
 // with a safe lease, a standby that answers), with the lease renewed and
 // the watchdog armed meanwhile.
 func (a *Agent) Restart(ctx context.Context) error {
+	a.log.Info("operator action", "action", "restart", "source", SourceOf(ctx))
 	return a.restarts.ask(ctx, a, "restart postgres", max(2*a.Status().TTL, completionBound))
 }
 
 // Reload makes PostgreSQL re-read its configuration.
 func (a *Agent) Reload(ctx context.Context) error {
+	a.log.Info("operator action", "action", "reload", "source", SourceOf(ctx))
 	if err := a.d.Postgres.Reload(ctx); err != nil {
 		return fmt.Errorf("%w: reload postgres: %v", ErrNotCompleted, err)
 	}
@@ -334,6 +338,7 @@ func (a *Agent) Reinitialize(ctx context.Context) error {
 	if d := a.longAction.Load(); d != nil {
 		return fmt.Errorf("%w: the agent is busy (%s): try again when it is done", ErrNotCompleted, d)
 	}
+	a.log.Info("operator action", "action", "reinitialize", "source", SourceOf(ctx))
 	// The clone of a big database takes its time: the bound is the
 	// caller's (and the REST server's) more than this one.
 	return a.reinits.ask(ctx, a, "reinitialize", max(10*a.Status().TTL, 5*time.Minute))

@@ -422,9 +422,12 @@ func (a *Agent) acquire(ctx context.Context, o Observation) (bool, error) {
 	if err := a.prepareSyncPromotion(ctx, o.Cluster); err != nil {
 		return a.giveUpKey(ctx), fmt.Errorf("promote: %w", err)
 	}
-	event := "failover"
+	event, source := "failover", ""
 	if f := o.Cluster.Failover; f != nil && f.Candidate == a.s.Name && f.Kind == "switchover" {
-		event = "switchover"
+		event, source = "switchover", f.Source
+		if f.Requested == "failover" {
+			event = "failover"
+		}
 	}
 	// The new timeline's ID is taken in the DCS before it exists: two
 	// promotions that could not see each other's (an etcd outage, a dead
@@ -486,7 +489,11 @@ func (a *Agent) acquire(ctx context.Context, o Observation) (bool, error) {
 			a.log.Warn("cannot clear failover request", "error", err)
 		}
 	}
-	a.log.Info("promoted", "timeline", st.Timeline)
+	if source != "" {
+		a.log.Info("promoted", "timeline", st.Timeline, "action", event, "source", source)
+	} else {
+		a.log.Info("promoted", "timeline", st.Timeline)
+	}
 	return true, nil
 }
 
@@ -823,7 +830,7 @@ func (a *Agent) switchover(ctx context.Context, o Observation, target string) (b
 		a.poolerPaused, a.pausedAt = true, a.d.Clock.Now()
 	}
 	a.awaitPoolersPaused(ctx)
-	a.log.Info("switchover: stopping postgres cleanly", "candidate", target)
+	a.log.Info("switchover: stopping postgres cleanly", "candidate", target, "source", f.Source)
 	// The watchdog stays armed (the keeper renews the lease) until
 	// PostgreSQL is down: a freeze during a long shutdown is fenced too.
 	if err := a.stopPG(ctx, "switchover to "+target); err != nil {

@@ -45,6 +45,10 @@ type PGState struct {
 	WasPrimary       bool
 	ServerVersion    int
 	ReplicationConns int
+	// WALSenders are the standbys streaming from this server.
+	WALSenders []WALSender
+	// PendingRestart: a changed parameter waits for a restart.
+	PendingRestart bool
 	// PostmasterPID is the running postmaster (0 when none).
 	PostmasterPID int
 	// Orphans: with no postmaster, processes of the data directory still

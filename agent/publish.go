@@ -39,7 +39,7 @@ func (a *Agent) publish(ctx context.Context, o Observation, d Decision, out Outc
 		SyncMode: a.dynamic.SynchronousMode, FailsafeMode: a.dynamic.FailsafeMode, Priority: a.s.Priority,
 		NoFailover: a.s.NoFailover, NoLoadBalance: a.s.Tags["noloadbalance"] == "true",
 		Tags: a.s.Tags, Pause: a.dynamic.Pause, ServerVersion: pg.ServerVersion,
-		SystemID: pg.SystemID, ReplicationConns: pg.ReplicationConns,
+		SystemID: pg.SystemID, ReplicationConns: pg.ReplicationConns, WALSenders: pg.WALSenders, PendingRestart: pg.PendingRestart,
 		PostmasterPID: pg.PostmasterPID, PostmasterStart: pg.PostmasterStart,
 		LastLoop: now, LoopDuration: now.Sub(start), TTL: a.dynamic.TTL.D(),
 		LoopWait: a.dynamic.LoopWait.D(), LastDCSContact: a.lastDCS,
@@ -114,7 +114,8 @@ func role(pg PGState) string {
 func sameMember(a, b dcs.Member) bool {
 	return a.Role == b.Role && a.State == b.State && a.Timeline == b.Timeline &&
 		a.Streaming == b.Streaming && a.ConnURL == b.ConnURL && a.Priority == b.Priority &&
-		a.PoolerPaused == b.PoolerPaused && a.Waiting == b.Waiting && a.Error == b.Error
+		a.PoolerPaused == b.PoolerPaused && a.Waiting == b.Waiting && a.Error == b.Error &&
+		a.PendingRestart == b.PendingRestart
 }
 
 // memberRecord is this member's key as PostgreSQL's state pg shows it.
@@ -136,6 +137,8 @@ func (a *Agent) memberRecord(pg PGState) dcs.Member {
 		Version:      a.s.Version,
 		Pooler:       a.d.Pooler != nil,
 		PoolerPaused: a.poolerPaused,
+		// Shown by `list`; no agent decides by it.
+		PendingRestart: pg.PendingRestart,
 	}
 	if f := a.fail; f.Failures > 0 {
 		m.Error = f.summary()

@@ -57,7 +57,11 @@ type Status struct {
 	SystemID        string
 	// ReplicationConns are the standbys connected to this primary.
 	ReplicationConns int
-	PostmasterStart  time.Time
+	// WALSenders are those standbys, as pg_stat_replication shows them.
+	WALSenders []WALSender
+	// PendingRestart: a changed parameter waits for a restart.
+	PendingRestart  bool
+	PostmasterStart time.Time
 	// LastLoop is when the HA loop last completed; LoopDuration how long it took.
 	LastLoop     time.Time
 	LoopDuration time.Duration
@@ -84,6 +88,11 @@ type Status struct {
 	LeaseFailures  uint64
 	Failovers      uint64
 	DCSClusterView *dcs.Cluster
+}
+
+// WALSender is one standby streaming from this server.
+type WALSender struct {
+	ApplicationName, ClientAddr, State, SyncState string
 }
 
 // Lag is how far this replica's replay is behind the leader's last WAL

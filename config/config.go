@@ -58,6 +58,9 @@ type REST struct {
 	ConnectAddress string      `yaml:"connect_address"`
 	Auth           *Credential `yaml:"auth"`
 	TLS            *ServerTLS  `yaml:"tls"`
+	// MetricsCompat "patroni" also exposes the patroni_* series that
+	// dashboards written for Patroni query ("" : pgwarden_* only).
+	MetricsCompat string `yaml:"metrics_compat"`
 }
 
 // ServerTLS is the REST API's TLS configuration: the server's, and that of
@@ -288,13 +291,23 @@ func DefaultDynamic() Dynamic {
 }
 
 // Load reads, defaults and validates the file at path.
-func Load(path string) (*Config, error) {
+func Load(path string) (*Config, error) { return load(path, (*Config).Validate) }
+
+// LoadControl reads a file for the operator commands: a node's file, or a
+// control-only one (scope, namespace, etcd, rest credentials and CA). Only
+// those keys are validated; unknown keys are still errors.
+func LoadControl(path string) (*Config, error) { return load(path, (*Config).ValidateControl) }
+
+func load(path string, validate func(*Config) error) (*Config, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("read config: %w", err)
 	}
 	defer f.Close()
-	c, err := Parse(f)
+	c, err := decode(f)
+	if err == nil {
+		err = validate(c)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
@@ -304,6 +317,18 @@ func Load(path string) (*Config, error) {
 // Parse reads a configuration from r, applies defaults and validates it. A
 // key the schema does not know is an error.
 func Parse(r io.Reader) (*Config, error) {
+	c, err := decode(r)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// decode reads r over the defaults and fills derived values.
+func decode(r io.Reader) (*Config, error) {
 	c := Defaults()
 	dec := yaml.NewDecoder(r)
 	dec.KnownFields(true)
@@ -311,9 +336,6 @@ func Parse(r io.Reader) (*Config, error) {
 		return nil, fmt.Errorf("parse yaml: %w", err)
 	}
 	c.fill()
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
 	return &c, nil
 }
 

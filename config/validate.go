@@ -65,41 +65,11 @@ func (c *Config) Validate() error {
 	} else if !nameRe.MatchString(c.Name) {
 		p.add("name", c.Name, "letters, digits, '_', '.' and '-' only")
 	}
-	if !nameRe.MatchString(c.Scope) {
-		p.add("scope", c.Scope, "required; letters, digits, '_', '.' and '-' only")
-	}
-	if !strings.HasPrefix(c.Namespace, "/") {
-		p.add("namespace", c.Namespace, "must start with /")
-	}
-	if len(c.Etcd.Endpoints) == 0 {
-		p.add("etcd.endpoints", "", "at least one host:port is required")
-	}
-	for i, e := range c.Etcd.Endpoints {
-		hp := e
-		for _, s := range []string{"http://", "https://"} {
-			hp = strings.TrimPrefix(hp, s)
-		}
-		if strings.Contains(hp, "/") {
-			p.add(fmt.Sprintf("etcd.endpoints[%d]", i), e, "want host:port, http://host:port or https://host:port")
-			continue
-		}
-		checkHostPort(&p, fmt.Sprintf("etcd.endpoints[%d]", i), hp)
-	}
-	if (c.Etcd.Username == "") != (c.Etcd.Password == "") {
-		p.add("etcd.username", c.Etcd.Username, "username and password go together")
-	}
-	if t := c.Etcd.TLS; t != nil {
-		checkFile(&p, "etcd.tls.ca", t.CA, false)
-		checkFile(&p, "etcd.tls.cert", t.Cert, false)
-		checkFile(&p, "etcd.tls.key", t.Key, false)
-		if (t.Cert == "") != (t.Key == "") {
-			p.add("etcd.tls.cert", t.Cert, "cert and key go together")
-		}
-	}
+	c.controlProblems(&p)
 	checkHostPort(&p, "rest.listen", c.REST.Listen)
 	checkHostPort(&p, "rest.connect_address", c.REST.ConnectAddress)
-	if a := c.REST.Auth; a != nil && (a.Username == "" || a.Password == "") {
-		p.add("rest.auth", a.Username, "username and password are both required")
+	if m := c.REST.MetricsCompat; m != "" && m != "patroni" {
+		p.add("rest.metrics_compat", m, `must be "patroni" or empty`)
 	}
 	if t := c.REST.TLS; t != nil {
 		checkRESTTLS(&p, t, c.REST.ConnectAddress)
@@ -171,6 +141,65 @@ func (c *Config) Validate() error {
 	c.backupProblems(&p)
 	p = append(p, c.Cluster.problems("cluster.")...)
 	return p.err()
+}
+
+// ValidateControl checks what the operator commands need: the cluster
+// (scope, namespace), etcd, and the REST credentials and CA. A node's file
+// passes it, and so does a control-only file without a name or database
+// passwords, for an operator's laptop.
+func (c *Config) ValidateControl() error {
+	var p Problems
+	if c.Name != "" && !nameRe.MatchString(c.Name) {
+		p.add("name", c.Name, "letters, digits, '_', '.' and '-' only")
+	}
+	c.controlProblems(&p)
+	if t := c.REST.TLS; t != nil {
+		checkFile(&p, "rest.tls.ca", t.CA, false)
+		checkFile(&p, "rest.tls.cert", t.Cert, false)
+		checkFile(&p, "rest.tls.key", t.Key, false)
+		if (t.Cert == "") != (t.Key == "") {
+			p.add("rest.tls.cert", t.Cert, "cert and key go together")
+		}
+	}
+	return p.err()
+}
+
+// controlProblems are the problems of the keys every command reads.
+func (c *Config) controlProblems(p *Problems) {
+	if !nameRe.MatchString(c.Scope) {
+		p.add("scope", c.Scope, "required; letters, digits, '_', '.' and '-' only")
+	}
+	if !strings.HasPrefix(c.Namespace, "/") {
+		p.add("namespace", c.Namespace, "must start with /")
+	}
+	if len(c.Etcd.Endpoints) == 0 {
+		p.add("etcd.endpoints", "", "at least one host:port is required")
+	}
+	for i, e := range c.Etcd.Endpoints {
+		hp := e
+		for _, s := range []string{"http://", "https://"} {
+			hp = strings.TrimPrefix(hp, s)
+		}
+		if strings.Contains(hp, "/") {
+			p.add(fmt.Sprintf("etcd.endpoints[%d]", i), e, "want host:port, http://host:port or https://host:port")
+			continue
+		}
+		checkHostPort(p, fmt.Sprintf("etcd.endpoints[%d]", i), hp)
+	}
+	if (c.Etcd.Username == "") != (c.Etcd.Password == "") {
+		p.add("etcd.username", c.Etcd.Username, "username and password go together")
+	}
+	if t := c.Etcd.TLS; t != nil {
+		checkFile(p, "etcd.tls.ca", t.CA, false)
+		checkFile(p, "etcd.tls.cert", t.Cert, false)
+		checkFile(p, "etcd.tls.key", t.Key, false)
+		if (t.Cert == "") != (t.Key == "") {
+			p.add("etcd.tls.cert", t.Cert, "cert and key go together")
+		}
+	}
+	if a := c.REST.Auth; a != nil && (a.Username == "" || a.Password == "") {
+		p.add("rest.auth", a.Username, "username and password are both required")
+	}
 }
 
 func validatePgBouncer(p *Problems, pb *PgBouncer) {

@@ -165,3 +165,50 @@ func TestExamplesParse(t *testing.T) {
 		}
 	}
 }
+
+// The examples agree with each other: pgbouncer.ini %includes (last) the
+// file the node configs have the agent write, and its socket directory is
+// the nodes' unix_socket_directories; haproxy.cfg checks every node's REST
+// port and has a stats listener.
+func TestExamplesAgree(t *testing.T) {
+	read := func(name string) string {
+		b, err := os.ReadFile(filepath.Join("..", "examples", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	ini := read("pgbouncer.ini")
+	lines := strings.Split(strings.TrimSpace(ini), "\n")
+	include, ok := strings.CutPrefix(lines[len(lines)-1], "%include ")
+	if !ok {
+		t.Fatalf("pgbouncer.ini does not end with %%include: %q", lines[len(lines)-1])
+	}
+	haproxy := read("haproxy.cfg")
+	for i := 1; i <= 3; i++ {
+		node := read(fmt.Sprintf("node%d.yaml", i))
+		if !strings.Contains(node, "databases_file: "+include+"\n") {
+			t.Errorf("node%d.yaml does not write %s, the file pgbouncer.ini includes", i, include)
+		}
+		var sock string
+		for _, l := range strings.Split(node, "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(l), "unix_socket_directories: "); ok {
+				sock = v
+			}
+		}
+		if sock == "" || !strings.Contains(ini, "\nunix_socket_dir = "+sock+"\n") {
+			t.Errorf("node%d.yaml's unix_socket_directories %q is not pgbouncer.ini's unix_socket_dir", i, sock)
+		}
+		c, err := Parse(strings.NewReader(node))
+		if err != nil {
+			continue // TestExamplesParse reports it
+		}
+		_, port, _ := strings.Cut(c.REST.Listen, ":")
+		if strings.Count(haproxy, "check port "+port+"\n") != 2 {
+			t.Errorf("haproxy.cfg does not check node%d's REST port %s in both listeners", i, port)
+		}
+	}
+	if !strings.Contains(haproxy, "stats enable") {
+		t.Error("haproxy.cfg has no stats listener")
+	}
+}

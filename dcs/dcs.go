@@ -54,6 +54,9 @@ type Member struct {
 	// Error is the action that keeps failing on this member and its last
 	// error ("" when the last action succeeded).
 	Error string `json:"error,omitempty"`
+	// PendingRestart: a changed parameter waits for a restart of this
+	// member's PostgreSQL (informational: `list` shows it).
+	PendingRestart bool `json:"pending_restart,omitempty"`
 	// Revision is the key's ModRevision (not stored in the value).
 	Revision int64 `json:"-"`
 }
@@ -87,6 +90,12 @@ type Failover struct {
 	// candidate receive everything up to its shutdown checkpoint before it
 	// released the key (no other member can be ahead of the candidate).
 	HandedOver bool `json:"handed_over,omitempty"`
+	// Requested is what the operator asked for when it differs from Kind:
+	// "failover" for a manual failover that a healthy leader carries out
+	// as a switchover (the history records what was asked).
+	Requested string `json:"requested,omitempty"`
+	// Source is who asked (logged by the members that carry it out).
+	Source string `json:"source,omitempty"`
 	// Revision is the key's ModRevision (not stored in the value).
 	Revision int64 `json:"-"`
 }

@@ -27,7 +27,7 @@ import (
 	"github.com/pgwarden/pgwarden/watchdog"
 )
 
-func TestMain(m *testing.M) { os.Exit(harness.Main(m, harness.WithBinary)) }
+func TestMain(m *testing.M) { os.Exit(harness.Main(m, harness.WithBinary, harness.WithScreenshots)) }
 
 // cluster is a real pgwarden cluster: one etcd, N agents each running its
 // own PostgreSQL, all on loopback.
@@ -64,6 +64,8 @@ type clusterOpts struct {
 	pgExtra string
 	// binDir replaces PostgreSQL's bin_dir.
 	binDir string
+	// restExtra are YAML lines added to every node's rest section.
+	restExtra string
 	// nodeExtra are YAML lines for one node's config (by index).
 	nodeExtra map[int]string
 	// etcd, when set, is an etcd the cluster shares with others (its
@@ -212,7 +214,7 @@ cluster:
   retry_timeout: %[12]g
 %[13]s
 `, n.name, n.etcdEndpoint(), n.apiPort, n.binDir(), filepath.Join(n.dir, "data"), n.pgPort,
-		n.dir, priority, pgb, o.ttl, o.loopWait, o.retry, o.extra+"\n"+o.nodeExtra[n.index], o.scope, o.pgExtra, n.restTLS())
+		n.dir, priority, pgb, o.ttl, o.loopWait, o.retry, o.extra+"\n"+o.nodeExtra[n.index], o.scope, o.pgExtra, n.restTLS()+o.restExtra)
 	n.cfgPath = filepath.Join(n.dir, "pgwarden.yaml")
 	if err := os.WriteFile(n.cfgPath, []byte(cfg), 0o600); err != nil {
 		n.c.t.Fatal(err)

@@ -3,6 +3,7 @@ package postgres
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -77,14 +78,28 @@ type State struct {
 	WasPrimary       bool
 	ServerVersion    int
 	ReplicationConns int
-	PostmasterPID    int
-	PostmasterStart  time.Time
+	// WALSenders are the standbys streaming from this server
+	// (pg_stat_replication), by application name.
+	WALSenders []WALSender
+	// PendingRestart: a changed parameter takes effect only after a
+	// restart (pg_settings.pending_restart).
+	PendingRestart  bool
+	PostmasterPID   int
+	PostmasterStart time.Time
 	// History is the timeline history of Timeline (nil on timeline 1 or
 	// when its history file could not be read).
 	History []Fork
 	// Orphans: no postmaster runs, but processes of the data directory do
 	// (backends of a killed postmaster).
 	Orphans bool
+}
+
+// WALSender is one row of pg_stat_replication.
+type WALSender struct {
+	ApplicationName string `json:"application_name"`
+	ClientAddr      string `json:"client_addr"`
+	State           string `json:"state"`
+	SyncState       string `json:"sync_state"`
 }
 
 // ErrRewindImpossible: pg_rewind could not make the data directory fit to
@@ -257,7 +272,10 @@ const statusQuery = `SELECT pg_is_in_recovery(),
  (SELECT system_identifier::text FROM pg_control_system()),
  current_setting('server_version_num')::int,
  (SELECT count(*) FROM pg_stat_replication),
- current_setting('primary_conninfo')`
+ current_setting('primary_conninfo'),
+ (SELECT count(*) > 0 FROM pg_settings WHERE pending_restart),
+ COALESCE((SELECT json_agg(json_build_object('application_name', application_name, 'client_addr', COALESCE(host(client_addr), ''),
+   'state', state, 'sync_state', sync_state) ORDER BY application_name)::text FROM pg_stat_replication), '[]')`
 
 // Status reads the server's state: files when it is down, one query when
 // it is up.
@@ -298,11 +316,11 @@ func (s *Server) Status(ctx context.Context) (State, error) {
 	st.Running, st.PostmasterPID, st.PostmasterStart = true, pf.PID, pf.Start
 	qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	var cur, recv, repl, wrStatus, conninfo string
+	var cur, recv, repl, wrStatus, conninfo, senders string
 	var tli int64
 	err := s.withConn(qctx, func(c *pgx.Conn) error {
 		return c.QueryRow(qctx, statusQuery).Scan(&st.InRecovery, &cur, &recv, &repl, &tli, &wrStatus,
-			&st.SystemID, &st.ServerVersion, &st.ReplicationConns, &conninfo)
+			&st.SystemID, &st.ServerVersion, &st.ReplicationConns, &conninfo, &st.PendingRestart, &senders)
 	})
 	if err != nil {
 		// It runs: whether it is a primary that still accepts writes from
@@ -321,6 +339,9 @@ func (s *Server) Status(ctx context.Context) (State, error) {
 	}
 	st.Answering, st.State = true, "running"
 	st.Timeline = uint32(tli)
+	if err := json.Unmarshal([]byte(senders), &st.WALSenders); err != nil {
+		s.log.Debug("cannot read the WAL senders", "error", err)
+	}
 	replayEnd := LSN(0)
 	if st.InRecovery && wrStatus != "streaming" {
 		// With no WAL receiver the query's timeline is the last

@@ -197,6 +197,13 @@ type nodeStatus struct {
 	Priority         int               `json:"priority"`
 	SystemID         string            `json:"database_system_identifier,omitempty"`
 	Replication      int               `json:"replication_connections"`
+	// WALSenders is Patroni's "replication": the standbys streaming from
+	// this server.
+	WALSenders     []walSender `json:"replication,omitempty"`
+	DCSLastSeen    int64       `json:"dcs_last_seen,omitempty"`
+	PendingRestart bool        `json:"pending_restart"`
+	// ScheduledRestart is the restart an operator scheduled here.
+	ScheduledRestart *scheduledRestart `json:"scheduled_restart,omitempty"`
 	Pooler           string            `json:"pooler,omitempty"`
 	Unguarded        string            `json:"unguarded,omitempty"`
 	LastError        *lastError        `json:"last_error,omitempty"`
@@ -214,6 +221,22 @@ type lastError struct {
 	Since    string `json:"since"`
 }
 
+type walSender struct {
+	ApplicationName string `json:"application_name"`
+	ClientAddr      string `json:"client_addr"`
+	State           string `json:"state"`
+	SyncState       string `json:"sync_state"`
+}
+
+type scheduledRestart struct {
+	Schedule       string `json:"schedule"`
+	RestartPending bool   `json:"restart_pending,omitempty"`
+}
+
+// postmasterTimeLayout is how PostgreSQL (and so Patroni) prints
+// pg_postmaster_start_time().
+const postmasterTimeLayout = "2006-01-02 15:04:05.999999-07:00"
+
 type patroniInfo struct {
 	Version string `json:"version"`
 	Scope   string `json:"scope"`
@@ -228,7 +251,17 @@ func (s *Server) nodeStatus(st *agent.Status) nodeStatus {
 		Leader: st.Leader, IsLeader: st.IsLeader, Pause: st.Pause, FailsafeMode: st.FailsafeMode, ClusterUnlocked: st.ClusterUnlocked,
 		Tags: st.Tags, Priority: st.Priority, SystemID: st.SystemID, Replication: st.ReplicationConns,
 		Pooler: st.Pooler, Unguarded: st.Unguarded, Action: st.Action, Reason: st.Reason,
-		Patroni: patroniInfo{Version: s.o.Version, Scope: st.Scope, Name: st.Name},
+		PendingRestart: st.PendingRestart,
+		Patroni:        patroniInfo{Version: s.o.Version, Scope: st.Scope, Name: st.Name},
+	}
+	for _, w := range st.WALSenders {
+		ns.WALSenders = append(ns.WALSenders, walSender(w))
+	}
+	if !st.LastDCSContact.IsZero() {
+		ns.DCSLastSeen = st.LastDCSContact.Unix()
+	}
+	if at, pendingOnly, ok := s.restarts.scheduled(); ok {
+		ns.ScheduledRestart = &scheduledRestart{Schedule: at.Format(time.RFC3339), RestartPending: pendingOnly}
 	}
 	if ns.State == "" {
 		ns.State = "unknown"
@@ -238,7 +271,7 @@ func (s *Server) nodeStatus(st *agent.Status) nodeStatus {
 			Since: st.FailingSince.Format(time.RFC3339)}
 	}
 	if !st.PostmasterStart.IsZero() {
-		ns.PostmasterStart = st.PostmasterStart.Format(time.RFC3339)
+		ns.PostmasterStart = st.PostmasterStart.Format(postmasterTimeLayout)
 	}
 	if !st.LastLoop.IsZero() {
 		ns.LastLoop = st.LastLoop.Format(time.RFC3339Nano)

@@ -11,6 +11,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/gorilla/mux"
 	"github.com/hashicorp/go-hclog"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pgwarden/pgwarden/agent"
 	"github.com/pgwarden/pgwarden/config"
@@ -50,6 +53,8 @@ type Options struct {
 	Version string
 	// Backup is this node's backups (nil: none configured).
 	Backup Backups
+	// MetricsCompat "patroni" adds the patroni_* series to /metrics.
+	MetricsCompat string
 }
 
 // maxBody bounds request bodies: every valid one is tiny.
@@ -67,6 +72,12 @@ type Server struct {
 	addr string
 
 	encoded atomic.Pointer[encodedStatus]
+	// restarts is the scheduled restart of this node's PostgreSQL.
+	restarts *restartSchedule
+	// closing ends the status page's event streams at shutdown (Shutdown
+	// waits for requests, and a stream never ends by itself).
+	closing     chan struct{}
+	closingOnce sync.Once
 }
 
 // NewServer checks the options (TLS files are loaded now, so a bad path is
@@ -75,7 +86,8 @@ func NewServer(o Options, log hclog.Logger) (*Server, error) {
 	if o.Agent == nil {
 		return nil, errors.New("rest: no agent")
 	}
-	s := &Server{o: o, log: log}
+	s := &Server{o: o, log: log, closing: make(chan struct{})}
+	s.restarts = newRestartSchedule(o.Agent, log.Named("restart"))
 	if o.TLS != nil {
 		tc, err := serverTLS(o.TLS)
 		if err != nil {
@@ -83,10 +95,18 @@ func NewServer(o Options, log hclog.Logger) (*Server, error) {
 		}
 		s.tls = tc
 	}
-	s.metrics = newMetrics(o.Agent)
+	var extra []prometheus.Collector
 	if o.Backup != nil {
-		s.metrics = newMetrics(o.Agent, newBackupCollector(o.Agent, o.Backup))
+		extra = append(extra, newBackupCollector(o.Agent, o.Backup))
 	}
+	switch o.MetricsCompat {
+	case "":
+	case "patroni":
+		extra = append(extra, newPatroniCollector(o.Agent, o.Version))
+	default:
+		return nil, fmt.Errorf("rest: metrics_compat %q: must be \"patroni\" or empty", o.MetricsCompat)
+	}
+	s.metrics = newMetrics(o.Agent, extra...)
 	s.handler = s.routes()
 	return s, nil
 }
@@ -137,6 +157,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		return fmt.Errorf("rest: %w", err)
 	case <-ctx.Done():
 	}
+	s.closingOnce.Do(func() { close(s.closing) })
 	sctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 	defer cancel()
 	_ = srv.Shutdown(sctx)
@@ -150,6 +171,9 @@ var healthPaths = map[string]check{
 	"/synchronous": checkSync, "/sync": checkSync,
 	"/asynchronous": checkAsync, "/async": checkAsync,
 	"/health": checkHealth, "/liveness": checkLiveness, "/readiness": checkReadiness,
+	// A bare `option httpchk` asks for "/": it must find the primary, as
+	// Patroni's does, or writes would go to replicas.
+	"/": checkPrimary,
 }
 
 func (s *Server) routes() http.Handler {
@@ -159,7 +183,6 @@ func (s *Server) routes() http.Handler {
 		health[path] = s.health(c)
 		r.Handle(path, health[path]).Methods(http.MethodGet, http.MethodHead, http.MethodOptions)
 	}
-	r.HandleFunc("/", s.statusHandler).Methods(http.MethodGet, http.MethodHead, http.MethodOptions)
 	r.HandleFunc("/patroni", s.statusHandler).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/status", s.statusHandler).Methods(http.MethodGet, http.MethodHead)
 	r.Handle("/metrics", s.metrics).Methods(http.MethodGet)
@@ -172,10 +195,13 @@ func (s *Server) routes() http.Handler {
 	r.Handle("/switchover", s.write(s.deleteSwitchover)).Methods(http.MethodDelete)
 	r.Handle("/failover", s.write(s.postFailover)).Methods(http.MethodPost)
 	r.Handle("/failsafe", s.write(s.postFailsafe)).Methods(http.MethodPost)
-	r.Handle("/restart", s.write(s.simple("restart", s.o.Agent.Restart))).Methods(http.MethodPost)
+	r.Handle("/restart", s.write(s.postRestart)).Methods(http.MethodPost)
+	r.Handle("/restart", s.write(s.deleteRestart)).Methods(http.MethodDelete)
 	r.Handle("/reload", s.write(s.simple("reload", s.o.Agent.Reload))).Methods(http.MethodPost)
 	r.Handle("/reinitialize", s.write(s.simple("reinitialize", s.o.Agent.Reinitialize))).Methods(http.MethodPost)
 	r.Handle("/backups", s.api(s.getBackups)).Methods(http.MethodGet)
+	r.HandleFunc("/ui", s.getUI).Methods(http.MethodGet, http.MethodHead)
+	r.HandleFunc("/ui/events", s.getUIEvents).Methods(http.MethodGet)
 	r.Handle("/backup", s.toLeader(s.write(s.postBackup))).Methods(http.MethodPost)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, errBody{Error: "no such path: " + r.URL.Path})
@@ -234,13 +260,41 @@ func (s *Server) write(h func(r *http.Request) (result, error)) http.Handler {
 	inner := s.api(h)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if a := s.o.Auth; a != nil && !authorized(r, a) {
-			w.Header().Set("WWW-Authenticate", `Basic realm="pgwarden"`)
+			// The status page asks for credentials itself: a challenge
+			// would make the browser open its own dialog over it.
+			if r.Header.Get("X-Requested-With") == "" {
+				w.Header().Set("WWW-Authenticate", `Basic realm="pgwarden"`)
+			}
 			writeJSON(w, http.StatusUnauthorized, errBody{Error: "authentication required"})
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
-		inner.ServeHTTP(w, r)
+		inner.ServeHTTP(w, r.WithContext(agent.WithSource(r.Context(), requestSource(r))))
 	})
+}
+
+// requestSource names who sent a request for the log of the agent that
+// acts on it: the client's address, the user it authenticated as, and what
+// the client says it is (the CLI sends X-Pgwarden-Source).
+func requestSource(r *http.Request) string {
+	src := "rest " + r.RemoteAddr
+	if u, _, ok := r.BasicAuth(); ok {
+		src += " user " + u
+	}
+	if c := r.Header.Get("X-Pgwarden-Source"); c != "" {
+		// One short line: it lands in a log.
+		c = strings.Map(func(r rune) rune {
+			if r < ' ' || r == 0x7f {
+				return -1
+			}
+			return r
+		}, c)
+		if len(c) > 80 {
+			c = c[:80]
+		}
+		src += " via " + c
+	}
+	return src
 }
 
 func authorized(r *http.Request, a *config.Credential) bool {
@@ -537,6 +591,13 @@ func (s *Server) putConfig(r *http.Request) (result, error) {
 	if err != nil {
 		return result{}, err
 	}
+	// If-Match: the revision the client edited (edit-config): a change
+	// made meanwhile is a 409, not overwritten.
+	if v := r.Header.Get("If-Match"); v != "" {
+		if rev, err = strconv.ParseInt(strings.Trim(v, `"`), 10, 64); err != nil || rev < 0 {
+			return result{}, fmt.Errorf("%w: If-Match %q: want the configuration's revision", errBadRequest, v)
+		}
+	}
 	raw, _ := json.Marshal(m)
 	if err := s.o.Agent.SetConfig(r.Context(), raw, rev); err != nil {
 		return result{}, err
@@ -544,32 +605,51 @@ func (s *Server) putConfig(r *http.Request) (result, error) {
 	return result{body: json.RawMessage(raw)}, nil
 }
 
+// PatroniHistory is the history as Patroni's GET /history lists it: per
+// change of timeline, [the timeline that ended, the LSN where it ended, the
+// reason, when, the new leader]. A pending entry (a promotion not done
+// yet) is left out: no timeline has ended there.
+func PatroniHistory(h []dcs.HistoryEntry) [][]any {
+	out := make([][]any, 0, len(h))
+	for _, e := range h {
+		if e.Pending {
+			continue
+		}
+		parent := e.Parent
+		if parent == 0 && e.Timeline > 1 {
+			parent = e.Timeline - 1
+		}
+		out = append(out, []any{parent, e.LSN, e.Reason, e.Time.Format(time.RFC3339Nano), e.NewLeader})
+	}
+	return out
+}
+
 func (s *Server) getHistory(r *http.Request) (result, error) {
 	h, err := s.o.Agent.History(r.Context())
 	if err != nil {
 		return result{}, err
 	}
-	out := make([]map[string]any, 0, len(h))
-	for _, e := range h {
-		out = append(out, map[string]any{
-			"timeline": e.Timeline, "lsn": e.LSN, "reason": e.Reason,
-			"time": e.Time.Format(time.RFC3339), "new_leader": e.NewLeader,
-		})
-	}
-	return result{body: out}, nil
+	return result{body: PatroniHistory(h)}, nil
 }
 
 type clusterMember struct {
-	Name     string            `json:"name"`
-	Role     string            `json:"role"`
-	State    string            `json:"state"`
-	Host     string            `json:"host"`
-	Port     int               `json:"port"`
-	APIURL   string            `json:"api_url"`
-	Timeline uint32            `json:"timeline,omitempty"`
-	Lag      *uint64           `json:"lag,omitempty"`
-	Priority int               `json:"priority"`
-	Tags     map[string]string `json:"tags,omitempty"`
+	Name     string `json:"name"`
+	Role     string `json:"role"`
+	State    string `json:"state"`
+	Host     string `json:"host"`
+	Port     int    `json:"port"`
+	APIURL   string `json:"api_url"`
+	Timeline uint32 `json:"timeline,omitempty"`
+	// LSN is the member's WAL position (a replica's received one), as
+	// PostgreSQL writes it; the lags are bytes behind the leader's last
+	// position (Lag is ReplayLag, as before).
+	LSN            string            `json:"lsn,omitempty"`
+	Lag            *uint64           `json:"lag,omitempty"`
+	ReceiveLag     *uint64           `json:"receive_lag,omitempty"`
+	ReplayLag      *uint64           `json:"replay_lag,omitempty"`
+	PendingRestart bool              `json:"pending_restart,omitempty"`
+	Priority       int               `json:"priority"`
+	Tags           map[string]string `json:"tags,omitempty"`
 	// Waiting: with no leader, why this member does not take over.
 	Waiting string `json:"waiting,omitempty"`
 	// Error: the action that keeps failing there, and its last error.
@@ -600,18 +680,29 @@ func ClusterView(c *dcs.Cluster, scope string, pause bool) map[string]any {
 	var members []clusterMember
 	for _, m := range c.Members {
 		host, port := splitConnURL(m.ConnURL)
-		cm := clusterMember{Name: m.Name, Role: m.Role, State: m.State, Host: host, Port: port, APIURL: m.APIURL,
-			Timeline: m.Timeline, Priority: m.Priority, Tags: m.Tags, Waiting: m.Waiting, Error: m.Error}
-		if m.Name == leader {
+		cm := clusterMember{Name: m.Name, Role: m.Role, State: m.State, Host: host, Port: port, APIURL: patroniURL(m.APIURL),
+			Timeline: m.Timeline, Priority: m.Priority, Tags: m.Tags, Waiting: m.Waiting, PendingRestart: m.PendingRestart, Error: m.Error}
+		if m.WALPosition > 0 {
+			cm.LSN = formatLSN(m.WALPosition)
+		}
+		switch {
+		case m.Name == leader:
 			cm.Role = "leader"
-		} else if m.Role == "replica" {
-			var lag uint64
-			if c.Status.LSN > m.ReplayedLSN && m.ReplayedLSN > 0 {
-				lag = c.Status.LSN - m.ReplayedLSN
-			} else if c.Status.LSN > m.WALPosition {
-				lag = c.Status.LSN - m.WALPosition
+		case m.Role == "replica":
+			if c.Sync != nil && slices.Contains(c.Sync.SyncStandby, m.Name) {
+				cm.Role = "sync_standby"
 			}
-			cm.Lag = &lag
+			if m.State == "running" && m.Streaming {
+				// As `list` shows it, and as Patroni names it; the
+				// record in etcd keeps "running", which agents read.
+				cm.State = "streaming"
+			}
+			replayed := m.ReplayedLSN
+			if replayed == 0 {
+				replayed = m.WALPosition
+			}
+			receive, replay := lagBehind(c.Status.LSN, m.WALPosition), lagBehind(c.Status.LSN, replayed)
+			cm.ReceiveLag, cm.ReplayLag, cm.Lag = &receive, &replay, &replay
 		}
 		members = append(members, cm)
 	}
@@ -628,6 +719,26 @@ func ClusterView(c *dcs.Cluster, scope string, pause bool) map[string]any {
 	}
 	return out
 }
+
+func lagBehind(leader, pos uint64) uint64 {
+	if leader > pos {
+		return leader - pos
+	}
+	return 0
+}
+
+// patroniURL is a member's API URL as Patroni publishes it: the address of
+// its /patroni. The record in etcd keeps the base URL, to which peers
+// append paths themselves.
+func patroniURL(base string) string {
+	if base == "" {
+		return ""
+	}
+	return strings.TrimRight(base, "/") + "/patroni"
+}
+
+// formatLSN writes an LSN as PostgreSQL does (16/B374D848).
+func formatLSN(l uint64) string { return fmt.Sprintf("%X/%X", l>>32, uint32(l)) }
 
 func splitConnURL(u string) (string, int) {
 	u = strings.TrimPrefix(u, "postgres://")

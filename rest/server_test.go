@@ -40,6 +40,8 @@ type fakeAgent struct {
 	cfgRev  int64
 	cluster *dcs.Cluster
 	sched   bool
+	// source is who the last reload came from (agent.SourceOf).
+	source string
 }
 
 func (f *fakeAgent) Status() *agent.Status {
@@ -80,10 +82,16 @@ func (f *fakeAgent) SetConfig(ctx context.Context, raw []byte, rev int64) error 
 	return nil
 }
 func (f *fakeAgent) History(ctx context.Context) ([]dcs.HistoryEntry, error) {
-	return []dcs.HistoryEntry{{Timeline: 1, LSN: 100, Reason: "switchover", NewLeader: "b"}}, nil
+	return []dcs.HistoryEntry{{Timeline: 2, Parent: 1, LSN: 100, Reason: "switchover", NewLeader: "b"},
+		{Timeline: 3, LSN: 200, Reason: "failover", NewLeader: "a", Pending: true}}, nil
 }
-func (f *fakeAgent) Restart(ctx context.Context) error      { return f.record("restart") }
-func (f *fakeAgent) Reload(ctx context.Context) error       { return f.record("reload") }
+func (f *fakeAgent) Restart(ctx context.Context) error { return f.record("restart") }
+func (f *fakeAgent) Reload(ctx context.Context) error {
+	f.mu.Lock()
+	f.source = agent.SourceOf(ctx)
+	f.mu.Unlock()
+	return f.record("reload")
+}
 func (f *fakeAgent) Reinitialize(ctx context.Context) error { return f.record("reinit") }
 func (f *fakeAgent) ConfirmFailsafe(leader string, ttl time.Duration) error {
 	if leader != "a" {
@@ -105,6 +113,12 @@ func newTestServer(t *testing.T, f *fakeAgent, auth *config.Credential) *httptes
 	if err != nil {
 		t.Fatal(err)
 	}
+	return serve(t, s)
+}
+
+// serve runs s's handler on a test server closed with the test.
+func serve(t *testing.T, s *Server) *httptest.Server {
+	t.Helper()
 	ts := httptest.NewServer(s.Handler())
 	t.Cleanup(ts.Close)
 	return ts
@@ -154,6 +168,9 @@ func TestHealthChecks(t *testing.T) {
 		{"primary aliases", primaryStatus, "/master", 200},
 		{"primary aliases", primaryStatus, "/leader", 200},
 		{"primary aliases", primaryStatus, "/read-write", 200},
+		{"/ is /primary (bare option httpchk)", primaryStatus, "/", 200},
+		{"/ on a replica", replicaStatus, "/", 503},
+		{"/ on a stopped node", stopped, "/", 503},
 		{"key without primary postgres", keyOnly, "/primary", 503},
 		{"unresponsive primary is not vouched for", mutePrimary, "/primary", 503},
 		{"unresponsive primary is not read-only either", mutePrimary, "/read-only", 503},
@@ -197,7 +214,7 @@ func TestHealthChecks(t *testing.T) {
 
 func TestStatusJSON(t *testing.T) {
 	ts := newTestServer(t, &fakeAgent{st: replicaStatus}, nil)
-	for _, path := range []string{"/patroni", "/status", "/"} {
+	for _, path := range []string{"/patroni", "/status"} {
 		code, body := do(t, ts, "GET", path, "")
 		if code != 200 {
 			t.Fatalf("%s = %d", path, code)
@@ -307,6 +324,22 @@ func TestConfigEndpoints(t *testing.T) {
 	if code, _ := do(t, ts, "PUT", "/config", `{"ttl":15}`); code != 200 || string(f.cfg) != `{"ttl":15}` {
 		t.Fatalf("PUT = %d, config %s", code, f.cfg)
 	}
+	// If-Match: the revision the client edited; an older one is a 409.
+	for _, tc := range []struct {
+		rev  string
+		want int
+	}{{fmt.Sprint(f.cfgRev - 1), 409}, {"soon", 400}, {fmt.Sprint(f.cfgRev), 200}} {
+		req, _ := http.NewRequest("PUT", ts.URL+"/config", strings.NewReader(`{"ttl":20}`))
+		req.Header.Set("If-Match", tc.rev)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("PUT /config If-Match %s = %d; want %d", tc.rev, resp.StatusCode, tc.want)
+		}
+	}
 }
 
 func TestClusterAndHistory(t *testing.T) {
@@ -333,8 +366,11 @@ func TestClusterAndHistory(t *testing.T) {
 		v.Members[1].Port != 5432 || v.Members[1].Lag == nil || *v.Members[1].Lag != 100 || v.Sched == nil || v.Sched.At != "2030-01-01T00:00:00Z" {
 		t.Fatalf("/cluster body %s", body)
 	}
-	if code, body := do(t, ts, "GET", "/history", ""); code != 200 || !strings.Contains(body, `"new_leader": "b"`) {
-		t.Fatalf("/history = %d %s", code, body)
+	code, body = do(t, ts, "GET", "/history", "")
+	var h [][]any
+	if err := json.Unmarshal([]byte(body), &h); code != 200 || err != nil || len(h) != 1 || len(h[0]) != 5 ||
+		h[0][0] != 1.0 || h[0][1] != 100.0 || h[0][2] != "switchover" || h[0][4] != "b" {
+		t.Fatalf("/history = %d %s; want Patroni's [[timeline, lsn, reason, time, new_leader]]", code, body)
 	}
 }
 

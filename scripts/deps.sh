@@ -1,6 +1,7 @@
 #!/bin/sh
 # Installs what the tests need, only what is missing: PostgreSQL 15,
-# PgBouncer, HAProxy, etcd, pgBackRest and promtool (Debian packages); wrk too with
+# PgBouncer, HAProxy, etcd, pgBackRest, Chromium (the status page's test)
+# and promtool (Debian's prometheus: the alert rules' check); wrk too with
 # WITH_WRK=1.
 set -eu
 PG_BIN_DIR=${PG_BIN_DIR:-/usr/lib/postgresql/15/bin}
@@ -11,6 +12,7 @@ command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing="$miss
 command -v etcd >/dev/null 2>&1 || missing="$missing etcd-server"
 command -v pgbackrest >/dev/null 2>&1 || missing="$missing pgbackrest"
 # promtool checks examples/prometheus-rules.yml (Debian ships it with the server).
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 command -v promtool >/dev/null 2>&1 || missing="$missing prometheus"
 # make bench also loads the REST API with wrk.
 if [ "${WITH_WRK:-}" = 1 ]; then

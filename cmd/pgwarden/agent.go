@@ -41,19 +41,27 @@ func cmdAgent(e *env, args []string) error {
 		return errors.New("refusing to run as root: PostgreSQL will not run as root; start the agent as the postgres OS user (e.g. sudo -u postgres pgwarden agent -c FILE)")
 	}
 	log := newLogger(cfg.Log, e.stderr).With("member", cfg.Name)
+	notify := sdNotifier(takeNotifySocket())
 	w, err := wire(e.ctx, cfg, *path, log)
 	if err != nil {
 		return err
 	}
+	w.notify = notify
 	return w.run(e.ctx)
 }
 
 // wired is one node's agent with its side effects and REST server.
 type wired struct {
-	cfg    *config.Config
-	log    hclog.Logger
-	agent  *agent.Agent
-	server *rest.Server
+	cfg   *config.Config
+	log   hclog.Logger
+	agent *agent.Agent
+	// starting is the agent as the API sees it: with why it is still
+	// starting before its first loop.
+	starting *startingAgent
+	store    *etcd.Store
+	server   *rest.Server
+	// notify speaks to systemd (Type=notify).
+	notify func(string) error
 	wd     *watchdog.Client
 	hooks  *hooks.Runner
 	backup *backup.Manager
@@ -154,7 +162,8 @@ func wire(ctx context.Context, cfg *config.Config, path string, log hclog.Logger
 		WatchdogRequired: cfg.Watchdog.Mode == "required",
 	}
 	w.agent = agent.New(s, deps, log.Named("ha"))
-	ro := restOptions(cfg, w.agent)
+	w.starting, w.store = &startingAgent{Agent: w.agent}, store
+	ro := restOptions(cfg, w.starting)
 	if mgr != nil {
 		ro.Backup = mgr
 	}
@@ -215,6 +224,10 @@ func openStore(ctx context.Context, cfg *config.Config, log hclog.Logger) (*etcd
 	return s, nil
 }
 
+// startupReport is how often a starting agent says why it has not run its
+// first loop yet.
+const startupReport = 5 * time.Second
+
 // run serves the REST API and runs the HA loop until ctx ends, re-reading
 // the file on SIGHUP.
 func (w *wired) run(ctx context.Context) error {
@@ -234,6 +247,10 @@ func (w *wired) run(ctx context.Context) error {
 		go w.backup.Run(ctx)
 	}
 	w.log.Info("agent started", "rest", w.cfg.REST.Listen, "postgres", w.cfg.Postgres.Listen)
+	go watchStartup(ctx, w.starting, func(ctx context.Context) error {
+		_, err := w.store.ClusterFresh(ctx)
+		return err
+	}, w.cfg.Etcd.Endpoints, startupReport, w.cfg.Cluster.RetryTimeout.D(), w.notify, w.log)
 	loopErr := w.agent.Run(ctx)
 	cancel()
 	srvErr := <-errc
@@ -303,6 +320,7 @@ func cmdHandback(e *env, args []string) error {
 	return nil
 }
 
-func restOptions(cfg *config.Config, a *agent.Agent) rest.Options {
-	return rest.Options{Listen: cfg.REST.Listen, Agent: a, Auth: cfg.REST.Auth, TLS: cfg.REST.TLS, Version: version}
+func restOptions(cfg *config.Config, a rest.Agent) rest.Options {
+	return rest.Options{Listen: cfg.REST.Listen, Agent: a, Auth: cfg.REST.Auth, TLS: cfg.REST.TLS, Version: version,
+		MetricsCompat: cfg.REST.MetricsCompat}
 }

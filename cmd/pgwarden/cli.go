@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -34,7 +33,7 @@ func openCluster(ctx context.Context, c *config.Config) (*etcd.Store, error) {
 		Username:     c.Etcd.Username,
 		Password:     c.Etcd.Password,
 		Prefix:       c.Prefix(),
-		Name:         c.Name + "-cli",
+		Name:         cliName(c),
 		TTL:          c.Cluster.TTL.D(),
 		RetryTimeout: c.Cluster.RetryTimeout.D(),
 	}
@@ -48,9 +47,18 @@ func openCluster(ctx context.Context, c *config.Config) (*etcd.Store, error) {
 	return s, nil
 }
 
+// cliName is how the CLI names itself to etcd: a control-only file has no
+// member name.
+func cliName(c *config.Config) string {
+	if c.Name == "" {
+		return "pgwarden-cli"
+	}
+	return c.Name + "-cli"
+}
+
 // withCluster loads the config, reads the cluster and calls f.
 func withCluster(e *env, path string, f func(cfg *config.Config, s *etcd.Store, c *dcs.Cluster) error) error {
-	cfg, err := loadConfig(path)
+	cfg, err := loadControl(path)
 	if err != nil {
 		return err
 	}
@@ -63,7 +71,7 @@ func withCluster(e *env, path string, f func(cfg *config.Config, s *etcd.Store, 
 	defer s.Close(context.Background())
 	c, err := s.Cluster(ctx)
 	if err != nil {
-		return fmt.Errorf("read cluster: %w", err)
+		return err // the store names what failed ("read cluster: ...")
 	}
 	return f(cfg, s, c)
 }
@@ -78,7 +86,7 @@ func dynamicOf(c *dcs.Cluster) config.Dynamic {
 
 func cmdList(e *env, args []string) error {
 	fs := flags(e, "list", "-c FILE [--format table|json] [--watch N]")
-	path := fs.String("c", "", "node configuration file")
+	path := configFlag(fs)
 	format := fs.String("format", "table", "table or json")
 	watch := fs.Int("watch", 0, "refresh every N seconds until interrupted")
 	if err := parse(fs, args); err != nil {
@@ -120,7 +128,7 @@ func cmdList(e *env, args []string) error {
 
 func cmdHistory(e *env, args []string) error {
 	fs := flags(e, "history", "-c FILE [--format table|json]")
-	path := fs.String("c", "", "node configuration file")
+	path := configFlag(fs)
 	format := fs.String("format", "table", "table or json")
 	if err := parse(fs, args); err != nil {
 		return err
@@ -143,7 +151,7 @@ func formatLSN(l uint64) string { return fmt.Sprintf("%X/%X", l>>32, uint32(l)) 
 
 func cmdShowConfig(e *env, args []string) error {
 	fs := flags(e, "show-config", "-c FILE")
-	path := fs.String("c", "", "node configuration file")
+	path := configFlag(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
@@ -167,25 +175,29 @@ func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
 func cmdEditConfig(e *env, args []string) error {
-	fs := flags(e, "edit-config", "-c FILE [--set key=value ...] [--force]")
-	path := fs.String("c", "", "node configuration file")
+	fs := flags(e, "edit-config", "-c FILE [--set key=value ...] [--force] "+restFlagsUsage)
+	path := configFlag(fs)
+	rf := addRESTFlags(fs)
 	force := fs.Bool("force", false, "apply without asking")
 	var sets multiFlag
 	fs.Var(&sets, "set", "key=value to set (repeatable); value is JSON or a plain string; key may be parameters.NAME")
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	return withCluster(e, *path, func(_ *config.Config, s *etcd.Store, c *dcs.Cluster) error {
+	return withCluster(e, *path, func(cfg *config.Config, _ *etcd.Store, c *dcs.Cluster) error {
+		rc, err := newRESTClient(cfg, rf)
+		if err != nil {
+			return err
+		}
 		old := c.Config
 		if old == nil {
 			old = []byte("{}")
 		}
 		var next []byte
-		var err error
 		if len(sets) > 0 {
 			next, err = applySets(old, sets)
 		} else {
-			next, err = editInEditor(old)
+			next, err = editInEditor(e.ctx, old)
 		}
 		if err != nil {
 			return err
@@ -202,11 +214,15 @@ func cmdEditConfig(e *env, args []string) error {
 		if !*force && !confirm(e, "apply these changes?") {
 			return errors.New("not applied")
 		}
-		if err := s.SetConfig(e.ctx, next, c.ConfigRevision); err != nil {
-			if errors.Is(err, dcs.ErrKeyModified) {
-				return errors.New("the configuration changed while you edited it: nothing applied, run edit-config again")
-			}
-			return fmt.Errorf("write config: %w", err)
+		// Through a member's API, so its agent logs who changed what; at
+		// the revision edited, so a change made meanwhile is not lost.
+		hdr := http.Header{"If-Match": {fmt.Sprint(c.ConfigRevision)}}
+		code, _, err := anyMember(e.ctx, rc, c, http.MethodPut, "/config", json.RawMessage(next), hdr)
+		if code == http.StatusConflict {
+			return errors.New("the configuration changed while you edited it: nothing applied, run edit-config again")
+		}
+		if err != nil {
+			return err
 		}
 		fmt.Fprintln(e.stdout, "configuration applied")
 		return nil
@@ -245,10 +261,10 @@ func applySets(raw []byte, sets []string) ([]byte, error) {
 	return json.Marshal(obj)
 }
 
-func editInEditor(raw []byte) ([]byte, error) {
+func editInEditor(ctx context.Context, raw []byte) ([]byte, error) {
 	editor := os.Getenv("EDITOR")
 	if editor == "" {
-		return nil, fmt.Errorf("give --set key=value or set $EDITOR: %w", errUsage)
+		editor = "vi" // as git, crontab and patronictl do
 	}
 	f, err := os.CreateTemp("", "pgwarden-config-*.json")
 	if err != nil {
@@ -261,7 +277,7 @@ func editInEditor(raw []byte) ([]byte, error) {
 		return nil, err
 	}
 	f.Close()
-	cmd := exec.Command("sh", "-c", editor+` "$1"`, "editor", f.Name())
+	cmd := exec.CommandContext(ctx, "sh", "-c", editor+` "$1"`, "editor", f.Name())
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	if err := cmd.Run(); err != nil {
 		return nil, fmt.Errorf("editor %q: %w", editor, err)
@@ -309,31 +325,60 @@ func jsonDiff(a, b []byte) string {
 }
 
 func confirm(e *env, q string) bool {
-	fmt.Fprintf(e.stdout, "%s [y/N] ", q)
-	line, _ := bufio.NewReader(e.stdin).ReadString('\n')
-	line = strings.ToLower(strings.TrimSpace(line))
+	line := strings.ToLower(ask(e, q+" [y/N] "))
 	return line == "y" || line == "yes"
+}
+
+// ask prints q and reads one line. It reads byte by byte: a buffered
+// reader would swallow the answers to the questions after this one.
+func ask(e *env, q string) string {
+	fmt.Fprint(e.stdout, q)
+	var line []byte
+	b := make([]byte, 1)
+	for len(line) < 4096 {
+		n, err := e.stdin.Read(b)
+		if n == 1 {
+			if b[0] == '\n' {
+				break
+			}
+			line = append(line, b[0])
+		}
+		if err != nil {
+			break
+		}
+	}
+	return strings.TrimSpace(string(line))
 }
 
 func cmdPause(e *env, args []string) error  { return setPause(e, "pause", args, true) }
 func cmdResume(e *env, args []string) error { return setPause(e, "resume", args, false) }
 
 func setPause(e *env, name string, args []string, pause bool) error {
-	fs := flags(e, name, "-c FILE")
-	path := fs.String("c", "", "node configuration file")
+	fs := flags(e, name, "-c FILE "+restFlagsUsage)
+	path := configFlag(fs)
+	rf := addRESTFlags(fs)
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	return withCluster(e, *path, func(_ *config.Config, s *etcd.Store, c *dcs.Cluster) error {
+	return withCluster(e, *path, func(cfg *config.Config, _ *etcd.Store, c *dcs.Cluster) error {
 		if c.Config == nil {
 			return errors.New("the cluster is not initialized")
 		}
-		next, err := applySets(c.Config, []string{fmt.Sprintf("pause=%t", pause)})
+		if dynamicOf(c).Pause == pause {
+			if pause {
+				fmt.Fprintln(e.stdout, "already paused: nothing changed (pgwarden resume to leave maintenance mode)")
+			} else {
+				fmt.Fprintln(e.stdout, "not paused: nothing changed (automatic failover is on)")
+			}
+			return nil
+		}
+		rc, err := newRESTClient(cfg, rf)
 		if err != nil {
 			return err
 		}
-		if err := s.SetConfig(e.ctx, next, c.ConfigRevision); err != nil {
-			return fmt.Errorf("write config: %w", err)
+		// PATCH /config as patronictl does: the member's agent logs it.
+		if _, _, err := anyMember(e.ctx, rc, c, http.MethodPatch, "/config", map[string]bool{"pause": pause}, nil); err != nil {
+			return err
 		}
 		if pause {
 			fmt.Fprintln(e.stdout, "paused: no automatic failover until pgwarden resume")
@@ -342,6 +387,35 @@ func setPause(e *env, name string, args []string, pause bool) error {
 		}
 		return nil
 	})
+}
+
+// anyMember sends a cluster-wide request (the dynamic configuration) to
+// the leader's API, or, when it does not answer (a dead leader of a paused
+// cluster), to the next member that does.
+func anyMember(ctx context.Context, rc *restClient, c *dcs.Cluster, method, path string, body any, hdr http.Header) (int, []byte, error) {
+	var urls []string
+	if c.Leader != nil {
+		if m := c.Member(c.Leader.Name); m != nil && m.APIURL != "" {
+			urls = append(urls, strings.TrimRight(m.APIURL, "/"))
+		}
+	}
+	for _, m := range c.Members {
+		if u := strings.TrimRight(m.APIURL, "/"); u != "" && !slices.Contains(urls, u) {
+			urls = append(urls, u)
+		}
+	}
+	if len(urls) == 0 {
+		return 0, nil, errors.New("no member has published its REST API address")
+	}
+	var errs []error
+	for _, u := range urls {
+		code, out, err := rc.doHeader(ctx, method, u+path, body, hdr)
+		if code != 0 || ctx.Err() != nil {
+			return code, out, err
+		}
+		errs = append(errs, err)
+	}
+	return 0, nil, errors.Join(errs...)
 }
 
 // memberAPI is the REST base URL of a member (or of the leader when name
@@ -363,7 +437,7 @@ func memberAPI(c *dcs.Cluster, name string) (string, error) {
 
 func cmdSwitchover(e *env, args []string) error {
 	fs := flags(e, "switchover", "-c FILE [--leader N] [--candidate N] [--scheduled T] [--force] "+restFlagsUsage)
-	path := fs.String("c", "", "node configuration file")
+	path := configFlag(fs)
 	rf := addRESTFlags(fs)
 	leader := fs.String("leader", "", "the current leader (checked)")
 	cand := fs.String("candidate", "", "the member to promote (default: the best replica)")
@@ -428,7 +502,7 @@ func leaderName(c *dcs.Cluster) string {
 
 func cmdFailover(e *env, args []string) error {
 	fs := flags(e, "failover", "-c FILE --candidate N [--force] "+restFlagsUsage)
-	path := fs.String("c", "", "node configuration file")
+	path := configFlag(fs)
 	rf := addRESTFlags(fs)
 	cand := fs.String("candidate", "", "the member to promote")
 	force := fs.Bool("force", false, "skip confirmation and the lag check")
@@ -462,12 +536,11 @@ func cmdFailover(e *env, args []string) error {
 	})
 }
 
-func cmdRestart(e *env, args []string) error { return nodeAction(e, "restart", "/restart", args) }
-func cmdReinit(e *env, args []string) error  { return nodeAction(e, "reinit", "/reinitialize", args) }
+func cmdReinit(e *env, args []string) error { return nodeAction(e, "reinit", "/reinitialize", args) }
 
 func nodeAction(e *env, name, path string, args []string) error {
 	fs := flags(e, name, "-c FILE NODE [--force] "+restFlagsUsage)
-	cfgPath := fs.String("c", "", "node configuration file")
+	cfgPath := configFlag(fs)
 	rf := addRESTFlags(fs)
 	force := fs.Bool("force", false, "do not ask for confirmation")
 	pos, err := parseInterleaved(fs, args)

@@ -24,10 +24,14 @@ type listRow struct {
 	LagMB    float64           `json:"lag_mb"`
 	Priority int               `json:"priority"`
 	Tags     map[string]string `json:"tags,omitempty"`
+	// PendingRestart: a changed parameter waits for a restart.
+	PendingRestart bool `json:"pending_restart"`
 }
 
 type listView struct {
-	Scope               string    `json:"scope"`
+	Scope string `json:"scope"`
+	// SystemID is the cluster's database system identifier.
+	SystemID            string    `json:"system_identifier,omitempty"`
 	Leader              string    `json:"leader"`
 	Paused              bool      `json:"paused"`
 	ScheduledSwitchover string    `json:"scheduled_switchover,omitempty"`
@@ -44,7 +48,7 @@ type listView struct {
 // buildList turns the cluster into the rows of `pgwarden list`: leader
 // first, then replicas by name.
 func buildList(c *dcs.Cluster, scope string, paused bool) listView {
-	v := listView{Scope: scope, Paused: paused, LastBackup: lastBackup(c.BackupRuns)}
+	v := listView{Scope: scope, SystemID: c.Initialize, Paused: paused, LastBackup: lastBackup(c.BackupRuns)}
 	if c.Leader != nil {
 		v.Leader = c.Leader.Name
 	}
@@ -52,7 +56,8 @@ func buildList(c *dcs.Cluster, scope string, paused bool) listView {
 		v.ScheduledSwitchover = fmt.Sprintf("%s -> %s at %s", f.Leader, orAny(f.Candidate), f.ScheduledAt.Format(time.RFC3339))
 	}
 	for _, m := range c.Members {
-		r := listRow{Member: m.Name, Host: connHost(m.ConnURL), State: m.State, Timeline: m.Timeline, Priority: m.Priority, Tags: m.Tags}
+		r := listRow{Member: m.Name, Host: connHost(m.ConnURL), State: m.State, Timeline: m.Timeline, Priority: m.Priority, Tags: m.Tags,
+			PendingRestart: m.PendingRestart}
 		switch {
 		case m.Name == v.Leader:
 			r.Role = "leader"
@@ -118,20 +123,36 @@ func writeListJSON(w io.Writer, v listView) error {
 	return enc.Encode(v)
 }
 
-func writeListTable(w io.Writer, v listView) error {
+// listTitle is the first line of `list` and `topology`.
+func listTitle(v listView) string {
 	title := fmt.Sprintf("Cluster: %s", v.Scope)
+	if v.SystemID != "" {
+		title += fmt.Sprintf(" (system %s)", v.SystemID)
+	}
 	if v.Paused {
 		title += " (paused: no automatic failover)"
 	}
-	fmt.Fprintln(w, title)
+	return title
+}
+
+func timelineText(tl uint32) string {
+	if tl == 0 {
+		return "-"
+	}
+	return fmt.Sprint(tl)
+}
+
+func writeListTable(w io.Writer, v listView) error {
+	fmt.Fprintln(w, listTitle(v))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "MEMBER\tHOST\tROLE\tSTATE\tTL\tLAG_MB\tPRIORITY\tTAGS")
+	fmt.Fprintln(tw, "MEMBER\tHOST\tROLE\tSTATE\tTL\tLAG_MB\tPENDING_RESTART\tPRIORITY\tTAGS")
 	for _, r := range v.Members {
-		tl := "-"
-		if r.Timeline > 0 {
-			tl = fmt.Sprint(r.Timeline)
+		pending := ""
+		if r.PendingRestart {
+			pending = "*"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.1f\t%d\t%s\n", r.Member, r.Host, r.Role, orDash(r.State), tl, r.LagMB, r.Priority, formatTags(r.Tags))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%.1f\t%s\t%d\t%s\n", r.Member, r.Host, r.Role, orDash(r.State), timelineText(r.Timeline), r.LagMB,
+			pending, r.Priority, formatTags(r.Tags))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

@@ -19,10 +19,12 @@ func sampleCluster() *dcs.Cluster {
 		Members: []dcs.Member{
 			{Name: "node1", ConnURL: "postgres://127.0.0.1:5432/postgres", Role: "replica", State: "running", Streaming: true, Timeline: 3, WALPosition: 50 << 20, ReplayedLSN: 48 << 20, Priority: 100},
 			{Name: "node2", ConnURL: "postgres://127.0.0.1:5433/postgres", Role: "primary", State: "running", Timeline: 3, WALPosition: 52 << 20, Priority: 100},
-			{Name: "node3", ConnURL: "postgres://127.0.0.1:5434/postgres", Role: "replica", State: "stopped", Timeline: 2, Priority: 0, Tags: map[string]string{"nofailover": "true", "dc": "b"}},
+			{Name: "node3", ConnURL: "postgres://127.0.0.1:5434/postgres", Role: "replica", State: "stopped", Timeline: 2, Priority: 0, Tags: map[string]string{"nofailover": "true", "dc": "b"},
+				PendingRestart: true},
 		},
-		Status:   dcs.Status{LSN: 52 << 20},
-		Failover: &dcs.Failover{Kind: "switchover", Leader: "node2", Candidate: "node1", ScheduledAt: time.Date(2026, 11, 23, 3, 0, 0, 0, time.UTC)},
+		Initialize: "7301234567890123456",
+		Status:     dcs.Status{LSN: 52 << 20},
+		Failover:   &dcs.Failover{Kind: "switchover", Leader: "node2", Candidate: "node1", ScheduledAt: time.Date(2026, 11, 23, 3, 0, 0, 0, time.UTC)},
 	}
 }
 

@@ -22,7 +22,7 @@ import (
 )
 
 // version is set at build time (-ldflags -X main.version=...).
-var version = "dev"
+var version = "0.1.0-dev"
 
 // errUsage marks a command-line mistake (exit status 2).
 var errUsage = errors.New("usage")
@@ -55,10 +55,19 @@ func commands() []command {
 		{name: "history", args: "-c FILE", summary: "timeline history", run: cmdHistory},
 		{name: "show-config", args: "-c FILE", summary: "show the dynamic configuration kept in etcd", run: cmdShowConfig},
 		{name: "edit-config", args: "-c FILE [--set k=v ...] [--force]", summary: "change the dynamic configuration", run: cmdEditConfig},
-		{name: "restart", args: "-c FILE NODE [--force] " + restFlagsUsage, summary: "restart PostgreSQL on a node", run: cmdRestart},
+		{name: "restart", args: "-c FILE [NODE ...] [--pending] [--scheduled T] [--force] " + restFlagsUsage, summary: "restart PostgreSQL: now, at a time, or where a restart is pending", run: cmdRestart},
+		{name: "reload", args: "-c FILE [NODE ...] [--force] " + restFlagsUsage, summary: "make PostgreSQL re-read its configuration", run: cmdReload},
 		{name: "reinit", args: "-c FILE NODE [--force] " + restFlagsUsage, summary: "rebuild a replica from the leader", run: cmdReinit},
+		{name: "topology", args: "-c FILE " + restFlagsUsage, summary: "the members as a tree of who streams from whom", run: cmdTopology},
+		{name: "flush", args: "-c FILE [NODE ...] restart|switchover [--force] " + restFlagsUsage, summary: "cancel a scheduled restart or switchover", run: cmdFlush},
+		{name: "dsn", args: "-c FILE [NODE] [--role leader|replica|any]", summary: "a member's connection string", run: cmdDSN},
+		{name: "query", args: "-c FILE [NODE] [--role R] [-U USER] [-d DB] (--command SQL | --file FILE) [--format table|json]", summary: "run SQL on a member or the leader", run: cmdQuery},
+		{name: "remove", args: "-c FILE", summary: "wipe a cluster's keys from etcd (asks to type the scope)", run: cmdRemove},
+		{name: "check-config", args: "-c FILE", summary: "validate a configuration file and exit", run: cmdCheckConfig},
 		{name: "backup", args: "create|list|verify|restore -c FILE ...", summary: "base backups, their list, verification and point-in-time restore", run: cmdBackup},
 		{name: "version", summary: "version and build info", run: cmdVersion},
+		{name: "completion", args: "bash|zsh", summary: "shell completion script, generated from this command table", run: cmdCompletion},
+		{name: "man", summary: "the man page (roff), generated from this command table", run: cmdMan},
 		{name: "watchdog", args: "--data-dir DIR", summary: "companion fencing process (started by the agent)", run: cmdWatchdog, hidden: true},
 		{name: "handback", args: "-c FILE (lease on stdin)", summary: "delete this member's leader key (run by the watchdog after fencing for a dead agent)", run: cmdHandback, hidden: true},
 		{name: "archive-push", args: "--pgbackrest-config FILE --stanza S PATH", summary: "archive_command (set by the agent)", run: cmdArchivePush, hidden: true},
@@ -89,7 +98,7 @@ func run(e *env, args []string) int {
 		case err == nil || errors.Is(err, flag.ErrHelp):
 			return 0
 		case errors.Is(err, errUsage):
-			fmt.Fprintf(e.stderr, "pgwarden %s: %s\nusage: pgwarden %s %s\n", c.name, oneLine(err), c.name, c.args)
+			fmt.Fprintf(e.stderr, "pgwarden %s: %s (pgwarden %s --help for usage)\n", c.name, oneLine(err), c.name)
 			return 2
 		default:
 			fmt.Fprintf(e.stderr, "pgwarden %s: %s\n", c.name, oneLine(err))
@@ -131,11 +140,16 @@ func flags(e *env, name, args string) *flag.FlagSet {
 	return fs
 }
 
-// parse parses args; a bad flag is a usage error.
+// parse parses args; a bad flag is a usage error. The flag package would
+// print the usage itself on any error: only --help prints it, once.
 func parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
+	usage := fs.Usage
+	fs.Usage = func() {}
+	err := fs.Parse(args)
+	fs.Usage = usage
+	if err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fs.Usage()
+			usage()
 			return err
 		}
 		return fmt.Errorf("%v: %w", err, errUsage)
@@ -159,12 +173,31 @@ func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-// loadConfig reads the -c file; a missing -c is a usage error.
+// configEnv names the file the commands read when -c is not given.
+const configEnv = "PGWARDEN_CONFIG"
+
+// configFlag is the -c flag of every command, defaulting to $PGWARDEN_CONFIG.
+func configFlag(fs *flag.FlagSet) *string {
+	return fs.String("c", os.Getenv(configEnv), "configuration file (default $"+configEnv+")")
+}
+
+var errNoConfig = fmt.Errorf("-c FILE (or $%s) is required: %w", configEnv, errUsage)
+
+// loadConfig reads a node's whole file; a missing -c is a usage error.
 func loadConfig(path string) (*config.Config, error) {
 	if path == "" {
-		return nil, fmt.Errorf("-c FILE is required: %w", errUsage)
+		return nil, errNoConfig
 	}
 	return config.Load(path)
+}
+
+// loadControl reads the file of an operator command: a node's file or a
+// control-only one.
+func loadControl(path string) (*config.Config, error) {
+	if path == "" {
+		return nil, errNoConfig
+	}
+	return config.LoadControl(path)
 }
 
 // newLogger is the one root logger; components take Named children.

@@ -57,11 +57,21 @@ func (p pgAdapter) State(ctx context.Context) (agent.PGState, error) {
 		WasPrimary:       st.WasPrimary,
 		ServerVersion:    st.ServerVersion,
 		ReplicationConns: st.ReplicationConns,
+		WALSenders:       walSenders(st.WALSenders),
+		PendingRestart:   st.PendingRestart,
 		PostmasterPID:    st.PostmasterPID,
 		PostmasterStart:  st.PostmasterStart,
 		History:          forks(st.History),
 		Orphans:          st.Orphans,
 	}, nil
+}
+
+func walSenders(ws []postgres.WALSender) []agent.WALSender {
+	out := make([]agent.WALSender, len(ws))
+	for i, w := range ws {
+		out[i] = agent.WALSender{ApplicationName: w.ApplicationName, ClientAddr: w.ClientAddr, State: w.State, SyncState: w.SyncState}
+	}
+	return out
 }
 
 func forks(h []postgres.Fork) []dcs.Fork {

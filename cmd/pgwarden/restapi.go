@@ -13,6 +13,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"os/user"
 	"strings"
 
 	"github.com/pgwarden/pgwarden/config"
@@ -73,6 +75,11 @@ func newRESTClient(cfg *config.Config, f restFlags) (*restClient, error) {
 // do sends body as JSON and returns the status and body; a status other
 // than 200/202 becomes the error.
 func (c *restClient) do(ctx context.Context, method, url string, body any) (int, []byte, error) {
+	return c.doHeader(ctx, method, url, body, nil)
+}
+
+// doHeader is do with extra request headers.
+func (c *restClient) doHeader(ctx context.Context, method, url string, body any, hdr http.Header) (int, []byte, error) {
 	var rd io.Reader
 	if body != nil {
 		b, err := json.Marshal(body)
@@ -85,7 +92,12 @@ func (c *restClient) do(ctx context.Context, method, url string, body any) (int,
 	if err != nil {
 		return 0, nil, err
 	}
+	for k, vs := range hdr {
+		req.Header[k] = vs
+	}
 	req.Header.Set("Content-Type", "application/json")
+	// The agent that acts logs who asked.
+	req.Header.Set("X-Pgwarden-Source", cliSource())
 	if a := c.auth; a != nil {
 		req.SetBasicAuth(a.Username, a.Password)
 	}
@@ -99,6 +111,16 @@ func (c *restClient) do(ctx context.Context, method, url string, body any) (int,
 		return resp.StatusCode, out, fmt.Errorf("%s %s: %d %s", method, url, resp.StatusCode, apiMessage(out))
 	}
 	return resp.StatusCode, out, nil
+}
+
+// cliSource is "cli USER@HOST", as the agents log it.
+func cliSource() string {
+	u := os.Getenv("USER")
+	if cu, err := user.Current(); err == nil {
+		u = cu.Username
+	}
+	h, _ := os.Hostname()
+	return "cli " + u + "@" + h
 }
 
 // explainTransport says what to change when the TLS handshake failed; the

@@ -144,6 +144,19 @@ func (e *Store) Client() *clientv3.Client { return e.cli }
 
 func (e *Store) key(k string) string { return e.cfg.Prefix + k }
 
+// RemoveCluster deletes every key under this cluster's prefix (`pgwarden
+// remove`) and returns how many there were. Agents still running recreate
+// their member keys and race to initialize: the operator stops them first.
+func (e *Store) RemoveCluster(ctx context.Context) (int64, error) {
+	cctx, cancel := e.call(ctx)
+	defer cancel()
+	resp, err := e.cli.Delete(cctx, e.cfg.Prefix, clientv3.WithPrefix())
+	if err != nil {
+		return 0, e.mapErr("remove cluster keys", err)
+	}
+	return resp.Deleted, nil
+}
+
 // call bounds one etcd request by retry_timeout.
 func (e *Store) call(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(ctx, e.cfg.RetryTimeout)

@@ -35,6 +35,9 @@ type Option int
 const (
 	// WithBinary builds bin/pgwarden for the tests; its path is in Binary().
 	WithBinary Option = iota + 1
+	// WithScreenshots makes bin/screenshots writable by the test user
+	// (tests run as root re-run unprivileged); its path is Screenshots().
+	WithScreenshots
 )
 
 // Main runs the tests of a package that starts real processes. Call it from
@@ -42,8 +45,14 @@ const (
 func Main(m *testing.M, opts ...Option) int {
 	build := false
 	for _, o := range opts {
-		if o == WithBinary {
+		switch o {
+		case WithBinary:
 			build = true
+		case WithScreenshots:
+			if err := screenshotsDir(); err != nil {
+				fmt.Fprintln(os.Stderr, "harness:", err)
+				return 2
+			}
 		}
 	}
 	if build && os.Getenv("PGWARDEN_BIN") == "" {
@@ -77,6 +86,26 @@ func Main(m *testing.M, opts ...Option) int {
 		return 2
 	}
 	return code
+}
+
+// Screenshots is where tests save screenshots (bin/screenshots).
+func Screenshots() string { return filepath.Join(ModuleRoot(), "bin", "screenshots") }
+
+// screenshotsDir creates Screenshots(), writable by whoever runs the
+// tests (root creates it before re-running them as the test user).
+func screenshotsDir() error {
+	d := Screenshots()
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		return fmt.Errorf("screenshots: %w", err)
+	}
+	if os.Geteuid() == 0 {
+		// Sticky and world-writable, like /tmp: the test user writes its
+		// files, and cannot remove root's.
+		if err := os.Chmod(d, 0o777|os.ModeSticky); err != nil {
+			return fmt.Errorf("screenshots: %w", err)
+		}
+	}
+	return nil
 }
 
 // reexec runs this test binary again as the unprivileged test user.
