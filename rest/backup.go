@@ -20,6 +20,7 @@ import (
 type Backups interface {
 	View(ctx context.Context) (backup.View, error)
 	Start(ctx context.Context, kind string) (dcs.BackupLock, error)
+	DrillHere(ctx context.Context, lockID string) (backup.DrillResult, error)
 	Metrics() backup.Metrics
 }
 
@@ -98,6 +99,56 @@ func (s *Server) postBackup(r *http.Request) (result, error) {
 		"message": fmt.Sprintf("%s backup started on %s", l.Type, l.Member),
 		"id":      l.ID, "type": l.Type, "member": l.Member, "started": l.Started.Format(time.RFC3339Nano),
 	}}, nil
+}
+
+// drillBody is POST /drill: the leader asks this member to run a drill
+// under the backup lock it holds (ID).
+type drillBody struct {
+	ID string `json:"id"`
+}
+
+// drillAnswer is POST /drill's 200: the drill ran, and passed unless
+// Error is set.
+type drillAnswer struct {
+	Result backup.DrillResult `json:"result"`
+	Error  string             `json:"error,omitempty"`
+}
+
+// postDrill runs a restore drill on this member's host, for as long as
+// the leader's request lasts.
+func (s *Server) postDrill(r *http.Request) (result, error) {
+	if s.o.Backup == nil {
+		return result{}, errNoBackup
+	}
+	var b drillBody
+	if err := decode(r, &b); err != nil {
+		return result{}, err
+	}
+	if strings.TrimSpace(b.ID) == "" {
+		return result{}, fmt.Errorf("%w: id: required (the backup lock the drill runs under)", errBadRequest)
+	}
+	res, err := s.o.Backup.DrillHere(r.Context(), b.ID)
+	var failed backup.DrillFailed
+	switch {
+	case errors.As(err, &failed):
+		return result{body: drillAnswer{Result: res, Error: err.Error()}}, nil
+	case errors.Is(err, backup.ErrNotLocked):
+		return result{}, codedError{http.StatusPreconditionFailed, err}
+	case errors.Is(err, backup.ErrDrilling):
+		return result{}, codedError{http.StatusConflict, err}
+	case err != nil:
+		return result{}, codedError{http.StatusServiceUnavailable, err}
+	}
+	return result{body: drillAnswer{Result: res}}, nil
+}
+
+// noWriteDeadline lifts the server's write timeout for a response that
+// comes only once a long job ends (a drill restores a whole backup).
+func noWriteDeadline(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
+		next.ServeHTTP(w, r)
+	})
 }
 
 // backupCollector exposes the backups' metrics from memory at scrape time.

@@ -177,6 +177,7 @@ func (s *Server) routes() http.Handler {
 	r.Handle("/reinitialize", s.write(s.simple("reinitialize", s.o.Agent.Reinitialize))).Methods(http.MethodPost)
 	r.Handle("/backups", s.api(s.getBackups)).Methods(http.MethodGet)
 	r.Handle("/backup", s.toLeader(s.write(s.postBackup))).Methods(http.MethodPost)
+	r.Handle("/drill", noWriteDeadline(s.write(s.postDrill))).Methods(http.MethodPost)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, errBody{Error: "no such path: " + r.URL.Path})
 	})
