@@ -122,6 +122,9 @@ type Manager struct {
 	refresh    chan struct{}
 	// drilling: a drill asked for by the leader runs on this host.
 	drilling atomic.Bool
+	// started is when the Manager was made: the schedules' reference
+	// before any run of theirs succeeded.
+	started time.Time
 }
 
 type run struct {
@@ -150,7 +153,7 @@ func NewManager(c ManagerConfig, log hclog.Logger) *Manager {
 		c.ArchiverEvery = 5 * time.Second
 	}
 	root, stop := context.WithCancel(context.Background())
-	return &Manager{c: c, log: log, refresh: make(chan struct{}, 1), root: root, stop: stop}
+	return &Manager{c: c, log: log, refresh: make(chan struct{}, 1), root: root, stop: stop, started: time.Now()}
 }
 
 // Run reads the repository and the archiver statistics periodically until

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -31,7 +32,9 @@ func TestDrillOnReplica(t *testing.T) {
 	// A standby cancels a conflicting query at once instead of after 30 s
 	// (pgExtra continues postgres.parameters).
 	c := newCluster(t, clusterOpts{nodes: 2, ttl: 5, retry: 2, pgExtra: "    max_standby_streaming_delay: \"0\"\n",
-		extra: fmt.Sprintf("backup:\n  repository: %s\n  archive_wal: true\n  timezone: UTC\n", repo)})
+		// A drill scheduled once a year: it never fires here, but its next
+		// due time is a metric.
+		extra: fmt.Sprintf("backup:\n  repository: %s\n  archive_wal: true\n  timezone: UTC\n  schedule: {drill: '0 0 1 1 *'}\n", repo)})
 	p := c.primary(90 * time.Second)
 	c.waitReplicas(90*time.Second, p)
 	r := c.other(p)
@@ -59,6 +62,16 @@ func TestDrillOnReplica(t *testing.T) {
 		}
 		if entries, err := os.ReadDir(filepath.Join(r.dir, "data.drill")); err != nil || len(entries) != 0 {
 			t.Fatalf("the replica's scratch directory after the drill: %v, %d entries; want it empty", err, len(entries))
+		}
+		// The yearly drill passed now: it is next due on 1 January.
+		want := time.Date(run.Finished.Year()+1, 1, 1, 0, 0, 0, 0, time.UTC)
+		line := grepLine(metrics(t, p), `pgwarden_backup_schedule_next_due_timestamp_seconds{name="`+p.name+`",scope="test",type="drill"}`)
+		f := strings.Fields(line)
+		if len(f) != 2 {
+			t.Fatalf("no next due time of the drill schedule in the metrics (line %q)", line)
+		}
+		if v, err := strconv.ParseFloat(f[1], 64); err != nil || int64(v) != want.Unix() {
+			t.Fatalf("drill next due %s (%v); want %s (%d)", f[1], err, want, want.Unix())
 		}
 	})
 

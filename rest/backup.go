@@ -156,7 +156,7 @@ type backupCollector struct {
 	a Agent
 	b Backups
 
-	lastSuccess, duration, archOK, archFail, archFailAt, drillOK, drillFailed, runOK *prometheus.Desc
+	lastSuccess, duration, archOK, archFail, archFailAt, drillOK, drillFailed, runOK, nextDue *prometheus.Desc
 }
 
 func newBackupCollector(a Agent, b Backups) *backupCollector {
@@ -171,11 +171,13 @@ func newBackupCollector(a Agent, b Backups) *backupCollector {
 		drillOK:     prometheus.NewDesc("pgwarden_backup_drill_last_success_timestamp_seconds", "when a restore drill of the newest backup last passed", labels, nil),
 		runOK:       prometheus.NewDesc("pgwarden_backup_last_run_success", "1 when the last run of each type (full, diff, incr, logical, drill) succeeded", append(labels, "type"), nil),
 		drillFailed: prometheus.NewDesc("pgwarden_backup_drill_failed", "1 when the last restore drill failed", labels, nil),
+		nextDue: prometheus.NewDesc("pgwarden_backup_schedule_next_due_timestamp_seconds",
+			"per scheduled type, the first slot of its schedule after its last success: overdue once the run of that slot should have ended", append(labels, "type"), nil),
 	}
 }
 
 func (c *backupCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.lastSuccess, c.duration, c.archOK, c.archFail, c.archFailAt, c.drillOK, c.drillFailed, c.runOK} {
+	for _, d := range []*prometheus.Desc{c.lastSuccess, c.duration, c.archOK, c.archFail, c.archFailAt, c.drillOK, c.drillFailed, c.runOK, c.nextDue} {
 		ch <- d
 	}
 }
@@ -186,6 +188,9 @@ func (c *backupCollector) Collect(ch chan<- prometheus.Metric) {
 	l := []string{st.Scope, st.Name}
 	for kind, at := range m.LastSuccess {
 		ch <- prometheus.MustNewConstMetric(c.lastSuccess, prometheus.GaugeValue, unix(at), append(l, kind)...)
+	}
+	for kind, at := range m.NextDue {
+		ch <- prometheus.MustNewConstMetric(c.nextDue, prometheus.GaugeValue, unix(at), append(l, kind)...)
 	}
 	for kind, ok := range m.LastRunOK {
 		ch <- prometheus.MustNewConstMetric(c.runOK, prometheus.GaugeValue, b2f(ok), append(l, kind)...)

@@ -56,7 +56,8 @@ func (f *fakeBackups) Start(ctx context.Context, kind string) (dcs.BackupLock, e
 func (f *fakeBackups) Metrics() backup.Metrics {
 	return backup.Metrics{LastSuccess: map[string]time.Time{"full": time.Unix(1700000000, 0)}, LastDuration: 3 * time.Second,
 		Archiver: &backup.ArchiverView{FailedCount: 4, LastFailedWAL: "000000020000000000000009", LastFailedTime: time.Unix(1700000100, 0),
-			LastArchivedTime: time.Unix(1700000050, 0)}}
+			LastArchivedTime: time.Unix(1700000050, 0)},
+		NextDue: map[string]time.Time{"diff": time.Unix(1700003600, 0)}}
 }
 
 func backupServer(t *testing.T, st withStatus, b Backups, auth *config.Credential) *httptest.Server {
@@ -105,6 +106,7 @@ func TestBackupAPI(t *testing.T) {
 		`pgwarden_wal_archive_failures_total{name="a",scope="main"} 4`,
 		`pgwarden_wal_archive_last_success_timestamp_seconds{name="a",scope="main"} 1.70000005e+09`,
 		`pgwarden_wal_archive_last_failure_timestamp_seconds{name="a",scope="main",segment="000000020000000000000009"} 1.7000001e+09`,
+		`pgwarden_backup_schedule_next_due_timestamp_seconds{name="a",scope="main",type="diff"} 1.7000036e+09`,
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("metrics lack %s", want)
