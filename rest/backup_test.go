@@ -149,6 +149,11 @@ func TestBackupAPIOnAReplicaAndWithoutBackup(t *testing.T) {
 func TestDrillAPIAndPeerClient(t *testing.T) {
 	b := &fakeBackups{}
 	ts := backupServer(t, withStatus{replicaStatus}, b, &config.Credential{Username: "u", Password: "p"})
+	for _, cred := range [][]string{nil, {"u", "wrong"}} {
+		if code, _ := do(t, ts, "POST", "/drill", `{"id":"a-1"}`, cred...); code != 401 {
+			t.Fatalf("POST /drill with %v = %d; want 401", cred, code)
+		}
+	}
 	for _, c := range []struct{ body, want string }{
 		{`{}`, "id: required"},
 		{`{"id":"a-1","type":"full"}`, "unknown field"},
@@ -159,7 +164,7 @@ func TestDrillAPIAndPeerClient(t *testing.T) {
 		}
 	}
 	if len(b.drills) != 0 {
-		t.Fatalf("bad requests ran drills: %v", b.drills)
+		t.Fatalf("refused requests ran drills: %v", b.drills)
 	}
 	peer := dcs.Member{Name: "b", APIURL: ts.URL + "/"}
 	pc := NewPeerClient("a", 50*time.Millisecond, nil, hclog.NewNullLogger())

@@ -275,7 +275,7 @@ const backupUsage = `usage: pgwarden backup SUBCOMMAND [flags]
   restore -c FILE --data-dir DIR [--target-time T | --target-lsn L | --latest] [--target-action pause|promote|shutdown] [--start] [--port N]
   restore -c FILE --logical STAMP --dsn DSN  a logical dump: globals, then every database, into the server DSN names
   expire  -c FILE [--dry-run]                apply the retention policy now, saying what goes and why
-  drill   -c FILE                            a restore drill now, on the leader: restore, start, check, remove`
+  drill   -c FILE                            a restore drill now, run by the leader on a healthy replica's host (its own when none): restore, start, check, remove`
 
 func humanBytes(n int64) string {
 	switch {
