@@ -29,9 +29,16 @@ type fakeBackups struct {
 	// IDs asked for.
 	drillErr error
 	drills   []string
+	// drillTakes is how long a drill lasts.
+	drillTakes time.Duration
 }
 
 func (f *fakeBackups) DrillHere(ctx context.Context, lockID string) (backup.DrillResult, error) {
+	select {
+	case <-time.After(f.drillTakes):
+	case <-ctx.Done():
+		return backup.DrillResult{}, ctx.Err()
+	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.drills = append(f.drills, lockID)
@@ -194,5 +201,25 @@ func TestDrillAPIAndPeerClient(t *testing.T) {
 		if _, ran, err := pc.RemoteDrill(t.Context(), peer, "a-1"); ran || err == nil || !strings.Contains(err.Error(), c.code) {
 			t.Fatalf("%v: ran %v, %v; want %s and not ran", c.err, ran, err, c.code)
 		}
+	}
+}
+
+// A drill lasts longer than the server's write timeout (a restore of a
+// whole backup): its answer still reaches the leader.
+func TestDrillOutlastsTheWriteTimeout(t *testing.T) {
+	f := &fakeAgent{st: replicaStatus}
+	b := &fakeBackups{drillTakes: 600 * time.Millisecond}
+	s, err := NewServer(Options{Agent: f, Backup: b}, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewUnstartedServer(s.Handler())
+	ts.Config.WriteTimeout = 200 * time.Millisecond
+	ts.Start()
+	t.Cleanup(ts.Close)
+	pc := NewPeerClient("a", 100*time.Millisecond, nil, hclog.NewNullLogger())
+	res, ran, err := pc.RemoteDrill(t.Context(), dcs.Member{Name: "b", APIURL: ts.URL}, "a-1")
+	if !ran || err != nil || res.Member != "b" {
+		t.Fatalf("a drill of 600ms behind a 200ms write timeout: %+v, ran %v, %v", res, ran, err)
 	}
 }
