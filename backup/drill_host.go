@@ -121,7 +121,7 @@ func (m *Manager) DrillHere(ctx context.Context, lockID string) (DrillResult, er
 	if strings.TrimSpace(lockID) == "" {
 		return DrillResult{}, fmt.Errorf("%w: no lock id given", ErrNotLocked)
 	}
-	c, err := m.c.Lock.Cluster(ctx)
+	c, err := m.freshCluster(ctx)
 	if err != nil {
 		return DrillResult{}, fmt.Errorf("drill: read the backup lock: %w", err)
 	}
@@ -146,4 +146,20 @@ func (m *Manager) DrillHere(ctx context.Context, lockID string) (DrillResult, er
 	}
 	m.log.Info("restore drill passed", "id", lockID, "took", res.Took.Round(100*time.Millisecond))
 	return res, nil
+}
+
+// freshReader is a store whose Cluster may answer from a watch's view
+// (etcd.Store): ClusterFresh reads etcd itself.
+type freshReader interface {
+	ClusterFresh(ctx context.Context) (*dcs.Cluster, error)
+}
+
+// freshCluster reads the cluster as etcd has it now: the leader asks for
+// a drill the moment it has taken the lock, sooner than this member's
+// watch may deliver it.
+func (m *Manager) freshCluster(ctx context.Context) (*dcs.Cluster, error) {
+	if f, ok := m.c.Lock.(freshReader); ok {
+		return f.ClusterFresh(ctx)
+	}
+	return m.c.Lock.Cluster(ctx)
 }

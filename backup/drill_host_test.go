@@ -184,6 +184,11 @@ func TestDrillHereNeedsTheLock(t *testing.T) {
 	if err != nil || res.Member != "node2" || local.count() != 1 {
 		t.Fatalf("drill under the lock = %+v, %v", res, err)
 	}
+	// This member's watch has not delivered the lock yet: etcd has it.
+	stale := NewManager(ManagerConfig{Member: "node2", Engine: newFakeEngine(), Lock: staleView{s}, Driller: local}, hclog.NewNullLogger())
+	if _, err := stale.DrillHere(t.Context(), "node1-2"); err != nil {
+		t.Fatalf("drill under the lock, through a watch that lags = %v", err)
+	}
 	m.drilling.Store(true)
 	if _, err := m.DrillHere(t.Context(), "node1-2"); !errors.Is(err, ErrDrilling) {
 		t.Fatalf("second drill at once = %v; want ErrDrilling", err)
@@ -195,3 +200,17 @@ func TestDrillHereNeedsTheLock(t *testing.T) {
 		t.Fatalf("failing drill = %v; want DrillFailed", err)
 	}
 }
+
+// staleView is a store whose watch has not delivered the backup lock
+// yet; ClusterFresh reads the store itself.
+type staleView struct{ *dcs.Memory }
+
+func (s staleView) Cluster(ctx context.Context) (*dcs.Cluster, error) {
+	c, err := s.Memory.Cluster(ctx)
+	if err == nil {
+		c.BackupLock = nil
+	}
+	return c, err
+}
+
+func (s staleView) ClusterFresh(ctx context.Context) (*dcs.Cluster, error) { return s.Memory.Cluster(ctx) }
