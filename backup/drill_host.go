@@ -148,18 +148,9 @@ func (m *Manager) DrillHere(ctx context.Context, lockID string) (DrillResult, er
 	return res, nil
 }
 
-// freshReader is a store whose Cluster may answer from a watch's view
-// (etcd.Store): ClusterFresh reads etcd itself.
-type freshReader interface {
-	ClusterFresh(ctx context.Context) (*dcs.Cluster, error)
-}
-
 // freshCluster reads the cluster as etcd has it now: the leader asks for
 // a drill the moment it has taken the lock, sooner than this member's
 // watch may deliver it.
 func (m *Manager) freshCluster(ctx context.Context) (*dcs.Cluster, error) {
-	if f, ok := m.c.Lock.(freshReader); ok {
-		return f.ClusterFresh(ctx)
-	}
-	return m.c.Lock.Cluster(ctx)
+	return dcs.Fresh(ctx, m.c.Lock)
 }

@@ -213,4 +213,6 @@ func (s staleView) Cluster(ctx context.Context) (*dcs.Cluster, error) {
 	return c, err
 }
 
-func (s staleView) ClusterFresh(ctx context.Context) (*dcs.Cluster, error) { return s.Memory.Cluster(ctx) }
+func (s staleView) ClusterFresh(ctx context.Context) (*dcs.Cluster, error) {
+	return s.Memory.Cluster(ctx)
+}
