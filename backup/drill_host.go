@@ -39,20 +39,6 @@ type DrillFailed struct{ Err error }
 func (e DrillFailed) Error() string { return e.Err.Error() }
 func (e DrillFailed) Unwrap() error { return e.Err }
 
-// DrillHosts are the members a leader's drill may run on, best first:
-// streaming replicas that run and take backups, least behind first (the
-// order of Sources), each with an API to ask. The leader's own host is
-// the fallback, not listed.
-func DrillHosts(c *dcs.Cluster) []dcs.Member {
-	var out []dcs.Member
-	for _, m := range healthyReplicas(c) {
-		if m.APIURL != "" {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
 // drill runs a drill on a healthy replica's host, the leader's own when
 // none is healthy or none can run it: the drill restores and starts a
 // copy of the cluster, which costs the replica's disk and CPU rather than
@@ -91,14 +77,18 @@ func (m *Manager) drill(ctx context.Context, r *run) (DrillResult, error) {
 	return res, err
 }
 
+// drillHosts are the members a drill may run on, best first: streaming
+// replicas that run and take backups, least behind first (the order of
+// Sources), each with an API to ask. The leader's own host is the
+// fallback, not listed.
 func (m *Manager) drillHosts(ctx context.Context) ([]dcs.Member, error) {
 	c, err := m.c.Lock.Cluster(ctx)
 	if err != nil {
 		return nil, err
 	}
 	var out []dcs.Member
-	for _, h := range DrillHosts(c) {
-		if h.Name != m.c.Member {
+	for _, h := range healthyReplicas(c) {
+		if h.APIURL != "" && h.Name != m.c.Member {
 			out = append(out, h)
 		}
 	}
