@@ -344,17 +344,9 @@ func (a *Agent) Reinitialize(ctx context.Context) error {
 	return a.reinits.ask(ctx, a, "reinitialize", max(10*a.Status().TTL, 5*time.Minute))
 }
 
-// freshReader is a DCS that can read past its watch-kept view.
-type freshReader interface {
-	ClusterFresh(ctx context.Context) (*dcs.Cluster, error)
-}
-
 // freshCluster reads the cluster as etcd has it now, for an operator's
 // request: a member's view may not have another member's last record yet
 // (a candidate that just started streaming).
 func (a *Agent) freshCluster(ctx context.Context) (*dcs.Cluster, error) {
-	if f, ok := a.d.DCS.(freshReader); ok {
-		return f.ClusterFresh(ctx)
-	}
-	return a.d.DCS.Cluster(ctx)
+	return dcs.Fresh(ctx, a.d.DCS)
 }

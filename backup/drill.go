@@ -49,6 +49,10 @@ type Driller struct {
 
 // DrillResult is what a drill found.
 type DrillResult struct {
+	// Member is who ran it, in Scratch (its own subdirectory, removed at
+	// the end).
+	Member      string        `json:"member,omitempty"`
+	Scratch     string        `json:"scratch,omitempty"`
 	Backup      string        `json:"backup"`
 	RecoveredTo string        `json:"recovered_to,omitempty"`
 	Databases   int           `json:"databases"`
@@ -63,7 +67,11 @@ type DrillResult struct {
 
 // Summary is the result in one line.
 func (r DrillResult) Summary() string {
-	s := fmt.Sprintf("backup %s restored in %s, recovered to %s; %d databases, %d tables, %d rows read; amcheck %s",
+	s := ""
+	if r.Member != "" {
+		s = fmt.Sprintf("on %s in %s (removed): ", r.Member, r.Scratch)
+	}
+	s += fmt.Sprintf("backup %s restored in %s, recovered to %s; %d databases, %d tables, %d rows read; amcheck %s",
 		r.Backup, r.RestoreTook.Round(100*time.Millisecond), r.RecoveredTo, r.Databases, r.Tables, r.Rows, r.Amcheck)
 	if r.Dump != "" {
 		s += fmt.Sprintf("; dump %s: %d files match their checksums and read back", r.Dump, r.DumpFiles)
@@ -92,6 +100,7 @@ func (d *Driller) Drill(ctx context.Context) (DrillResult, error) {
 		return res, fmt.Errorf("drill: %w", err)
 	}
 	defer os.RemoveAll(dir)
+	res.Scratch = dir
 	data := filepath.Join(dir, "data")
 	if err := os.Mkdir(data, 0o700); err != nil {
 		return res, fmt.Errorf("drill: %w", err)

@@ -103,7 +103,7 @@ func (d *Dumper) Dump(ctx context.Context, sources []Source, now time.Time) (Man
 	if errors.Is(err, ErrRecoveryConflict) && len(sources) > 1 && !sources[len(sources)-1].Replica {
 		primary := sources[len(sources)-1]
 		d.Log.Warn("logical dump cancelled on the replica by a recovery conflict: retrying on the primary",
-			"member", sources[0].Member, "primary", primary.Member, "error", err)
+			"source", sources[0].Member, "primary", primary.Member, "error", err)
 		why := fmt.Sprintf("the dump from %s was cancelled by a recovery conflict: %v", sources[0].Member, err)
 		m, err = d.dumpFrom(ctx, primary, now.Add(time.Second), why)
 	}
@@ -128,7 +128,7 @@ func (d *Dumper) dumpFrom(ctx context.Context, src Source, now time.Time, retrie
 	if err != nil {
 		return m, err
 	}
-	d.Log.Info("logical dump starting", "member", src.Member, "replica", src.Replica, "databases", len(dbs), "lsn", m.LSN)
+	d.Log.Info("logical dump starting", "source", src.Member, "replica", src.Replica, "databases", len(dbs), "lsn", m.LSN)
 	globals := DumpFile{Name: "globals.sql", Globals: true}
 	if err := d.tool(ctx, src, "pg_dumpall", "--globals-only", "--file="+filepath.Join(tmp, globals.Name), "--database=postgres"); err != nil {
 		return m, fmt.Errorf("logical dump of the globals from %s: %w", src.Member, err)
@@ -341,15 +341,8 @@ func ReadManifest(dir string) (Manifest, error) {
 // Sources orders the members a dump can be taken from: streaming replicas
 // that run, least behind first, then the leader's primary.
 func Sources(c *dcs.Cluster) []Source {
-	var replicas []dcs.Member
 	var out []Source
-	for _, m := range c.Members {
-		if m.Role == "replica" && m.State == "running" && m.Streaming && m.Tags["nobackup"] != "true" {
-			replicas = append(replicas, m)
-		}
-	}
-	slices.SortStableFunc(replicas, func(a, b dcs.Member) int { return cmp.Compare(b.ReplayedLSN, a.ReplayedLSN) })
-	for _, m := range replicas {
+	for _, m := range healthyReplicas(c) {
 		if s, ok := source(m, true); ok {
 			out = append(out, s)
 		}
@@ -362,6 +355,19 @@ func Sources(c *dcs.Cluster) []Source {
 		}
 	}
 	return out
+}
+
+// healthyReplicas are the streaming replicas that run and are not tagged
+// nobackup, least behind first: where dumps and drills go first.
+func healthyReplicas(c *dcs.Cluster) []dcs.Member {
+	var replicas []dcs.Member
+	for _, m := range c.Members {
+		if m.Role == "replica" && m.State == "running" && m.Streaming && m.Tags["nobackup"] != "true" {
+			replicas = append(replicas, m)
+		}
+	}
+	slices.SortStableFunc(replicas, func(a, b dcs.Member) int { return cmp.Compare(b.ReplayedLSN, a.ReplayedLSN) })
+	return replicas
 }
 
 func source(m dcs.Member, replica bool) (Source, bool) {

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -85,7 +86,9 @@ type ManagerConfig struct {
 	Expirer Expirer
 	// Dumper takes logical dumps and Driller drills (nil: not here).
 	Dumper  *Dumper
-	Driller *Driller
+	Driller Drills
+	// Remote runs drills on a healthy replica's host (nil: on this one).
+	Remote RemoteDriller
 }
 
 // Manager runs this node's part of the backups: as leader, stanza-create
@@ -117,6 +120,11 @@ type Manager struct {
 	lastWarn   string
 	lastWarnAt time.Time
 	refresh    chan struct{}
+	// drilling: a drill asked for by the leader runs on this host.
+	drilling atomic.Bool
+	// started is when the Manager was made: the schedules' reference
+	// before any run of theirs succeeded.
+	started time.Time
 }
 
 type run struct {
@@ -124,6 +132,9 @@ type run struct {
 	rev      int64
 	cancel   context.CancelCauseFunc
 	progress Progress
+	// host is the member whose host runs it (a drill may run on a
+	// replica's); "" is this one.
+	host string
 	// done is closed when the run has ended and been recorded, with err
 	// its outcome.
 	done chan struct{}
@@ -142,7 +153,7 @@ func NewManager(c ManagerConfig, log hclog.Logger) *Manager {
 		c.ArchiverEvery = 5 * time.Second
 	}
 	root, stop := context.WithCancel(context.Background())
-	return &Manager{c: c, log: log, refresh: make(chan struct{}, 1), root: root, stop: stop}
+	return &Manager{c: c, log: log, refresh: make(chan struct{}, 1), root: root, stop: stop, started: time.Now()}
 }
 
 // Run reads the repository and the archiver statistics periodically until
@@ -374,7 +385,7 @@ func (m *Manager) execute(ctx context.Context, r *run, ready <-chan struct{}) {
 		}
 	}
 	m.mu.Lock()
-	rev := r.rev
+	rev, host := r.rev, r.host
 	m.mu.Unlock()
 	// The lock goes once pgBackRest has exited, not before.
 	relCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
@@ -382,7 +393,11 @@ func (m *Manager) execute(ctx context.Context, r *run, ready <-chan struct{}) {
 	if rerr := m.c.Lock.ReleaseBackupLock(relCtx, rev); rerr != nil && !errors.Is(rerr, dcs.ErrKeyModified) {
 		m.log.Warn("cannot release the backup lock (it goes with this agent's lease)", "error", rerr)
 	}
-	res := dcs.BackupRun{Kind: r.lock.Type, ID: r.lock.ID, Member: m.c.Member, Label: label, OK: err == nil,
+	member := m.c.Member
+	if host != "" {
+		member = host
+	}
+	res := dcs.BackupRun{Kind: r.lock.Type, ID: r.lock.ID, Member: member, Label: label, OK: err == nil,
 		Started: r.lock.Started, Finished: time.Now().UTC(), Size: size, Details: details}
 	if err != nil {
 		res.Error = err.Error()
@@ -415,13 +430,17 @@ func (m *Manager) execute(ctx context.Context, r *run, ready <-chan struct{}) {
 	if res.Kind == "drill" {
 		event = "drill"
 	}
+	drillKV := []any{"id", res.ID, "took", took}
+	if res.Member != m.c.Member {
+		drillKV = append(drillKV, "peer", res.Member)
+	}
 	switch {
 	case err != nil && res.Kind == "drill":
-		m.log.Error("restore drill failed", "id", res.ID, "took", took, "error", err)
+		m.log.Error("restore drill failed", append(drillKV, "error", err)...)
 	case err != nil:
 		m.log.Error("backup failed: nothing of it is listed as a backup", "type", res.Kind, "id", res.ID, "took", took, "error", err)
 	case res.Kind == "drill":
-		m.log.Info("restore drill passed", "id", res.ID, "took", took, "result", details)
+		m.log.Info("restore drill passed", append(drillKV, "result", details)...)
 	default:
 		m.log.Info("backup complete", "type", res.Kind, "label", label, "size", res.Size, "took", took)
 	}
@@ -435,6 +454,10 @@ func (m *Manager) execute(ctx context.Context, r *run, ready <-chan struct{}) {
 	close(r.done)
 	if err != nil {
 		m.fire(event+"_failed", false, fmt.Sprintf("%s %s: %v", res.Kind, res.ID, err))
+		return
+	}
+	if res.Kind == "drill" {
+		m.fire(event, true, fmt.Sprintf("drill %s on %s passed in %s", label, res.Member, took))
 		return
 	}
 	m.fire(event, true, fmt.Sprintf("%s %s %d bytes in %s", res.Kind, label, res.Size, took))
@@ -458,7 +481,7 @@ func (m *Manager) work(ctx context.Context, r *run) (label string, size int64, d
 		}
 		return man.Stamp, man.Size(), d, nil
 	case "drill":
-		res, err := m.c.Driller.Drill(ctx)
+		res, err := m.drill(ctx, r)
 		return res.Backup, 0, res.Summary(), err
 	}
 	label, err = m.c.Engine.Backup(ctx, r.lock.Type, func(p Progress) {

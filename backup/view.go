@@ -164,6 +164,10 @@ type Metrics struct {
 	DrillFailed bool
 	// LastRunOK is whether the last run of each kind succeeded.
 	LastRunOK map[string]bool
+	// NextDue is, per scheduled kind, the first slot of its schedule after
+	// its last success (after this agent started when none is known): a
+	// kind that has not succeeded again some time after it is overdue.
+	NextDue map[string]time.Time
 }
 
 // Metrics is the repository and the archiver as last read.
@@ -193,7 +197,31 @@ func (m *Manager) Metrics() Metrics {
 	if r, ok := m.runs["drill"]; ok && r.ID != "" {
 		out.DrillLastSuccess, out.DrillFailed = r.LastSuccess, !r.OK
 	}
+	out.NextDue = m.nextDue(out.LastSuccess)
 	out.Archiver = m.archiverView()
+	return out
+}
+
+// nextDue is Metrics' NextDue: lastSuccess is what the repository and the
+// dumps hold; a run's record also counts (a drill leaves nothing in the
+// repository). m.mu held.
+func (m *Manager) nextDue(lastSuccess map[string]time.Time) map[string]time.Time {
+	out := map[string]time.Time{}
+	for kind, cr := range m.c.Schedules {
+		last := lastSuccess[kind]
+		if r := m.runs[kind]; r.LastSuccess.After(last) {
+			last = r.LastSuccess
+		}
+		if last.IsZero() {
+			// None yet: the schedule is owed its first run from when this
+			// agent started watching, so a schedule that never runs is
+			// seen too.
+			last = m.started
+		}
+		if next := cr.Next(last.In(m.location())); !next.IsZero() {
+			out[kind] = next
+		}
+	}
 	return out
 }
 

@@ -351,3 +351,18 @@ func PutRun(runs map[string]BackupRun, r BackupRun) {
 	}
 	runs[r.Kind] = r
 }
+
+// Fresh reads the cluster as the store has it now. A store whose Cluster
+// may answer from a watch-kept view (etcd.Store) offers ClusterFresh; the
+// in-memory one is always current. For requests checked against another
+// member's latest write (an operator's switchover, a leader's drill).
+func Fresh(ctx context.Context, s interface {
+	Cluster(ctx context.Context) (*Cluster, error)
+}) (*Cluster, error) {
+	if f, ok := s.(interface {
+		ClusterFresh(ctx context.Context) (*Cluster, error)
+	}); ok {
+		return f.ClusterFresh(ctx)
+	}
+	return s.Cluster(ctx)
+}

@@ -75,12 +75,7 @@ func TestBackupSchedule(t *testing.T) {
 	p := c.primary(90 * time.Second)
 	c.waitReplicas(90*time.Second, p)
 	cfg := c.nodes[0].cfgPath
-	var replica *node
-	for _, n := range c.nodes {
-		if n != p {
-			replica = n
-		}
-	}
+	replica := c.other(p)
 	for _, q := range []string{
 		"CREATE ROLE app LOGIN PASSWORD 'apppass'", "CREATE ROLE reporting NOLOGIN",
 		"CREATE DATABASE appdb OWNER app",

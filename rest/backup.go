@@ -20,6 +20,7 @@ import (
 type Backups interface {
 	View(ctx context.Context) (backup.View, error)
 	Start(ctx context.Context, kind string) (dcs.BackupLock, error)
+	DrillHere(ctx context.Context, lockID string) (backup.DrillResult, error)
 	Metrics() backup.Metrics
 }
 
@@ -100,12 +101,62 @@ func (s *Server) postBackup(r *http.Request) (result, error) {
 	}}, nil
 }
 
+// drillBody is POST /drill: the leader asks this member to run a drill
+// under the backup lock it holds (ID).
+type drillBody struct {
+	ID string `json:"id"`
+}
+
+// drillAnswer is POST /drill's 200: the drill ran, and passed unless
+// Error is set.
+type drillAnswer struct {
+	Result backup.DrillResult `json:"result"`
+	Error  string             `json:"error,omitempty"`
+}
+
+// postDrill runs a restore drill on this member's host, for as long as
+// the leader's request lasts.
+func (s *Server) postDrill(r *http.Request) (result, error) {
+	if s.o.Backup == nil {
+		return result{}, errNoBackup
+	}
+	var b drillBody
+	if err := decode(r, &b); err != nil {
+		return result{}, err
+	}
+	if strings.TrimSpace(b.ID) == "" {
+		return result{}, fmt.Errorf("%w: id: required (the backup lock the drill runs under)", errBadRequest)
+	}
+	res, err := s.o.Backup.DrillHere(r.Context(), b.ID)
+	var failed backup.DrillFailed
+	switch {
+	case errors.As(err, &failed):
+		return result{body: drillAnswer{Result: res, Error: err.Error()}}, nil
+	case errors.Is(err, backup.ErrNotLocked):
+		return result{}, codedError{http.StatusPreconditionFailed, err}
+	case errors.Is(err, backup.ErrDrilling):
+		return result{}, codedError{http.StatusConflict, err}
+	case err != nil:
+		return result{}, codedError{http.StatusServiceUnavailable, err}
+	}
+	return result{body: drillAnswer{Result: res}}, nil
+}
+
+// noWriteDeadline lifts the server's write timeout for a response that
+// comes only once a long job ends (a drill restores a whole backup).
+func noWriteDeadline(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = http.NewResponseController(w).SetWriteDeadline(time.Time{})
+		next.ServeHTTP(w, r)
+	})
+}
+
 // backupCollector exposes the backups' metrics from memory at scrape time.
 type backupCollector struct {
 	a Agent
 	b Backups
 
-	lastSuccess, duration, archOK, archFail, archFailAt, drillOK, drillFailed, runOK *prometheus.Desc
+	lastSuccess, duration, archOK, archFail, archFailAt, drillOK, drillFailed, runOK, nextDue *prometheus.Desc
 }
 
 func newBackupCollector(a Agent, b Backups) *backupCollector {
@@ -120,11 +171,13 @@ func newBackupCollector(a Agent, b Backups) *backupCollector {
 		drillOK:     prometheus.NewDesc("pgwarden_backup_drill_last_success_timestamp_seconds", "when a restore drill of the newest backup last passed", labels, nil),
 		runOK:       prometheus.NewDesc("pgwarden_backup_last_run_success", "1 when the last run of each type (full, diff, incr, logical, drill) succeeded", append(labels, "type"), nil),
 		drillFailed: prometheus.NewDesc("pgwarden_backup_drill_failed", "1 when the last restore drill failed", labels, nil),
+		nextDue: prometheus.NewDesc("pgwarden_backup_schedule_next_due_timestamp_seconds",
+			"per scheduled type, the first slot of its schedule after its last success: overdue once the run of that slot should have ended", append(labels, "type"), nil),
 	}
 }
 
 func (c *backupCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.lastSuccess, c.duration, c.archOK, c.archFail, c.archFailAt, c.drillOK, c.drillFailed, c.runOK} {
+	for _, d := range []*prometheus.Desc{c.lastSuccess, c.duration, c.archOK, c.archFail, c.archFailAt, c.drillOK, c.drillFailed, c.runOK, c.nextDue} {
 		ch <- d
 	}
 }
@@ -135,6 +188,9 @@ func (c *backupCollector) Collect(ch chan<- prometheus.Metric) {
 	l := []string{st.Scope, st.Name}
 	for kind, at := range m.LastSuccess {
 		ch <- prometheus.MustNewConstMetric(c.lastSuccess, prometheus.GaugeValue, unix(at), append(l, kind)...)
+	}
+	for kind, at := range m.NextDue {
+		ch <- prometheus.MustNewConstMetric(c.nextDue, prometheus.GaugeValue, unix(at), append(l, kind)...)
 	}
 	for kind, ok := range m.LastRunOK {
 		ch <- prometheus.MustNewConstMetric(c.runOK, prometheus.GaugeValue, b2f(ok), append(l, kind)...)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 
 	"github.com/pgwarden/pgwarden/agent"
+	"github.com/pgwarden/pgwarden/backup"
 	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/dcs"
 )
@@ -164,27 +166,64 @@ func (pc *PeerClient) Confirm(ctx context.Context, ms []dcs.Member, leader strin
 }
 
 func (pc *PeerClient) post(ctx context.Context, url string, body []byte) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	resp, err := pc.postWith(ctx, pc.Client, url, body)
 	if err != nil {
 		return err
+	}
+	resp.Body.Close()
+	return nil
+}
+
+// postWith POSTs body to url with the REST credentials through client; a
+// status other than 200 is an error with the peer's own message.
+func (pc *PeerClient) postWith(ctx context.Context, client *http.Client, url string, body []byte) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	if a := pc.Auth; a != nil {
 		req.SetBasicAuth(a.Username, a.Password)
 	}
-	resp, err := pc.Client.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
 		var e struct {
 			Error string `json:"error"`
 		}
 		_ = json.NewDecoder(io.LimitReader(resp.Body, 1<<16)).Decode(&e)
-		return fmt.Errorf("POST %s: %d %s", url, resp.StatusCode, e.Error)
+		return nil, fmt.Errorf("POST %s: %d %s", url, resp.StatusCode, e.Error)
 	}
-	return nil
+	return resp, nil
+}
+
+// RemoteDrill asks peer to run a restore drill on its host under the
+// backup lock lockID (POST /drill) and waits for its outcome: the
+// request lasts as long as the drill, with no timeout but ctx's (the
+// leader's run: leadership or the lock going ends it, and with it the
+// drill on the peer). ran is false when the peer could not run it.
+func (pc *PeerClient) RemoteDrill(ctx context.Context, peer dcs.Member, lockID string) (backup.DrillResult, bool, error) {
+	body, _ := json.Marshal(drillBody{ID: lockID})
+	// The peer client's per-request timeout suits status calls, not a
+	// restore: same transport (TLS, connection reuse), no timeout.
+	long := &http.Client{Transport: pc.Client.Transport}
+	url := strings.TrimRight(peer.APIURL, "/") + "/drill"
+	resp, err := pc.postWith(ctx, long, url, body)
+	if err != nil {
+		return backup.DrillResult{}, false, fmt.Errorf("ask %s for a drill: %w", peer.Name, err)
+	}
+	defer resp.Body.Close()
+	var a drillAnswer
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&a); err != nil {
+		return backup.DrillResult{}, false, fmt.Errorf("ask %s for a drill: an answer that is not a drill's outcome: %w", peer.Name, err)
+	}
+	if a.Error != "" {
+		return a.Result, true, errors.New(a.Error)
+	}
+	return a.Result, true, nil
 }
 
 // note logs a peer that stops answering, or answers again, once per

@@ -203,6 +203,7 @@ func (s *Server) routes() http.Handler {
 	r.HandleFunc("/ui", s.getUI).Methods(http.MethodGet, http.MethodHead)
 	r.HandleFunc("/ui/events", s.getUIEvents).Methods(http.MethodGet)
 	r.Handle("/backup", s.toLeader(s.write(s.postBackup))).Methods(http.MethodPost)
+	r.Handle("/drill", noWriteDeadline(s.write(s.postDrill))).Methods(http.MethodPost)
 	r.NotFoundHandler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotFound, errBody{Error: "no such path: " + r.URL.Path})
 	})

@@ -135,7 +135,7 @@ func wire(ctx context.Context, cfg *config.Config, path string, log hclog.Logger
 		}
 	}
 	deps.WatchExit = pgproc.WatchExit
-	mgr, err := wireBackup(cfg, log.Named("backup"), store, &deps, w.hooks)
+	mgr, err := wireBackup(cfg, log.Named("backup"), store, &deps, w.hooks, peers)
 	if err != nil {
 		return nil, fmt.Errorf("backup: %w", err)
 	}

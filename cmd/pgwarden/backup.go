@@ -89,7 +89,7 @@ func archiveSettings(cfg *config.Config) *postgres.Archive {
 // wireBackup writes this node's pgBackRest configuration and makes the
 // backup manager: told by the HA loop whether this node leads, serving
 // GET/POST /backup, and creating clusters and replicas from the repository.
-func wireBackup(cfg *config.Config, log hclog.Logger, store *etcd.Store, deps *agent.Deps, h *hooks.Runner) (*backup.Manager, error) {
+func wireBackup(cfg *config.Config, log hclog.Logger, store *etcd.Store, deps *agent.Deps, h *hooks.Runner, peers backup.RemoteDriller) (*backup.Manager, error) {
 	if cfg.Backup == nil {
 		return nil, nil
 	}
@@ -101,7 +101,8 @@ func wireBackup(cfg *config.Config, log hclog.Logger, store *etcd.Store, deps *a
 	if err := pb.WriteConfig(); err != nil {
 		return nil, err
 	}
-	mc := backup.ManagerConfig{Member: cfg.Name, Engine: pb, Lock: store}
+	// Drills run on a healthy replica's host, asked over its REST API.
+	mc := backup.ManagerConfig{Member: cfg.Name, Engine: pb, Lock: store, Remote: peers}
 	if cfg.Backup.ArchiveWAL {
 		// Its own connection: the HA loop's is never waited for.
 		mc.Archiver = newPostgres(cfg, log.Named("archiver")).s
@@ -274,7 +275,7 @@ const backupUsage = `usage: pgwarden backup SUBCOMMAND [flags]
   restore -c FILE --data-dir DIR [--target-time T | --target-lsn L | --latest] [--target-action pause|promote|shutdown] [--start] [--port N]
   restore -c FILE --logical STAMP --dsn DSN  a logical dump: globals, then every database, into the server DSN names
   expire  -c FILE [--dry-run]                apply the retention policy now, saying what goes and why
-  drill   -c FILE                            a restore drill now, on the leader: restore, start, check, remove`
+  drill   -c FILE                            a restore drill now, run by the leader on a healthy replica's host (its own when none): restore, start, check, remove`
 
 func humanBytes(n int64) string {
 	switch {

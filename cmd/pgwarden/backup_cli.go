@@ -53,7 +53,11 @@ func cmdBackupCreate(e *env, args []string) error {
 		if err := json.Unmarshal(body, &started); err != nil || started.ID == "" {
 			return fmt.Errorf("unexpected answer from %s: %s", url, body)
 		}
-		fmt.Fprintf(e.stdout, "%s backup %s started on %s\n", started.Type, started.ID, started.Member)
+		if started.Type == "drill" {
+			fmt.Fprintf(e.stdout, "drill %s started by the leader %s (on a healthy replica's host; its own when none)\n", started.ID, started.Member)
+		} else {
+			fmt.Fprintf(e.stdout, "%s backup %s started on %s\n", started.Type, started.ID, started.Member)
+		}
 		return followBackup(e, cfg, s, url, started.ID, started.Type)
 	})
 }

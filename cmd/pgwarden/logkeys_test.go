@@ -13,7 +13,7 @@ import (
 // logs lose the writer (a key appears twice, the last wins): other nodes
 // are "peer", "candidate", "source".
 func TestLogCallsDoNotReuseTheMemberKey(t *testing.T) {
-	call := regexp.MustCompile(`\blog\.(Trace|Debug|Info|Warn|Error)\([^\n]*"member",`)
+	call := regexp.MustCompile(`\b[lL]og\.(Trace|Debug|Info|Warn|Error)\([^\n]*"member",`)
 	root := filepath.Join("..", "..")
 	err := filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error {
 		if err != nil {
