@@ -97,7 +97,9 @@ type Postgres interface {
 	Wipe(ctx context.Context) error
 	// Checkpoint runs CHECKPOINT (so a clean shutdown is quick).
 	Checkpoint(ctx context.Context) error
-	// ShutdownCheckpoint is the checkpoint LSN of a cleanly stopped server.
+	// ShutdownCheckpoint is the WAL position a standby has reached once it
+	// holds this cleanly stopped server's whole shutdown checkpoint (its
+	// position >= it).
 	ShutdownCheckpoint(ctx context.Context) (uint64, error)
 	// SyncSlots creates the physical replication slots want that are
 	// missing and drops the inactive ones in neither want nor keep; it

@@ -119,8 +119,16 @@ func TestReplicationLifecycle(t *testing.T) {
 	must(t, a.Stop(ctxT(t, 30*time.Second), "fast"))
 	ckpt, err := a.ShutdownCheckpoint(ctxT(t, 10*time.Second))
 	must(t, err)
+	handover, err := a.HandoverLSN(ctxT(t, 10*time.Second))
+	must(t, err)
+	// A standby that received the record has a position past its start:
+	// ">= handover" is that test, "== ckpt" would never hold.
+	if handover != ckpt+1 {
+		t.Fatalf("handover position %s, want one past the checkpoint record's start %s", handover, ckpt)
+	}
 	harness.WaitFor(t, 5*time.Second, "b has the shutdown checkpoint", func() (bool, error) {
-		return status(t, b).Received > ckpt, nil
+		r := status(t, b).Received
+		return r >= handover, fmt.Errorf("b received %s, handover needs %s", r, handover)
 	})
 	sa := status(t, a)
 	if sa.Running || sa.State != "stopped" || !sa.WasPrimary {

@@ -812,6 +812,19 @@ func (s *Server) ShutdownCheckpoint(ctx context.Context) (LSN, error) {
 	return ParseLSN(cd["Latest checkpoint location"])
 }
 
+// HandoverLSN is the WAL position a standby has reached once it holds the
+// whole shutdown checkpoint record of this cleanly stopped server, for a
+// test "received >= HandoverLSN": the record starts at the checkpoint
+// location, and positions advance by whole records, so a standby past its
+// start has all of it. A no-loss switchover waits for it.
+func (s *Server) HandoverLSN(ctx context.Context) (LSN, error) {
+	l, err := s.ShutdownCheckpoint(ctx)
+	if err != nil {
+		return 0, err
+	}
+	return l + 1, nil
+}
+
 // Slots lists the physical replication slots.
 func (s *Server) Slots(ctx context.Context) (map[string]bool, error) {
 	out := map[string]bool{}

@@ -142,14 +142,8 @@ func (p pgAdapter) Rewind(ctx context.Context, up agent.Upstream) error {
 func (p pgAdapter) Wipe(ctx context.Context) error       { return p.s.Wipe(ctx) }
 func (p pgAdapter) Checkpoint(ctx context.Context) error { return p.s.Checkpoint(ctx) }
 func (p pgAdapter) ShutdownCheckpoint(ctx context.Context) (uint64, error) {
-	// The record starts at l; a standby has all of it once its position is
-	// past l (positions advance by whole records), so the agent's "WAL >=
-	// requirement" test needs l+1.
-	l, err := p.s.ShutdownCheckpoint(ctx)
-	if err != nil {
-		return 0, err
-	}
-	return uint64(l) + 1, nil
+	l, err := p.s.HandoverLSN(ctx)
+	return uint64(l), err
 }
 func (p pgAdapter) SyncSlots(ctx context.Context, want, keep []string) ([]string, []string, error) {
 	return p.s.SyncSlots(ctx, want, keep)
