@@ -519,11 +519,11 @@ func (a *Agent) observe(ctx context.Context) Observation {
 		// PostgreSQL running on (its watchdog frozen too, or paused):
 		// ask the server itself, not its REST API.
 		pctx, cancel := context.WithTimeout(ctx, a.s.PeerTimeout)
-		r := a.d.Probe.Probe(pctx, hostPort(c.Status.ConnURL))
+		r := a.d.Probe.Probe(pctx, dcs.Addr(c.Status.ConnURL))
 		cancel()
 		switch r {
 		case ProbePrimary, ProbeRunning:
-			o.LastLeaderRuns = c.Status.Leader + " at " + hostPort(c.Status.ConnURL)
+			o.LastLeaderRuns = c.Status.Leader + " at " + dcs.Addr(c.Status.ConnURL)
 		case ProbeStandby:
 			o.LastLeaderStandby = c.Status.Leader
 		}
@@ -615,7 +615,7 @@ func (a *Agent) upstream(c *dcs.Cluster, name string) (Upstream, error) {
 	if m == nil {
 		return Upstream{}, fmt.Errorf("member %s not found", name)
 	}
-	host, port, err := splitHostPort(hostPort(m.ConnURL))
+	host, port, err := splitHostPort(dcs.Addr(m.ConnURL))
 	if err != nil {
 		return Upstream{}, fmt.Errorf("member %s conn_url %q: %w", name, m.ConnURL, err)
 	}

@@ -121,7 +121,7 @@ func (a *Agent) Failover(ctx context.Context, r FailoverRequest) error {
 	}
 	if !r.Force {
 		dyn := a.currentDynamic(c)
-		if lag := lagBehind(c.Status.LSN, m.WALPosition); lag > uint64(max(dyn.MaximumLagOnFailover, 0)) {
+		if lag := c.ReceiveLag(*m); lag > uint64(max(dyn.MaximumLagOnFailover, 0)) {
 			return fmt.Errorf("%w: candidate %s is %d bytes behind, more than maximum_lag_on_failover (use --force)", ErrPrecondition, r.Candidate, lag)
 		}
 	} else {

@@ -272,7 +272,7 @@ func decideLeader(o Observation) Decision {
 // pointsElsewhere: this standby's WAL receiver is configured for another
 // server than member m.
 func pointsElsewhere(o Observation, m *dcs.Member) bool {
-	return o.PG.Upstream != hostPort(m.ConnURL)
+	return o.PG.Upstream != dcs.Addr(m.ConnURL)
 }
 
 // diverged: this replica has sat on an older timeline than the leader's,
@@ -557,7 +557,7 @@ func ineligible(o Observation) string {
 	if n.Priority <= 0 || n.NoFailover {
 		return "priority 0 or nofailover"
 	}
-	if lag := lagBehind(c.Status.LSN, pg.WAL); !force && lag > uint64(max(o.Dynamic.MaximumLagOnFailover, 0)) {
+	if lag := dcs.Behind(c.Status.LSN, pg.WAL); !force && lag > uint64(max(o.Dynamic.MaximumLagOnFailover, 0)) {
 		return fmt.Sprintf("%d bytes behind the last leader position, more than maximum_lag_on_failover %d", lag, o.Dynamic.MaximumLagOnFailover)
 	}
 	if o.Dynamic.SynchronousMode && !isSync(c, n.Name) {
@@ -628,11 +628,4 @@ func ineligible(o Observation) string {
 // startingBound is how long a starting member that was ahead holds the race.
 func startingBound(o Observation) time.Duration {
 	return max(60*time.Second, 3*o.Dynamic.TTL.D())
-}
-
-func lagBehind(leader, mine uint64) uint64 {
-	if leader > mine {
-		return leader - mine
-	}
-	return 0
 }

@@ -650,7 +650,7 @@ func (a *Agent) steerPooler(ctx context.Context, o Observation, d Decision, out 
 	want := ""
 	if l := o.Cluster.Leader; l != nil {
 		if m := o.Cluster.Member(l.Name); m != nil && m.Role == "primary" && m.State == "running" {
-			want = hostPort(m.ConnURL)
+			want = dcs.Addr(m.ConnURL)
 		}
 		if l.Name == a.s.Name && out.KeyHeld && out.PG.Writable() {
 			want = a.s.ConnectAddress

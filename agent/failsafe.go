@@ -199,7 +199,7 @@ func (a *Agent) ConfirmFailsafe(leader string, leaderTTL time.Duration) error {
 	var want string
 	for _, m := range v.members {
 		if m.Name == leader {
-			want = hostPort(m.ConnURL)
+			want = dcs.Addr(m.ConnURL)
 		}
 	}
 	if want == "" || st.Upstream != want {

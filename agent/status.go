@@ -97,12 +97,7 @@ type WALSender struct {
 
 // Lag is how far this replica's replay is behind the leader's last WAL
 // position, in bytes (0 when ahead or unknown).
-func (s *Status) Lag() uint64 {
-	if s.LeaderLSN > s.ReplayedLSN {
-		return s.LeaderLSN - s.ReplayedLSN
-	}
-	return 0
-}
+func (s *Status) Lag() uint64 { return dcs.Behind(s.LeaderLSN, s.ReplayedLSN) }
 
 // Errors that cross into rest and cmd, mapped there to status codes and exit
 // codes. Wrap them with the reason: fmt.Errorf("%w: candidate %s is not

@@ -680,7 +680,7 @@ func ClusterView(c *dcs.Cluster, scope string, pause bool) map[string]any {
 	}
 	var members []clusterMember
 	for _, m := range c.Members {
-		host, port := splitConnURL(m.ConnURL)
+		host, port := dcs.HostPort(m.ConnURL)
 		cm := clusterMember{Name: m.Name, Role: m.Role, State: m.State, Host: host, Port: port, APIURL: patroniURL(m.APIURL),
 			Timeline: m.Timeline, Priority: m.Priority, Tags: m.Tags, Waiting: m.Waiting, PendingRestart: m.PendingRestart, Error: m.Error}
 		if m.WALPosition > 0 {
@@ -698,11 +698,7 @@ func ClusterView(c *dcs.Cluster, scope string, pause bool) map[string]any {
 				// record in etcd keeps "running", which agents read.
 				cm.State = "streaming"
 			}
-			replayed := m.ReplayedLSN
-			if replayed == 0 {
-				replayed = m.WALPosition
-			}
-			receive, replay := lagBehind(c.Status.LSN, m.WALPosition), lagBehind(c.Status.LSN, replayed)
+			receive, replay := c.ReceiveLag(m), c.ReplayLag(m)
 			cm.ReceiveLag, cm.ReplayLag, cm.Lag = &receive, &replay, &replay
 		}
 		members = append(members, cm)
@@ -721,13 +717,6 @@ func ClusterView(c *dcs.Cluster, scope string, pause bool) map[string]any {
 	return out
 }
 
-func lagBehind(leader, pos uint64) uint64 {
-	if leader > pos {
-		return leader - pos
-	}
-	return 0
-}
-
 // patroniURL is a member's API URL as Patroni publishes it: the address of
 // its /patroni. The record in etcd keeps the base URL, to which peers
 // append paths themselves.
@@ -740,21 +729,3 @@ func patroniURL(base string) string {
 
 // formatLSN writes an LSN as PostgreSQL does (16/B374D848).
 func formatLSN(l uint64) string { return fmt.Sprintf("%X/%X", l>>32, uint32(l)) }
-
-func splitConnURL(u string) (string, int) {
-	u = strings.TrimPrefix(u, "postgres://")
-	u = strings.TrimPrefix(u, "postgresql://")
-	if i := strings.IndexByte(u, '/'); i >= 0 {
-		u = u[:i]
-	}
-	if i := strings.LastIndexByte(u, '@'); i >= 0 {
-		u = u[i+1:]
-	}
-	h, p, err := net.SplitHostPort(u)
-	if err != nil {
-		return u, 0
-	}
-	var port int
-	fmt.Sscanf(p, "%d", &port)
-	return h, port
-}

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net/url"
 	"slices"
 	"sort"
 	"strings"
@@ -56,7 +55,7 @@ func buildList(c *dcs.Cluster, scope string, paused bool) listView {
 		v.ScheduledSwitchover = fmt.Sprintf("%s -> %s at %s", f.Leader, orAny(f.Candidate), f.ScheduledAt.Format(time.RFC3339))
 	}
 	for _, m := range c.Members {
-		r := listRow{Member: m.Name, Host: connHost(m.ConnURL), State: m.State, Timeline: m.Timeline, Priority: m.Priority, Tags: m.Tags,
+		r := listRow{Member: m.Name, Host: dcs.Addr(m.ConnURL), State: m.State, Timeline: m.Timeline, Priority: m.Priority, Tags: m.Tags,
 			PendingRestart: m.PendingRestart}
 		switch {
 		case m.Name == v.Leader:
@@ -70,13 +69,7 @@ func buildList(c *dcs.Cluster, scope string, paused bool) listView {
 			r.State = "streaming"
 		}
 		if r.Role != "leader" {
-			pos := m.ReplayedLSN
-			if pos == 0 {
-				pos = m.WALPosition
-			}
-			if c.Status.LSN > pos {
-				r.LagMB = float64(c.Status.LSN-pos) / (1 << 20)
-			}
+			r.LagMB = float64(c.ReplayLag(m)) / (1 << 20)
 		}
 		v.Members = append(v.Members, r)
 		if m.Error != "" {
@@ -107,14 +100,6 @@ func orAny(s string) string {
 		return "(best replica)"
 	}
 	return s
-}
-
-func connHost(connURL string) string {
-	u, err := url.Parse(connURL)
-	if err != nil || u.Host == "" {
-		return connURL
-	}
-	return u.Host
 }
 
 func writeListJSON(w io.Writer, v listView) error {

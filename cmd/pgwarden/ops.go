@@ -192,7 +192,7 @@ func pickMember(c *dcs.Cluster, name, role string) (*dcs.Member, error) {
 // memberDSN is the libpq connection string of a member's PostgreSQL.
 func memberDSN(m *dcs.Member) string {
 	host, port := "", ""
-	if hp := connHost(m.ConnURL); hp != "" {
+	if hp := dcs.Addr(m.ConnURL); hp != "" {
 		if i := strings.LastIndexByte(hp, ':'); i >= 0 {
 			host, port = hp[:i], hp[i+1:]
 		} else {
