@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/pgwarden/pgwarden/config"
+	"github.com/pgwarden/pgwarden/postgres/pgproc"
 )
 
 // demoUser runs PostgreSQL when the demo is started as root.
@@ -568,19 +569,17 @@ func waitOrKill(cmd *exec.Cmd, timeout time.Duration) {
 	}
 }
 
+// stopPostmaster stops a postmaster left behind (its agent killed), by
+// its pid file, and waits (bounded) for it to go.
 func stopPostmaster(dataDir string) {
-	b, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid"))
-	if err != nil {
+	pf, err := pgproc.ReadPIDFile(dataDir)
+	if err != nil || pf.PID <= 1 {
 		return
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(strings.SplitN(string(b), "\n", 2)[0]))
-	if err != nil || pid <= 1 {
+	if syscall.Kill(pf.PID, syscall.SIGQUIT) != nil {
 		return
 	}
-	if syscall.Kill(pid, syscall.SIGQUIT) != nil {
-		return
-	}
-	for i := 0; i < 100 && syscall.Kill(pid, 0) == nil; i++ {
+	for i := 0; i < 100 && pgproc.Alive(pf.PID); i++ {
 		time.Sleep(100 * time.Millisecond) // bounded wait for the postmaster to exit
 	}
 }
