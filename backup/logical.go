@@ -20,6 +20,8 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgwarden/pgwarden/dcs"
+
+	"github.com/pgwarden/pgwarden/internal/atomicfile"
 )
 
 // Source is a PostgreSQL server a logical dump can be taken from.
@@ -154,7 +156,7 @@ func (d *Dumper) dumpFrom(ctx context.Context, src Source, now time.Time, retrie
 	if err := os.Rename(tmp, final); err != nil {
 		return m, fmt.Errorf("logical dump: put %s in place: %w", final, err)
 	}
-	if err := syncDir(d.Root); err != nil {
+	if err := atomicfile.SyncDir(d.Root); err != nil {
 		return m, fmt.Errorf("logical dump: %w", err)
 	}
 	return m, nil
@@ -264,37 +266,8 @@ func writeManifest(dir string, m Manifest) error {
 	if err != nil {
 		return err
 	}
-	p := filepath.Join(dir, ManifestName)
-	tmp := p + ".tmp"
-	fh, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, ManifestName), append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("write the dump's manifest: %w", err)
-	}
-	if _, err := fh.Write(append(b, '\n')); err != nil {
-		fh.Close()
-		return fmt.Errorf("write the dump's manifest: %w", err)
-	}
-	if err := fh.Sync(); err != nil {
-		fh.Close()
-		return fmt.Errorf("fsync the dump's manifest: %w", err)
-	}
-	if err := fh.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, p); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	fh, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer fh.Close()
-	if err := fh.Sync(); err != nil {
-		return fmt.Errorf("fsync %s: %w", dir, err)
 	}
 	return nil
 }

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+
+	"github.com/pgwarden/pgwarden/internal/atomicfile"
 )
 
 // PgBackRest runs pgBackRest commands for one node: its own configuration
@@ -46,11 +48,7 @@ func (p *PgBackRest) WriteConfig() error {
 			return fmt.Errorf("pgbackrest directories: %w", err)
 		}
 	}
-	tmp := p.o.ConfigPath() + ".tmp"
-	if err := os.WriteFile(tmp, []byte(text), 0o600); err != nil {
-		return fmt.Errorf("write pgbackrest configuration: %w", err)
-	}
-	if err := os.Rename(tmp, p.o.ConfigPath()); err != nil {
+	if err := atomicfile.Write(p.o.ConfigPath(), []byte(text), 0o600); err != nil {
 		return fmt.Errorf("write pgbackrest configuration: %w", err)
 	}
 	return nil

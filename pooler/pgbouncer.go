@@ -16,6 +16,8 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgwarden/pgwarden/config"
+
+	"github.com/pgwarden/pgwarden/internal/atomicfile"
 )
 
 // NoLeaderHost is where "primary" entries point while there is no leader:
@@ -261,7 +263,7 @@ func (p *PgBouncer) setLeader(ctx context.Context, leader string) error {
 			return nil
 		}
 	}
-	if err := writeAtomic(p.cfg.DatabasesFile, content); err != nil {
+	if err := atomicfile.Write(p.cfg.DatabasesFile, []byte(content), 0o644); err != nil {
 		return err
 	}
 	p.mu.Lock()
@@ -278,32 +280,6 @@ func (p *PgBouncer) setLeader(ctx context.Context, leader string) error {
 		return err
 	}
 	p.log.Info("pgbouncer repointed", "leader", leader)
-	return nil
-}
-
-func writeAtomic(path, content string) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".pgwarden-databases-")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.WriteString(content); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("sync %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Chmod(tmp.Name(), 0o644); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("rename to %s: %w", path, err)
-	}
 	return nil
 }
 

@@ -1,7 +1,6 @@
 package pooler
 
 import (
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -113,18 +112,3 @@ func TestAlreadyDone(t *testing.T) {
 type errString string
 
 func (e errString) Error() string { return string(e) }
-
-func TestWriteAtomicReplacesWhole(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "f.ini")
-	if err := writeAtomic(path, "one\n"); err != nil {
-		t.Fatal(err)
-	}
-	if err := writeAtomic(path, "two\n"); err != nil {
-		t.Fatal(err)
-	}
-	b, _ := os.ReadFile(path)
-	ents, _ := os.ReadDir(filepath.Dir(path))
-	if string(b) != "two\n" || len(ents) != 1 {
-		t.Fatalf("content %q, %d files", b, len(ents))
-	}
-}

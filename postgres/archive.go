@@ -10,6 +10,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/pgwarden/pgwarden/internal/atomicfile"
 )
 
 // Archive is the WAL archive as PostgreSQL is told of it.
@@ -101,7 +103,7 @@ func dropRecoverySettings(dataDir string) error {
 		}
 		keep = append(keep, l)
 	}
-	return writeFileAtomic(path, []byte(strings.Join(keep, "\n")))
+	return atomicfile.Write(path, []byte(strings.Join(keep, "\n")), 0o600)
 }
 
 // PrepareRestoredStandby makes a data directory restored from a backup a
@@ -202,7 +204,7 @@ func WriteStandaloneConf(st Standalone) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(st.DataDir, managedConf), []byte(conf)); err != nil {
+	if err := atomicfile.Write(filepath.Join(st.DataDir, managedConf), []byte(conf), 0o600); err != nil {
 		return err
 	}
 	if err := s.writeSyncConf(""); err != nil {

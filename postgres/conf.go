@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/pgwarden/pgwarden/internal/atomicfile"
 )
 
 // Files pgwarden manages in the data directory.
@@ -132,10 +134,10 @@ func (s *Server) writeConfig(up *Upstream) error {
 	if err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(s.cfg.DataDir, managedConf), []byte(conf)); err != nil {
+	if err := atomicfile.Write(filepath.Join(s.cfg.DataDir, managedConf), []byte(conf), 0o600); err != nil {
 		return err
 	}
-	if err := writeFileAtomic(filepath.Join(s.cfg.DataDir, "pg_hba.conf"), []byte(s.renderHBA())); err != nil {
+	if err := atomicfile.Write(filepath.Join(s.cfg.DataDir, "pg_hba.conf"), []byte(s.renderHBA()), 0o600); err != nil {
 		return err
 	}
 	if err := s.ensureInclude(); err != nil {
@@ -172,30 +174,7 @@ func (s *Server) ensureInclude() error {
 		b = append(b, '\n')
 	}
 	b = append(b, []byte(includeLine+"\n")...)
-	return writeFileAtomic(path, b)
-}
-
-func writeFileAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("sync %s: %w", path, err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("close %s: %w", path, err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return fmt.Errorf("rename %s: %w", path, err)
-	}
-	return nil
+	return atomicfile.Write(path, b, 0o600)
 }
 
 // controlData is pg_controldata's output as key -> value.
@@ -265,7 +244,7 @@ func splitConninfo(ci string) []string {
 }
 
 func (s *Server) writeSyncConf(value string) error {
-	return writeFileAtomic(filepath.Join(s.cfg.DataDir, syncConf), []byte(syncConfText(value)))
+	return atomicfile.Write(filepath.Join(s.cfg.DataDir, syncConf), []byte(syncConfText(value)), 0o600)
 }
 
 func syncConfText(value string) string {

@@ -13,6 +13,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgwarden/pgwarden/internal/atomicfile"
 )
 
 // Fork is one line of a timeline history file: Timeline ended at LSN,
@@ -130,7 +132,7 @@ func (s *Server) ReserveTimelines(ctx context.Context, upTo uint32) error {
 		if _, err := os.Stat(p); err == nil {
 			continue
 		}
-		if err := writeFileAtomic(p, []byte(reservedHistory)); err != nil {
+		if err := atomicfile.Write(p, []byte(reservedHistory), 0o600); err != nil {
 			return fmt.Errorf("reserve timeline %d: %w", t, err)
 		}
 		s.log.Info("timeline ID reserved before promotion", "timeline", t)
