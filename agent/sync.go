@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 
 	"github.com/pgwarden/pgwarden/dcs"
@@ -77,24 +78,33 @@ type syncStep struct {
 	// Names, when Apply, is the new list commits wait for.
 	Names []string
 	Apply bool
+	// Pending is pending as it is after this step (a new map).
+	Pending map[string]uint64
 }
 
 // planSync is the pure part of manageSync: one change at a time, removals
-// from the key first, then the names commits wait for, then additions.
-func planSync(key, want, applied []string, strict bool, st SyncStatus, pending map[string]uint64) syncStep {
+// from the key first, then the names commits wait for, then additions. It
+// does not modify its inputs: the pending positions after the step are in
+// the step.
+func planSync(key, want, applied []string, strict bool, st SyncStatus, before map[string]uint64) syncStep {
+	pending := maps.Clone(before)
+	if pending == nil {
+		pending = map[string]uint64{}
+	}
 	keep := slices.DeleteFunc(slices.Clone(key), func(n string) bool {
 		_, sync := st.Sync[n]
 		return !slices.Contains(want, n) || !sync
 	})
 	if len(keep) != len(key) {
-		return syncStep{Key: keep, WriteKey: true}
+		return syncStep{Key: keep, WriteKey: true, Pending: pending}
 	}
 	names := want
 	if len(names) == 0 && strict {
 		names = []string{"*"} // no acknowledged commit without a standby
 	}
 	if !slices.Equal(names, applied) {
-		return syncStep{Names: names, Apply: true}
+		// What commits wait for changes: no position seen so far counts.
+		return syncStep{Names: names, Apply: true, Pending: map[string]uint64{}}
 	}
 	for name := range pending {
 		if _, ok := st.Sync[name]; !ok || !slices.Contains(want, name) {
@@ -119,9 +129,9 @@ func planSync(key, want, applied []string, strict bool, st SyncStatus, pending m
 		}
 	}
 	if len(added) != len(key) {
-		return syncStep{Key: added, WriteKey: true}
+		return syncStep{Key: added, WriteKey: true, Pending: pending}
 	}
-	return syncStep{}
+	return syncStep{Pending: pending}
 }
 
 // manageSync runs on the leader every heartbeat.
@@ -160,10 +170,8 @@ func (a *Agent) manageSync(ctx context.Context, c *dcs.Cluster) error {
 	if !a.syncApplied {
 		applied = []string{"\x00unknown"} // apply once after start
 	}
-	if a.syncPending == nil {
-		a.syncPending = map[string]uint64{}
-	}
 	step := planSync(key, want, applied, a.dynamic.SynchronousModeStrict, st, a.syncPending)
+	a.syncPending = step.Pending
 	switch {
 	case step.WriteKey:
 		a.log.Info("synchronous standbys in the sync key", "members", fmt.Sprint(step.Key), "was", fmt.Sprint(key))
@@ -174,7 +182,6 @@ func (a *Agent) manageSync(ctx context.Context, c *dcs.Cluster) error {
 			return err
 		}
 		a.syncApplied, a.syncNames = true, step.Names
-		clear(a.syncPending)
 	}
 	return nil
 }

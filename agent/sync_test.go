@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"fmt"
+	"maps"
 	"slices"
 	"testing"
 
@@ -66,9 +68,9 @@ func TestPlanSync(t *testing.T) {
 		{"then commits wait for b", []string{}, []string{"b"}, []string{"a"}, false,
 			st(100, map[string]uint64{"a": 100}), nil, syncStep{Names: []string{"b"}, Apply: true}},
 		{"b synchronous but behind what was acknowledged: not yet in the key", []string{}, []string{"b"}, []string{"b"}, false,
-			st(100, map[string]uint64{"b": 90}), map[string]uint64{}, syncStep{}},
+			st(100, map[string]uint64{"b": 90}), map[string]uint64{}, syncStep{Pending: map[string]uint64{"b": 100}}},
 		{"b caught up past where it was first seen synchronous: joins", []string{}, []string{"b"}, []string{"b"}, false,
-			st(120, map[string]uint64{"b": 100}), map[string]uint64{"b": 100}, syncStep{Key: []string{"b"}, WriteKey: true}},
+			st(120, map[string]uint64{"b": 100}), map[string]uint64{"b": 100}, syncStep{Key: []string{"b"}, WriteKey: true, Pending: map[string]uint64{}}},
 		{"b synchronous and flushed to the current position at once: joins", []string{}, []string{"b"}, []string{"b"}, false,
 			st(100, map[string]uint64{"b": 100}), map[string]uint64{}, syncStep{Key: []string{"b"}, WriteKey: true}},
 		{"no standby, not strict: commits wait for no one", []string{}, nil, []string{"a"}, false,
@@ -78,14 +80,17 @@ func TestPlanSync(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			pending := tc.pending
-			if pending == nil {
-				pending = map[string]uint64{}
-			}
-			got := planSync(tc.key, tc.want, tc.applied, tc.strict, tc.st, pending)
+			before := fmt.Sprint(tc.key, tc.want, tc.applied, tc.pending)
+			got := planSync(tc.key, tc.want, tc.applied, tc.strict, tc.st, tc.pending)
 			if got.WriteKey != tc.expect.WriteKey || got.Apply != tc.expect.Apply ||
 				!slices.Equal(got.Key, tc.expect.Key) || !slices.Equal(got.Names, tc.expect.Names) {
 				t.Fatalf("planSync = %+v, want %+v", got, tc.expect)
+			}
+			if after := fmt.Sprint(tc.key, tc.want, tc.applied, tc.pending); after != before {
+				t.Fatalf("planSync modified its inputs: %s -> %s", before, after)
+			}
+			if tc.expect.Pending != nil && !maps.Equal(got.Pending, tc.expect.Pending) {
+				t.Fatalf("pending after the step %v, want %v", got.Pending, tc.expect.Pending)
 			}
 		})
 	}
