@@ -313,9 +313,7 @@ func (a *Agent) rewind(ctx context.Context, c *dcs.Cluster, target string) error
 		if err == nil {
 			return a.startPG(ctx, &up)
 		}
-		if !errors.Is(err, ErrCannotRewind) {
-			// The source did not answer: nothing says this data directory
-			// is unfit; try again later rather than destroy it.
+		if !reclonesAfterRewind(err) {
 			return fmt.Errorf("rewind from %s: %w", target, err)
 		}
 		a.log.Warn("rewind impossible: re-cloning", "source", target, "error", err)
@@ -360,9 +358,7 @@ func (a *Agent) wipeForClone(ctx context.Context, up Upstream) error {
 // heartbeat reports whether the key is still held.
 func (a *Agent) heartbeat(ctx context.Context, o Observation) (bool, error) {
 	if err := a.d.DCS.UpdateLeader(ctx); err != nil {
-		if errors.Is(err, dcs.ErrNotLeader) {
-			// Someone else holds the key now: stop writes at once rather
-			// than at the next loop.
+		if leaderKeyLost(err) {
 			return false, a.fence(ctx, "leader key lost")
 		}
 		return true, fmt.Errorf("renew leadership: %w", err)
@@ -411,14 +407,13 @@ func (a *Agent) acquire(ctx context.Context, o Observation) (bool, error) {
 	// watchdog armed for the lease, a long replay would outlast the lease
 	// and be fenced; the loop waits instead, renewing the lease, while
 	// replay makes progress.
-	if pg := o.PG; pg.Replayed < pg.WAL && pg.Replayed != a.replayWait {
-		if a.replayWait == 0 {
-			a.log.Info("leader key taken: waiting for WAL replay before promoting", "received", pg.WAL, "replayed", pg.Replayed)
-		}
-		a.replayWait = pg.Replayed
+	wait, seen := replayWaitStep(o.PG, a.replayWait)
+	if wait && a.replayWait == 0 {
+		a.log.Info("leader key taken: waiting for WAL replay before promoting", "received", o.PG.WAL, "replayed", o.PG.Replayed)
+	}
+	if a.replayWait = seen; wait {
 		return true, nil
 	}
-	a.replayWait = 0
 	if err := a.prepareSyncPromotion(ctx, o.Cluster); err != nil {
 		return a.giveUpKey(ctx), fmt.Errorf("promote: %w", err)
 	}
@@ -464,7 +459,7 @@ func (a *Agent) acquire(ctx context.Context, o Observation) (bool, error) {
 	}
 	// The lease may have been lost while promoting (etcd unreachable):
 	// then the key is gone, and so must the writes be.
-	if err := a.d.DCS.UpdateLeader(ctx); errors.Is(err, dcs.ErrNotLeader) || errors.Is(err, dcs.ErrLeaseExpired) {
+	if err := a.d.DCS.UpdateLeader(ctx); leaderKeyLost(err) {
 		return false, errors.Join(fmt.Errorf("promoted but the leader key is lost: %w", err), a.fence(ctx, "leader key lost during promotion"))
 	}
 	if err := a.afterSyncPromotion(ctx); err != nil {
@@ -519,7 +514,7 @@ func (a *Agent) startPrimary(ctx context.Context) (bool, error) {
 	if err := a.startAsPrimary(ctx); err != nil {
 		return true, fmt.Errorf("start primary: %w", err)
 	}
-	if err := a.d.DCS.UpdateLeader(ctx); errors.Is(err, dcs.ErrNotLeader) || errors.Is(err, dcs.ErrLeaseExpired) {
+	if err := a.d.DCS.UpdateLeader(ctx); leaderKeyLost(err) {
 		return false, errors.Join(fmt.Errorf("started as primary but the leader key is lost: %w", err), a.fence(ctx, "leader key lost during start"))
 	}
 	return true, nil
@@ -553,7 +548,7 @@ func (a *Agent) restart(ctx context.Context, o Observation) (bool, error) {
 	}
 	a.fire("restart", true, "")
 	if held {
-		if uerr := a.d.DCS.UpdateLeader(ctx); errors.Is(uerr, dcs.ErrNotLeader) || errors.Is(uerr, dcs.ErrLeaseExpired) {
+		if uerr := a.d.DCS.UpdateLeader(ctx); leaderKeyLost(uerr) {
 			return false, errors.Join(fmt.Errorf("restarted but the leader key is lost: %w", uerr), a.fence(ctx, "leader key lost during restart"))
 		}
 	}
