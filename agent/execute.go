@@ -633,42 +633,24 @@ func (a *Agent) steerPooler(ctx context.Context, o Observation, d Decision, out 
 	if a.d.Pooler == nil {
 		return
 	}
-	pending := switchoverDue(o)
-	if pending && !a.poolerPaused && o.Cluster.Leader.Name != a.s.Name {
-		// Hold this host's clients before the old leader shuts down; it
-		// waits (bounded) until every member's pooler reports paused.
+	plan := planPooler(o, out, a.s.Name, a.s.ConnectAddress, a.poolerLeader, a.poolerPaused)
+	if plan.Pause {
 		if err := a.poolerPause(ctx); err != nil {
 			a.log.Warn("switchover: cannot pause pooler", "error", err)
 		}
 		a.poolerPaused, a.pausedAt = true, a.d.Clock.Now()
 	}
-	want := ""
-	if l := o.Cluster.Leader; l != nil {
-		if m := o.Cluster.Member(l.Name); m != nil && m.Role == "primary" && m.State == "running" {
-			want = dcs.Addr(m.ConnURL)
-		}
-		if l.Name == a.s.Name && out.KeyHeld && out.PG.Writable() {
-			want = a.s.ConnectAddress
-		}
-	} else if out.KeyHeld && out.PG.Writable() {
-		want = a.s.ConnectAddress // the key was just taken
-	}
-	switch {
-	case want == a.poolerLeader:
-	case want == "" && (o.Cluster.Leader != nil || a.poolerPaused):
-		// The new leader is not up yet (or the key is between holders
-		// during a switchover, clients paused): keep the old target.
-	default:
+	if plan.Repoint {
 		pctx, cancel := context.WithTimeout(ctx, poolerBound)
-		err := a.d.Pooler.SetLeader(pctx, want)
+		err := a.d.Pooler.SetLeader(pctx, plan.Target)
 		cancel()
 		if err != nil {
-			a.log.Warn("cannot repoint pooler", "leader", want, "error", err)
+			a.log.Warn("cannot repoint pooler", "leader", plan.Target, "error", err)
 		} else {
-			a.poolerLeader = want
+			a.poolerLeader = plan.Target
 		}
 	}
-	a.resumePooler(ctx, pending, want != "" && a.poolerLeader == want)
+	a.resumePooler(ctx, plan.Pending, plan.Target != "" && a.poolerLeader == plan.Target)
 }
 
 // busySteerPoll is how often the pooler is steered while the loop is busy
@@ -725,20 +707,6 @@ func (a *Agent) resumePooler(ctx context.Context, pending, ready bool) {
 		return
 	}
 	a.poolerPaused = false
-}
-
-// switchoverDue: a switchover request is due now and still names the
-// current leader.
-func switchoverDue(o Observation) bool {
-	c := o.Cluster
-	if c == nil || c.Leader == nil || c.Failover == nil || c.Failover.Kind != "switchover" {
-		return false
-	}
-	f := c.Failover
-	if !f.ScheduledAt.IsZero() && o.Now.Before(f.ScheduledAt) {
-		return false
-	}
-	return f.Leader == "" || f.Leader == c.Leader.Name
 }
 
 // awaitPoolersPaused waits (bounded) until every member with a pooler

@@ -36,3 +36,53 @@ func replayWaitStep(pg PGState, lastSeen uint64) (wait bool, seen uint64) {
 // source that did not answer says nothing of this data: it is kept, and
 // the rewind tried again later.
 func reclonesAfterRewind(err error) bool { return errors.Is(err, ErrCannotRewind) }
+
+// poolerPlan is what the local pooler is told this round.
+type poolerPlan struct {
+	// Pending: a switchover is due; Pause: hold this host's clients
+	// before the old leader shuts down (it waits, bounded, until every
+	// member's pooler reports paused).
+	Pending, Pause bool
+	// Target is the address the "primary" databases should point at
+	// ("" when no writable leader is known); Repoint: tell the pooler.
+	Target  string
+	Repoint bool
+}
+
+// planPooler steers the local pooler from the observation and the step's
+// outcome: to the leader once its record says it runs as primary (or to
+// this node the moment it took the key and accepts writes), never to
+// nothing while a leader exists or clients are paused for a handover
+// (the key between holders: the old target is kept). current is where it
+// points, paused whether its clients are held.
+func planPooler(o Observation, out Outcome, self, selfAddr, current string, paused bool) poolerPlan {
+	p := poolerPlan{Pending: switchoverDue(o)}
+	p.Pause = p.Pending && !paused && o.Cluster.Leader.Name != self
+	if l := o.Cluster.Leader; l != nil {
+		if m := o.Cluster.Member(l.Name); m != nil && m.Role == "primary" && m.State == "running" {
+			p.Target = dcs.Addr(m.ConnURL)
+		}
+		if l.Name == self && out.KeyHeld && out.PG.Writable() {
+			p.Target = selfAddr
+		}
+	} else if out.KeyHeld && out.PG.Writable() {
+		p.Target = selfAddr // the key was just taken
+	}
+	hold := p.Target == "" && (o.Cluster.Leader != nil || paused)
+	p.Repoint = p.Target != current && !hold
+	return p
+}
+
+// switchoverDue: a switchover request is due now and still names the
+// current leader.
+func switchoverDue(o Observation) bool {
+	c := o.Cluster
+	if c == nil || c.Leader == nil || c.Failover == nil || c.Failover.Kind != "switchover" {
+		return false
+	}
+	f := c.Failover
+	if !f.ScheduledAt.IsZero() && o.Now.Before(f.ScheduledAt) {
+		return false
+	}
+	return f.Leader == "" || f.Leader == c.Leader.Name
+}

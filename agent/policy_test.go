@@ -53,3 +53,36 @@ func TestReclonesAfterRewind(t *testing.T) {
 		t.Error("an unreachable source made the data directory be wiped")
 	}
 }
+
+func TestPlanPooler(t *testing.T) {
+	const self, selfAddr, other, otherAddr = "me", "127.0.0.1:5432", "other", "127.0.0.1:5433"
+	running := func(o *Observation) { o.Cluster.Members[1].Role, o.Cluster.Members[1].State = "primary", "running" }
+	switchover := func(o *Observation) {
+		o.Cluster.Failover = &dcs.Failover{Kind: "switchover", Leader: other, Candidate: self}
+	}
+	writable := Outcome{KeyHeld: true, PG: PGState{Running: true, Answering: true}}
+	for _, tc := range []struct {
+		name           string
+		o              Observation
+		out            Outcome
+		current        string
+		paused         bool
+		target         string
+		repoint, pause bool
+	}{
+		{"a running leader: point at it", obs(all(leader(other), running)), Outcome{}, "", false, otherAddr, true, false},
+		{"already pointing there: nothing", obs(all(leader(other), running)), Outcome{}, otherAddr, false, otherAddr, false, false},
+		{"the leader's record not yet primary: keep the old target", obs(leader(other)), Outcome{}, "10.0.0.9:5432", false, "", false, false},
+		{"no leader, nothing paused: point at nothing", obs(nil), Outcome{}, otherAddr, false, "", true, false},
+		{"no leader, clients paused for a handover: keep the old target", obs(nil), Outcome{}, otherAddr, true, "", false, false},
+		{"this node just took the key and accepts writes", obs(nil), writable, otherAddr, true, selfAddr, true, false},
+		{"this node leads and accepts writes", obs(all(primary, leader(self))), writable, otherAddr, false, selfAddr, true, false},
+		{"a switchover is due: hold this host's clients", obs(all(leader(other), running, switchover)), Outcome{}, otherAddr, false, otherAddr, false, true},
+		{"already held: not again", obs(all(leader(other), running, switchover)), Outcome{}, otherAddr, true, otherAddr, false, false},
+	} {
+		got := planPooler(tc.o, tc.out, self, selfAddr, tc.current, tc.paused)
+		if got.Target != tc.target || got.Repoint != tc.repoint || got.Pause != tc.pause {
+			t.Errorf("%s: %+v, want target %q repoint %v pause %v", tc.name, got, tc.target, tc.repoint, tc.pause)
+		}
+	}
+}
