@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"strconv"
 	"sync"
@@ -77,6 +78,9 @@ type Postgres interface {
 	Restart(ctx context.Context) error
 	// Reload makes PostgreSQL re-read its configuration files.
 	Reload(ctx context.Context) error
+	// SetClusterParameters writes the cluster-wide parameters and makes a
+	// running server re-read them; it reports whether they changed.
+	SetClusterParameters(ctx context.Context, params map[string]string) (bool, error)
 	// Promote makes a standby a primary and waits until it accepts writes.
 	Promote(ctx context.Context) error
 	// ReserveTimelines makes the next promotion choose a timeline ID above
@@ -308,7 +312,11 @@ type Agent struct {
 	poolerPaused bool
 	startFails   int
 	// fail is the action that last failed, backing off (backoff.go).
-	fail      failing
+	fail failing
+	// params are the cluster-wide parameters last written (paramsSet:
+	// written at least once by this agent).
+	params    map[string]string
+	paramsSet bool
 	pausedAt  time.Time
 	failovers uint64
 	lastDCS   time.Time
@@ -463,6 +471,7 @@ func (a *Agent) Step(ctx context.Context) Decision {
 	if !held {
 		a.noteOutcome(d, out.Err)
 	}
+	a.applyParameters(ctx, o)
 	a.noteProgress()
 	a.publish(ctx, o, d, out, start)
 	a.tellBackup(out.PG)
@@ -652,4 +661,26 @@ func SlotName(member string) string {
 		}
 	}
 	return string(b)
+}
+
+// applyParameters writes the dynamic configuration's PostgreSQL parameters
+// on this node when they changed (and once after the agent starts): every
+// node gets them, reloadable ones take effect at once, restart-only ones
+// show as pending_restart until the operator restarts.
+func (a *Agent) applyParameters(ctx context.Context, o Observation) {
+	if o.Cluster == nil || o.PG.DataEmpty {
+		return
+	}
+	if a.paramsSet && maps.Equal(a.params, o.Dynamic.Parameters) {
+		return
+	}
+	changed, err := a.d.Postgres.SetClusterParameters(ctx, o.Dynamic.Parameters)
+	if err != nil {
+		a.log.Warn("cannot apply the cluster parameters", "error", err)
+		return
+	}
+	a.params, a.paramsSet = maps.Clone(o.Dynamic.Parameters), true
+	if changed {
+		a.log.Info("cluster parameters applied", "parameters", fmt.Sprint(o.Dynamic.Parameters))
+	}
 }

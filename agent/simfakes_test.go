@@ -556,6 +556,10 @@ func (p *fakePG) Restart(ctx context.Context) error {
 
 func (p *fakePG) Reload(ctx context.Context) error { return p.sleep(ctx, 5*time.Millisecond) }
 
+func (p *fakePG) SetClusterParameters(ctx context.Context, params map[string]string) (bool, error) {
+	return false, nil
+}
+
 func (p *fakePG) ShutdownCheckpoint(ctx context.Context) (uint64, error) {
 	if p.alive || p.needsRecovery {
 		return 0, errors.New("shutdown checkpoint: not a clean shutdown")

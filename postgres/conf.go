@@ -1,7 +1,9 @@
 package postgres
 
 import (
+	"context"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -17,7 +19,10 @@ const (
 	managedConf = "pgwarden.conf"
 	// syncConf holds synchronous_standby_names alone, so the leader can
 	// change it without rewriting the rest.
-	syncConf    = "pgwarden-sync.conf"
+	syncConf = "pgwarden-sync.conf"
+	// clusterConf holds the cluster-wide parameters (the dynamic
+	// configuration's), read before this node's own parameters, which win.
+	clusterConf = "pgwarden-cluster.conf"
 	includeLine = "include 'pgwarden.conf'"
 )
 
@@ -53,6 +58,7 @@ func (s *Server) renderConf(up *Upstream) (string, error) {
 	}
 	var b strings.Builder
 	b.WriteString("# Managed by pgwarden: rewritten whenever PostgreSQL is started, followed or reconfigured.\n")
+	fmt.Fprintf(&b, "include_if_exists = %s\n", confQuote(clusterConf))
 	keys := make([]string, 0, len(s.cfg.Parameters))
 	for k := range s.cfg.Parameters {
 		keys = append(keys, k)
@@ -241,6 +247,35 @@ func splitConninfo(ci string) []string {
 		out = append(out, cur.String())
 	}
 	return out
+}
+
+// SetClusterParameters writes the cluster-wide parameters (the dynamic
+// configuration's; this node's own postgres.parameters still win) and, when
+// they changed and the server runs, makes it re-read them. A parameter
+// that needs a restart then shows as pending_restart. It reports whether
+// anything changed.
+func (s *Server) SetClusterParameters(ctx context.Context, params map[string]string) (bool, error) {
+	var b strings.Builder
+	b.WriteString("# Managed by pgwarden: the cluster-wide parameters (edit-config, PATCH /config).\n")
+	for _, k := range slices.Sorted(maps.Keys(params)) {
+		fmt.Fprintf(&b, "%s = %s\n", k, confQuote(params[k]))
+	}
+	path := filepath.Join(s.cfg.DataDir, clusterConf)
+	if old, err := os.ReadFile(path); err == nil && string(old) == b.String() {
+		return false, nil
+	}
+	if s.dataEmpty() {
+		return false, nil // written once there is a data directory
+	}
+	if err := atomicfile.Write(path, []byte(b.String()), 0o600); err != nil {
+		return false, fmt.Errorf("cluster parameters: %w", err)
+	}
+	if _, alive := s.postmaster(); alive {
+		if err := s.Reload(ctx); err != nil {
+			return true, fmt.Errorf("cluster parameters: %w", err)
+		}
+	}
+	return true, nil
 }
 
 func (s *Server) writeSyncConf(value string) error {

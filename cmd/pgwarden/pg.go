@@ -109,6 +109,9 @@ func (p pgAdapter) Stop(ctx context.Context, mode agent.StopMode) error {
 func (p pgAdapter) Fence(ctx context.Context) error   { return p.s.Fence(ctx) }
 func (p pgAdapter) Restart(ctx context.Context) error { return p.s.Restart(ctx) }
 func (p pgAdapter) Reload(ctx context.Context) error  { return p.s.Reload(ctx) }
+func (p pgAdapter) SetClusterParameters(ctx context.Context, params map[string]string) (bool, error) {
+	return p.s.SetClusterParameters(ctx, params)
+}
 func (p pgAdapter) Promote(ctx context.Context) error { return p.s.Promote(ctx) }
 
 // Probe implements agent.Probe.
