@@ -108,7 +108,31 @@ func NewServer(o Options, log hclog.Logger) (*Server, error) {
 	}
 	s.metrics = newMetrics(o.Agent, extra...)
 	s.handler = s.routes()
+	if w := exposureWarning(o.Listen, o.Auth != nil, o.TLS != nil); w != "" {
+		log.Warn(w, "listen", o.Listen)
+	}
 	return s, nil
+}
+
+// exposureWarning is what an operator should hear at start about a REST
+// API reachable beyond this host ("" when nothing): with no auth anyone
+// who reaches it can switch over, pause or fail over the cluster; basic
+// auth over plain HTTP sends the password in the clear.
+func exposureWarning(listen string, auth, tls bool) string {
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		host = listen
+	}
+	if ip := net.ParseIP(host); host == "localhost" || (ip != nil && ip.IsLoopback()) {
+		return ""
+	}
+	switch {
+	case !auth:
+		return "the REST API listens beyond this host with no auth: anyone who reaches it can switch over, pause or fail over the cluster (set rest.auth)"
+	case !tls:
+		return "the REST API's basic auth goes over plain HTTP beyond this host: the password travels in the clear (set rest.tls)"
+	}
+	return ""
 }
 
 // Handler is the API's http.Handler (for tests and embedding).

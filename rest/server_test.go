@@ -526,3 +526,24 @@ func TestFailsafe(t *testing.T) {
 		}
 	}
 }
+
+func TestExposureWarning(t *testing.T) {
+	for _, tc := range []struct {
+		listen    string
+		auth, tls bool
+		want      string
+	}{
+		{"127.0.0.1:8008", false, false, ""},
+		{"[::1]:8008", false, false, ""},
+		{"localhost:8008", false, false, ""},
+		{"0.0.0.0:8008", false, false, "no auth"},
+		{":8008", false, true, "no auth"},
+		{"10.0.0.5:8008", true, false, "plain HTTP"},
+		{"10.0.0.5:8008", true, true, ""},
+	} {
+		got := exposureWarning(tc.listen, tc.auth, tc.tls)
+		if (tc.want == "") != (got == "") || !strings.Contains(got, tc.want) {
+			t.Errorf("exposureWarning(%q, auth %v, tls %v) = %q, want it to say %q", tc.listen, tc.auth, tc.tls, got, tc.want)
+		}
+	}
+}
