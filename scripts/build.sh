@@ -10,9 +10,10 @@ GO=${GO:-go}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 "$GO" build -trimpath -ldflags '-s -w' -o "$tmp/etcd" ./cmd/demo-etcd
-gzip -6 -c "$tmp/etcd" > "cmd/pgwarden/demoetcd/etcd.gz.$$"
-# Renamed into place: builds that run side by side (test packages) each
-# write a whole file.
-mv "cmd/pgwarden/demoetcd/etcd.gz.$$" cmd/pgwarden/demoetcd/etcd.gz
+# Written beside it under a name go:embed skips (a leading dot), then
+# renamed into place: builds that run side by side (test packages, each
+# building pgwarden) each see a whole file, never a temporary one.
+gzip -6 -c "$tmp/etcd" > "cmd/pgwarden/demoetcd/.etcd.gz.$$"
+mv "cmd/pgwarden/demoetcd/.etcd.gz.$$" cmd/pgwarden/demoetcd/etcd.gz
 mkdir -p "$(dirname "$out")"
 "$GO" build -ldflags "${LDFLAGS:-}" -o "$out" ./cmd/pgwarden
