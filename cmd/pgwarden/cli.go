@@ -76,6 +76,18 @@ func withCluster(e *env, path string, f func(cfg *config.Config, s *etcd.Store, 
 	return f(cfg, s, c)
 }
 
+// withClusterAPI is withCluster for a command that also acts through a
+// member's REST API.
+func withClusterAPI(e *env, path string, rf restFlags, f func(cfg *config.Config, rc *restClient, c *dcs.Cluster) error) error {
+	return withCluster(e, path, func(cfg *config.Config, _ *etcd.Store, c *dcs.Cluster) error {
+		rc, err := newRESTClient(cfg, rf)
+		if err != nil {
+			return err
+		}
+		return f(cfg, rc, c)
+	})
+}
+
 func dynamicOf(c *dcs.Cluster) config.Dynamic {
 	d := config.DefaultDynamic()
 	if c.Config != nil {
@@ -184,16 +196,13 @@ func cmdEditConfig(e *env, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	return withCluster(e, *path, func(cfg *config.Config, _ *etcd.Store, c *dcs.Cluster) error {
-		rc, err := newRESTClient(cfg, rf)
-		if err != nil {
-			return err
-		}
+	return withClusterAPI(e, *path, rf, func(cfg *config.Config, rc *restClient, c *dcs.Cluster) error {
 		old := c.Config
 		if old == nil {
 			old = []byte("{}")
 		}
 		var next []byte
+		var err error
 		if len(sets) > 0 {
 			next, err = applySets(old, sets)
 		} else {
@@ -459,11 +468,7 @@ func cmdSwitchover(e *env, args []string) error {
 		}
 		body["scheduled_at"] = *sched
 	}
-	return withCluster(e, *path, func(cfg *config.Config, _ *etcd.Store, c *dcs.Cluster) error {
-		rc, err := newRESTClient(cfg, rf)
-		if err != nil {
-			return err
-		}
+	return withClusterAPI(e, *path, rf, func(cfg *config.Config, rc *restClient, c *dcs.Cluster) error {
 		url, err := memberAPI(c, "")
 		if err != nil {
 			return err
@@ -512,11 +517,7 @@ func cmdFailover(e *env, args []string) error {
 	if *cand == "" {
 		return fmt.Errorf("--candidate is required: %w", errUsage)
 	}
-	return withCluster(e, *path, func(cfg *config.Config, _ *etcd.Store, c *dcs.Cluster) error {
-		rc, err := newRESTClient(cfg, rf)
-		if err != nil {
-			return err
-		}
+	return withClusterAPI(e, *path, rf, func(cfg *config.Config, rc *restClient, c *dcs.Cluster) error {
 		url, err := memberAPI(c, *cand)
 		if err != nil {
 			return err
@@ -551,11 +552,7 @@ func nodeAction(e *env, name, path string, args []string) error {
 		return fmt.Errorf("exactly one NODE is required: %w", errUsage)
 	}
 	node := pos[0]
-	return withCluster(e, *cfgPath, func(cfg *config.Config, _ *etcd.Store, c *dcs.Cluster) error {
-		rc, err := newRESTClient(cfg, rf)
-		if err != nil {
-			return err
-		}
+	return withClusterAPI(e, *cfgPath, rf, func(cfg *config.Config, rc *restClient, c *dcs.Cluster) error {
 		url, err := memberAPI(c, node)
 		if err != nil {
 			return err

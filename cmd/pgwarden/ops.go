@@ -145,11 +145,7 @@ func cmdTopology(e *env, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
-	return withCluster(e, *path, func(cfg *config.Config, _ *etcd.Store, c *dcs.Cluster) error {
-		rc, err := newRESTClient(cfg, rf)
-		if err != nil {
-			return err
-		}
+	return withClusterAPI(e, *path, rf, func(cfg *config.Config, rc *restClient, c *dcs.Cluster) error {
 		v := buildList(c, cfg.Scope, dynamicOf(c).Pause)
 		return writeTopology(e.stdout, v, buildTopology(v, walSenderParents(e.ctx, rc, c)))
 	})
@@ -372,11 +368,7 @@ func cmdReload(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	return withCluster(e, *path, func(cfg *config.Config, _ *etcd.Store, c *dcs.Cluster) error {
-		rc, err := newRESTClient(cfg, rf)
-		if err != nil {
-			return err
-		}
+	return withClusterAPI(e, *path, rf, func(cfg *config.Config, rc *restClient, c *dcs.Cluster) error {
 		if !*force && !confirm(e, fmt.Sprintf("reload PostgreSQL's configuration on %s?", membersText(nodes))) {
 			return errors.New("aborted")
 		}
@@ -415,11 +407,7 @@ func cmdFlush(e *env, args []string) error {
 	if what == "switchover" && len(nodes) > 0 {
 		return fmt.Errorf("a scheduled switchover belongs to the cluster, not to %s: %w", strings.Join(nodes, ", "), errUsage)
 	}
-	return withCluster(e, *path, func(cfg *config.Config, _ *etcd.Store, c *dcs.Cluster) error {
-		rc, err := newRESTClient(cfg, rf)
-		if err != nil {
-			return err
-		}
+	return withClusterAPI(e, *path, rf, func(cfg *config.Config, rc *restClient, c *dcs.Cluster) error {
 		if what == "switchover" {
 			if c.Failover == nil {
 				fmt.Fprintln(e.stdout, "no switchover is scheduled: nothing to cancel")
@@ -475,11 +463,7 @@ func cmdRestart(e *env, args []string) error {
 	if *pending {
 		body["restart_pending"] = true
 	}
-	return withCluster(e, *path, func(cfg *config.Config, _ *etcd.Store, c *dcs.Cluster) error {
-		rc, err := newRESTClient(cfg, rf)
-		if err != nil {
-			return err
-		}
+	return withClusterAPI(e, *path, rf, func(cfg *config.Config, rc *restClient, c *dcs.Cluster) error {
 		q := fmt.Sprintf("restart PostgreSQL on %s", membersText(nodes))
 		if *pending {
 			q += " (where a restart is pending)"
