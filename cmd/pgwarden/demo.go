@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/pgwarden/pgwarden/config"
+	"github.com/pgwarden/pgwarden/internal/freeport"
 	"github.com/pgwarden/pgwarden/postgres/pgproc"
 )
 
@@ -158,9 +158,13 @@ func (d *demo) start(n int) error {
 	}
 	fmt.Fprintf(e.stdout, "  etcd (%s)  %s\n", d.etcdFrom, d.etcdEP)
 	for i := range n {
-		nd := &demoNode{name: fmt.Sprintf("node%d", i+1), pgPort: freePort(), apiPort: freePort()}
+		ports, err := pickPorts(3)
+		if err != nil {
+			return err
+		}
+		nd := &demoNode{name: fmt.Sprintf("node%d", i+1), pgPort: ports[0], apiPort: ports[1]}
 		if d.bouncer != "" {
-			nd.bouncerPort = freePort()
+			nd.bouncerPort = ports[2]
 		}
 		nd.dir = filepath.Join(d.dir, nd.name)
 		if err := os.MkdirAll(nd.dir, 0o700); err != nil {
@@ -204,27 +208,18 @@ func copyExec(src, dst string) error {
 	return out.Close()
 }
 
-// freePort picks a loopback port below the ephemeral range.
-func freePort() int {
-	lo, hi := 20000, 32000
-	start := lo + int(time.Now().UnixNano()%int64(hi-lo))
-	for i := 0; i < hi-lo; i++ {
-		p := lo + (start-lo+i)%(hi-lo)
-		if usedPorts[p] {
-			continue
-		}
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+// pickPorts returns n free loopback ports below the ephemeral range.
+func pickPorts(n int) ([]int, error) {
+	ports := make([]int, n)
+	for i := range ports {
+		p, err := freeport.Pick()
 		if err != nil {
-			continue
+			return nil, fmt.Errorf("pick a port for the demo: %w", err)
 		}
-		l.Close()
-		usedPorts[p] = true
-		return p
+		ports[i] = p
 	}
-	return 0
+	return ports, nil
 }
-
-var usedPorts = map[int]bool{}
 
 func (d *demo) startEtcd() error {
 	bin, from, err := demoEtcd(d.dir)
@@ -232,8 +227,12 @@ func (d *demo) startEtcd() error {
 		return err
 	}
 	d.etcdFrom = from
-	cu := fmt.Sprintf("http://127.0.0.1:%d", freePort())
-	pu := fmt.Sprintf("http://127.0.0.1:%d", freePort())
+	ports, err := pickPorts(2)
+	if err != nil {
+		return err
+	}
+	cu := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
+	pu := fmt.Sprintf("http://127.0.0.1:%d", ports[1])
 	logf, err := os.OpenFile(filepath.Join(d.dir, "etcd.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return err

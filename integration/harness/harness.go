@@ -12,8 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"net"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -25,6 +23,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/pgwarden/pgwarden/internal/freeport"
 )
 
 const childEnv = "PGWARDEN_TEST_CHILD"
@@ -241,49 +241,15 @@ func LookPath(t testing.TB, prog, pkg string) string {
 	return ""
 }
 
-var (
-	portMu   sync.Mutex
-	nextPort int
-)
-
-// Port returns a free loopback TCP port below the kernel's ephemeral range, so
-// no outgoing connection can take it between choosing and binding it. Test
-// binaries running side by side start at different random offsets.
+// Port returns a free loopback TCP port below the kernel's ephemeral range
+// (internal/freeport), failing the test when there is none.
 func Port(t testing.TB) int {
 	t.Helper()
-	portMu.Lock()
-	defer portMu.Unlock()
-	lo, hi := 15000, ephemeralLow()
-	if nextPort == 0 {
-		nextPort = lo + rand.IntN(hi-lo-1000)
+	p, err := freeport.Pick()
+	if err != nil {
+		t.Fatal(err)
 	}
-	for i := 0; i < hi-lo; i++ {
-		p := nextPort
-		nextPort++
-		if nextPort >= hi {
-			nextPort = lo
-		}
-		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
-		if err != nil {
-			continue
-		}
-		l.Close()
-		return p
-	}
-	t.Fatal("no free loopback port")
-	return 0
-}
-
-func ephemeralLow() int {
-	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
-	if err == nil {
-		if f := strings.Fields(string(b)); len(f) == 2 {
-			if n, err := strconv.Atoi(f[0]); err == nil && n > 16000 {
-				return n
-			}
-		}
-	}
-	return 32768
+	return p
 }
 
 // WaitFor polls cond until it returns true or the timeout passes; it fails
