@@ -224,6 +224,9 @@ type Settings struct {
 	Initial config.Dynamic
 	// PeerTimeout bounds asking the other members for their WAL position.
 	PeerTimeout time.Duration
+	// CloneTimeout and RewindTimeout bound the long actions: a clone
+	// (pg_basebackup or a restore) and pg_rewind (0: no bound).
+	CloneTimeout, RewindTimeout time.Duration
 	// WatchdogRequired: watchdog.mode is "required".
 	WatchdogRequired bool
 	Version          string

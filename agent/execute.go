@@ -271,7 +271,9 @@ func (a *Agent) clone(ctx context.Context, c *dcs.Cluster, from string) error {
 	if err != nil {
 		return fmt.Errorf("clone: %w", err)
 	}
-	if err := a.d.Postgres.Clone(ctx, up); err != nil {
+	if err := bounded(ctx, a.s.CloneTimeout, "postgres.clone_timeout", func(ctx context.Context) error {
+		return a.d.Postgres.Clone(ctx, up)
+	}); err != nil {
 		return fmt.Errorf("clone from %s: %w", from, err)
 	}
 	return a.startPG(ctx, &up)
@@ -309,7 +311,9 @@ func (a *Agent) rewind(ctx context.Context, c *dcs.Cluster, target string) error
 		return fmt.Errorf("rewind: %w", err)
 	}
 	if a.s.UsePgRewind {
-		err = a.d.Postgres.Rewind(ctx, up)
+		err = bounded(ctx, a.s.RewindTimeout, "postgres.rewind_timeout", func(ctx context.Context) error {
+			return a.d.Postgres.Rewind(ctx, up)
+		})
 		if err == nil {
 			return a.startPG(ctx, &up)
 		}
@@ -875,4 +879,20 @@ func (a *Agent) abortSwitchover(ctx context.Context, cause error) (bool, error) 
 	}
 	a.fire("switchover", false, cause.Error())
 	return uerr == nil, errors.Join(fmt.Errorf("switchover: %w", cause), err)
+}
+
+// bounded runs a long action under its configured deadline (0: none) and
+// names the setting when the deadline cut it, so the operator knows which
+// bound to raise.
+func bounded(ctx context.Context, limit time.Duration, key string, act func(context.Context) error) error {
+	if limit <= 0 {
+		return act(ctx)
+	}
+	actx, cancel := context.WithTimeout(ctx, limit)
+	defer cancel()
+	err := act(actx)
+	if err != nil && ctx.Err() == nil && errors.Is(actx.Err(), context.DeadlineExceeded) {
+		return fmt.Errorf("gave up after %s (%s): %w", limit, key, err)
+	}
+	return err
 }

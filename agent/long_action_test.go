@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -272,5 +273,50 @@ func TestOperatorRequestsDoNotWaitForABusyLoop(t *testing.T) {
 	// No leader acts on it here: the request then times out, it does not hang.
 	if err := <-done; !errors.Is(err, ErrNotCompleted) && !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("switchover: %v", err)
+	}
+}
+
+// TestBoundedNamesItsSetting: a long action cut by its configured deadline
+// fails naming the setting to raise; one cut by the agent's own shutdown,
+// or failing on its own, is not blamed on the bound.
+func TestBoundedNamesItsSetting(t *testing.T) {
+	hang := func(ctx context.Context) error { <-ctx.Done(); return fmt.Errorf("pg_basebackup: %w", ctx.Err()) }
+	boom := errors.New("pg_basebackup: connection refused")
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	cases := []struct {
+		name     string
+		ctx      context.Context
+		limit    time.Duration
+		act      func(context.Context) error
+		wantKey  bool
+		wantBoom bool
+	}{
+		{"deadline cuts a hang", context.Background(), 30 * time.Millisecond, hang, true, false},
+		{"own failure passes through", context.Background(), time.Minute, func(context.Context) error { return boom }, false, true},
+		{"shutdown is not the bound", cancelled, time.Minute, hang, false, false},
+		{"success", context.Background(), time.Minute, func(context.Context) error { return nil }, false, false},
+	}
+	for _, c := range cases {
+		start := time.Now()
+		err := bounded(c.ctx, c.limit, "postgres.clone_timeout", c.act)
+		if took := time.Since(start); took > 5*time.Second {
+			t.Errorf("%s: took %s", c.name, took)
+		}
+		if got := err != nil && strings.Contains(err.Error(), "postgres.clone_timeout"); got != c.wantKey {
+			t.Errorf("%s: error %v; naming the setting: %v, want %v", c.name, err, got, c.wantKey)
+		}
+		if c.wantBoom != errors.Is(err, boom) {
+			t.Errorf("%s: error %v, want the action's own error: %v", c.name, err, c.wantBoom)
+		}
+	}
+	// No bound configured: the action runs under the caller's context.
+	if err := bounded(context.Background(), 0, "k", func(ctx context.Context) error {
+		if _, ok := ctx.Deadline(); ok {
+			return errors.New("a deadline was set")
+		}
+		return nil
+	}); err != nil {
+		t.Error(err)
 	}
 }

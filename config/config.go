@@ -100,6 +100,11 @@ type Postgres struct {
 	// MemberSlotsTTL is how long the replication slot of a member that is
 	// gone (its key expired) is kept before it is dropped.
 	MemberSlotsTTL Duration `yaml:"member_slots_ttl"`
+	// CloneTimeout and RewindTimeout bound building a replica (pg_basebackup
+	// or a restore) and pg_rewind: a transfer that hangs is given up and
+	// retried (with back-off) instead of keeping the member out for good.
+	CloneTimeout  Duration `yaml:"clone_timeout"`
+	RewindTimeout Duration `yaml:"rewind_timeout"`
 	// CreateReplicaMethods are tried in order to build a new replica:
 	// "backup" (restore from the repository) and "basebackup".
 	CreateReplicaMethods []string `yaml:"create_replica_methods"`
@@ -268,6 +273,8 @@ func Defaults() Config {
 			UsePgRewind:          &t,
 			UseSlots:             &t,
 			MemberSlotsTTL:       Duration(30 * time.Minute),
+			CloneTimeout:         Duration(24 * time.Hour),
+			RewindTimeout:        Duration(time.Hour),
 			CreateReplicaMethods: []string{"basebackup"},
 		},
 		Priority:  &prio,

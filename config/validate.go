@@ -135,6 +135,12 @@ func (c *Config) Validate() error {
 	if c.Watchdog.SafetyMargin <= 0 || c.Watchdog.SafetyMargin >= c.Cluster.TTL {
 		p.add("watchdog.safety_margin", c.Watchdog.SafetyMargin, "must be > 0 and below cluster.ttl (%s)", c.Cluster.TTL.D())
 	}
+	if c.Postgres.CloneTimeout <= 0 {
+		p.add("postgres.clone_timeout", c.Postgres.CloneTimeout, "must be > 0: the longest a pg_basebackup or restore of this data may take")
+	}
+	if c.Postgres.RewindTimeout <= 0 {
+		p.add("postgres.rewind_timeout", c.Postgres.RewindTimeout, "must be > 0: the longest a pg_rewind may take")
+	}
 	if c.Postgres.MemberSlotsTTL < 0 {
 		p.add("postgres.member_slots_ttl", c.Postgres.MemberSlotsTTL, "must be >= 0 (0 drops a gone member's slot at once)")
 	}

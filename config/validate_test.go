@@ -88,6 +88,8 @@ func TestBadConfigs(t *testing.T) {
 		{"missing replication password", "replication: {username: replicator, password: b}", "replication: {username: replicator}", []string{"postgres.replication.password", "required"}},
 		{"same superuser and replication user", "replication: {username: replicator, password: b}", "replication: {username: postgres, password: b}", []string{"postgres.replication.username", "must differ"}},
 		{"no pg_ctl", "  bin_dir: ", "  bin_dir: /nonexistent #", []string{"postgres.bin_dir", "pg_ctl"}},
+		{"zero clone timeout", "  parameters: {work_mem: 64MB}", "  parameters: {work_mem: 64MB}\n  clone_timeout: 0", []string{"postgres.clone_timeout", "must be > 0"}},
+		{"zero rewind timeout", "  parameters: {work_mem: 64MB}", "  parameters: {work_mem: 64MB}\n  rewind_timeout: 0s", []string{"postgres.rewind_timeout", "must be > 0"}},
 		{"bad watchdog mode", "priority: 100", "priority: 100\nwatchdog: {mode: maybe}", []string{"watchdog.mode", `"maybe"`}},
 		{"safety margin above ttl", "priority: 100", "priority: 100\nwatchdog: {safety_margin: 30}", []string{"watchdog.safety_margin", "below cluster.ttl"}},
 		{"rest auth half set", "  listen: 127.0.0.1:8008", "  listen: 127.0.0.1:8008\n  auth: {username: op}", []string{"rest.auth", "both required"}},

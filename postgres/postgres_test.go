@@ -1,8 +1,17 @@
 package postgres
 
 import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/pgwarden/pgwarden/internal/testlog"
 )
 
 func TestLSN(t *testing.T) {
@@ -109,5 +118,56 @@ func TestSyncStandbyNames(t *testing.T) {
 		if got := SyncStandbyNames(c.in); got != c.want {
 			t.Errorf("SyncStandbyNames(%q) = %q, want %q", c.in, got, c.want)
 		}
+	}
+}
+
+// TestCloneCancelKillsTree: a pg_basebackup that hangs (here a stand-in
+// that, like the real one, has a child of its own streaming WAL) is killed
+// with its children when the clone's deadline passes, and Clone says so
+// promptly instead of waiting for the pipe the child holds open.
+func TestCloneCancelKillsTree(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "bin")
+	if err := os.Mkdir(bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	childPid := filepath.Join(dir, "child.pid")
+	script := "#!/bin/sh\nsleep 300 &\necho $! > " + childPid + "\nexec sleep 300\n"
+	if err := os.WriteFile(filepath.Join(bin, "pg_basebackup"), []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := New(Config{BinDir: bin, DataDir: filepath.Join(dir, "data"), ReplUser: "rep"}, testlog.New(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	err := s.Clone(ctx, Upstream{Host: "127.0.0.1", Port: 1})
+	took := time.Since(start)
+	if err == nil {
+		t.Fatal("a clone cut by its deadline succeeded")
+	}
+	if took > 3*time.Second {
+		t.Fatalf("Clone returned %s after its deadline passed: the child kept it waiting", took-500*time.Millisecond)
+	}
+	b, rerr := os.ReadFile(childPid)
+	if rerr != nil {
+		t.Fatalf("the stand-in did not start its child: %v", rerr)
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if err := syscall.Kill(pid, 0); err != nil {
+			break
+		}
+		if st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); strings.Contains(string(st), ") Z ") {
+			break // dead, waiting for init to reap it
+		}
+		if time.Now().After(deadline) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("pg_basebackup's child %d still runs 5 s after the clone gave up", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "data")); !os.IsNotExist(err) {
+		t.Fatalf("the half-copied data directory was left behind (stat: %v)", err)
 	}
 }

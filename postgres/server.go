@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -132,7 +133,24 @@ func (s *Server) LogFile() string { return filepath.Clean(s.cfg.DataDir) + ".log
 // run runs an outside command, its output streamed to the logger, and
 // returns the combined output too (for error classification).
 func (s *Server) run(ctx context.Context, env []string, name string, args ...string) (string, error) {
+	return s.runCmd(ctx, env, false, name, args...)
+}
+
+// runTree is run for a program that starts children of its own
+// (pg_basebackup's WAL streamer, pg_rewind's single-user postgres): it runs
+// in a process group of its own, and a cancelled context kills the whole
+// group, so no child is left copying into or recovering a data directory
+// the agent has given up on.
+func (s *Server) runTree(ctx context.Context, env []string, name string, args ...string) (string, error) {
+	return s.runCmd(ctx, env, true, name, args...)
+}
+
+func (s *Server) runCmd(ctx context.Context, env []string, group bool, name string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, s.bin(name), args...)
+	if group {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	}
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Env = append(cmd.Env, "LC_ALL=C")
 	cmd.WaitDelay = 5 * time.Second
@@ -668,12 +686,12 @@ func (s *Server) Clone(ctx context.Context, up Upstream) error {
 	if up.Slot != "" {
 		withSlot = append(append([]string{}, args...), "-S", up.Slot)
 	}
-	out, err := s.run(ctx, env, "pg_basebackup", withSlot...)
+	out, err := s.runTree(ctx, env, "pg_basebackup", withSlot...)
 	if err != nil && up.Slot != "" && strings.Contains(out, "does not exist") {
 		// The leader creates members' slots on its next loop; do not wait.
 		s.log.Info("replication slot not there yet: cloning without it", "slot", up.Slot)
 		_ = os.RemoveAll(s.cfg.DataDir)
-		_, err = s.run(ctx, env, "pg_basebackup", args...)
+		_, err = s.runTree(ctx, env, "pg_basebackup", args...)
 	}
 	if err != nil {
 		_ = os.RemoveAll(s.cfg.DataDir)
@@ -709,7 +727,7 @@ func (s *Server) Rewind(ctx context.Context, up Upstream) error {
 	}
 	src := fmt.Sprintf("host=%s port=%d user=%s dbname=postgres connect_timeout=5",
 		conninfoQuote(up.Host), up.Port, conninfoQuote(s.cfg.SuperUser))
-	out, err := s.run(ctx, []string{"PGPASSWORD=" + s.cfg.SuperPassword}, "pg_rewind",
+	out, err := s.runTree(ctx, []string{"PGPASSWORD=" + s.cfg.SuperPassword}, "pg_rewind",
 		"--target-pgdata="+s.cfg.DataDir, "--source-server="+src, "--no-sync")
 	if err != nil {
 		if strings.Contains(out, "could not connect") || strings.Contains(out, "connection to server") {

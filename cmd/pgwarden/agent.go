@@ -157,6 +157,8 @@ func wire(ctx context.Context, cfg *config.Config, path string, log hclog.Logger
 		Tags:           tagMap(cfg.Tags),
 		Initial:        cfg.Cluster,
 		PeerTimeout:    peerTimeout(cfg),
+		CloneTimeout:   cfg.Postgres.CloneTimeout.D(),
+		RewindTimeout:  cfg.Postgres.RewindTimeout.D(),
 		Version:        version,
 
 		WatchdogRequired: cfg.Watchdog.Mode == "required",
