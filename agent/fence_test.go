@@ -8,9 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-
 	"github.com/pgwarden/pgwarden/dcs"
+	"github.com/pgwarden/pgwarden/internal/testlog"
 )
 
 // callLog records the order of side effects across fakes.
@@ -87,7 +86,7 @@ func TestFenceDoesNotWaitOnPgBouncer(t *testing.T) {
 			pool := &hangingPooler{log: log}
 			mc := clusterLedBy(t, "b")
 			a := New(Settings{Node: Node{Name: "a"}, ConnectAddress: "127.0.0.1:5432"},
-				Deps{DCS: mc.Client("a", 10*time.Second), Postgres: &loggingPG{log: log}, Pooler: pool}, hclog.NewNullLogger())
+				Deps{DCS: mc.Client("a", 10*time.Second), Postgres: &loggingPG{log: log}, Pooler: pool}, testlog.New(t))
 			a.poolerLeader = "127.0.0.1:5432" // PgBouncer points its writes here
 			c, err := mc.Client("a", time.Second).Cluster(t.Context())
 			if err != nil {
@@ -142,7 +141,7 @@ func TestLostRaceIsNotPublished(t *testing.T) {
 		t.Fatalf("winner: %v %v", won, err)
 	}
 	a := New(Settings{Node: Node{Name: "l"}, ConnectAddress: "127.0.0.1:5433"},
-		Deps{DCS: loser, Postgres: &loggingPG{log: &callLog{}}}, hclog.NewNullLogger())
+		Deps{DCS: loser, Postgres: &loggingPG{log: &callLog{}}}, testlog.New(t))
 	o := Observation{Cluster: c, PG: PGState{Running: true, Answering: true, InRecovery: true, State: "running"}, Now: time.Now()}
 	d := Decision{Action: ActAcquire, Reason: "no leader; best candidate"}
 	out := a.execute(ctx, o, d)
@@ -177,7 +176,7 @@ func TestFailoverRequestRefusesNoFailoverMembers(t *testing.T) {
 			if err := s.TouchMember(ctx, m); err != nil {
 				t.Fatal(err)
 			}
-			a := New(Settings{Node: Node{Name: "x"}}, Deps{DCS: mc.Client("x", 10*time.Second)}, hclog.NewNullLogger())
+			a := New(Settings{Node: Node{Name: "x"}}, Deps{DCS: mc.Client("x", 10*time.Second)}, testlog.New(t))
 			err := a.Failover(ctx, FailoverRequest{Candidate: m.Name, Force: true})
 			if !errors.Is(err, ErrPrecondition) || !strings.Contains(err.Error(), "never promoted") {
 				t.Fatalf("leader %v, forced failover to %s: %v; want a precondition failure", withLeader, m.Name, err)

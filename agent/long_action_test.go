@@ -9,9 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-
 	"github.com/pgwarden/pgwarden/dcs"
+	"github.com/pgwarden/pgwarden/internal/testlog"
 )
 
 // recordingPooler records what the agent asked of the local pooler.
@@ -58,7 +57,7 @@ func TestPoolerSteeredDuringLongAction(t *testing.T) {
 	mc := clusterLedBy(t, "b")
 	p := &recordingPooler{paused: true, resumed: make(chan struct{})}
 	a := New(Settings{Node: Node{Name: "a"}, ConnectAddress: "127.0.0.1:5432"},
-		Deps{DCS: mc.Client("a", 10*time.Second), Pooler: p}, hclog.NewNullLogger())
+		Deps{DCS: mc.Client("a", 10*time.Second), Pooler: p}, testlog.New(t))
 	// The state the handover leaves: clients paused, entries fenced.
 	a.poolerPaused, a.pausedAt = true, time.Now()
 
@@ -135,7 +134,7 @@ func TestRestartedFormerPrimaryAnnouncesItselfBeforeRewinding(t *testing.T) {
 		return err
 	}}
 	a := New(Settings{Node: Node{Name: "a", UsePgRewind: true, UseSlots: true}, ConnectAddress: "127.0.0.1:5432"},
-		Deps{DCS: store, Postgres: pg}, hclog.NewNullLogger())
+		Deps{DCS: store, Postgres: pg}, testlog.New(t))
 	c, err := store.Cluster(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -192,7 +191,7 @@ func TestRewindAgainstAnUnreachableSourceKeepsTheData(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			pg := &wipeWatchPG{rewindPG: rewindPG{rewind: func() error { return tc.rewindErr }}}
 			a := New(Settings{Node: Node{Name: "a", UsePgRewind: true}, ConnectAddress: "127.0.0.1:5432"},
-				Deps{DCS: store, Postgres: pg, Probe: fixedProbe(tc.probe)}, hclog.NewNullLogger())
+				Deps{DCS: store, Postgres: pg, Probe: fixedProbe(tc.probe)}, testlog.New(t))
 			a.execute(ctx, Observation{Cluster: c, PG: PGState{State: "stopped", WasPrimary: true}}, Decision{Action: ActRewind, Target: "b"})
 			if pg.wiped != tc.wipe {
 				t.Fatalf("wiped %v, want %v", pg.wiped, tc.wipe)
@@ -222,7 +221,7 @@ func TestOperatorRequestsDoNotWaitForABusyLoop(t *testing.T) {
 		t.Fatal(err)
 	}
 	store := mc.Client("a", 10*time.Second)
-	a := New(Settings{Node: Node{Name: "a"}, ConnectAddress: "127.0.0.1:5432"}, Deps{DCS: store}, hclog.NewNullLogger())
+	a := New(Settings{Node: Node{Name: "a"}, ConnectAddress: "127.0.0.1:5432"}, Deps{DCS: store}, testlog.New(t))
 	// The loop, busy cloning: it holds its lock for the whole action.
 	a.mu.Lock()
 	release, cloning := make(chan struct{}), make(chan struct{})

@@ -8,9 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-
 	"github.com/pgwarden/pgwarden/dcs"
+	"github.com/pgwarden/pgwarden/internal/testlog"
 )
 
 // fakeDrill is a drill on one host as a state: it passes, or fails with err.
@@ -69,7 +68,7 @@ func (f *fakeRemote) askedOf() []string {
 
 func drillManager(t *testing.T, s *dcs.Memory, local Drills, remote RemoteDriller, h Hooks) *Manager {
 	m := NewManager(ManagerConfig{Member: "node1", Engine: newFakeEngine(), Lock: s, Hooks: h, ProgressEvery: 10 * time.Millisecond,
-		Driller: local, Remote: remote}, hclog.New(&hclog.LoggerOptions{Output: testWriter{t}, Level: hclog.Debug}))
+		Driller: local, Remote: remote}, testlog.New(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	t.Cleanup(func() { cancel(); <-done })
@@ -156,7 +155,7 @@ func TestDrillRunsOnAReplicaHost(t *testing.T) {
 func TestDrillHereNeedsTheLock(t *testing.T) {
 	mc, s, _ := memStore(t, "node2")
 	local := &fakeDrill{}
-	m := NewManager(ManagerConfig{Member: "node2", Engine: newFakeEngine(), Lock: s, Driller: local}, hclog.NewNullLogger())
+	m := NewManager(ManagerConfig{Member: "node2", Engine: newFakeEngine(), Lock: s, Driller: local}, testlog.New(t))
 	if _, err := m.DrillHere(t.Context(), ""); !errors.Is(err, ErrNotLocked) {
 		t.Fatalf("no id = %v; want ErrNotLocked", err)
 	}
@@ -185,7 +184,7 @@ func TestDrillHereNeedsTheLock(t *testing.T) {
 		t.Fatalf("drill under the lock = %+v, %v", res, err)
 	}
 	// This member's watch has not delivered the lock yet: etcd has it.
-	stale := NewManager(ManagerConfig{Member: "node2", Engine: newFakeEngine(), Lock: staleView{s}, Driller: local}, hclog.NewNullLogger())
+	stale := NewManager(ManagerConfig{Member: "node2", Engine: newFakeEngine(), Lock: staleView{s}, Driller: local}, testlog.New(t))
 	if _, err := stale.DrillHere(t.Context(), "node1-2"); err != nil {
 		t.Fatalf("drill under the lock, through a watch that lags = %v", err)
 	}

@@ -8,9 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-
 	"github.com/pgwarden/pgwarden/dcs"
+	"github.com/pgwarden/pgwarden/internal/testlog"
 )
 
 // fakeEngine is pgBackRest as a state: a backup runs until released or
@@ -114,20 +113,12 @@ func eventually(t *testing.T, what string, cond func() bool) {
 
 func newManager(t *testing.T, e *fakeEngine, s Lock, h Hooks) *Manager {
 	m := NewManager(ManagerConfig{Member: "node1", Engine: e, Lock: s, Hooks: h, ProgressEvery: 10 * time.Millisecond},
-		hclog.New(&hclog.LoggerOptions{Output: testWriter{t}, Level: hclog.Debug}))
+		testlog.New(t))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	t.Cleanup(func() { cancel(); <-done })
 	go func() { defer close(done); m.Run(ctx) }()
 	return m
-}
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(b []byte) (int, error) {
-	defer func() { _ = recover() }() // a run's goroutine may log after its test
-	w.t.Log(strings.TrimSpace(string(b)))
-	return len(b), nil
 }
 
 func TestBackupOnlyOnTheLeaderAndOneAtATime(t *testing.T) {

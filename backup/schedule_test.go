@@ -7,10 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-
 	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/dcs"
+	"github.com/pgwarden/pgwarden/internal/testlog"
 )
 
 // simClock is moved by the test only.
@@ -84,7 +83,7 @@ func TestSchedulerLeaderChanges(t *testing.T) {
 	schedulers := map[string]*Scheduler{}
 	for _, m := range members {
 		schedulers[m] = &Scheduler{Member: m, Schedules: scheds, Location: loc, Clock: clock, Store: mem.Client(m, 10*time.Second),
-			Jobs: jobs, Log: hclog.NewNullLogger(), RetryEvery: time.Minute}
+			Jobs: jobs, Log: testlog.New(t), RetryEvery: time.Minute}
 	}
 	rng := rand.New(rand.NewPCG(60, 1))
 	changes, interrupted := 0, 0
@@ -141,7 +140,7 @@ func TestSchedulerOutage(t *testing.T) {
 	mem := dcs.NewMemoryCluster(clock.Now)
 	jobs := &simJobs{clock: clock, done: map[string]map[time.Time]int{"incr": {}}, dur: map[string]time.Duration{"incr": time.Minute}}
 	s := &Scheduler{Member: "node1", Schedules: map[string]Cron{"incr": mustCron(t, "0 * * * *")}, Location: time.UTC, Clock: clock,
-		Store: mem.Client("node1", 10*time.Second), Jobs: jobs, Log: hclog.NewNullLogger(), RetryEvery: time.Minute}
+		Store: mem.Client("node1", 10*time.Second), Jobs: jobs, Log: testlog.New(t), RetryEvery: time.Minute}
 	ctx := context.Background()
 	if wake := s.Tick(ctx, clock.now); !wake.Equal(start.Add(time.Hour)) {
 		t.Fatalf("first sight: next wake %s; want the first slot 01:00", wake)

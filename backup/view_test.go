@@ -4,9 +4,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-
 	"github.com/pgwarden/pgwarden/dcs"
+	"github.com/pgwarden/pgwarden/internal/testlog"
 )
 
 // Each scheduled kind is next due at the first slot after its last
@@ -23,7 +22,7 @@ func TestMetricsNextDue(t *testing.T) {
 		"diff":    mustCron(t, "0 1 * * 1-6"), // other days
 		"logical": mustCron(t, "0 2 * * *"),
 		"drill":   mustCron(t, "0 4 * * 6"),
-	}}, hclog.NewNullLogger())
+	}}, testlog.New(t))
 	m.started = time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC) // a Monday
 	fullEnd := time.Date(2026, 11, 29, 0, 40, 0, 0, time.UTC)  // Sunday 01:40 in Paris
 	m.repo = &Repository{Info: Info{Backups: []BackupSet{{Label: "20261129-000000F", Type: "full", Start: fullEnd.Add(-40 * time.Minute), Stop: fullEnd}}}}
@@ -52,7 +51,7 @@ func TestMetricsNextDue(t *testing.T) {
 	if d := m.Metrics().NextDue["diff"]; !d.Equal(time.Date(2026, 12, 2, 0, 0, 0, 0, time.UTC)) {
 		t.Fatalf("diff due after a manual one on Tuesday: %s", d.UTC())
 	}
-	if d := NewManager(ManagerConfig{Engine: newFakeEngine()}, hclog.NewNullLogger()).Metrics().NextDue; len(d) != 0 {
+	if d := NewManager(ManagerConfig{Engine: newFakeEngine()}, testlog.New(t)).Metrics().NextDue; len(d) != 0 {
 		t.Fatalf("no schedules, next due %v", d)
 	}
 }

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
+	"github.com/pgwarden/pgwarden/internal/testlog"
 )
 
 func TestSplit(t *testing.T) {
@@ -37,7 +37,7 @@ func TestSplit(t *testing.T) {
 }
 
 func TestExpandCannotInject(t *testing.T) {
-	r, err := New("notify %n %e %s '%d' 100%%", nil, "node1", time.Second, hclog.NewNullLogger())
+	r, err := New("notify %n %e %s '%d' 100%%", nil, "node1", time.Second, testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,7 +55,7 @@ func TestFireRunsFilteredEvents(t *testing.T) {
 	if err := os.WriteFile(script, []byte("#!/bin/sh\necho \"$1 $2 $3 $4\" >> "+out+"\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	r, err := New(script+" %n %e %s %d", []string{"promote", "demote"}, "n1", 5*time.Second, hclog.NewNullLogger())
+	r, err := New(script+" %n %e %s %d", []string{"promote", "demote"}, "n1", 5*time.Second, testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func TestFireRunsFilteredEvents(t *testing.T) {
 }
 
 func TestFireTimesOut(t *testing.T) {
-	r, err := New("sleep 30", nil, "n1", 100*time.Millisecond, hclog.NewNullLogger())
+	r, err := New("sleep 30", nil, "n1", 100*time.Millisecond, testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}

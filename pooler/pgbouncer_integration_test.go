@@ -12,11 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/integration/harness"
+	"github.com/pgwarden/pgwarden/internal/testlog"
 	"github.com/pgwarden/pgwarden/postgres"
 )
 
@@ -28,7 +28,7 @@ func startPG(t *testing.T, name string) string {
 	addr := fmt.Sprintf("127.0.0.1:%d", harness.Port(t))
 	s := postgres.New(postgres.Config{BinDir: harness.PgBinDir(t), DataDir: filepath.Join(dir, "data"), Listen: addr,
 		SuperUser: "postgres", SuperPassword: "pw", ReplUser: "rep", ReplPassword: "rp",
-		Parameters: map[string]string{"unix_socket_directories": dir, "shared_buffers": "16MB", "fsync": "off"}}, hclog.NewNullLogger())
+		Parameters: map[string]string{"unix_socket_directories": dir, "shared_buffers": "16MB", "fsync": "off"}}, testlog.New(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	if err := s.Bootstrap(ctx); err != nil {
@@ -58,7 +58,7 @@ func startBouncer(t *testing.T, local string, pause time.Duration) *bouncer {
 		Databases:     map[string]config.PoolerDB{"app": {DBName: "postgres", Target: "primary"}, "mine": {DBName: "postgres", Target: "local"}},
 		PauseTimeout:  config.Duration(pause),
 	}
-	p, err := New(cfg, local, hclog.New(&hclog.LoggerOptions{Name: "pooler", Output: os.Stderr}))
+	p, err := New(cfg, local, testlog.New(t).Named("pooler"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +245,7 @@ func TestResumeAllAfterCrash(t *testing.T) {
 	if !dbs["app"].Paused {
 		t.Fatal("PAUSE did not pause")
 	}
-	fresh, err := New(bn.p.cfg, a, hclog.NewNullLogger())
+	fresh, err := New(bn.p.cfg, a, testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,10 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgwarden/pgwarden/integration/harness"
+	"github.com/pgwarden/pgwarden/internal/testlog"
 )
 
 func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
@@ -34,7 +34,7 @@ func newNode(t *testing.T, name string) *tnode {
 		SuperUser: "postgres", SuperPassword: "su'pass", ReplUser: "replicator", ReplPassword: "rep pass",
 		Parameters: map[string]string{"unix_socket_directories": dir, "shared_buffers": "16MB", "fsync": "off"},
 		AppName:    name,
-	}, hclog.New(&hclog.LoggerOptions{Name: name, Level: hclog.Info, Output: os.Stderr}))
+	}, testlog.New(t).Named(name))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()

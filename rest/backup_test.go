@@ -12,12 +12,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-
 	"github.com/pgwarden/pgwarden/agent"
 	"github.com/pgwarden/pgwarden/backup"
 	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/dcs"
+	"github.com/pgwarden/pgwarden/internal/testlog"
 )
 
 // fakeBackups is a backup manager as a state.
@@ -71,7 +70,7 @@ func backupServer(t *testing.T, st withStatus, b Backups, auth *config.Credentia
 	t.Helper()
 	f := &fakeAgent{st: st.Status}
 	f.st.DCSClusterView = &dcs.Cluster{Leader: &dcs.Leader{Name: "a"}, Members: []dcs.Member{{Name: "a", APIURL: "http://10.0.0.1:8008"}}}
-	s, err := NewServer(Options{Agent: f, Auth: auth, Backup: b}, hclog.NewNullLogger())
+	s, err := NewServer(Options{Agent: f, Auth: auth, Backup: b}, testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +173,7 @@ func TestDrillAPIAndPeerClient(t *testing.T) {
 		t.Fatalf("refused requests ran drills: %v", b.drills)
 	}
 	peer := dcs.Member{Name: "b", APIURL: ts.URL + "/"}
-	pc := NewPeerClient("a", 50*time.Millisecond, nil, hclog.NewNullLogger())
+	pc := NewPeerClient("a", 50*time.Millisecond, nil, testlog.New(t))
 	if _, ran, err := pc.RemoteDrill(t.Context(), peer, "a-1"); ran || err == nil || !strings.Contains(err.Error(), "401") {
 		t.Fatalf("without credentials: ran %v, %v; want a 401 and no drill", ran, err)
 	}
@@ -209,7 +208,7 @@ func TestDrillAPIAndPeerClient(t *testing.T) {
 func TestDrillOutlastsTheWriteTimeout(t *testing.T) {
 	f := &fakeAgent{st: replicaStatus}
 	b := &fakeBackups{drillTakes: 600 * time.Millisecond}
-	s, err := NewServer(Options{Agent: f, Backup: b}, hclog.NewNullLogger())
+	s, err := NewServer(Options{Agent: f, Backup: b}, testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +216,7 @@ func TestDrillOutlastsTheWriteTimeout(t *testing.T) {
 	ts.Config.WriteTimeout = 200 * time.Millisecond
 	ts.Start()
 	t.Cleanup(ts.Close)
-	pc := NewPeerClient("a", 100*time.Millisecond, nil, hclog.NewNullLogger())
+	pc := NewPeerClient("a", 100*time.Millisecond, nil, testlog.New(t))
 	res, ran, err := pc.RemoteDrill(t.Context(), dcs.Member{Name: "b", APIURL: ts.URL}, "a-1")
 	if !ran || err != nil || res.Member != "b" {
 		t.Fatalf("a drill of 600ms behind a 200ms write timeout: %+v, ran %v, %v", res, ran, err)

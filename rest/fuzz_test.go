@@ -15,6 +15,8 @@ func fuzzBody(f *testing.F, method, path string, seeds ...string) {
 		f.Add(s)
 	}
 	fa := &fakeAgent{st: primaryStatus, cfg: []byte(`{"ttl":10}`)}
+	// Not testlog: the fuzz target runs under its own *testing.T per input,
+	// and the refused bodies would log thousands of expected lines.
 	s, err := NewServer(Options{Agent: fa}, hclog.NewNullLogger())
 	if err != nil {
 		f.Fatal(err)

@@ -6,10 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-
 	"github.com/pgwarden/pgwarden/agent"
 	"github.com/pgwarden/pgwarden/dcs"
+	"github.com/pgwarden/pgwarden/internal/testlog"
 )
 
 // TestPatroniStatusFields: /patroni carries what Patroni's does and tools
@@ -21,7 +20,7 @@ func TestPatroniStatusFields(t *testing.T) {
 	st.PendingRestart = true
 	st.PostmasterStart = time.Date(2026, 11, 23, 3, 4, 5, 123456000, time.UTC)
 	st.WALSenders = []agent.WALSender{{ApplicationName: "b", ClientAddr: "127.0.0.1", State: "streaming", SyncState: "async"}}
-	s, err := NewServer(Options{Agent: &fakeAgent{st: st}, Version: "1.2.3"}, hclog.NewNullLogger())
+	s, err := NewServer(Options{Agent: &fakeAgent{st: st}, Version: "1.2.3"}, testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +95,7 @@ func TestPatroniMetrics(t *testing.T) {
 	st := replicaStatus
 	st.Timeline, st.ServerVersion, st.PendingRestart, st.Pause = 4, 150010, true, true
 	st.LastDCSContact = time.Unix(1700000000, 0)
-	s, err := NewServer(Options{Agent: &fakeAgent{st: st}, Version: "0.3.1", MetricsCompat: "patroni"}, hclog.NewNullLogger())
+	s, err := NewServer(Options{Agent: &fakeAgent{st: st}, Version: "0.3.1", MetricsCompat: "patroni"}, testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,7 +118,7 @@ func TestPatroniMetrics(t *testing.T) {
 	if _, body := do(t, plain, "GET", "/metrics", ""); strings.Contains(body, "patroni_") {
 		t.Errorf("patroni_* series without metrics_compat")
 	}
-	if _, err := NewServer(Options{Agent: &fakeAgent{st: st}, MetricsCompat: "zabbix"}, hclog.NewNullLogger()); err == nil || !strings.Contains(err.Error(), "zabbix") {
+	if _, err := NewServer(Options{Agent: &fakeAgent{st: st}, MetricsCompat: "zabbix"}, testlog.New(t)); err == nil || !strings.Contains(err.Error(), "zabbix") {
 		t.Errorf("metrics_compat zabbix: %v; want an error naming it", err)
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/dcs"
+	"github.com/pgwarden/pgwarden/internal/testlog"
 	"github.com/pgwarden/pgwarden/rest/resttest"
 )
 
@@ -37,7 +38,7 @@ func TestPeerClientFetch(t *testing.T) {
 	}))
 	defer hang.Close()
 
-	pc := NewPeerClient("me", 300*time.Millisecond, nil, hclog.NewNullLogger())
+	pc := NewPeerClient("me", 300*time.Millisecond, nil, testlog.New(t))
 	ms := []dcs.Member{
 		{Name: "me", APIURL: "http://127.0.0.1:1"},
 		{Name: "p", APIURL: primary.URL, Priority: 100},
@@ -88,7 +89,7 @@ func tlsPeer(t *testing.T, ca *resttest.CA, name string) *httptest.Server {
 	}))
 	ts.TLS = tc
 	// Handshake failures are the point here, not noise for the log.
-	ts.Config.ErrorLog = hclog.NewNullLogger().StandardLogger(nil)
+	ts.Config.ErrorLog = testlog.New(t).StandardLogger(nil)
 	ts.StartTLS()
 	t.Cleanup(ts.Close)
 	return ts

@@ -23,11 +23,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-
 	"github.com/pgwarden/pgwarden/agent"
 	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/dcs"
+	"github.com/pgwarden/pgwarden/internal/testlog"
 )
 
 // fakeAgent records the calls that change state.
@@ -109,7 +108,7 @@ var (
 
 func newTestServer(t *testing.T, f *fakeAgent, auth *config.Credential) *httptest.Server {
 	t.Helper()
-	s, err := NewServer(Options{Agent: f, Auth: auth, Version: "test"}, hclog.NewNullLogger())
+	s, err := NewServer(Options{Agent: f, Auth: auth, Version: "test"}, testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -420,11 +419,11 @@ func TestTLS(t *testing.T) {
 	os.WriteFile(certPath, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
 	os.WriteFile(keyPath, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600)
 
-	if _, err := NewServer(Options{Agent: &fakeAgent{}, TLS: &config.ServerTLS{Cert: filepath.Join(dir, "missing.pem"), Key: keyPath}}, hclog.NewNullLogger()); err == nil || !strings.Contains(err.Error(), "rest.tls") {
+	if _, err := NewServer(Options{Agent: &fakeAgent{}, TLS: &config.ServerTLS{Cert: filepath.Join(dir, "missing.pem"), Key: keyPath}}, testlog.New(t)); err == nil || !strings.Contains(err.Error(), "rest.tls") {
 		t.Fatalf("missing cert accepted: %v", err)
 	}
 	s, err := NewServer(Options{Listen: "127.0.0.1:0", Agent: &fakeAgent{st: primaryStatus},
-		TLS: &config.ServerTLS{Cert: certPath, Key: keyPath, ClientCA: certPath, VerifyClient: true}}, hclog.NewNullLogger())
+		TLS: &config.ServerTLS{Cert: certPath, Key: keyPath, ClientCA: certPath, VerifyClient: true}}, testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -474,7 +473,7 @@ func TestParseBytes(t *testing.T) {
 func BenchmarkHealthPrimary(b *testing.B) {
 	st := primaryStatus
 	f := &snapshotAgent{fakeAgent: &fakeAgent{}, st: &st}
-	s, err := NewServer(Options{Agent: f, Version: "test"}, hclog.NewNullLogger())
+	s, err := NewServer(Options{Agent: f, Version: "test"}, testlog.New(b))
 	if err != nil {
 		b.Fatal(err)
 	}

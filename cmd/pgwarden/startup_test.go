@@ -12,9 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-
 	"github.com/pgwarden/pgwarden/agent"
+	"github.com/pgwarden/pgwarden/internal/testlog"
 	"github.com/pgwarden/pgwarden/rest"
 )
 
@@ -48,7 +47,7 @@ func TestStartupSaysWhy(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		watchStartup(ctx, sa, probe, []string{"127.0.0.1:1"}, 10*time.Millisecond, time.Second, notify, hclog.NewNullLogger())
+		watchStartup(ctx, sa, probe, []string{"127.0.0.1:1"}, 10*time.Millisecond, time.Second, notify, testlog.New(t))
 	}()
 	deadline := time.Now().Add(5 * time.Second)
 	for !strings.Contains(sa.Status().Reason, "waiting for etcd (127.0.0.1:1)") {

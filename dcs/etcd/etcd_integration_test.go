@@ -15,11 +15,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-
 	"github.com/pgwarden/pgwarden/dcs"
 	"github.com/pgwarden/pgwarden/dcs/dcstest"
 	"github.com/pgwarden/pgwarden/integration/harness"
+	"github.com/pgwarden/pgwarden/internal/testlog"
 )
 
 func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
@@ -31,7 +30,7 @@ func etcdStore(t *testing.T, endpoint, prefix, name string, ttl time.Duration) *
 	s, err := New(t.Context(), Config{
 		Endpoints: []string{"http://" + endpoint}, Prefix: prefix, Name: name,
 		TTL: ttl, RetryTimeout: 2 * time.Second,
-	}, hclog.NewNullLogger())
+	}, testlog.New(t))
 	if err != nil {
 		t.Fatalf("new etcd store: %v", err)
 	}
