@@ -305,28 +305,28 @@ type Agent struct {
 	replayWait uint64
 	// Synchronous mode (sync.go): what commits wait for now, and since
 	// which leader position each newly synchronous standby was seen so.
-	syncApplied  bool
-	syncNames    []string
-	syncPending  map[string]uint64
-	last         Decision
-	lastTouch    time.Time
-	lastMember   dcs.Member
-	poolerLeader string
-	poolerPaused bool
-	startFails   int
+	syncApplied bool
+	syncNames   []string
+	syncPending map[string]uint64
+	last        Decision
+	lastTouch   time.Time
+	lastMember  dcs.Member
+	startFails  int
 	// fail is the action that last failed, backing off (backoff.go).
 	fail failing
 	// params are the cluster-wide parameters last written (paramsSet:
 	// written at least once by this agent).
 	params    map[string]string
 	paramsSet bool
-	pausedAt  time.Time
 	failovers uint64
 	lastDCS   time.Time
 
 	// lease is shared with the keeper that renews it (guard.go).
 	lease      leaseState
 	stopKeeper func()
+
+	// steer is the local pooler and what it was last told (steer.go).
+	steer steering
 
 	// pm watches the running postmaster (postmaster.go).
 	pm pmWatch
@@ -344,6 +344,7 @@ func New(s Settings, d Deps, log hclog.Logger) *Agent {
 		s.PeerTimeout = time.Second
 	}
 	a := &Agent{s: s, d: d, log: log, wake: make(chan struct{}, 1), dynamic: s.Initial, started: d.Clock.Now()}
+	a.steer.p, a.steer.clock, a.steer.log, a.steer.self = d.Pooler, d.Clock, log, s.ConnectAddress
 	a.status.Store(&Status{Name: s.Name, Scope: s.Scope, Priority: s.Priority})
 	initial := s.Initial
 	a.dynSnap.Store(&initial)
@@ -426,7 +427,7 @@ func (a *Agent) shutdown() error {
 			// running could make two primaries. The lease expires instead.
 		} else {
 			a.setGuard(false)
-			a.poolerFence(ctx)
+			a.steer.fence(ctx)
 			if err := a.d.DCS.ReleaseLeader(ctx); err != nil && !errors.Is(err, dcs.ErrNotLeader) {
 				errs = append(errs, fmt.Errorf("release leader key: %w", err))
 			}

@@ -531,7 +531,7 @@ func (a *Agent) release(ctx context.Context, reason string) (bool, error) {
 	if err := a.d.Postgres.Fence(ctx); err != nil {
 		return true, fmt.Errorf("release: fence first: %w", err)
 	}
-	a.poolerFence(ctx)
+	a.steer.fence(ctx)
 	err := a.d.DCS.ReleaseLeader(ctx)
 	a.fire("lost_lock", err == nil, reason)
 	if err != nil && !errors.Is(err, dcs.ErrNotLeader) {
@@ -616,7 +616,7 @@ func (a *Agent) stop(ctx context.Context, why string) error {
 // the pooler (bounded), so nothing waits on PgBouncer before writes stop.
 func (a *Agent) demote(ctx context.Context, reason string) error {
 	err := a.stop(ctx, "demote: "+reason)
-	a.poolerFence(ctx)
+	a.steer.fence(ctx)
 	a.fire("demote", err == nil, reason)
 	return err
 }
@@ -626,7 +626,7 @@ func (a *Agent) demote(ctx context.Context, reason string) error {
 func (a *Agent) fence(ctx context.Context, reason string) error {
 	a.log.Warn("fencing: killing postgres", "reason", reason)
 	err := a.d.Postgres.Fence(ctx)
-	a.poolerFence(ctx)
+	a.steer.fence(ctx)
 	a.fire("fence", err == nil, reason)
 	a.fire("lost_lock", err == nil, reason)
 	return err
@@ -634,27 +634,7 @@ func (a *Agent) fence(ctx context.Context, reason string) error {
 
 // steerPooler keeps the local pooler's "primary" entries on the leader.
 func (a *Agent) steerPooler(ctx context.Context, o Observation, d Decision, out Outcome) {
-	if a.d.Pooler == nil {
-		return
-	}
-	plan := planPooler(o, out, a.s.Name, a.s.ConnectAddress, a.poolerLeader, a.poolerPaused)
-	if plan.Pause {
-		if err := a.poolerPause(ctx); err != nil {
-			a.log.Warn("switchover: cannot pause pooler", "error", err)
-		}
-		a.poolerPaused, a.pausedAt = true, a.d.Clock.Now()
-	}
-	if plan.Repoint {
-		pctx, cancel := context.WithTimeout(ctx, poolerBound)
-		err := a.d.Pooler.SetLeader(pctx, plan.Target)
-		cancel()
-		if err != nil {
-			a.log.Warn("cannot repoint pooler", "leader", plan.Target, "error", err)
-		} else {
-			a.poolerLeader = plan.Target
-		}
-	}
-	a.resumePooler(ctx, plan.Pending, plan.Target != "" && a.poolerLeader == plan.Target)
+	a.steer.follow(ctx, o, out, a.s.Name)
 }
 
 // busySteerPoll is how often the pooler is steered while the loop is busy
@@ -666,8 +646,8 @@ const busySteerPoll = 100 * time.Millisecond
 // switchover rewinds for a second or more right after handing the key
 // over, and its host's clients, paused for the handover, must be resumed
 // on the new leader as soon as it accepts writes, not after the rewind.
-// The loop goroutine is blocked in act meanwhile, so the helper is the
-// only one touching the pooler state until it is joined.
+// The helper touches only the pooler's steering state, which has a mutex
+// of its own (steer.go), never the loop's.
 func (a *Agent) steerWhile(ctx context.Context, d Decision, act func() error) error {
 	a.longAction.Store(&d)
 	defer a.longAction.Store(nil)
@@ -688,29 +668,6 @@ func (a *Agent) steerWhile(ctx context.Context, d Decision, act func() error) er
 	err := act()
 	stop()
 	return err
-}
-
-// resumePooler resumes paused clients once the switchover is over and the
-// pooler points at a leader that accepts writes, or after a bound whatever
-// happened (a paused database must never be left behind).
-func (a *Agent) resumePooler(ctx context.Context, pending, ready bool) {
-	if !a.poolerPaused {
-		return
-	}
-	stuck := a.d.Clock.Now().Sub(a.pausedAt) > 2*completionBound
-	if !stuck && (pending || !ready) {
-		return
-	}
-	if stuck {
-		a.log.Warn("pooler paused too long: resuming")
-	}
-	pctx, cancel := context.WithTimeout(ctx, poolerBound)
-	defer cancel()
-	if err := a.d.Pooler.Resume(pctx); err != nil {
-		a.log.Warn("cannot resume pooler", "error", err)
-		return
-	}
-	a.poolerPaused = false
 }
 
 // awaitPoolersPaused waits (bounded) until every member with a pooler
@@ -742,37 +699,6 @@ func (a *Agent) awaitPoolersPaused(ctx context.Context) {
 	}
 }
 
-// poolerBound bounds each call to PgBouncer (repoint, resume, fence): a
-// frozen or unreachable PgBouncer must not hold the HA loop. A fence tells
-// it only after PostgreSQL is stopped.
-const poolerBound = 3 * time.Second
-
-// pauseBound bounds a PAUSE, which waits for in-flight transactions (the
-// pooler gives up on each database after its own pause_timeout).
-const pauseBound = 15 * time.Second
-
-func (a *Agent) poolerPause(ctx context.Context) error {
-	pctx, cancel := context.WithTimeout(ctx, pauseBound)
-	defer cancel()
-	return a.d.Pooler.Pause(pctx)
-}
-
-// poolerFence stops the pooler sending writes to this node and drops its
-// connections to it (session-pooled clients included); new clients wait
-// for the next leader.
-func (a *Agent) poolerFence(ctx context.Context) {
-	if a.d.Pooler == nil || a.poolerLeader != a.s.ConnectAddress {
-		return
-	}
-	pctx, cancel := context.WithTimeout(ctx, poolerBound)
-	defer cancel()
-	if err := a.d.Pooler.Fence(pctx); err != nil {
-		a.log.Warn("cannot fence pooler", "error", err)
-	}
-	a.poolerLeader = "-" // repoint on the next leader seen, whatever happened
-	a.poolerPaused, a.pausedAt = true, a.d.Clock.Now()
-}
-
 // switchover hands leadership to target without losing a committed
 // transaction: checkpoint, clean shutdown, wait until target has received
 // everything up to the shutdown checkpoint, then release the key (the
@@ -790,12 +716,7 @@ func (a *Agent) switchover(ctx context.Context, o Observation, target string) (b
 	if err := a.d.Postgres.Checkpoint(ctx); err != nil {
 		a.log.Warn("switchover: checkpoint failed", "error", err)
 	}
-	if a.d.Pooler != nil {
-		if err := a.poolerPause(ctx); err != nil {
-			a.log.Warn("switchover: cannot pause pooler", "error", err)
-		}
-		a.poolerPaused, a.pausedAt = true, a.d.Clock.Now()
-	}
+	a.steer.pause(ctx)
 	a.awaitPoolersPaused(ctx)
 	a.log.Info("switchover: stopping postgres cleanly", "candidate", target, "source", f.Source)
 	// The watchdog stays armed (the keeper renews the lease) until
@@ -840,7 +761,7 @@ func (a *Agent) switchover(ctx context.Context, o Observation, target string) (b
 	if err := a.d.DCS.ReleaseLeader(ctx); err != nil {
 		return a.abortSwitchover(ctx, fmt.Errorf("release leader key: %w", err))
 	}
-	a.poolerLeader = "-" // force a repoint on the next leader seen
+	a.steer.forget()
 	a.log.Info("switchover: leader key released", "candidate", target, "lsn", lsn)
 	a.fire("switchover", true, "to "+target)
 	return false, nil
@@ -871,12 +792,7 @@ func (a *Agent) abortSwitchover(ctx context.Context, cause error) (bool, error) 
 	if c, cerr := a.d.DCS.Cluster(ctx); cerr == nil && c.Failover != nil {
 		_ = a.d.DCS.DeleteFailover(ctx, c.Failover.Revision)
 	}
-	if a.d.Pooler != nil && a.poolerPaused {
-		pctx, cancel := context.WithTimeout(ctx, poolerBound)
-		_ = a.d.Pooler.Resume(pctx)
-		cancel()
-		a.poolerPaused = false
-	}
+	a.steer.resumeNow(ctx)
 	a.fire("switchover", false, cause.Error())
 	return uerr == nil, errors.Join(fmt.Errorf("switchover: %w", cause), err)
 }

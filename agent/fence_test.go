@@ -87,7 +87,7 @@ func TestFenceDoesNotWaitOnPgBouncer(t *testing.T) {
 			mc := clusterLedBy(t, "b")
 			a := New(Settings{Node: Node{Name: "a"}, ConnectAddress: "127.0.0.1:5432"},
 				Deps{DCS: mc.Client("a", 10*time.Second), Postgres: &loggingPG{log: log}, Pooler: pool}, testlog.New(t))
-			a.poolerLeader = "127.0.0.1:5432" // PgBouncer points its writes here
+			a.steer.leader = "127.0.0.1:5432" // PgBouncer points its writes here
 			c, err := mc.Client("a", time.Second).Cluster(t.Context())
 			if err != nil {
 				t.Fatal(err)

@@ -59,7 +59,7 @@ func TestPoolerSteeredDuringLongAction(t *testing.T) {
 	a := New(Settings{Node: Node{Name: "a"}, ConnectAddress: "127.0.0.1:5432"},
 		Deps{DCS: mc.Client("a", 10*time.Second), Pooler: p}, testlog.New(t))
 	// The state the handover leaves: clients paused, entries fenced.
-	a.poolerPaused, a.pausedAt = true, time.Now()
+	a.steer.paused, a.steer.pausedAt = true, time.Now()
 
 	rewind := func() error {
 		select {
@@ -74,8 +74,8 @@ func TestPoolerSteeredDuringLongAction(t *testing.T) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.leader != "127.0.0.1:5433" || a.poolerLeader != "127.0.0.1:5433" || a.poolerPaused {
-		t.Fatalf("pooler leader %q (agent thinks %q), paused %v; want 127.0.0.1:5433, resumed", p.leader, a.poolerLeader, a.poolerPaused)
+	if p.leader != "127.0.0.1:5433" || a.steer.leader != "127.0.0.1:5433" || a.steer.paused {
+		t.Fatalf("pooler leader %q (agent thinks %q), paused %v; want 127.0.0.1:5433, resumed", p.leader, a.steer.leader, a.steer.paused)
 	}
 }
 

@@ -136,7 +136,7 @@ func (a *Agent) memberRecord(pg PGState) dcs.Member {
 		NoFailover:   a.s.NoFailover,
 		Version:      a.s.Version,
 		Pooler:       a.d.Pooler != nil,
-		PoolerPaused: a.poolerPaused,
+		PoolerPaused: a.steer.isPaused(),
 		// Shown by `list`; no agent decides by it.
 		PendingRestart: pg.PendingRestart,
 	}
