@@ -680,12 +680,7 @@ func (a *Agent) awaitPoolersPaused(ctx context.Context) {
 		if err != nil {
 			return
 		}
-		var waiting []string
-		for _, m := range c.Members {
-			if m.Name != a.s.Name && m.Pooler && !m.PoolerPaused && m.State == "running" {
-				waiting = append(waiting, m.Name)
-			}
-		}
+		waiting := unpausedPoolers(c, a.s.Name)
 		if len(waiting) == 0 {
 			return
 		}
@@ -737,8 +732,7 @@ func (a *Agent) switchover(ctx context.Context, o Observation, target string) (b
 	m := o.Cluster.Member(target)
 	deadline := a.d.Clock.Now().Add(a.switchoverWait())
 	for {
-		ps := a.d.Peers.Fetch(ctx, []dcs.Member{*m})
-		if len(ps) == 1 && ps[0].Reachable && ps[0].WAL >= lsn {
+		if handedOver(a.d.Peers.Fetch(ctx, []dcs.Member{*m}), lsn) {
 			break
 		}
 		if a.d.Clock.Now().After(deadline) || ctx.Err() != nil {

@@ -86,3 +86,25 @@ func switchoverDue(o Observation) bool {
 	}
 	return f.Leader == "" || f.Leader == c.Leader.Name
 }
+
+// unpausedPoolers are the members a switchover still waits for before the
+// old leader shuts down: running members (other than self) whose pooler
+// has not reported its primary databases paused. A member that is down,
+// or runs no pooler, sends no client anywhere and is not waited for.
+func unpausedPoolers(c *dcs.Cluster, self string) []string {
+	var waiting []string
+	for _, m := range c.Members {
+		if m.Name != self && m.Pooler && !m.PoolerPaused && m.State == "running" {
+			waiting = append(waiting, m.Name)
+		}
+	}
+	return waiting
+}
+
+// handedOver says whether the switchover candidate, as its own API reports
+// it (ps: the one answer asked for), has received the old leader's WAL up
+// to the shutdown checkpoint's end (lsn): only then may the key be
+// released without losing a commit. An unreachable candidate has not.
+func handedOver(ps []Peer, lsn uint64) bool {
+	return len(ps) == 1 && ps[0].Reachable && ps[0].WAL >= lsn
+}

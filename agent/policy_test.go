@@ -3,6 +3,7 @@ package agent
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/pgwarden/pgwarden/dcs"
@@ -83,6 +84,43 @@ func TestPlanPooler(t *testing.T) {
 		got := planPooler(tc.o, tc.out, self, selfAddr, tc.current, tc.paused)
 		if got.Target != tc.target || got.Repoint != tc.repoint || got.Pause != tc.pause {
 			t.Errorf("%s: %+v, want target %q repoint %v pause %v", tc.name, got, tc.target, tc.repoint, tc.pause)
+		}
+	}
+}
+
+func TestUnpausedPoolers(t *testing.T) {
+	c := &dcs.Cluster{Members: []dcs.Member{
+		{Name: "a", Pooler: true, State: "running"},                     // self: never waited for
+		{Name: "b", Pooler: true, State: "running"},                     // waited for
+		{Name: "c", Pooler: true, PoolerPaused: true, State: "running"}, // paused
+		{Name: "d", Pooler: false, State: "running"},                    // no pooler
+		{Name: "e", Pooler: true, State: "stopped"},                     // down: sends no client
+		{Name: "f", Pooler: true, State: "starting"},                    // not running yet
+	}}
+	if got := unpausedPoolers(c, "a"); !slices.Equal(got, []string{"b"}) {
+		t.Fatalf("waiting for %v; want [b]", got)
+	}
+	if got := unpausedPoolers(&dcs.Cluster{}, "a"); len(got) != 0 {
+		t.Fatalf("no members, waiting for %v", got)
+	}
+}
+
+func TestHandedOver(t *testing.T) {
+	cases := []struct {
+		name string
+		ps   []Peer
+		want bool
+	}{
+		{"received the checkpoint", []Peer{{Reachable: true, WAL: 100}}, true},
+		{"received beyond it", []Peer{{Reachable: true, WAL: 101}}, true},
+		{"one byte short", []Peer{{Reachable: true, WAL: 99}}, false},
+		{"unreachable (its last WAL is not an answer)", []Peer{{Reachable: false, WAL: 100}}, false},
+		{"no answer", nil, false},
+		{"two answers for one question", []Peer{{Reachable: true, WAL: 100}, {Reachable: true, WAL: 100}}, false},
+	}
+	for _, c := range cases {
+		if got := handedOver(c.ps, 100); got != c.want {
+			t.Errorf("%s: handedOver = %v, want %v", c.name, got, c.want)
 		}
 	}
 }
