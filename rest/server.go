@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -160,6 +161,15 @@ func (s *Server) SetTLS(tc *tls.Config) error {
 		return errors.New("rest.tls: the API was started without TLS")
 	}
 	s.tlsNow.Store(tc)
+	return nil
+}
+
+// Certificate is the certificate new connections are served (nil without
+// TLS).
+func (s *Server) Certificate() *x509.Certificate {
+	if tc := s.tlsNow.Load(); tc != nil && len(tc.Certificates) > 0 {
+		return tc.Certificates[0].Leaf
+	}
 	return nil
 }
 
