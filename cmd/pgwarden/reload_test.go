@@ -50,7 +50,9 @@ func TestReloadClassifies(t *testing.T) {
 		{"hooks.event_command", reloadLive, func(c *config.Config) { c.Hooks.EventCommand = "notify %e" }},
 		{"hooks.events", reloadLive, func(c *config.Config) { c.Hooks.Events = []string{"promote"} }},
 		{"hooks.timeout", reloadLive, func(c *config.Config) { c.Hooks.Timeout = config.Duration(5 * time.Second) }},
-		{"backup.schedule.diff", reloadLive, func(c *config.Config) { c.Backup.Schedule = map[string]string{"full": "0 1 * * 0", "diff": "0 1 * * 1-6"} }},
+		{"backup.schedule.diff", reloadLive, func(c *config.Config) {
+			c.Backup.Schedule = map[string]string{"full": "0 1 * * 0", "diff": "0 1 * * 1-6"}
+		}},
 		{"cluster.ttl", reloadInit, func(c *config.Config) { c.Cluster.TTL = config.Duration(5 * time.Second) }},
 		{"bootstrap.method", reloadInit, func(c *config.Config) { c.Bootstrap.Method = "backup" }},
 		{"name", reloadRefused, func(c *config.Config) { c.Name = "node9" }},
