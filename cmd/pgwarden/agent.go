@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"os"
@@ -76,9 +77,7 @@ func wire(ctx context.Context, cfg *config.Config, path string, log hclog.Logger
 	if err != nil {
 		return nil, err
 	}
-	if err := rest.VerifySelf(peerTLS); err != nil {
-		log.Warn("this member's rest.tls.cert does not verify against rest.tls.ca (or the system roots when unset): peers sharing this configuration and the CLI cannot read its API", "error", err)
-	}
+	warnUnverifiable(log, peerTLS)
 	store, err := openStore(ctx, cfg, log.Named("dcs"))
 	if err != nil {
 		return nil, err
@@ -176,6 +175,14 @@ func wire(ctx context.Context, cfg *config.Config, path string, log hclog.Logger
 	}
 	w.server = srv
 	return w, nil
+}
+
+// warnUnverifiable says, at start and on SIGHUP, when this member's
+// certificate fails the check its peers make.
+func warnUnverifiable(log hclog.Logger, peerTLS *tls.Config) {
+	if err := rest.VerifySelf(peerTLS); err != nil {
+		log.Warn("this member's rest.tls.cert does not verify against rest.tls.ca (or the system roots when unset): peers sharing this configuration and the CLI cannot read its API", "error", err)
+	}
 }
 
 func peerTimeout(cfg *config.Config) time.Duration {

@@ -174,6 +174,7 @@ func (w *wired) prepare(next *config.Config) (apply func(ctx context.Context, ch
 				w.log.Error("SIGHUP: rest.tls not applied", "error", err)
 			}
 			w.peers.SetTLS(peerTLS)
+			warnUnverifiable(w.log, peerTLS)
 		}
 		if changed("hooks") {
 			// Split above: Set cannot fail.
