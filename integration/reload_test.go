@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/pgwarden/pgwarden/dcs"
@@ -27,13 +28,14 @@ import (
 // priority, the log level and the REST password change live: /patroni,
 // the health checks' tag filter and the member record in etcd show the new
 // tags and priority, the new password is required and the old one refused,
-// and the log names each key without a password in it. A changed scope
+// a database added to the pooler is served by PgBouncer at once, and the
+// log names each key without a password in it. A changed scope
 // refuses the whole reload in one line naming it, as a file that is not
 // YAML does; the agent keeps running on what it had. A REST certificate
 // rotated on disk under the same names is served to new connections.
 func TestSIGHUPReload(t *testing.T) {
 	start := time.Now()
-	c := newCluster(t, clusterOpts{nodes: 2, ttl: 5, retry: 2, tls: true,
+	c := newCluster(t, clusterOpts{nodes: 2, ttl: 5, retry: 2, tls: true, pgbouncer: true,
 		restExtra: "\n  auth: {username: admin, password: old-pass}"})
 	p := c.primary(90 * time.Second)
 	c.waitReplicas(60*time.Second, p)
@@ -51,9 +53,14 @@ func TestSIGHUPReload(t *testing.T) {
 	orig, err := os.ReadFile(r.cfgPath)
 	must(t, err)
 
-	// Tags, priority, log level, REST password.
+	// Tags, priority, log level, REST password, a pooler database.
+	const localDB = "      app_local: {dbname: postgres, target: local}\n"
+	if !strings.Contains(string(orig), localDB) {
+		t.Fatalf("the node's file has no %q to add a database after:\n%s", localDB, orig)
+	}
 	edited := strings.NewReplacer("password: old-pass", "password: new-pass", "priority: 100", "priority: 40",
-		"level: debug", "level: info").Replace(string(orig)) + "tags: {nofailover: true, dc: b}\n"
+		"level: debug", "level: info", localDB, localDB+"      reports: {dbname: postgres, target: primary}\n").Replace(string(orig)) +
+		"tags: {nofailover: true, dc: b}\n"
 	_, mark := r.log.since(0)
 	r.sighup(edited)
 	harness.WaitFor(t, 10*time.Second, "the replica's /patroni and member record show the new tags and priority", func() (bool, error) {
@@ -73,8 +80,22 @@ func TestSIGHUPReload(t *testing.T) {
 	if code := r.postAs("new-pass"); code != 200 {
 		t.Fatalf("POST /reload with the new password: %d, want 200", code)
 	}
+	// The added database is served by the replica's PgBouncer, pointed at
+	// the leader.
+	harness.WaitFor(t, 10*time.Second, "the replica's pgbouncer serves the added database at the primary", func() (bool, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, fmt.Sprintf("host=127.0.0.1 port=%d user=postgres password=superpass dbname=reports sslmode=disable default_query_exec_mode=simple_protocol", r.bouncerPort))
+		if err != nil {
+			return false, err
+		}
+		defer conn.Close(ctx)
+		var port int
+		err = conn.QueryRow(ctx, "SELECT inet_server_port()").Scan(&port)
+		return err == nil && port == p.pgPort, fmt.Errorf("port %d, want %d: %v", port, p.pgPort, err)
+	})
 	logged, mark := r.log.since(mark)
-	for _, key := range []string{"tags.nofailover", "tags.dc", "priority", "log.level", "rest.auth.password"} {
+	for _, key := range []string{"tags.nofailover", "tags.dc", "priority", "log.level", "rest.auth.password", "pooler.pgbouncer.databases.reports"} {
 		if !hasLine(logged, "SIGHUP: applied", "key="+key+" ") {
 			t.Errorf("no log line applying %s; the agent logged:\n%s", key, logged)
 		}
