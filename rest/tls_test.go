@@ -1,7 +1,6 @@
 package rest
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"net/http"
@@ -103,20 +102,13 @@ func TestSetTLSAndAuthLive(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	defer func() { cancel(); <-done }()
-	deadline := time.Now().Add(5 * time.Second)
-	for s.Addr() == "" && time.Now().Before(deadline) {
-		time.Sleep(5 * time.Millisecond)
-	}
+	addr := listen(t, s)
 	tc, err := ClientTLS(ca.File, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	served := func() string {
-		conn, err := tls.Dial("tcp", s.Addr(), tc)
+		conn, err := tls.Dial("tcp", addr, tc)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -138,7 +130,7 @@ func TestSetTLSAndAuthLive(t *testing.T) {
 
 	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}
 	post := func(password string) int {
-		req, _ := http.NewRequest(http.MethodPost, "https://"+s.Addr()+"/reload", nil)
+		req, _ := http.NewRequest(http.MethodPost, "https://"+addr+"/reload", nil)
 		req.SetBasicAuth("admin", password)
 		resp, err := c.Do(req)
 		if err != nil {
