@@ -267,6 +267,9 @@ type Agent struct {
 	// longAction is the long action running now (clone, rewind, start),
 	// for requests that would wait for the loop: they are refused at once.
 	longAction atomic.Pointer[Decision]
+	// live is a member configuration re-read on SIGHUP, waiting for the
+	// start of the next step (SetLive).
+	live atomic.Pointer[Live]
 	// fsView is the last cluster read, for failsafe rounds.
 	fsView atomic.Pointer[failsafeView]
 	// started is when this agent was made: a member restarted during a
@@ -349,6 +352,36 @@ func New(s Settings, d Deps, log hclog.Logger) *Agent {
 	initial := s.Initial
 	a.dynSnap.Store(&initial)
 	return a
+}
+
+// Live is the part of this member's configuration that may change while
+// the agent runs (SIGHUP): what the other members and the health checks
+// read of it.
+type Live struct {
+	Priority      int
+	NoFailover    bool
+	ReplicateFrom string
+	// Tags are all of the member's tags, the three above included as
+	// "true" / the name, as the member record carries them.
+	Tags map[string]string
+}
+
+// SetLive hands l to the loop, which takes it at the start of its next
+// step (woken now): a step never sees half of it, nor a change midway.
+func (a *Agent) SetLive(l Live) {
+	l.Tags = maps.Clone(l.Tags)
+	a.live.Store(&l)
+	a.Wake()
+}
+
+// takeLive applies a configuration SetLive handed over; the loop's lock is
+// held, and nothing beside the loop reads these fields.
+func (a *Agent) takeLive() {
+	l := a.live.Swap(nil)
+	if l == nil {
+		return
+	}
+	a.s.Priority, a.s.NoFailover, a.s.ReplicateFrom, a.s.Tags = l.Priority, l.NoFailover, l.ReplicateFrom, l.Tags
 }
 
 // Wake makes the loop run now instead of at its next tick.
@@ -455,6 +488,7 @@ func (a *Agent) Step(ctx context.Context) Decision {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	start := a.d.Clock.Now()
+	a.takeLive()
 	a.noteProgress()
 	if a.stopKeeper == nil {
 		// The first step has a lease (or knows it cannot get one) before

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -125,6 +126,9 @@ type Manager struct {
 	// started is when the Manager was made: the schedules' reference
 	// before any run of theirs succeeded.
 	started time.Time
+	// reschedule hands new schedules to this leadership's scheduler (the
+	// newest only: it holds one).
+	reschedule chan map[string]Cron
 }
 
 type run struct {
@@ -206,13 +210,39 @@ func (m *Manager) SetLeading(leading bool) {
 		m.takeOver(m.leadCtx)
 	}(m.ready)
 	if len(m.c.Schedules) > 0 {
-		go m.schedule(m.leadCtx, m.ready)
+		m.startScheduler()
+	}
+}
+
+// startScheduler runs the schedules for this leadership; m.mu is held.
+func (m *Manager) startScheduler() {
+	m.reschedule = make(chan map[string]Cron, 1)
+	go m.schedule(m.leadCtx, m.ready, m.c.Schedules, m.reschedule)
+}
+
+// SetSchedules replaces the schedules (SIGHUP): a leader's scheduler takes
+// them after its current job, and starts if it had none.
+func (m *Manager) SetSchedules(sc map[string]Cron) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	had := len(m.c.Schedules) > 0
+	m.c.Schedules = maps.Clone(sc)
+	switch {
+	case !m.leading || len(sc) == 0 && !had:
+	case !had:
+		m.startScheduler()
+	default:
+		select { // the newest replaces any not taken yet
+		case <-m.reschedule:
+		default:
+		}
+		m.reschedule <- m.c.Schedules
 	}
 }
 
 // schedule runs the schedules while this node leads, once the takeover is
 // over.
-func (m *Manager) schedule(ctx context.Context, ready <-chan struct{}) {
+func (m *Manager) schedule(ctx context.Context, ready <-chan struct{}, sc map[string]Cron, reload <-chan map[string]Cron) {
 	select {
 	case <-ctx.Done():
 		return
@@ -222,8 +252,8 @@ func (m *Manager) schedule(ctx context.Context, ready <-chan struct{}) {
 	if clock == nil {
 		clock = wallClock{}
 	}
-	s := &Scheduler{Member: m.c.Member, Schedules: m.c.Schedules, Location: m.c.Location, Clock: clock,
-		Store: m.c.Lock, Jobs: m, Log: m.log.Named("schedule")}
+	s := &Scheduler{Member: m.c.Member, Schedules: sc, Location: m.c.Location, Clock: clock,
+		Store: m.c.Lock, Jobs: m, Log: m.log.Named("schedule"), Reload: reload}
 	s.Run(ctx)
 }
 

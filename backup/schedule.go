@@ -59,6 +59,9 @@ type Scheduler struct {
 	// RetryEvery is how soon an owed slot is tried again after the job
 	// could not start (another held the lock, the DCS was unreachable).
 	RetryEvery time.Duration
+	// Reload brings new schedules (SIGHUP); they replace Schedules between
+	// ticks, so a running job is never cut by them.
+	Reload <-chan map[string]Cron
 }
 
 // maxSlotsWalked bounds the walk over missed slots (a minute schedule over
@@ -77,6 +80,8 @@ func (s *Scheduler) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
+		case sc := <-s.Reload:
+			s.Schedules = sc
 		case <-s.Clock.After(max(d, time.Second)):
 		}
 	}

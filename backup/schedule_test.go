@@ -169,3 +169,37 @@ func TestSchedulerOutage(t *testing.T) {
 		t.Fatalf("stored schedule state %+v; want the 07:00 slot done", st)
 	}
 }
+
+// TestSchedulerReload: schedules sent on Reload (SIGHUP) replace the ones
+// Run started with at once, without waiting for its next wake-up: a kind
+// added starts from now (its baseline slot is written).
+func TestSchedulerReload(t *testing.T) {
+	clock := &simClock{now: time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)}
+	mem := dcs.NewMemoryCluster(clock.Now)
+	reload := make(chan map[string]Cron, 1)
+	s := &Scheduler{Member: "node1", Schedules: map[string]Cron{}, Location: time.UTC, Clock: clock, Store: mem.Client("node1", 10*time.Second),
+		Jobs: &simJobs{clock: clock}, Log: hclog.NewNullLogger(), Reload: reload}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	reload <- map[string]Cron{"logical": mustCron(t, "15 3 * * *")}
+	reader := mem.Client("reader", 10*time.Second)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		c, err := reader.Cluster(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st := c.BackupRuns["logical"].Schedule; st != nil {
+			if !st.Slot.Equal(clock.now) || !st.Done {
+				t.Fatalf("baseline of the reloaded schedule: %+v; want done at %s", st, clock.now)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the schedule sent on Reload never started within 5 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

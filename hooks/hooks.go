@@ -11,7 +11,6 @@ package hooks
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os/exec"
 	"slices"
@@ -24,40 +23,61 @@ import (
 
 // Runner fires the event command.
 type Runner struct {
-	argv    []string
-	events  []string
-	node    string
-	timeout time.Duration
-	log     hclog.Logger
-	now     func() time.Time
-	wg      sync.WaitGroup
+	node string
+	log  hclog.Logger
+	now  func() time.Time
+	wg   sync.WaitGroup
+
+	mu  sync.Mutex
+	cmd command
 }
 
-// New parses command; events filters which events run it (empty: all).
-func New(command string, events []string, node string, timeout time.Duration, log hclog.Logger) (*Runner, error) {
-	argv, err := Split(command)
-	if err != nil {
-		return nil, fmt.Errorf("hooks.event_command: %w", err)
+// command is what Set replaces at once.
+type command struct {
+	argv    []string
+	events  []string
+	timeout time.Duration
+}
+
+// New parses command ("": run nothing, until Set gives one); events
+// filters which events run it (empty: all).
+func New(cmdline string, events []string, node string, timeout time.Duration, log hclog.Logger) (*Runner, error) {
+	r := &Runner{node: node, log: log, now: time.Now}
+	if err := r.Set(cmdline, events, timeout); err != nil {
+		return nil, err
 	}
-	if len(argv) == 0 {
-		return nil, errors.New("hooks.event_command: empty command")
+	return r, nil
+}
+
+// Set replaces the command, its events and its timeout for the events
+// fired from now on (SIGHUP); a bad command changes nothing.
+func (r *Runner) Set(cmdline string, events []string, timeout time.Duration) error {
+	argv, err := Split(cmdline)
+	if err != nil {
+		return fmt.Errorf("hooks.event_command: %w", err)
 	}
 	if timeout <= 0 {
 		timeout = 30 * time.Second
 	}
-	return &Runner{argv: argv, events: events, node: node, timeout: timeout, log: log, now: time.Now}, nil
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.cmd = command{argv: argv, events: slices.Clone(events), timeout: timeout}
+	return nil
 }
 
 // Fire runs the command for event in the background, if event is wanted.
 func (r *Runner) Fire(event string, success bool, details string) {
-	if len(r.events) > 0 && !slices.Contains(r.events, event) {
+	r.mu.Lock()
+	c := r.cmd
+	r.mu.Unlock()
+	if len(c.argv) == 0 || len(c.events) > 0 && !slices.Contains(c.events, event) {
 		return
 	}
-	argv := r.Expand(event, success, details)
+	argv := c.expand(r.node, r.now(), event, success, details)
 	r.wg.Add(1)
 	go func() {
 		defer r.wg.Done()
-		ctx, cancel := context.WithTimeout(context.Background(), r.timeout)
+		ctx, cancel := context.WithTimeout(context.Background(), c.timeout)
 		defer cancel()
 		out, err := exec.CommandContext(ctx, argv[0], argv[1:]...).CombinedOutput()
 		if err != nil {
@@ -73,13 +93,20 @@ func (r *Runner) Wait() { r.wg.Wait() }
 
 // Expand returns the argument vector for one event.
 func (r *Runner) Expand(event string, success bool, details string) []string {
+	r.mu.Lock()
+	c := r.cmd
+	r.mu.Unlock()
+	return c.expand(r.node, r.now(), event, success, details)
+}
+
+func (c command) expand(node string, now time.Time, event string, success bool, details string) []string {
 	ok := "0"
 	if success {
 		ok = "1"
 	}
-	repl := map[byte]string{'n': r.node, 'e': event, 's': ok, 't': r.now().UTC().Format(time.RFC3339), 'd': details, '%': "%"}
-	out := make([]string, len(r.argv))
-	for i, a := range r.argv {
+	repl := map[byte]string{'n': node, 'e': event, 's': ok, 't': now.UTC().Format(time.RFC3339), 'd': details, '%': "%"}
+	out := make([]string, len(c.argv))
+	for i, a := range c.argv {
 		var b strings.Builder
 		for j := 0; j < len(a); j++ {
 			if a[j] == '%' && j+1 < len(a) {

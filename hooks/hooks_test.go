@@ -87,3 +87,36 @@ func TestFireTimesOut(t *testing.T) {
 		t.Fatalf("hook not stopped by its timeout: ran %s", d)
 	}
 }
+
+// TestSetReplacesCommand: a runner made without a command fires nothing;
+// Set (SIGHUP) gives it one with its events, and a bad command keeps the
+// one it had.
+func TestSetReplacesCommand(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "events")
+	script := filepath.Join(dir, "hook.sh")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho \"$1\" >> "+out+"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	r, err := New("", nil, "n1", time.Second, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Fire("promote", true, "")
+	if err := r.Set(script+" %e", []string{"demote"}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Set("a 'b", nil, time.Second); err == nil || !strings.Contains(err.Error(), "hooks.event_command") {
+		t.Fatalf("Set with an unterminated quote: %v, want an error naming hooks.event_command", err)
+	}
+	r.Fire("promote", true, "")
+	r.Fire("demote", true, "")
+	r.Wait()
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(b)); got != "demote" {
+		t.Fatalf("hook ran for %q, want only demote", got)
+	}
+}

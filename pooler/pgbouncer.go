@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -30,6 +31,10 @@ type PgBouncer struct {
 	cfg   config.PgBouncer
 	local string
 	log   hclog.Logger
+
+	// write serializes writing the databases file and reloading: the
+	// loop repointing and SIGHUP replacing the databases.
+	write sync.Mutex
 
 	mu      sync.Mutex
 	leader  string
@@ -66,11 +71,42 @@ func New(cfg config.PgBouncer, local string, log hclog.Logger) (*PgBouncer, erro
 	return &PgBouncer{cfg: cfg, local: local, log: log, state: "unknown"}, nil
 }
 
+// databases is the managed databases now (SetDatabases replaces the map,
+// never changes it).
+func (p *PgBouncer) databases() map[string]config.PoolerDB {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cfg.Databases
+}
+
+// SetDatabases replaces the managed databases (SIGHUP) and, once the file
+// has been written, writes it again for the same leader and reloads
+// PgBouncer.
+func (p *PgBouncer) SetDatabases(ctx context.Context, dbs map[string]config.PoolerDB) error {
+	if len(dbs) == 0 {
+		return errors.New("pooler.pgbouncer.databases: at least one database is required")
+	}
+	p.write.Lock()
+	defer p.write.Unlock()
+	p.mu.Lock()
+	p.cfg.Databases = maps.Clone(dbs)
+	written, leader := p.written != "", p.leader
+	p.mu.Unlock()
+	if !written {
+		return nil // the loop writes it at its first leader
+	}
+	err := p.repoint(ctx, leader)
+	p.setState(err)
+	return err
+}
+
 // names returns the managed databases with the given target ("" for all),
 // sorted.
-func (p *PgBouncer) names(target string) []string {
+func (p *PgBouncer) names(target string) []string { return namesOf(p.databases(), target) }
+
+func namesOf(dbs map[string]config.PoolerDB, target string) []string {
 	var out []string
-	for n, db := range p.cfg.Databases {
+	for n, db := range dbs {
 		if target == "" || db.Target == target {
 			out = append(out, n)
 		}
@@ -96,8 +132,9 @@ func (p *PgBouncer) target(db config.PoolerDB, leader string) (string, string) {
 func (p *PgBouncer) render(leader string) string {
 	var b strings.Builder
 	b.WriteString("; Managed by pgwarden: rewritten whole whenever the leader changes.\n[databases]\n")
-	for _, name := range p.names("") {
-		db := p.cfg.Databases[name]
+	dbs := p.databases()
+	for _, name := range namesOf(dbs, "") {
+		db := dbs[name]
 		h, port := p.target(db, leader)
 		fmt.Fprintf(&b, "%s = host=%s port=%s dbname=%s", name, h, port, db.DBName)
 		if db.User != "" {
@@ -223,8 +260,9 @@ func (p *PgBouncer) Databases(ctx context.Context) (map[string]DBInfo, error) {
 // for leader: PgBouncer's RELOAD says success even when loading failed.
 func (p *PgBouncer) verify(dbs map[string]DBInfo, leader string) error {
 	var bad []string
-	for _, name := range p.names("") {
-		h, port := p.target(p.cfg.Databases[name], leader)
+	want := p.databases()
+	for _, name := range namesOf(want, "") {
+		h, port := p.target(want[name], leader)
 		got, ok := dbs[name]
 		switch {
 		case !ok:
@@ -254,6 +292,14 @@ func (p *PgBouncer) setLeader(ctx context.Context, leader string) error {
 			return fmt.Errorf("pooler: leader address %q: %w", leader, err)
 		}
 	}
+	p.write.Lock()
+	defer p.write.Unlock()
+	return p.repoint(ctx, leader)
+}
+
+// repoint writes the file for leader and reloads PgBouncer unless it
+// points there already; p.write is held.
+func (p *PgBouncer) repoint(ctx context.Context, leader string) error {
 	content := p.render(leader)
 	p.mu.Lock()
 	written := p.written

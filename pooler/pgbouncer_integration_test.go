@@ -257,3 +257,37 @@ func TestResumeAllAfterCrash(t *testing.T) {
 		t.Fatal("ResumeAll left app paused")
 	}
 }
+
+// TestSetDatabasesReloads: databases re-read from the file (SIGHUP) reach
+// PgBouncer at once, pointed at the leader it already follows; with none
+// the managed set must not become empty.
+func TestSetDatabasesReloads(t *testing.T) {
+	a := startPG(t, "a")
+	bn := startBouncer(t, a, 3*time.Second)
+	ctx := context.Background()
+	if err := bn.p.SetLeader(ctx, a); err != nil {
+		t.Fatal(err)
+	}
+	dbs := map[string]config.PoolerDB{"app": {DBName: "postgres", Target: "primary"}, "reports": {DBName: "postgres", Target: "primary"}}
+	if err := bn.p.SetDatabases(ctx, dbs); err != nil {
+		t.Fatal(err)
+	}
+	got, err := bn.p.Databases(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, ok := got["reports"]; !ok || r.Port != fmt.Sprint(portOf(a)) {
+		t.Fatalf("pgbouncer databases after SetDatabases: %v; want reports at %s", got, a)
+	}
+	conn, err := pgx.Connect(ctx, bn.dsn("reports"))
+	if err != nil {
+		t.Fatalf("connect through the added database: %v", err)
+	}
+	conn.Close(ctx)
+	if err := bn.p.SetDatabases(ctx, nil); err == nil || !strings.Contains(err.Error(), "pooler.pgbouncer.databases") {
+		t.Fatalf("SetDatabases(nil): %v; want an error naming pooler.pgbouncer.databases", err)
+	}
+	if names := bn.p.names(""); len(names) != 2 {
+		t.Fatalf("managed databases after a refused SetDatabases: %v", names)
+	}
+}

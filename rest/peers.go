@@ -26,11 +26,13 @@ import (
 // no peer still runs as primary.
 type PeerClient struct {
 	// Self is skipped.
-	Self   string
+	Self string
+	// Client and Auth (sent with POSTs: failsafe rounds, drills, as the
+	// REST API asks) are set before the first call; SetTLS and SetAuth
+	// replace them later.
 	Client *http.Client
-	// Auth is sent with POSTs (failsafe rounds), as the REST API asks.
-	Auth *config.Credential
-	log  hclog.Logger
+	Auth   *config.Credential
+	log    hclog.Logger
 
 	mu sync.Mutex
 	// down is whether each member's last fetch failed, so a peer that
@@ -49,6 +51,31 @@ func NewPeerClient(self string, timeout time.Duration, tc *tls.Config, log hclog
 	tr.MaxIdleConnsPerHost = 2
 	tr.TLSClientConfig = tc
 	return &PeerClient{Self: self, Client: &http.Client{Timeout: timeout, Transport: tr}, log: log, down: map[string]bool{}}
+}
+
+// SetAuth replaces the credentials sent with POSTs, from the next call on.
+func (pc *PeerClient) SetAuth(a *config.Credential) {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	pc.Auth = a
+}
+
+// SetTLS makes the next calls use tc (PeerTLS of a re-read rest.tls: a
+// rotated client certificate, another CA), on new connections.
+func (pc *PeerClient) SetTLS(tc *tls.Config) {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	old := pc.Client
+	tr := old.Transport.(*http.Transport).Clone()
+	tr.TLSClientConfig = tc
+	pc.Client = &http.Client{Timeout: old.Timeout, Transport: tr}
+	old.CloseIdleConnections()
+}
+
+func (pc *PeerClient) client() (*http.Client, *config.Credential) {
+	pc.mu.Lock()
+	defer pc.mu.Unlock()
+	return pc.Client, pc.Auth
 }
 
 // peerStatus is the part of GET /patroni a peer race needs.
@@ -119,7 +146,8 @@ func (pc *PeerClient) get(ctx context.Context, url string) (peerStatus, error) {
 	if err != nil {
 		return st, err
 	}
-	resp, err := pc.Client.Do(req)
+	client, _ := pc.client()
+	resp, err := client.Do(req)
 	if err != nil {
 		return st, err
 	}
@@ -166,7 +194,8 @@ func (pc *PeerClient) Confirm(ctx context.Context, ms []dcs.Member, leader strin
 }
 
 func (pc *PeerClient) post(ctx context.Context, url string, body []byte) error {
-	resp, err := pc.postWith(ctx, pc.Client, url, body)
+	client, _ := pc.client()
+	resp, err := pc.postWith(ctx, client, url, body)
 	if err != nil {
 		return err
 	}
@@ -182,7 +211,7 @@ func (pc *PeerClient) postWith(ctx context.Context, client *http.Client, url str
 		return nil, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	if a := pc.Auth; a != nil {
+	if _, a := pc.client(); a != nil {
 		req.SetBasicAuth(a.Username, a.Password)
 	}
 	resp, err := client.Do(req)
@@ -209,7 +238,8 @@ func (pc *PeerClient) RemoteDrill(ctx context.Context, peer dcs.Member, lockID s
 	body, _ := json.Marshal(drillBody{ID: lockID})
 	// The peer client's per-request timeout suits status calls, not a
 	// restore: same transport (TLS, connection reuse), no timeout.
-	long := &http.Client{Transport: pc.Client.Transport}
+	client, _ := pc.client()
+	long := &http.Client{Transport: client.Transport}
 	url := strings.TrimRight(peer.APIURL, "/") + "/drill"
 	resp, err := pc.postWith(ctx, long, url, body)
 	if err != nil {

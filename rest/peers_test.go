@@ -80,7 +80,7 @@ func TestPeerClientFetch(t *testing.T) {
 func tlsPeer(t *testing.T, ca *resttest.CA, name string) *httptest.Server {
 	t.Helper()
 	cert, key := ca.Issue(t, name)
-	tc, err := serverTLS(&config.ServerTLS{Cert: cert, Key: key, ClientCA: ca.File, VerifyClient: true})
+	tc, err := ServerTLS(&config.ServerTLS{Cert: cert, Key: key, ClientCA: ca.File, VerifyClient: true})
 	if err != nil {
 		t.Fatal(err)
 	}

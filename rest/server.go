@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/subtle"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -65,7 +66,11 @@ type Server struct {
 	o       Options
 	log     hclog.Logger
 	handler http.Handler
+	// tls is what the listener serves with; each handshake takes the
+	// certificates last loaded from tlsNow, which SIGHUP swaps.
 	tls     *tls.Config
+	tlsNow  atomic.Pointer[tls.Config]
+	auth    atomic.Pointer[config.Credential]
 	metrics http.Handler
 
 	mu   sync.Mutex
@@ -88,12 +93,16 @@ func NewServer(o Options, log hclog.Logger) (*Server, error) {
 	}
 	s := &Server{o: o, log: log, closing: make(chan struct{})}
 	s.restarts = newRestartSchedule(o.Agent, log.Named("restart"))
+	s.auth.Store(o.Auth)
 	if o.TLS != nil {
-		tc, err := serverTLS(o.TLS)
+		tc, err := ServerTLS(o.TLS)
 		if err != nil {
 			return nil, err
 		}
-		s.tls = tc
+		s.tlsNow.Store(tc)
+		s.tls = &tls.Config{MinVersion: tls.VersionTLS12, GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			return s.tlsNow.Load(), nil
+		}}
 	}
 	var extra []prometheus.Collector
 	if o.Backup != nil {
@@ -133,6 +142,35 @@ func exposureWarning(listen string, auth, tls bool) string {
 		return "the REST API's basic auth goes over plain HTTP beyond this host: the password travels in the clear (set rest.tls)"
 	}
 	return ""
+}
+
+// SetAuth replaces the credentials that requests changing state must carry
+// (nil: none), from the next request on.
+func (s *Server) SetAuth(a *config.Credential) {
+	s.auth.Store(a)
+	if w := exposureWarning(s.o.Listen, a != nil, s.o.TLS != nil); w != "" {
+		s.log.Warn(w, "listen", s.o.Listen)
+	}
+}
+
+// SetTLS makes new connections use tc (from ServerTLS: a certificate
+// rotated on disk, another client CA); established ones keep theirs. An API
+// started without TLS cannot take it up: its listener speaks plain HTTP.
+func (s *Server) SetTLS(tc *tls.Config) error {
+	if s.tls == nil {
+		return errors.New("rest.tls: the API was started without TLS")
+	}
+	s.tlsNow.Store(tc)
+	return nil
+}
+
+// Certificate is the certificate new connections are served (nil without
+// TLS).
+func (s *Server) Certificate() *x509.Certificate {
+	if tc := s.tlsNow.Load(); tc != nil && len(tc.Certificates) > 0 {
+		return tc.Certificates[0].Leaf
+	}
+	return nil
 }
 
 // Handler is the API's http.Handler (for tests and embedding).
@@ -284,7 +322,7 @@ func (s *Server) api(h func(r *http.Request) (result, error)) http.Handler {
 func (s *Server) write(h func(r *http.Request) (result, error)) http.Handler {
 	inner := s.api(h)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if a := s.o.Auth; a != nil && !authorized(r, a) {
+		if a := s.auth.Load(); a != nil && !authorized(r, a) {
 			// The status page asks for credentials itself: a challenge
 			// would make the browser open its own dialog over it.
 			if r.Header.Get("X-Requested-With") == "" {

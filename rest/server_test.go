@@ -427,17 +427,7 @@ func TestTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx) }()
-	defer func() { cancel(); <-done }()
-	var addr string
-	for range 200 {
-		if addr = s.Addr(); addr != "" {
-			break
-		}
-		time.Sleep(10 * time.Millisecond) // bounded wait for the listener
-	}
+	addr := listen(t, s)
 	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
 	cert, _ := tls.LoadX509KeyPair(certPath, keyPath)
@@ -545,4 +535,22 @@ func TestExposureWarning(t *testing.T) {
 			t.Errorf("exposureWarning(%q, auth %v, tls %v) = %q, want it to say %q", tc.listen, tc.auth, tc.tls, got, tc.want)
 		}
 	}
+}
+
+// listen runs s's own listener (Serve) until the test ends and returns
+// its address.
+func listen(t *testing.T, s *Server) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	var addr string
+	for range 200 {
+		if addr = s.Addr(); addr != "" {
+			break
+		}
+		time.Sleep(10 * time.Millisecond) // bounded wait for the listener
+	}
+	return addr
 }

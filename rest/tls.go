@@ -8,10 +8,11 @@ import (
 	"github.com/pgwarden/pgwarden/config"
 )
 
-// serverTLS is the API's TLS: this member's certificate, and client
+// ServerTLS is the API's TLS: this member's certificate, and client
 // certificates verified against rest.tls.client_ca (required with
-// verify_client, checked when given otherwise).
-func serverTLS(t *config.ServerTLS) (*tls.Config, error) {
+// verify_client, checked when given otherwise). The files are read now:
+// Server.SetTLS takes a new one on SIGHUP.
+func ServerTLS(t *config.ServerTLS) (*tls.Config, error) {
 	cert, err := tls.LoadX509KeyPair(t.Cert, t.Key)
 	if err != nil {
 		return nil, fmt.Errorf("rest.tls: load certificate %s and key %s: %w", t.Cert, t.Key, err)

@@ -1,12 +1,16 @@
 package rest
 
 import (
+	"crypto/tls"
 	"crypto/x509"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/hashicorp/go-hclog"
+
+	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/rest/resttest"
 )
 
@@ -80,5 +84,71 @@ func TestTLSVerifySelf(t *testing.T) {
 	}
 	if err := VerifySelf(nil); err != nil {
 		t.Errorf("no rest.tls: %v", err)
+	}
+}
+
+// TestSetTLSAndAuthLive: a server started with TLS serves a certificate
+// swapped in by SetTLS (SIGHUP after a rotation on disk) to the next
+// connection, and requests that change state need the credentials SetAuth
+// gave it, not the ones it started with. One started without TLS refuses
+// to take it up.
+func TestSetTLSAndAuthLive(t *testing.T) {
+	dir := t.TempDir()
+	ca := resttest.NewCA(t, dir, "cluster-ca")
+	cert, key := ca.Issue(t, "node1")
+	files := &config.ServerTLS{Cert: cert, Key: key}
+	s, err := NewServer(Options{Listen: "127.0.0.1:0", Agent: &fakeAgent{}, TLS: files,
+		Auth: &config.Credential{Username: "admin", Password: "old"}}, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := listen(t, s)
+	tc, err := ClientTLS(ca.File, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := func() string {
+		conn, err := tls.Dial("tcp", addr, tc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		return conn.ConnectionState().PeerCertificates[0].SerialNumber.String()
+	}
+	before := served()
+	ca.Issue(t, "node1") // rotated on disk, same names
+	next, err := ServerTLS(files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetTLS(next); err != nil {
+		t.Fatal(err)
+	}
+	if after, want := served(), next.Certificates[0].Leaf.SerialNumber.String(); after != want || after == before {
+		t.Fatalf("served serial %s after SetTLS, want the rotated %s (was %s)", after, want, before)
+	}
+
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}
+	post := func(password string) int {
+		req, _ := http.NewRequest(http.MethodPost, "https://"+addr+"/reload", nil)
+		req.SetBasicAuth("admin", password)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	s.SetAuth(&config.Credential{Username: "admin", Password: "new"})
+	if old, cur := post("old"), post("new"); old != http.StatusUnauthorized || cur != http.StatusOK {
+		t.Fatalf("after SetAuth: old password %d, new %d; want 401 and 200", old, cur)
+	}
+
+	plain, err := NewServer(Options{Agent: &fakeAgent{}}, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := plain.SetTLS(next); err == nil {
+		t.Fatal("a plain HTTP server took up TLS")
 	}
 }

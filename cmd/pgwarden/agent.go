@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"os"
@@ -47,7 +48,7 @@ func cmdAgent(e *env, args []string) error {
 		return err
 	}
 	w.notify = notify
-	return w.run(e.ctx)
+	return w.run(e.ctx, &reloader{path: *path, w: w, cfg: cfg})
 }
 
 // wired is one node's agent with its side effects and REST server.
@@ -65,6 +66,9 @@ type wired struct {
 	wd     *watchdog.Client
 	hooks  *hooks.Runner
 	backup *backup.Manager
+	// peers and pooler (nil: none) take what SIGHUP changes.
+	peers  *rest.PeerClient
+	pooler *pooler.PgBouncer
 }
 
 func wire(ctx context.Context, cfg *config.Config, path string, log hclog.Logger) (*wired, error) {
@@ -73,9 +77,7 @@ func wire(ctx context.Context, cfg *config.Config, path string, log hclog.Logger
 	if err != nil {
 		return nil, err
 	}
-	if err := rest.VerifySelf(peerTLS); err != nil {
-		log.Warn("this member's rest.tls.cert does not verify against rest.tls.ca (or the system roots when unset): peers sharing this configuration and the CLI cannot read its API", "error", err)
-	}
+	warnUnverifiable(log, peerTLS)
 	store, err := openStore(ctx, cfg, log.Named("dcs"))
 	if err != nil {
 		return nil, err
@@ -83,6 +85,7 @@ func wire(ctx context.Context, cfg *config.Config, path string, log hclog.Logger
 	pg := newPostgres(cfg, log.Named("postgres"))
 	peers := rest.NewPeerClient(cfg.Name, peerTimeout(cfg), peerTLS, log.Named("peers"))
 	peers.Auth = cfg.REST.Auth
+	w.peers = peers
 	deps := agent.Deps{
 		DCS:      store,
 		Postgres: pg,
@@ -101,16 +104,15 @@ func wire(ctx context.Context, cfg *config.Config, path string, log hclog.Logger
 			log.Warn("cannot resume pgbouncer databases at start (will retry)", "error", err)
 		}
 		cancel()
-		deps.Pooler = p
+		deps.Pooler, w.pooler = p, p
 	}
-	if cfg.Hooks.EventCommand != "" {
-		h, err := hooks.New(cfg.Hooks.EventCommand, cfg.Hooks.Events, cfg.Name, cfg.Hooks.Timeout.D(), log.Named("hooks"))
-		if err != nil {
-			return nil, err
-		}
-		w.hooks = h
-		deps.Hooks = h
+	// Made without a command too: SIGHUP may give it one.
+	h, err := hooks.New(cfg.Hooks.EventCommand, cfg.Hooks.Events, cfg.Name, cfg.Hooks.Timeout.D(), log.Named("hooks"))
+	if err != nil {
+		return nil, err
 	}
+	w.hooks = h
+	deps.Hooks = h
 	if cfg.Watchdog.Mode != "off" {
 		self, err := os.Executable()
 		if err != nil {
@@ -177,6 +179,14 @@ func wire(ctx context.Context, cfg *config.Config, path string, log hclog.Logger
 	return w, nil
 }
 
+// warnUnverifiable says, at start and on SIGHUP, when this member's
+// certificate fails the check its peers make.
+func warnUnverifiable(log hclog.Logger, peerTLS *tls.Config) {
+	if err := rest.VerifySelf(peerTLS); err != nil {
+		log.Warn("this member's rest.tls.cert does not verify against rest.tls.ca (or the system roots when unset): peers sharing this configuration and the CLI cannot read its API", "error", err)
+	}
+}
+
 func peerTimeout(cfg *config.Config) time.Duration {
 	return min(time.Second, cfg.Cluster.RetryTimeout.D())
 }
@@ -231,8 +241,8 @@ func openStore(ctx context.Context, cfg *config.Config, log hclog.Logger) (*etcd
 const startupReport = 5 * time.Second
 
 // run serves the REST API and runs the HA loop until ctx ends, re-reading
-// the file on SIGHUP.
-func (w *wired) run(ctx context.Context) error {
+// the file on SIGHUP (r; nil: not).
+func (w *wired) run(ctx context.Context, r *reloader) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errc := make(chan error, 1)
@@ -241,8 +251,15 @@ func (w *wired) run(ctx context.Context) error {
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	go func() {
-		for range hup {
-			w.log.Info("SIGHUP: configuration re-read is limited to logging in this version")
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				if r != nil {
+					r.reload(ctx)
+				}
+			}
 		}
 	}()
 	if w.backup != nil {
@@ -259,9 +276,7 @@ func (w *wired) run(ctx context.Context) error {
 	if w.wd != nil {
 		_ = w.wd.Close()
 	}
-	if w.hooks != nil {
-		w.hooks.Wait()
-	}
+	w.hooks.Wait()
 	w.log.Info("agent stopped")
 	return errors.Join(loopErr, ignoreClosed(srvErr))
 }

@@ -23,17 +23,26 @@ func scheduledJobs(cfg *config.Config, pb *backup.PgBackRest, mc *backup.Manager
 	mc.Location = loc
 	mc.Policy = backupPolicy(b)
 	mc.Expirer = pb
-	mc.Schedules = map[string]backup.Cron{}
-	for kind, spec := range b.Schedule {
-		c, err := config.ParseCron(spec)
-		if err != nil {
-			return fmt.Errorf("backup.schedule.%s: %q: %w", kind, spec, err)
-		}
-		mc.Schedules[kind] = c
+	if mc.Schedules, err = parseSchedules(b); err != nil {
+		return err
 	}
 	mc.Dumper = dumper(cfg, log)
 	mc.Driller = driller(cfg, pb, filepath.Clean(cfg.Postgres.DataDir)+".drill", log)
 	return nil
+}
+
+// parseSchedules reads backup.schedule (checked by Validate: an error here
+// names the key anyway).
+func parseSchedules(b *config.Backup) (map[string]backup.Cron, error) {
+	out := map[string]backup.Cron{}
+	for kind, spec := range b.Schedule {
+		c, err := config.ParseCron(spec)
+		if err != nil {
+			return nil, fmt.Errorf("backup.schedule.%s: %q: %w", kind, spec, err)
+		}
+		out[kind] = c
+	}
+	return out, nil
 }
 
 func backupLocation(b *config.Backup) (*time.Location, error) {

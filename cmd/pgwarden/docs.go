@@ -163,7 +163,14 @@ a node's configuration (systemd unit pgwarden@NAME).
 a 3\-node cluster, HAProxy, PgBouncer, Prometheus rules and a Grafana dashboard.
 .SH SIGNALS
 SIGTERM or SIGINT: a leader stops PostgreSQL cleanly and releases the leader key; a replica stops
-PostgreSQL. SIGHUP: logged; in this version changes to the file take effect at the next start.
+PostgreSQL. SIGHUP: the agent re-reads its file. It applies, and logs one line per key, changes to
+log.level, priority, tags, rest.auth, rest.tls (cert, key, ca, client_ca, verify_client; the
+certificate files are re-read even under unchanged names), pooler.pgbouncer.databases (PgBouncer is
+reloaded), hooks and backup.schedule. A change to any other key (name, scope, namespace, etcd,
+postgres, rest.listen, rest.connect_address, rest.tls on or off, ...) refuses the whole reload in
+one line naming the key, as does a file that is not valid: the running configuration is kept and
+the agent runs on. cluster and bootstrap are read only when the cluster is created: their changes
+are logged and not applied (edit\-config changes the cluster's settings).
 .SH SEE ALSO
 .BR postgres (1),
 .BR pgbouncer (1),
