@@ -178,7 +178,7 @@ func TestSchedulerReload(t *testing.T) {
 	mem := dcs.NewMemoryCluster(clock.Now)
 	reload := make(chan map[string]Cron, 1)
 	s := &Scheduler{Member: "node1", Schedules: map[string]Cron{}, Location: time.UTC, Clock: clock, Store: mem.Client("node1", 10*time.Second),
-		Jobs: &simJobs{clock: clock}, Log: hclog.NewNullLogger(), Reload: reload}
+		Jobs: &simJobs{clock: clock}, Log: testlog.New(t), Reload: reload}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); s.Run(ctx) }()

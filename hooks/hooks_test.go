@@ -98,7 +98,7 @@ func TestSetReplacesCommand(t *testing.T) {
 	if err := os.WriteFile(script, []byte("#!/bin/sh\necho \"$1\" >> "+out+"\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	r, err := New("", nil, "n1", time.Second, hclog.NewNullLogger())
+	r, err := New("", nil, "n1", time.Second, testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
