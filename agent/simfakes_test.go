@@ -166,8 +166,12 @@ func (d simDCS) SetSync(ctx context.Context, s dcs.Sync, prev int64) error {
 	return d.call(ctx, "set sync", func() error { return d.m.SetSync(ctx, s, prev) })
 }
 
+func (d simDCS) MoveLease(ctx context.Context, ttl time.Duration) (got time.Duration, err error) {
+	err = d.call(ctx, "move lease", func() (e error) { got, e = d.m.MoveLease(ctx, ttl); return })
+	return got, err
+}
+
 func (d simDCS) Watch(ctx context.Context) <-chan struct{} { return d.m.Watch(ctx) }
-func (d simDCS) SetTTL(ttl time.Duration)                  { d.m.SetTTL(ttl) }
 func (d simDCS) Close(ctx context.Context) error           { return d.m.Close(ctx) }
 
 // --- PostgreSQL ---
