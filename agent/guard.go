@@ -151,13 +151,14 @@ func leaseSeconds(ttl time.Duration) time.Duration {
 // moveLease moves the keys onto a new lease of ttl. The deadline follows
 // the TTL etcd granted, measured from before the grant was sent. A shorter
 // lease may take effect the moment the move commits, so the watchdog is
-// moved to it first, and stays there whatever the answer (a move whose
-// answer was lost may have committed) until a renewal reports the lease
-// it renewed. A longer one counts only once the move committed.
+// moved to it first; a move that failed with nothing moved gives the old
+// deadline back, one whose answer was lost (ErrUnsettled: it may have
+// committed) keeps the earlier one until a renewal reports the lease it
+// renewed. A longer lease counts only once the move committed.
 func (a *Agent) moveLease(ctx context.Context, ttl time.Duration) error {
 	sent := a.d.Clock.Now()
 	l := a.leaseLock()
-	from := l.granted
+	from, before := l.granted, l.deadline
 	earlier := !l.deadline.IsZero() && sent.Add(ttl).Before(l.deadline)
 	if earlier {
 		l.deadline = sent.Add(ttl)
@@ -167,6 +168,14 @@ func (a *Agent) moveLease(ctx context.Context, ttl time.Duration) error {
 		a.applyGuard()
 	}
 	granted, err := a.d.DCS.MoveLease(ctx, ttl)
+	if err != nil && earlier && !errors.Is(err, dcs.ErrUnsettled) {
+		// Nothing moved: the current lease's deadline holds.
+		l = a.leaseLock()
+		if l.deadline.Equal(sent.Add(ttl)) {
+			l.deadline = before
+		}
+		a.leaseUnlock()
+	}
 	if errors.Is(err, dcs.ErrKeyModified) || errors.Is(err, dcs.ErrLeaseInUse) {
 		a.noteMove(err, "cannot move the lease to the new ttl yet: keeping the current one", "ttl", ttl)
 		return err

@@ -78,6 +78,9 @@ type world struct {
 	// orphanLife is how long a busy backend outlives a killed postmaster
 	// (its statement runs on, then commits).
 	orphanLife time.Duration
+	// stepCheck is a scenario's own invariant, checked with the others
+	// after every step ("" when it holds).
+	stepCheck func() string
 }
 
 type simNode struct {
@@ -137,6 +140,11 @@ func (w *world) check(when string) {
 	}
 	if c := w.committers(); len(c) > 1 {
 		w.fail("%s: %d nodes accept commits %v", when, len(c), c)
+	}
+	if w.stepCheck != nil {
+		if msg := w.stepCheck(); msg != "" {
+			w.fail("%s: %s", when, msg)
+		}
 	}
 }
 

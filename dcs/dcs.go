@@ -23,6 +23,10 @@ var (
 	// (a running backup's lock, a bootstrap claim): its holder compares the
 	// key's revision, which a move would change.
 	ErrLeaseInUse = errors.New("dcs: lease holds a backup lock or bootstrap claim")
+	// ErrUnsettled: a lease move's transaction got no answer; the keys may
+	// be on either lease (the next Renew finds out and renews that one).
+	// Without it, a failed move moved nothing.
+	ErrUnsettled = errors.New("dcs: lease move unsettled")
 )
 
 // Member is one node's record under members/<name>, bound to its lease.
@@ -314,7 +318,8 @@ type Store interface {
 	// grants (after an expiry) use ttl too. With no lease yet it grants one,
 	// as Renew does. On error the current lease stays: ErrKeyModified (a
 	// key changed meanwhile), ErrLeaseExpired (the current lease is gone),
-	// ErrLeaseInUse (it holds a key that must not move now), ErrUnavailable.
+	// ErrLeaseInUse (it holds a key that must not move now), ErrUnavailable
+	// (with ErrUnsettled when the keys may have moved all the same).
 	MoveLease(ctx context.Context, ttl time.Duration) (time.Duration, error)
 	// Close revokes this member's lease (deleting what is bound to it) and
 	// releases resources.

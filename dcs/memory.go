@@ -564,6 +564,21 @@ func (mc *MemoryCluster) LeaderKey() (string, int64) {
 	return string(k.value), k.modRev
 }
 
+// LeaderLease is the lease the leader key is bound to: its ID, TTL and
+// when it expires (zeros when there is no leader key), for the
+// simulation's checks.
+func (mc *MemoryCluster) LeaderLease() (int64, time.Duration, time.Time) {
+	mc.mu.Lock()
+	defer mc.mu.Unlock()
+	mc.expireLocked()
+	k := mc.keys[KeyLeader]
+	if k == nil || mc.leases[k.lease] == nil {
+		return 0, 0, time.Time{}
+	}
+	l := mc.leases[k.lease]
+	return k.lease, l.ttl, l.expires
+}
+
 // MemberNames are the members whose key exists now.
 func (mc *MemoryCluster) MemberNames() []string {
 	mc.mu.Lock()

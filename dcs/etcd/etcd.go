@@ -747,7 +747,7 @@ func (e *Store) MoveLease(ctx context.Context, ttl time.Duration) (time.Duration
 		e.mu.Lock()
 		e.unsure = g.ID
 		e.mu.Unlock()
-		return 0, e.mapErr("move lease: move its keys", err)
+		return 0, fmt.Errorf("%w (%w)", e.mapErr("move lease: move its keys", err), dcs.ErrUnsettled)
 	}
 	if !r.Succeeded {
 		e.revoke(ctx, g.ID)
