@@ -43,6 +43,24 @@ func (w *world) setTTL(t *testing.T, l *simNode, ttl time.Duration, then func())
 	}
 }
 
+// leaderOfTTL is a healthy 3-node world of ttl 10 s under leaseGuarded,
+// its leader, and the check that ends each scenario: after d more, the
+// leader still leads and was never fenced by its watchdog.
+func leaderOfTTL(t *testing.T) (*world, *simNode, func(d time.Duration, what string)) {
+	w := healthy(t, simOpts{ttl: 10 * time.Second})
+	l := w.leaderNode()
+	w.stepCheck = leaseGuarded(w, l)
+	fences := w.watchdogFences[l.name]
+	return w, l, func(d time.Duration, what string) {
+		t.Helper()
+		w.runFor(d)
+		w.noViolation(t)
+		if f := w.watchdogFences[l.name]; f != fences || w.leaderNode() != l {
+			w.fatal(t, "%s: %d watchdog fences of the leader, leader now %q", what, f-fences, w.leaderKey())
+		}
+	}
+}
+
 func (a *Agent) leaseFacts() (deadline time.Time, granted time.Duration, moveErr string) {
 	l := a.leaseLock()
 	defer a.leaseUnlock()
@@ -55,10 +73,7 @@ func (a *Agent) leaseFacts() (deadline time.Time, granted time.Duration, moveErr
 // follows the granted TTL, and the leader keeps its key and its primary
 // throughout (no fence, no failover).
 func TestSimTTLChangeMovesTheLease(t *testing.T) {
-	w := healthy(t, simOpts{ttl: 10 * time.Second})
-	l := w.leaderNode()
-	w.stepCheck = leaseGuarded(w, l)
-	fences := w.watchdogFences[l.name]
+	w, l, stillLeads := leaderOfTTL(t)
 	for _, ttl := range []time.Duration{6 * time.Second, 15 * time.Second, 10 * time.Second} {
 		w.setTTL(t, l, ttl, nil)
 		if !w.until(5*time.Second, func() bool { _, got, _ := w.mem.LeaderLease(); return got == ttl }) {
@@ -73,14 +88,10 @@ func TestSimTTLChangeMovesTheLease(t *testing.T) {
 			dl, granted, _ := l.agent.leaseFacts()
 			w.fatal(t, "after the move to %s: granted %s, deadline in %s", ttl, granted, dl.Sub(w.s.now))
 		}
-		w.runFor(2 * ttl)
-		w.noViolation(t)
+		stillLeads(2*ttl, fmt.Sprintf("ttl %s", ttl))
 		if now, _, _ := w.mem.LeaderLease(); now != id {
 			w.fatal(t, "the lease of ttl %s was replaced again (%x -> %x)", ttl, id, now)
 		}
-	}
-	if f := w.watchdogFences[l.name]; f != fences || w.leaderNode() != l {
-		w.fatal(t, "ttl changes: %d watchdog fences of the leader, leader now %q", f-fences, w.leaderKey())
 	}
 }
 
@@ -90,10 +101,7 @@ func TestSimTTLChangeMovesTheLease(t *testing.T) {
 // that never took effect must not fence), and the move succeeds in the
 // first round after etcd is back.
 func TestSimTTLChangeWhileEtcdUnreachable(t *testing.T) {
-	w := healthy(t, simOpts{ttl: 10 * time.Second})
-	l := w.leaderNode()
-	w.stepCheck = leaseGuarded(w, l)
-	fences := w.watchdogFences[l.name]
+	w, l, stillLeads := leaderOfTTL(t)
 	id0, _, _ := w.mem.LeaderLease()
 	var before time.Time
 	w.setTTL(t, l, 6*time.Second, func() {
@@ -111,11 +119,7 @@ func TestSimTTLChangeWhileEtcdUnreachable(t *testing.T) {
 	if !w.until(3*time.Second, func() bool { _, got, _ := w.mem.LeaderLease(); return got == 6*time.Second }) {
 		w.fatal(t, "the lease did not move once etcd was back")
 	}
-	w.runFor(10 * time.Second)
-	w.noViolation(t)
-	if f := w.watchdogFences[l.name]; f != fences || w.leaderNode() != l {
-		w.fatal(t, "ttl change during an outage: %d watchdog fences of the leader, leader now %q", f-fences, w.leaderKey())
-	}
+	stillLeads(10*time.Second, "ttl change during an outage")
 }
 
 // TestSimTTLChangeAnswerLost: a slow etcd applies the leader's move to a
@@ -123,10 +127,7 @@ func TestSimTTLChangeWhileEtcdUnreachable(t *testing.T) {
 // lease: the watchdog stays at the shorter deadline (moved before the move
 // was sent), and the next round finds the lease and renews it; no fence.
 func TestSimTTLChangeAnswerLost(t *testing.T) {
-	w := healthy(t, simOpts{ttl: 10 * time.Second})
-	l := w.leaderNode()
-	w.stepCheck = leaseGuarded(w, l)
-	fences := w.watchdogFences[l.name]
+	w, l, stillLeads := leaderOfTTL(t)
 	// Applied at 2 s, answered after the 3 s retry_timeout.
 	w.setTTL(t, l, 6*time.Second, func() { w.etcdSlow[l.name] = 4 * time.Second })
 	if !w.until(8*time.Second, func() bool { _, _, e := l.agent.leaseFacts(); return strings.Contains(e, "unsettled") }) {
@@ -139,9 +140,5 @@ func TestSimTTLChangeAnswerLost(t *testing.T) {
 	if !w.until(3*time.Second, func() bool { _, granted, _ := l.agent.leaseFacts(); return granted == 6*time.Second }) {
 		w.fatal(t, "the agent did not take up the moved lease")
 	}
-	w.runFor(10 * time.Second)
-	w.noViolation(t)
-	if f := w.watchdogFences[l.name]; f != fences || w.leaderNode() != l {
-		w.fatal(t, "a lost move answer: %d watchdog fences of the leader, leader now %q", f-fences, w.leaderKey())
-	}
+	stillLeads(10*time.Second, "a lost move answer")
 }
