@@ -696,25 +696,37 @@ func (e *Store) MoveLease(ctx context.Context, ttl time.Duration) (time.Duration
 	if old == 0 {
 		return e.Renew(ctx)
 	}
+	granted, drop, err := e.moveKeys(ctx, ttl)
+	if drop != 0 {
+		e.revoke(ctx, drop)
+	}
+	return granted, err
+}
+
+// moveKeys is MoveLease's part that writes binding keys to the lease wait
+// for; drop is the lease to revoke after (the old one once the keys moved,
+// the new one when they did not).
+func (e *Store) moveKeys(ctx context.Context, ttl time.Duration) (granted time.Duration, drop clientv3.LeaseID, err error) {
 	e.binding.Lock()
 	defer e.binding.Unlock()
 	cctx, cancel := e.call(ctx)
 	defer cancel()
 	if err := e.settleMove(cctx); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
-	if old = e.currentLease(); old == 0 {
-		return 0, fmt.Errorf("move lease: %w", dcs.ErrLeaseExpired)
+	old := e.currentLease()
+	if old == 0 {
+		return 0, 0, fmt.Errorf("move lease: %w", dcs.ErrLeaseExpired)
 	}
 	if r, err := e.cli.KeepAliveOnce(cctx, old); err != nil {
-		return 0, e.mapErr("move lease: renew the current one", err)
+		return 0, 0, e.mapErr("move lease: renew the current one", err)
 	} else if r.TTL <= 0 {
 		e.forget(old)
-		return 0, fmt.Errorf("move lease: %w", dcs.ErrLeaseExpired)
+		return 0, 0, fmt.Errorf("move lease: %w", dcs.ErrLeaseExpired)
 	}
 	resp, err := e.cli.Get(cctx, e.cfg.Prefix, clientv3.WithPrefix())
 	if err != nil {
-		return 0, e.mapErr("move lease: read its keys", err)
+		return 0, 0, e.mapErr("move lease: read its keys", err)
 	}
 	var moving []*mvccpb.KeyValue
 	for _, kv := range resp.Kvs {
@@ -722,13 +734,13 @@ func (e *Store) MoveLease(ctx context.Context, ttl time.Duration) (time.Duration
 			continue
 		}
 		if k := strings.TrimPrefix(string(kv.Key), e.cfg.Prefix); k != dcs.KeyLeader && k != dcs.KeyMembers+e.cfg.Name {
-			return 0, fmt.Errorf("move lease: %s: %w", k, dcs.ErrLeaseInUse)
+			return 0, 0, fmt.Errorf("move lease: %s: %w", k, dcs.ErrLeaseInUse)
 		}
 		moving = append(moving, kv)
 	}
 	g, err := e.cli.Grant(cctx, int64((ttl+time.Second-1)/time.Second))
 	if err != nil {
-		return 0, e.mapErr("move lease: grant", err)
+		return 0, 0, e.mapErr("move lease: grant", err)
 	}
 	var cmps []clientv3.Cmp
 	var ops []clientv3.Op
@@ -747,18 +759,16 @@ func (e *Store) MoveLease(ctx context.Context, ttl time.Duration) (time.Duration
 		e.mu.Lock()
 		e.unsure = g.ID
 		e.mu.Unlock()
-		return 0, fmt.Errorf("%w (%w)", e.mapErr("move lease: move its keys", err), dcs.ErrUnsettled)
+		return 0, 0, fmt.Errorf("%w (%w)", e.mapErr("move lease: move its keys", err), dcs.ErrUnsettled)
 	}
 	if !r.Succeeded {
-		e.revoke(ctx, g.ID)
-		return 0, fmt.Errorf("move lease: %w", dcs.ErrKeyModified)
+		return 0, g.ID, fmt.Errorf("move lease: %w", dcs.ErrKeyModified)
 	}
 	e.mu.Lock()
 	e.lease = g.ID
 	e.mu.Unlock()
-	e.revoke(ctx, old)
 	e.log.Info("lease moved", "lease", fmt.Sprintf("%x", int64(g.ID)), "ttl", g.TTL, "keys", len(ops))
-	return time.Duration(g.TTL) * time.Second, nil
+	return time.Duration(g.TTL) * time.Second, old, nil
 }
 
 // settleMove finds out, after a move whose transaction got no answer,
@@ -811,6 +821,14 @@ func (e *Store) forget(id clientv3.LeaseID) {
 // and, when held, the leader key) and the client closed.
 func (e *Store) Close(ctx context.Context) error {
 	var err error
+	e.mu.Lock()
+	unsure := e.unsure
+	e.unsure = 0
+	e.mu.Unlock()
+	if unsure != 0 {
+		// The keys may be on it.
+		e.revoke(ctx, unsure)
+	}
 	if l := e.currentLease(); l != 0 {
 		cctx, cancel := e.call(ctx)
 		_, err = e.cli.Revoke(cctx, l)
