@@ -36,7 +36,7 @@ type DCS interface {
 	SetFailsafe(ctx context.Context, members []string) error
 	SetSync(ctx context.Context, s dcs.Sync, prevRevision int64) error
 	Watch(ctx context.Context) <-chan struct{}
-	SetTTL(ttl time.Duration)
+	MoveLease(ctx context.Context, ttl time.Duration) (time.Duration, error)
 	Close(ctx context.Context) error
 }
 
@@ -640,7 +640,8 @@ func (a *Agent) noteSelfFenced(o *Observation) {
 }
 
 // readDynamic decodes the stored dynamic configuration over the defaults; a
-// bad value keeps the last good one.
+// bad value keeps the last good one. A changed ttl reaches the lease
+// through the keeper (guard.go keepLease), which reads dynSnap.
 func (a *Agent) readDynamic(c *dcs.Cluster) (config.Dynamic, bool) {
 	if c.Config == nil {
 		return config.Dynamic{}, false
@@ -649,9 +650,6 @@ func (a *Agent) readDynamic(c *dcs.Cluster) (config.Dynamic, bool) {
 	if err != nil {
 		a.log.Warn("ignoring invalid dynamic config in dcs", "error", err)
 		return config.Dynamic{}, false
-	}
-	if dyn.TTL != a.dynamic.TTL {
-		a.d.DCS.SetTTL(dyn.TTL.D())
 	}
 	return dyn, true
 }

@@ -220,10 +220,15 @@ func (a *Agent) Config(ctx context.Context) ([]byte, int64, error) {
 }
 
 // SetConfig replaces the dynamic configuration if it is still at prevRev
-// (dcs.ErrKeyModified otherwise); an invalid configuration is refused
+// (dcs.ErrKeyModified otherwise); an invalid configuration, or a ttl that
+// leaves this node's watchdog.safety_margin no room, is refused
 // (ErrBadRequest naming every problem) and nothing is written.
 func (a *Agent) SetConfig(ctx context.Context, raw []byte, prevRev int64) error {
-	if _, err := config.ParseDynamic(raw); err != nil {
+	dyn, err := config.ParseDynamic(raw)
+	if err == nil {
+		err = dyn.CheckMargin(a.s.SafetyMargin)
+	}
+	if err != nil {
 		return fmt.Errorf("%w: %s", ErrBadRequest, strings.ReplaceAll(err.Error(), "\n", "; "))
 	}
 	if err := a.d.DCS.SetConfig(ctx, raw, prevRev); err != nil {

@@ -39,6 +39,12 @@ type leaseState struct {
 	// succeeded, or etcd answered that the lease expired).
 	renewErr            error
 	renewals, renewFail uint64
+	// granted is the TTL etcd gave the current lease (0: none yet);
+	// asked the ttl it was made for. A dynamic ttl other than asked
+	// moves the lease (keepLease).
+	granted, asked time.Duration
+	// moveErr is why the last move failed ("" when it did not).
+	moveErr string
 	// progress is when the loop last showed it is not stuck.
 	progress time.Time
 	// keeping: the keeper runs.
@@ -74,6 +80,16 @@ func (a *Agent) leaseUnlock() { a.lease.mu.Unlock() }
 func (a *Agent) renewLease(ctx context.Context) error {
 	sent := a.d.Clock.Now()
 	ttl, err := a.d.DCS.Renew(ctx)
+	a.noteRenewal(sent, ttl, err)
+	if err != nil {
+		a.log.Warn("lease renewal failed", "error", err)
+	}
+	return err
+}
+
+// noteRenewal records a renewal (or a lease move) sent at sent, and tells
+// the watchdog.
+func (a *Agent) noteRenewal(sent time.Time, ttl time.Duration, err error) {
 	l := a.leaseLock()
 	switch {
 	case errors.Is(err, dcs.ErrLeaseExpired) && l.failsafe && sent.Before(l.deadline):
@@ -93,15 +109,105 @@ func (a *Agent) renewLease(ctx context.Context) error {
 	default:
 		l.renewErr = nil
 		l.deadline = sent.Add(ttl)
+		l.granted = ttl
 		l.renewals++
 		l.failsafe = false
 	}
 	a.leaseUnlock()
-	if err != nil {
-		a.log.Warn("lease renewal failed", "error", err)
-	}
 	a.applyGuard()
+}
+
+// keepLease renews the lease, or, when the dynamic ttl is not the one the
+// lease was made for, moves this member's keys onto a new lease of that
+// ttl (the move renews them too). etcd fixes a lease's TTL when it grants
+// it: a new lease is the only way to change it.
+func (a *Agent) keepLease(ctx context.Context) error {
+	want := a.dynSnap.Load().TTL.D()
+	l := a.leaseLock()
+	if l.granted != 0 && l.asked != want && (l.granted == want || l.granted == leaseSeconds(want)) {
+		// The lease already has it (the first one of this process, or
+		// one granted after an expiry).
+		l.asked = want
+	}
+	move := l.granted != 0 && l.asked != want
+	a.leaseUnlock()
+	if !move {
+		return a.renewLease(ctx)
+	}
+	err := a.moveLease(ctx, want)
+	if errors.Is(err, dcs.ErrKeyModified) || errors.Is(err, dcs.ErrLeaseInUse) {
+		// Nothing moved: the current lease still needs this round's
+		// renewal. The move is tried again next round.
+		return a.renewLease(ctx)
+	}
 	return err
+}
+
+// leaseSeconds is the TTL etcd grants for ttl: whole seconds, rounded up.
+func leaseSeconds(ttl time.Duration) time.Duration {
+	return (ttl + time.Second - 1) / time.Second * time.Second
+}
+
+// moveLease moves the keys onto a new lease of ttl. The deadline follows
+// the TTL etcd granted, measured from before the grant was sent. A shorter
+// lease may take effect the moment the move commits, so the watchdog is
+// moved to it first; a move that failed with nothing moved gives the old
+// deadline back, one whose answer was lost (ErrUnsettled: it may have
+// committed) keeps the earlier one until a renewal reports the lease it
+// renewed. A longer lease counts only once the move committed.
+func (a *Agent) moveLease(ctx context.Context, ttl time.Duration) error {
+	sent := a.d.Clock.Now()
+	l := a.leaseLock()
+	from, before := l.granted, l.deadline
+	earlier := !l.deadline.IsZero() && sent.Add(ttl).Before(l.deadline)
+	if earlier {
+		l.deadline = sent.Add(ttl)
+	}
+	a.leaseUnlock()
+	if earlier {
+		a.applyGuard()
+	}
+	granted, err := a.d.DCS.MoveLease(ctx, ttl)
+	if err != nil && earlier && !errors.Is(err, dcs.ErrUnsettled) {
+		// Nothing moved: the current lease's deadline holds.
+		l = a.leaseLock()
+		if l.deadline.Equal(sent.Add(ttl)) {
+			l.deadline = before
+		}
+		a.leaseUnlock()
+	}
+	if errors.Is(err, dcs.ErrKeyModified) || errors.Is(err, dcs.ErrLeaseInUse) {
+		a.noteMove(err, "cannot move the lease to the new ttl yet: keeping the current one", "ttl", ttl)
+		return err
+	}
+	a.noteRenewal(sent, granted, err)
+	l = a.leaseLock()
+	if err == nil {
+		l.asked = ttl
+	}
+	a.leaseUnlock()
+	if err != nil {
+		a.noteMove(err, "lease move failed: keeping the current lease, retrying next round", "ttl", ttl)
+		return err
+	}
+	a.noteMove(nil, "")
+	a.log.Info("lease moved to the new ttl", "from", from, "ttl", ttl, "granted", granted)
+	return nil
+}
+
+// noteMove logs a failed move once per distinct reason.
+func (a *Agent) noteMove(err error, msg string, kv ...any) {
+	why := ""
+	if err != nil {
+		why = err.Error()
+	}
+	l := a.leaseLock()
+	changed := l.moveErr != why
+	l.moveErr = why
+	a.leaseUnlock()
+	if changed && err != nil {
+		a.log.Warn(msg, append(kv, "error", err)...)
+	}
 }
 
 // startKeeper starts the keeper once (the loop's first step does): it
@@ -139,7 +245,7 @@ func (a *Agent) startKeeper() {
 				if stopRounds == nil {
 					stopRounds = a.startFailsafeRounds()
 				}
-				if err := a.renewLease(ctx); err == nil && stopRounds != nil {
+				if err := a.keepLease(ctx); err == nil && stopRounds != nil {
 					stopRounds()
 					stopRounds = nil
 				}

@@ -78,6 +78,9 @@ type world struct {
 	// orphanLife is how long a busy backend outlives a killed postmaster
 	// (its statement runs on, then commits).
 	orphanLife time.Duration
+	// stepCheck is a scenario's own invariant, checked with the others
+	// after every step ("" when it holds).
+	stepCheck func() string
 }
 
 type simNode struct {
@@ -137,6 +140,11 @@ func (w *world) check(when string) {
 	}
 	if c := w.committers(); len(c) > 1 {
 		w.fail("%s: %d nodes accept commits %v", when, len(c), c)
+	}
+	if w.stepCheck != nil {
+		if msg := w.stepCheck(); msg != "" {
+			w.fail("%s: %s", when, msg)
+		}
 	}
 }
 
@@ -610,6 +618,12 @@ func (w *world) event() {
 				}
 			}
 		}
+	case r < 104:
+		// edit-config of ttl: every keeper moves its keys onto a new lease.
+		ttl := []time.Duration{5 * time.Second, 6 * time.Second, 8 * time.Second, 10 * time.Second}[w.rng.IntN(4)]
+		if w.editDynamic(func(d *config.Dynamic) { d.TTL = config.Duration(ttl) }) {
+			count(fmt.Sprintf("ttl changed to %s", ttl))
+		}
 	default:
 		cl, err := w.mem.Client("operator", time.Second).Cluster(context.Background())
 		if err == nil && cl.Leader != nil && cl.Failover == nil {
@@ -626,24 +640,31 @@ func (w *world) event() {
 
 // togglePause pauses or resumes the cluster, as `pgwarden pause`/`resume`.
 func (w *world) togglePause() {
+	var on bool
+	if w.editDynamic(func(d *config.Dynamic) { d.Pause = !d.Pause; on = d.Pause }) {
+		w.faults[fmt.Sprintf("pause %v", on)]++
+		w.logf("EVENT cluster pause %v", on)
+	}
+}
+
+// editDynamic changes the stored dynamic configuration as edit-config
+// does; it reports whether it was written.
+func (w *world) editDynamic(edit func(*config.Dynamic)) bool {
 	op := w.mem.Client("operator", time.Second)
 	cl, err := op.Cluster(context.Background())
 	if err != nil || cl.Config == nil {
-		return
+		return false
 	}
 	dyn, err := config.ParseDynamic(cl.Config)
 	if err != nil {
-		return
+		return false
 	}
-	dyn.Pause = !dyn.Pause
+	edit(&dyn)
 	raw, err := json.Marshal(dyn)
 	if err != nil {
-		return
+		return false
 	}
-	if op.SetConfig(context.Background(), raw, cl.ConfigRevision) == nil {
-		w.faults[fmt.Sprintf("pause %v", dyn.Pause)]++
-		w.logf("EVENT cluster pause %v", dyn.Pause)
-	}
+	return op.SetConfig(context.Background(), raw, cl.ConfigRevision) == nil
 }
 
 // heal ends every fault so the cluster can be checked for recovery.

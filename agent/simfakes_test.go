@@ -166,8 +166,18 @@ func (d simDCS) SetSync(ctx context.Context, s dcs.Sync, prev int64) error {
 	return d.call(ctx, "set sync", func() error { return d.m.SetSync(ctx, s, prev) })
 }
 
+// MoveLease: a move applied by etcd whose answer came too late may have
+// moved the keys, as a real transaction's lost answer may.
+func (d simDCS) MoveLease(ctx context.Context, ttl time.Duration) (got time.Duration, err error) {
+	applied := false
+	err = d.call(ctx, "move lease", func() (e error) { applied = true; got, e = d.m.MoveLease(ctx, ttl); return })
+	if err != nil && applied && errors.Is(err, dcs.ErrUnavailable) {
+		err = fmt.Errorf("%w (%w)", err, dcs.ErrUnsettled)
+	}
+	return got, err
+}
+
 func (d simDCS) Watch(ctx context.Context) <-chan struct{} { return d.m.Watch(ctx) }
-func (d simDCS) SetTTL(ttl time.Duration)                  { d.m.SetTTL(ttl) }
 func (d simDCS) Close(ctx context.Context) error           { return d.m.Close(ctx) }
 
 // --- PostgreSQL ---
@@ -656,6 +666,8 @@ type fakeWatchdog struct {
 	keep    bool
 	ev      *event
 	gone    bool
+	// at is where it is armed to strike.
+	at time.Time
 }
 
 func (w *world) startWatchdog(n *simNode) *fakeWatchdog {
@@ -667,7 +679,7 @@ func (w *world) startWatchdog(n *simNode) *fakeWatchdog {
 func (wd *fakeWatchdog) arm(at time.Time, keep bool) {
 	s := wd.n.w.s
 	s.cancel(wd.ev)
-	wd.armed, wd.expired, wd.keep = true, false, keep
+	wd.armed, wd.expired, wd.keep, wd.at = true, false, keep, at
 	wd.ev = s.at(at, wd.g, wd.fire)
 }
 

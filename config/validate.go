@@ -132,8 +132,8 @@ func (c *Config) Validate() error {
 	if !slices.Contains([]string{"process", "required", "off"}, c.Watchdog.Mode) {
 		p.add("watchdog.mode", c.Watchdog.Mode, "must be process, required or off")
 	}
-	if c.Watchdog.SafetyMargin <= 0 || c.Watchdog.SafetyMargin >= c.Cluster.TTL {
-		p.add("watchdog.safety_margin", c.Watchdog.SafetyMargin, "must be > 0 and below cluster.ttl (%s)", c.Cluster.TTL.D())
+	if c.Watchdog.SafetyMargin <= 0 || !c.Cluster.leavesMargin(c.Watchdog.SafetyMargin) {
+		p.add("watchdog.safety_margin", c.Watchdog.SafetyMargin, "must be > 0 and below cluster.ttl (%s) minus cluster.loop_wait (%s)", c.Cluster.TTL.D(), c.Cluster.LoopWait.D())
 	}
 	if c.Postgres.CloneTimeout <= 0 {
 		p.add("postgres.clone_timeout", c.Postgres.CloneTimeout, "must be > 0: the longest a pg_basebackup or restore of this data may take")
@@ -332,6 +332,22 @@ func (d Dynamic) problems(prefix string) Problems {
 			p.add(prefix+"parameters."+k, v, "managed by pgwarden")
 		}
 	}
+	return p
+}
+
+// leavesMargin: a primary renewed every loop_wait is not fenced between
+// two renewals (the watchdog strikes at ttl minus the margin after each).
+func (d Dynamic) leavesMargin(margin Duration) bool { return margin+d.LoopWait < d.TTL }
+
+// CheckMargin refuses a dynamic configuration whose ttl leaves this node's
+// watchdog.safety_margin no room: the watchdog would fence a healthy
+// primary between two renewals.
+func (d Dynamic) CheckMargin(margin time.Duration) error {
+	if d.leavesMargin(Duration(margin)) {
+		return nil
+	}
+	var p Problems
+	p.add("ttl", d.TTL, "leaves no room for watchdog.safety_margin (%s): ttl must exceed safety_margin + loop_wait (%s)", margin, (Duration(margin) + d.LoopWait).D())
 	return p
 }
 

@@ -117,7 +117,7 @@ func TestBadConfigs(t *testing.T) {
 func TestEveryProblemAtOnce(t *testing.T) {
 	s := strings.Replace(base(t), "name: node1", "name: ''", 1)
 	s = strings.Replace(s, "listen: 127.0.0.1:5432", "listen: 127.0.0.1:0", 1)
-	s = strings.Replace(s, "ttl: 10", "ttl: 3", 1)
+	s = strings.Replace(s, "ttl: 10", "ttl: 4", 1)
 	_, err := parse(s)
 	var p Problems
 	if err == nil || !asProblems(err, &p) || len(p) != 4 {
@@ -212,5 +212,35 @@ func TestExamplesAgree(t *testing.T) {
 	}
 	if !strings.Contains(haproxy, "stats enable") {
 		t.Error("haproxy.cfg has no stats listener")
+	}
+}
+
+// A live ttl change is checked against this node's watchdog.safety_margin:
+// the watchdog strikes at ttl minus the margin after each renewal, and
+// renewals come every loop_wait.
+func TestCheckMargin(t *testing.T) {
+	d := DefaultDynamic()
+	d.LoopWait = Duration(time.Second)
+	for _, c := range []struct {
+		ttl, margin time.Duration
+		ok          bool
+	}{
+		{8 * time.Second, 2 * time.Second, true},
+		{4 * time.Second, 2 * time.Second, true},
+		{3 * time.Second, 2 * time.Second, false},
+		{2 * time.Second, 2 * time.Second, false},
+	} {
+		d.TTL = Duration(c.ttl)
+		err := d.CheckMargin(c.margin)
+		if (err == nil) != c.ok {
+			t.Fatalf("ttl %s, margin %s: %v; want ok=%v", c.ttl, c.margin, err, c.ok)
+		}
+		if err != nil {
+			for _, w := range []string{"ttl: " + c.ttl.String(), "watchdog.safety_margin (" + c.margin.String() + ")", "safety_margin + loop_wait (3s)"} {
+				if !strings.Contains(err.Error(), w) {
+					t.Fatalf("error %q lacks %q", err, w)
+				}
+			}
+		}
 	}
 }

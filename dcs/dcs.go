@@ -19,6 +19,14 @@ var (
 	ErrLeaseExpired = errors.New("dcs: lease expired")
 	// ErrUnavailable: etcd could not be reached or did not answer in time.
 	ErrUnavailable = errors.New("dcs: etcd unavailable")
+	// ErrLeaseInUse: the lease holds a key that cannot move with it now
+	// (a running backup's lock, a bootstrap claim): its holder compares the
+	// key's revision, which a move would change.
+	ErrLeaseInUse = errors.New("dcs: lease holds a backup lock or bootstrap claim")
+	// ErrUnsettled: a lease move's transaction got no answer; the keys may
+	// be on either lease (the next Renew finds out and renews that one).
+	// Without it, a failed move moved nothing.
+	ErrUnsettled = errors.New("dcs: lease move unsettled")
 )
 
 // Member is one node's record under members/<name>, bound to its lease.
@@ -300,9 +308,19 @@ type Store interface {
 	// of the status key do not signal: the leader writes it every loop, and
 	// waking on its own write would spin its loop.
 	Watch(ctx context.Context) <-chan struct{}
-	// SetTTL changes the TTL of leases created from now on (the current
-	// lease keeps its TTL until it is replaced).
-	SetTTL(ttl time.Duration)
+	// MoveLease makes this member's lease one of ttl: etcd fixes a lease's
+	// TTL when it grants it, so a new lease is granted, the keys bound to
+	// the current one (the member key, the leader key while this member
+	// holds it) are moved onto it in one transaction that compares each
+	// key's revision, lease and (the leader key) value, so a key lost
+	// meanwhile is neither stolen back nor resurrected, and the old lease
+	// is revoked. It returns the new lease's TTL as etcd granted it; later
+	// grants (after an expiry) use ttl too. With no lease yet it grants one,
+	// as Renew does. On error the current lease stays: ErrKeyModified (a
+	// key changed meanwhile), ErrLeaseExpired (the current lease is gone),
+	// ErrLeaseInUse (it holds a key that must not move now), ErrUnavailable
+	// (with ErrUnsettled when the keys may have moved all the same).
+	MoveLease(ctx context.Context, ttl time.Duration) (time.Duration, error)
 	// Close revokes this member's lease (deleting what is bound to it) and
 	// releases resources.
 	Close(ctx context.Context) error

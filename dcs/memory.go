@@ -493,11 +493,48 @@ func (m *Memory) Watch(ctx context.Context) <-chan struct{} {
 	return ch
 }
 
-// SetTTL implements Store.
-func (m *Memory) SetTTL(ttl time.Duration) {
+// MoveLease implements Store.
+func (m *Memory) MoveLease(ctx context.Context, ttl time.Duration) (time.Duration, error) {
 	m.mu.Lock()
-	defer m.mu.Unlock()
 	m.ttl = ttl
+	old := m.lease
+	m.mu.Unlock()
+	if old == 0 {
+		return m.Renew(ctx)
+	}
+	unlock, err := m.begin("move lease")
+	if err != nil {
+		return 0, err
+	}
+	defer unlock()
+	if m.mc.leases[old] == nil {
+		m.mu.Lock()
+		m.lease = 0
+		m.mu.Unlock()
+		return 0, fmt.Errorf("move lease: %w", ErrLeaseExpired)
+	}
+	var bound []string
+	for k, v := range m.mc.keys {
+		if v.lease != old {
+			continue
+		}
+		if (k != KeyLeader || string(v.value) != m.name) && k != KeyMembers+m.name {
+			return 0, fmt.Errorf("move lease: %s: %w", k, ErrLeaseInUse)
+		}
+		bound = append(bound, k)
+	}
+	sort.Strings(bound)
+	m.mc.nextLease++
+	id := m.mc.nextLease
+	m.mc.leases[id] = &memLease{ttl: ttl, expires: m.mc.now().Add(ttl)}
+	for _, k := range bound {
+		m.mc.putLocked(k, m.mc.keys[k].value, id)
+	}
+	delete(m.mc.leases, old)
+	m.mu.Lock()
+	m.lease = id
+	m.mu.Unlock()
+	return ttl, nil
 }
 
 // Close implements Store: the lease is revoked with its keys.
@@ -525,6 +562,21 @@ func (mc *MemoryCluster) LeaderKey() (string, int64) {
 		return "", 0
 	}
 	return string(k.value), k.modRev
+}
+
+// LeaderLease is the lease the leader key is bound to: its ID, TTL and
+// when it expires (zeros when there is no leader key), for the
+// simulation's checks.
+func (mc *MemoryCluster) LeaderLease() (int64, time.Duration, time.Time) {
+	mc.mu.Lock()
+	defer mc.mu.Unlock()
+	mc.expireLocked()
+	k := mc.keys[KeyLeader]
+	if k == nil || mc.leases[k.lease] == nil {
+		return 0, 0, time.Time{}
+	}
+	l := mc.leases[k.lease]
+	return k.lease, l.ttl, l.expires
 }
 
 // MemberNames are the members whose key exists now.

@@ -126,7 +126,11 @@ func Run(t *testing.T, b Backend) {
 	})
 
 	t.Run("lease expiry deletes the leader key; renew then reports it", func(t *testing.T) {
-		a, c := b.Client(t, "a", ttl), b.Client(t, "b", ttl)
+		a, c, d := b.Client(t, "a", ttl), b.Client(t, "b", ttl), b.Client(t, "d", ttl)
+		renew(t, d)
+		if err := d.TouchMember(ctx, dcs.Member{Name: "d"}); err != nil {
+			t.Fatal(err)
+		}
 		renew(t, a)
 		if won, _ := a.AcquireLeader(ctx); !won {
 			t.Fatal("a did not win")
@@ -134,9 +138,16 @@ func Run(t *testing.T, b Backend) {
 		start := time.Now()
 		b.Expire(t, ttl, func() bool {
 			cl, err := c.Cluster(ctx)
-			return err == nil && cl.Leader == nil
+			return err == nil && cl.Leader == nil && cl.Member("d") == nil
 		})
 		t.Logf("leader key gone %s after the last renewal (ttl %s)", time.Since(start).Round(10*time.Millisecond), ttl)
+		// A move of an expired lease must not bring its keys back.
+		if _, err := d.MoveLease(ctx, 2*ttl); !errors.Is(err, dcs.ErrLeaseExpired) {
+			t.Fatalf("move of an expired lease = %v; want ErrLeaseExpired", err)
+		}
+		if cl, err := c.Cluster(ctx); err != nil || cl.Member("d") != nil {
+			t.Fatalf("after the move of an expired lease: member d %+v, %v; want gone", cl.Member("d"), err)
+		}
 		if _, err := a.Renew(ctx); !errors.Is(err, dcs.ErrLeaseExpired) {
 			t.Fatalf("renew after expiry = %v; want ErrLeaseExpired", err)
 		}
@@ -199,6 +210,64 @@ func Run(t *testing.T, b Backend) {
 		cl = seen(t, c, func(cl *dcs.Cluster) bool { return cl.Leader != nil && cl.Leader.LeaseID != oldLease })
 		if cl.Leader == nil || cl.Leader.Name != "a" || cl.Leader.LeaseID == oldLease {
 			t.Fatalf("leader after rebind = %+v (old lease %d)", cl.Leader, oldLease)
+		}
+	})
+
+	t.Run("a ttl change moves the member and leader keys onto a new lease", func(t *testing.T) {
+		a, c := b.Client(t, "a", ttl), b.Client(t, "b", ttl)
+		renew(t, a)
+		renew(t, c)
+		if err := a.TouchMember(ctx, dcs.Member{Name: "a", Role: "primary", WALPosition: 7}); err != nil {
+			t.Fatal(err)
+		}
+		if won, _ := a.AcquireLeader(ctx); !won {
+			t.Fatal("a did not win")
+		}
+		cl := seen(t, c, func(cl *dcs.Cluster) bool { return cl.Leader != nil && cl.Member("a") != nil })
+		oldLease := cl.Leader.LeaseID
+		got, err := a.MoveLease(ctx, 2*ttl)
+		if err != nil || got != 2*ttl {
+			t.Fatalf("move to %s = %s, %v; want the granted %s", 2*ttl, got, err, 2*ttl)
+		}
+		// The old lease is revoked: a key left on it would be gone now.
+		cl = seen(t, c, func(cl *dcs.Cluster) bool { return cl.Leader != nil && cl.Leader.LeaseID != oldLease })
+		if cl.Leader == nil || cl.Leader.Name != "a" || cl.Leader.LeaseID == oldLease || cl.Member("a") == nil || cl.Member("a").WALPosition != 7 {
+			t.Fatalf("after the move: leader %+v member %+v (old lease %x)", cl.Leader, cl.Member("a"), oldLease)
+		}
+		if _, err := a.Renew(ctx); err != nil {
+			t.Fatalf("renew of the new lease: %v", err)
+		}
+		if err := a.UpdateLeader(ctx); err != nil {
+			t.Fatalf("update leader after the move: %v", err)
+		}
+		// A key lost meanwhile is neither stolen back nor resurrected.
+		if err := a.ReleaseLeader(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if won, err := c.AcquireLeader(ctx); err != nil || !won {
+			t.Fatalf("b acquire = %v, %v", won, err)
+		}
+		if _, err := a.MoveLease(ctx, ttl); err != nil {
+			t.Fatalf("move back to %s: %v", ttl, err)
+		}
+		cl = seen(t, c, func(cl *dcs.Cluster) bool { return cl.Member("a") != nil })
+		if cl.Leader == nil || cl.Leader.Name != "b" || cl.Member("a") == nil {
+			t.Fatalf("after a's second move: leader %+v member a %+v; want b, a kept", cl.Leader, cl.Member("a"))
+		}
+		// A running backup's lock stays where it is: the move waits.
+		rev, err := a.AcquireBackupLock(ctx, dcs.BackupLock{Member: "a", ID: "a-1"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := a.MoveLease(ctx, 2*ttl); !errors.Is(err, dcs.ErrLeaseInUse) {
+			t.Fatalf("move with a backup lock on the lease = %v; want ErrLeaseInUse", err)
+		}
+		cl = seen(t, c, func(cl *dcs.Cluster) bool { return cl.BackupLock != nil })
+		if cl.BackupLock == nil || cl.BackupLock.Revision != rev || cl.Member("a") == nil {
+			t.Fatalf("after the refused move: lock %+v (rev %d) member a %+v", cl.BackupLock, rev, cl.Member("a"))
+		}
+		if _, err := a.UpdateBackupLock(ctx, dcs.BackupLock{Member: "a", ID: "a-1", Percent: 9}, rev); err != nil {
+			t.Fatalf("backup progress after the refused move: %v", err)
 		}
 	})
 

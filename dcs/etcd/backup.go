@@ -17,6 +17,8 @@ func (e *Store) AcquireBackupLock(ctx context.Context, l dcs.BackupLock) (int64,
 	if err != nil {
 		return 0, fmt.Errorf("encode backup lock: %w", err)
 	}
+	e.binding.RLock()
+	defer e.binding.RUnlock()
 	lease, err := e.needLease("take backup lock")
 	if err != nil {
 		return 0, err

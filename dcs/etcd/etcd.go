@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/hashicorp/go-hclog"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -54,6 +55,13 @@ type Store struct {
 	mu    sync.Mutex
 	ttl   time.Duration
 	lease clientv3.LeaseID
+	// unsure is a lease granted by a move whose transaction got no answer:
+	// the keys may be bound to it. The next Renew finds out.
+	unsure clientv3.LeaseID
+	// binding is held (shared) by every write that binds a key to the
+	// lease, and exclusively by a move: a key written with the old lease
+	// after the move read it would go with the old lease's revocation.
+	binding sync.RWMutex
 
 	// kv is cli's KV remembering this client's writes (wrote, the last
 	// one's revision) for the watch-kept view.
@@ -234,6 +242,9 @@ func (e *Store) ClusterFresh(ctx context.Context) (*dcs.Cluster, error) {
 func (e *Store) Renew(ctx context.Context) (time.Duration, error) {
 	ctx, cancel := e.call(ctx)
 	defer cancel()
+	if err := e.settleMove(ctx); err != nil {
+		return 0, err
+	}
 	e.mu.Lock()
 	lease, ttl := e.lease, e.ttl
 	e.mu.Unlock()
@@ -273,6 +284,8 @@ func (e *Store) needLease(op string) (clientv3.LeaseID, error) {
 
 // AcquireLeader implements dcs.Store.
 func (e *Store) AcquireLeader(ctx context.Context) (bool, error) {
+	e.binding.RLock()
+	defer e.binding.RUnlock()
 	lease, err := e.needLease("acquire leader key")
 	if err != nil {
 		return false, err
@@ -295,6 +308,8 @@ func (e *Store) AcquireLeader(ctx context.Context) (bool, error) {
 // lease, re-binding it when a restarted agent inherited it from an earlier
 // lease (whose expiry this process could not see).
 func (e *Store) UpdateLeader(ctx context.Context) error {
+	e.binding.RLock()
+	defer e.binding.RUnlock()
 	lease, err := e.needLease("update leader key")
 	if err != nil {
 		return err
@@ -375,6 +390,8 @@ func (e *Store) TouchMember(ctx context.Context, m dcs.Member) error {
 	if err != nil {
 		return fmt.Errorf("encode member: %w", err)
 	}
+	e.binding.RLock()
+	defer e.binding.RUnlock()
 	lease, err := e.needLease("write member")
 	if err != nil {
 		return err
@@ -395,6 +412,8 @@ func (e *Store) DeleteMember(ctx context.Context) error {
 
 // Initialize implements dcs.Store.
 func (e *Store) Initialize(ctx context.Context, sysid string) (int64, error) {
+	e.binding.RLock()
+	defer e.binding.RUnlock()
 	var opts []clientv3.OpOption
 	if sysid == "" {
 		lease, err := e.needLease("initialize")
@@ -665,17 +684,151 @@ func wakes(evs []*clientv3.Event, prefix string) bool {
 	return false
 }
 
-// SetTTL implements dcs.Store.
-func (e *Store) SetTTL(ttl time.Duration) {
+// MoveLease implements dcs.Store: the keep-alive first (the current lease
+// must be alive, or its keys are gone and nothing moves), then one read of
+// the cluster's keys bound to it, the grant, and the transaction, all
+// within one retry_timeout. The old lease is revoked after.
+func (e *Store) MoveLease(ctx context.Context, ttl time.Duration) (time.Duration, error) {
+	e.mu.Lock()
+	e.ttl = ttl
+	old := e.lease
+	e.mu.Unlock()
+	if old == 0 {
+		return e.Renew(ctx)
+	}
+	granted, drop, err := e.moveKeys(ctx, ttl)
+	if drop != 0 {
+		e.revoke(ctx, drop)
+	}
+	return granted, err
+}
+
+// moveKeys is MoveLease's part that writes binding keys to the lease wait
+// for; drop is the lease to revoke after (the old one once the keys moved,
+// the new one when they did not).
+func (e *Store) moveKeys(ctx context.Context, ttl time.Duration) (granted time.Duration, drop clientv3.LeaseID, err error) {
+	e.binding.Lock()
+	defer e.binding.Unlock()
+	cctx, cancel := e.call(ctx)
+	defer cancel()
+	if err := e.settleMove(cctx); err != nil {
+		return 0, 0, err
+	}
+	old := e.currentLease()
+	if old == 0 {
+		return 0, 0, fmt.Errorf("move lease: %w", dcs.ErrLeaseExpired)
+	}
+	if r, err := e.cli.KeepAliveOnce(cctx, old); err != nil {
+		return 0, 0, e.mapErr("move lease: renew the current one", err)
+	} else if r.TTL <= 0 {
+		e.forget(old)
+		return 0, 0, fmt.Errorf("move lease: %w", dcs.ErrLeaseExpired)
+	}
+	resp, err := e.cli.Get(cctx, e.cfg.Prefix, clientv3.WithPrefix())
+	if err != nil {
+		return 0, 0, e.mapErr("move lease: read its keys", err)
+	}
+	var moving []*mvccpb.KeyValue
+	for _, kv := range resp.Kvs {
+		if kv.Lease != int64(old) {
+			continue
+		}
+		if k := strings.TrimPrefix(string(kv.Key), e.cfg.Prefix); k != dcs.KeyLeader && k != dcs.KeyMembers+e.cfg.Name {
+			return 0, 0, fmt.Errorf("move lease: %s: %w", k, dcs.ErrLeaseInUse)
+		}
+		moving = append(moving, kv)
+	}
+	g, err := e.cli.Grant(cctx, int64((ttl+time.Second-1)/time.Second))
+	if err != nil {
+		return 0, 0, e.mapErr("move lease: grant", err)
+	}
+	var cmps []clientv3.Cmp
+	var ops []clientv3.Op
+	for _, kv := range moving {
+		k := string(kv.Key)
+		if k == e.key(dcs.KeyLeader) {
+			cmps = append(cmps, clientv3.Compare(clientv3.Value(k), "=", e.cfg.Name))
+		}
+		cmps = append(cmps, clientv3.Compare(clientv3.ModRevision(k), "=", kv.ModRevision),
+			clientv3.Compare(clientv3.LeaseValue(k), "=", old))
+		ops = append(ops, clientv3.OpPut(k, string(kv.Value), clientv3.WithLease(g.ID)))
+	}
+	r, err := e.kv.Txn(cctx).If(cmps...).Then(ops...).Commit()
+	if err != nil {
+		// It may have committed: the keys may be on either lease.
+		e.mu.Lock()
+		e.unsure = g.ID
+		e.mu.Unlock()
+		return 0, 0, fmt.Errorf("%w (%w)", e.mapErr("move lease: move its keys", err), dcs.ErrUnsettled)
+	}
+	if !r.Succeeded {
+		return 0, g.ID, fmt.Errorf("move lease: %w", dcs.ErrKeyModified)
+	}
+	e.mu.Lock()
+	e.lease = g.ID
+	e.mu.Unlock()
+	e.log.Info("lease moved", "lease", fmt.Sprintf("%x", int64(g.ID)), "ttl", g.TTL, "keys", len(ops))
+	return time.Duration(g.TTL) * time.Second, old, nil
+}
+
+// settleMove finds out, after a move whose transaction got no answer,
+// which lease the keys are on: that one is kept, the other revoked.
+func (e *Store) settleMove(ctx context.Context) error {
+	e.mu.Lock()
+	unsure, cur := e.unsure, e.lease
+	e.mu.Unlock()
+	if unsure == 0 {
+		return nil
+	}
+	r, err := e.cli.TimeToLive(ctx, unsure, clientv3.WithAttachedKeys())
+	if err != nil {
+		return e.mapErr("settle lease move", err)
+	}
+	keep, drop := cur, unsure
+	if r.TTL > 0 && len(r.Keys) > 0 {
+		keep, drop = unsure, cur
+	}
+	e.mu.Lock()
+	e.lease, e.unsure = keep, 0
+	e.mu.Unlock()
+	if drop != 0 {
+		e.revoke(ctx, drop)
+	}
+	e.log.Info("lease move settled", "lease", fmt.Sprintf("%x", int64(keep)), "moved", keep == unsure)
+	return nil
+}
+
+// revoke ends a lease this client no longer uses; one that cannot be
+// revoked now expires by itself.
+func (e *Store) revoke(ctx context.Context, id clientv3.LeaseID) {
+	cctx, cancel := e.call(context.WithoutCancel(ctx))
+	defer cancel()
+	if _, err := e.cli.Revoke(cctx, id); err != nil {
+		e.log.Debug("cannot revoke the old lease: it expires by itself", "lease", fmt.Sprintf("%x", int64(id)), "error", err)
+	}
+}
+
+// forget drops the current lease if it is still id.
+func (e *Store) forget(id clientv3.LeaseID) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	e.ttl = ttl
+	if e.lease == id {
+		e.lease = 0
+	}
 }
 
 // Close implements dcs.Store: the lease is revoked (deleting the member key
 // and, when held, the leader key) and the client closed.
 func (e *Store) Close(ctx context.Context) error {
 	var err error
+	e.mu.Lock()
+	unsure := e.unsure
+	e.unsure = 0
+	e.mu.Unlock()
+	if unsure != 0 {
+		// The keys may be on it.
+		e.revoke(ctx, unsure)
+	}
 	if l := e.currentLease(); l != 0 {
 		cctx, cancel := e.call(ctx)
 		_, err = e.cli.Revoke(cctx, l)

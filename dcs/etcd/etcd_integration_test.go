@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+
 	"github.com/pgwarden/pgwarden/dcs"
 	"github.com/pgwarden/pgwarden/dcs/dcstest"
 	"github.com/pgwarden/pgwarden/integration/harness"
@@ -222,5 +224,57 @@ func TestEtcdViewMakesNoRequests(t *testing.T) {
 	}
 	if r := grpcCalls(t, e.Endpoint, "Range") - ranges; r < 10 {
 		t.Fatalf("a client without a watch made %d range requests for 10 reads; want one each", r)
+	}
+}
+
+// TestUnsettledMoveSettles: a move whose transaction got no answer leaves
+// the keys on either lease; the next Renew asks etcd which one has them,
+// keeps and renews that one and revokes the other. Both outcomes are set
+// up by hand (a lost answer cannot be provoked on demand).
+func TestUnsettledMoveSettles(t *testing.T) {
+	e := harness.StartEtcd(t)
+	ctx := t.Context()
+	for _, committed := range []bool{true, false} {
+		t.Run(fmt.Sprintf("committed=%v", committed), func(t *testing.T) {
+			prefix := fmt.Sprintf("/pgwarden-test/%d/", prefixes.Add(1))
+			s := etcdStore(t, e.Endpoint, prefix, "node1", 2*time.Second)
+			if _, err := s.Renew(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if won, err := s.AcquireLeader(ctx); err != nil || !won {
+				t.Fatalf("acquire: %v %v", won, err)
+			}
+			old := s.currentLease()
+			g, err := s.cli.Grant(ctx, 4)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if committed {
+				if _, err := s.cli.Put(ctx, s.key(dcs.KeyLeader), "node1", clientv3.WithLease(g.ID)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s.mu.Lock()
+			s.unsure = g.ID
+			s.mu.Unlock()
+			ttl, err := s.Renew(ctx)
+			if err != nil {
+				t.Fatalf("renew after an unsettled move: %v", err)
+			}
+			keep, drop, want := old, g.ID, 2*time.Second
+			if committed {
+				keep, drop, want = g.ID, old, 4*time.Second
+			}
+			if s.currentLease() != keep || ttl != want {
+				t.Fatalf("after settling: lease %x ttl %s; want %x ttl %s", s.currentLease(), ttl, keep, want)
+			}
+			if r, err := s.cli.TimeToLive(ctx, drop); err != nil || r.TTL > 0 {
+				t.Fatalf("the other lease %x: ttl %d, %v; want revoked", drop, r.TTL, err)
+			}
+			c, err := s.ClusterFresh(ctx)
+			if err != nil || c.Leader == nil || c.Leader.LeaseID != int64(keep) {
+				t.Fatalf("leader key after settling: %+v, %v; want on %x", c.Leader, err, keep)
+			}
+		})
 	}
 }
