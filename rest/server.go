@@ -566,43 +566,14 @@ func (s *Server) getConfig(r *http.Request) (result, error) {
 	return result{body: json.RawMessage(raw)}, nil
 }
 
-// mergePatch applies an RFC 7396 JSON merge patch.
-func mergePatch(doc, patch any) any {
-	p, ok := patch.(map[string]any)
-	if !ok {
-		return patch
-	}
-	d, ok := doc.(map[string]any)
-	if !ok {
-		d = map[string]any{}
-	}
-	out := make(map[string]any, len(d))
-	for k, v := range d {
-		out[k] = v
-	}
-	for k, v := range p {
-		if v == nil {
-			delete(out, k)
-			continue
-		}
-		out[k] = mergePatch(out[k], v)
-	}
-	return out
-}
-
-// patchedConfig merges patch into the stored configuration.
+// patchedConfig merges patch (RFC 7396) into the stored configuration.
 func patchedConfig(stored, patch []byte) ([]byte, error) {
 	var p map[string]any
 	if err := decodeAny(patch, &p); err != nil {
 		return nil, err
 	}
-	var cur any = map[string]any{}
-	if len(bytes.TrimSpace(stored)) > 0 {
-		if err := json.Unmarshal(stored, &cur); err != nil {
-			return nil, fmt.Errorf("stored configuration is not JSON: %w", err)
-		}
-	}
-	return json.Marshal(mergePatch(cur, p))
+	// The patch was checked above: what fails now is the stored document.
+	return config.MergePatch(stored, patch)
 }
 
 // decodeAny reads one JSON object (any keys: the agent validates them).

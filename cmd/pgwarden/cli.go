@@ -238,36 +238,14 @@ func cmdEditConfig(e *env, args []string) error {
 	})
 }
 
-// applySets sets top-level keys (or parameters.NAME) in a JSON object.
+// applySets applies --set key=value arguments to the stored configuration
+// as PATCH /config would: one merge patch (config.SetsPatch, MergePatch).
 func applySets(raw []byte, sets []string) ([]byte, error) {
-	var obj map[string]any
-	if err := json.Unmarshal(raw, &obj); err != nil {
-		return nil, fmt.Errorf("stored config is not a JSON object: %w", err)
+	patch, err := config.SetsPatch(sets)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", err, errUsage)
 	}
-	if obj == nil {
-		obj = map[string]any{}
-	}
-	for _, kv := range sets {
-		k, v, ok := strings.Cut(kv, "=")
-		if !ok || k == "" {
-			return nil, fmt.Errorf("--set %q: expected key=value: %w", kv, errUsage)
-		}
-		var val any
-		if err := json.Unmarshal([]byte(v), &val); err != nil {
-			val = v // a plain string
-		}
-		if p, ok := strings.CutPrefix(k, "parameters."); ok {
-			params, _ := obj["parameters"].(map[string]any)
-			if params == nil {
-				params = map[string]any{}
-			}
-			params[p] = fmt.Sprint(val)
-			obj["parameters"] = params
-			continue
-		}
-		obj[k] = val
-	}
-	return json.Marshal(obj)
+	return config.MergePatch(raw, patch)
 }
 
 func editInEditor(ctx context.Context, raw []byte) ([]byte, error) {
