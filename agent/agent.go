@@ -282,22 +282,10 @@ type Agent struct {
 	// shutdown takes it to wait for a running step.
 	mu           sync.Mutex
 	dynamic      config.Dynamic
-	crashedSince time.Time
-	stuckSince   time.Time
-	// selfFenced: the loop fenced its own primary because the lease could
-	// expire, and PostgreSQL has not run since.
-	selfFenced bool
-	// startWritable: at this agent's start its server may have accepted
-	// writes (guardAtStart armed the watchdog); cleared by the first
-	// observation.
-	startWritable bool
-	// couldWrite: last round PostgreSQL may have accepted writes as this
-	// member's primary.
-	couldWrite bool
+	// mem is what the loop remembers of past observations (memory.go).
+	mem memory
 	// blindRelease is when the key was last released without a DCS view.
 	blindRelease time.Time
-	// leaderlessSince is when the leader key was first seen gone.
-	leaderlessSince time.Time
 	// Replication slots (slots.go): when each member was last seen, and
 	// the plan last applied.
 	slotsSeen    map[string]time.Time
@@ -575,34 +563,6 @@ func (a *Agent) observe(ctx context.Context) Observation {
 			o.LastLeaderStandby = c.Status.Leader
 		}
 	}
-	if c != nil && c.Leader != nil && c.Leader.Name == a.s.Name && !pg.Running {
-		if a.crashedSince.IsZero() {
-			a.crashedSince = a.d.Clock.Now()
-		}
-	} else {
-		a.crashedSince = time.Time{}
-	}
-	o.CrashedSince = a.crashedSince
-	if c != nil && c.Leader == nil {
-		if a.leaderlessSince.IsZero() {
-			a.leaderlessSince = a.d.Clock.Now()
-		}
-	} else if c != nil {
-		a.leaderlessSince = time.Time{}
-	}
-	o.LeaderlessSince = a.leaderlessSince
-	var lm *dcs.Member
-	if c != nil && c.Leader != nil && c.Leader.Name != a.s.Name {
-		lm = c.Member(c.Leader.Name)
-	}
-	if lm != nil && pg.Standby() && !pg.Streaming && pg.Timeline > 0 && pg.Timeline < lm.Timeline {
-		if a.stuckSince.IsZero() {
-			a.stuckSince = a.d.Clock.Now()
-		}
-	} else {
-		a.stuckSince = time.Time{}
-	}
-	o.StuckSince = a.stuckSince
 	o.RestartRequested = a.restarts.pending()
 	o.ReinitRequested = a.reinits.pending()
 	// The watchdog is told the current guard again every loop: a failure
@@ -611,32 +571,9 @@ func (a *Agent) observe(ctx context.Context) Observation {
 	o.LeaseDeadline, o.Unguarded = a.leaseView()
 	o.FailsafeHold = a.failsafeHold()
 	o.Now = a.d.Clock.Now()
-	a.noteSelfFenced(&o)
+	a.mem = remember(a.mem, o)
+	a.mem.annotate(&o)
 	return o
-}
-
-// noteSelfFenced tracks whether this leader's primary was stopped by a
-// fence for its lease, the agent's or the watchdog's (the loop may be
-// blocked on etcd when the watchdog strikes): the server that could write
-// last round is down now and the lease cannot be counted on. It holds
-// until PostgreSQL runs again or another member holds the key.
-func (a *Agent) noteSelfFenced(o *Observation) {
-	c, pg := o.Cluster, o.PG
-	if a.couldWrite && !pg.Running && !leaseSafe(*o) {
-		a.selfFenced = true
-	}
-	if a.startWritable && !pg.Running {
-		// Stopped by the watchdog armed at this agent's start (its first
-		// renewal came too late), not by an operator.
-		a.selfFenced = true
-	}
-	a.startWritable = false
-	if pg.Running || (c != nil && c.Leader != nil && c.Leader.Name != a.s.Name) {
-		a.selfFenced = false
-	}
-	a.couldWrite = pg.MayWrite() && (c == nil || o.leaderName() == a.s.Name ||
-		(o.leaderName() == "" && c.Status.Leader == a.s.Name))
-	o.SelfFenced = a.selfFenced
 }
 
 // readDynamic decodes the stored dynamic configuration over the defaults; a
