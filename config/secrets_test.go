@@ -58,7 +58,9 @@ func TestSecretsRefused(t *testing.T) {
 	twoLines := writeSecret(t, dir, "two.pass", "s3cret-in-file\nmore\n", 0o600)
 	openKey := writeSecret(t, dir, "etcd.key", "-----BEGIN PRIVATE KEY-----\n", 0o644)
 	su := func(fields string) func(string) string {
-		return func(c string) string { return strings.Replace(c, superLine, "  superuser: {username: postgres, "+fields+"}", 1) }
+		return func(c string) string {
+			return strings.Replace(c, superLine, "  superuser: {username: postgres, "+fields+"}", 1)
+		}
 	}
 	cases := []struct {
 		name string
