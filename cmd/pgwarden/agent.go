@@ -80,6 +80,13 @@ func wire(ctx context.Context, cfg *config.Config, path string, log hclog.Logger
 	if err != nil {
 		return nil, err
 	}
+	// A CA, client certificate or password etcd refuses is a mistake in
+	// the file: refused now, before the pooler, the watchdog or PostgreSQL
+	// is touched (an etcd that is down is not: the agent starts).
+	if err := store.CheckAccess(ctx, true); err != nil {
+		store.Close(context.Background())
+		return nil, err
+	}
 	pg := newPostgres(cfg, log.Named("postgres"))
 	peers := rest.NewPeerClient(cfg.Name, peerTimeout(cfg), peerTLS, log.Named("peers"))
 	peers.Auth = cfg.REST.Auth
@@ -218,6 +225,9 @@ func openStore(ctx context.Context, cfg *config.Config, log hclog.Logger) (*etcd
 		ec.TLS = &etcd.TLSFiles{CA: t.CA, Cert: t.Cert, Key: t.Key}
 	}
 	s, err := etcd.New(ctx, ec, log)
+	if ae := (*etcd.AccessError)(nil); errors.As(err, &ae) {
+		return nil, err // it names the key and the endpoint
+	}
 	if err != nil {
 		return nil, fmt.Errorf("connect to etcd %v: %w", cfg.Etcd.Endpoints, err)
 	}
