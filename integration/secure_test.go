@@ -55,13 +55,18 @@ func TestSecureEtcdAndSecrets(t *testing.T) {
 	root := e.RootClient(t)
 
 	suFile := writeFile(t, dir, "superuser.pass", secrets["superuser"]+"\n")
+	restFile := writeFile(t, dir, "rest.pass", secrets["rest"]+"\n")
 	etcdFile := writeFile(t, dir, "etcd.pass", secrets["etcd"]+"\n")
-	etcdSection := fmt.Sprintf("  username: pgwarden\n  password_file: %s\n  tls: {ca: %s, cert: %s, key: %s}", etcdFile, pki.File, agCert, agKey)
+	// The members' etcd password comes from the environment (which the
+	// watchdog's hand-back inherits), the refused agents' below from files.
+	tlsFiles := fmt.Sprintf("  tls: {ca: %s, cert: %s, key: %s}", pki.File, agCert, agKey)
+	etcdSection := "  username: pgwarden\n" + tlsFiles
+	replEnv := "PGWARDEN_POSTGRES_REPLICATION_PASSWORD=" + secrets["replication"]
 	const ttl = 10
 	c := newCluster(t, clusterOpts{nodes: 2, ttl: ttl, retry: 2, etcd: e, etcdExtra: etcdSection,
 		superuser: "password_file: " + suFile, replication: "-", superPass: secrets["superuser"],
-		restExtra: "  auth: {username: admin}",
-		env:       []string{"PGWARDEN_POSTGRES_REPLICATION_PASSWORD=" + secrets["replication"], "PGWARDEN_REST_AUTH_PASSWORD=" + secrets["rest"]},
+		restExtra: "  auth: {username: admin, password_file: " + restFile + "}",
+		env:       []string{replEnv, "PGWARDEN_ETCD_PASSWORD=" + secrets["etcd"]},
 		pgExtra:   "    log_statement: all\n"})
 	p := c.primary(90 * time.Second)
 	c.waitReplicas(60*time.Second, p)
@@ -91,15 +96,19 @@ func TestSecureEtcdAndSecrets(t *testing.T) {
 	wrongPass := writeFile(t, dir, "wrong.pass", "not-the-password\n")
 	base, err := os.ReadFile(c.nodes[0].cfgPath)
 	must(t, err)
-	bad := []struct{ name, etcd, key string }{
-		{"wrong CA", strings.Replace(etcdSection, "ca: "+pki.File, "ca: "+wrongCA.File, 1), "etcd.tls.ca: "},
-		{"no client certificate", fmt.Sprintf("  username: pgwarden\n  password_file: %s\n  tls: {ca: %s}", etcdFile, pki.File), "etcd.tls.cert: "},
-		{"wrong password", strings.Replace(etcdSection, etcdFile, wrongPass, 1), "etcd.username/etcd.password: "},
-		{"no credentials", fmt.Sprintf("  tls: {ca: %s, cert: %s, key: %s}", pki.File, agCert, agKey), "etcd.username/etcd.password: "},
+	bad := []struct{ name, etcd, key, namespace string }{
+		{"wrong CA", fmt.Sprintf("  username: pgwarden\n  password_file: %s\n  tls: {ca: %s, cert: %s, key: %s}", etcdFile, wrongCA.File, agCert, agKey), "etcd.tls.ca: ", ""},
+		{"no client certificate", fmt.Sprintf("  username: pgwarden\n  password_file: %s\n  tls: {ca: %s}", etcdFile, pki.File), "etcd.tls.cert: ", ""},
+		{"wrong password", "  username: pgwarden\n  password_file: " + wrongPass + "\n" + tlsFiles, "etcd.username/etcd.password: ", ""},
+		{"no credentials", tlsFiles, "etcd.username/etcd.password: ", ""},
+		{"namespace beyond the role", "  username: pgwarden\n  password_file: " + etcdFile + "\n" + tlsFiles, `etcd.username: etcd at 127.0.0.1:`, "/other"},
 	}
 	for i, b := range bad {
 		cfg := strings.Replace(string(base), etcdSection, b.etcd, 1)
 		cfg = strings.Replace(cfg, "scope: test", "scope: bad", 1)
+		if b.namespace != "" {
+			cfg = strings.Replace(cfg, "namespace: /pgwarden", "namespace: "+b.namespace, 1)
+		}
 		dataDir := filepath.Join(dir, fmt.Sprintf("bad%d", i), "data")
 		cfg = strings.Replace(cfg, filepath.Join(c.nodes[0].dir, "data"), dataDir, 1)
 		cfg = strings.Replace(cfg, fmt.Sprintf("127.0.0.1:%d", c.nodes[0].apiPort), fmt.Sprintf("127.0.0.1:%d", harness.Port(t)), 1)
@@ -107,7 +116,7 @@ func TestSecureEtcdAndSecrets(t *testing.T) {
 		path := writeFile(t, dir, fmt.Sprintf("bad%d.yaml", i), cfg)
 		for _, cmd := range []string{"agent", "list"} {
 			took := time.Now()
-			out, code := runBounded(t, 30*time.Second, c.opts.env, cmd, "-c", path)
+			out, code := runBounded(t, 30*time.Second, []string{replEnv}, cmd, "-c", path)
 			places.add(fmt.Sprintf("pgwarden %s output (%s)", cmd, b.name), out)
 			line := strings.TrimSpace(out)
 			if code == 0 || strings.Contains(line, "\n") || !strings.Contains(line, b.key) {
@@ -118,7 +127,7 @@ func TestSecureEtcdAndSecrets(t *testing.T) {
 		if _, err := os.Stat(filepath.Dir(dataDir)); !os.IsNotExist(err) {
 			t.Fatalf("%s: the refused agent touched %s (%v)", b.name, filepath.Dir(dataDir), err)
 		}
-		if keys := etcdKeys(t, root, "/pgwarden/bad/"); len(keys) != 0 {
+		if keys := append(etcdKeys(t, root, "/pgwarden/bad/"), etcdKeys(t, root, "/other/")...); len(keys) != 0 {
 			t.Fatalf("%s: the refused agent wrote %v", b.name, keys)
 		}
 	}
