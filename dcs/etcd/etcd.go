@@ -66,8 +66,11 @@ type Store struct {
 
 var _ dcs.Store = (*Store)(nil)
 
-// New makes a client; it does not wait for etcd to answer, so an agent
-// can start (and fence, and serve its REST API) while etcd is down.
+// New makes a client; without credentials it does not wait for etcd to
+// answer, so an agent can start (and fence, and serve its REST API) while
+// etcd is down. With credentials the etcd client authenticates here, and
+// needs etcd now: a refusal (a TLS handshake either way, the password) is
+// an *AccessError, an etcd that does not answer the generic error.
 func New(ctx context.Context, cfg Config, log hclog.Logger) (*Store, error) {
 	if len(cfg.Endpoints) == 0 {
 		return nil, errors.New("etcd: no endpoints")
