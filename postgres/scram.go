@@ -45,10 +45,12 @@ func scramHMAC(key []byte, msg string) []byte {
 	return m.Sum(nil)
 }
 
-// scramNormalize prepares the password as the clients that log in with it
-// do (pgx: the PRECIS OpaqueString profile, the successor of SASLprep that
-// libpq applies), keeping it as given when the profile refuses it, as
-// PostgreSQL does. ASCII passwords are unchanged.
+// scramNormalize prepares the password as pgx, which the agent logs in
+// with, does: the PRECIS OpaqueString profile (RFC 8265, the successor of
+// the SASLprep that libpq and the server apply), the password as given
+// when the profile refuses it, as PostgreSQL does. Both leave ASCII
+// passwords unchanged; a non-ASCII one the two normalize differently
+// would log in through pgx but not through libpq (pg_basebackup).
 func scramNormalize(password string) string {
 	if n, err := precis.OpaqueString.String(password); err == nil {
 		return n
