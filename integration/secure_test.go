@@ -20,6 +20,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/pgwarden/pgwarden/integration/harness"
+	"github.com/pgwarden/pgwarden/postgres"
 	"github.com/pgwarden/pgwarden/rest/resttest"
 )
 
@@ -82,9 +83,22 @@ func TestSecureEtcdAndSecrets(t *testing.T) {
 			t.Fatalf("role %s: rolpassword %.20q..., want a SCRAM-SHA-256 verifier", role, v)
 		}
 	}
+	// A non-ASCII password: the verifier computed here is the one libpq
+	// (SASLprep) logs in with.
+	probePass := "p\u00e4ss\u00a0w\u2168rd\u00ad-" + randomSecret(t, "probe")
+	v, err := postgres.SCRAMVerifier(probePass)
+	must(t, err)
+	must(t, p.exec("CREATE ROLE probe LOGIN PASSWORD '"+v+"'"))
+	psql := exec.Command(filepath.Join(harness.PgBinDir(t), "psql"), "-X", "-tA", "-w", "-c", "SELECT current_user",
+		fmt.Sprintf("host=127.0.0.1 port=%d user=probe dbname=postgres sslmode=disable", p.pgPort))
+	psql.Env = append(os.Environ(), "PGPASSWORD="+probePass)
+	if out, err := psql.CombinedOutput(); err != nil || strings.TrimSpace(string(out)) != "probe" {
+		t.Fatalf("psql as probe with its non-ASCII password: %v: %s", err, out)
+	}
 	must(t, p.exec("CREATE TABLE t (id int)"))
 	must(t, p.exec("INSERT INTO t SELECT generate_series(1, 10)"))
 
+	secrets["probe role"] = probePass
 	places := newLeakScan(secrets)
 	for _, n := range c.nodes {
 		places.rest(t, n)

@@ -7,8 +7,11 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 
-	"golang.org/x/text/secure/precis"
+	"golang.org/x/text/unicode/norm"
 )
 
 // scramIterations is PostgreSQL's default scram_iterations.
@@ -45,15 +48,43 @@ func scramHMAC(key []byte, msg string) []byte {
 	return m.Sum(nil)
 }
 
-// scramNormalize prepares the password as pgx, which the agent logs in
-// with, does: the PRECIS OpaqueString profile (RFC 8265, the successor of
-// the SASLprep that libpq and the server apply), the password as given
-// when the profile refuses it, as PostgreSQL does. Both leave ASCII
-// passwords unchanged; a non-ASCII one the two normalize differently
-// would log in through pgx but not through libpq (pg_basebackup).
+// scramNormalize is SASLprep (RFC 4013), which PostgreSQL applies when it
+// computes a verifier itself and libpq when it logs in (walreceiver,
+// pg_basebackup, pg_rewind), so the verifier is the one the server would
+// have made: non-ASCII spaces mapped to a space, the characters "mapped to
+// nothing" removed, NFKC; a password with a prohibited character (a
+// control or private-use character, a surrogate, a non-character, one
+// unassigned) is used as given, as PostgreSQL does. ASCII passwords are
+// unchanged. (Unassigned means in Go's Unicode tables, not Unicode 3.2:
+// a character assigned since may differ from the server's verifier.)
 func scramNormalize(password string) string {
-	if n, err := precis.OpaqueString.String(password); err == nil {
-		return n
+	ascii := true
+	for _, r := range password {
+		if r >= utf8.RuneSelf {
+			ascii = false
+			break
+		}
 	}
-	return password
+	if ascii || !utf8.ValidString(password) {
+		return password
+	}
+	var b strings.Builder
+	for _, r := range password {
+		switch {
+		case unicode.Is(unicode.Zs, r) && r != ' ':
+			b.WriteRune(' ')
+		case r == 0xAD || r == 0x34F || r == 0x1806 || (r >= 0x180B && r <= 0x180D) || (r >= 0x200B && r <= 0x200D) ||
+			r == 0x2060 || (r >= 0xFE00 && r <= 0xFE0F) || r == 0xFEFF:
+		default:
+			b.WriteRune(r)
+		}
+	}
+	out := norm.NFKC.String(b.String())
+	for _, r := range out {
+		if unicode.In(r, unicode.Cc, unicode.Co, unicode.Cs) || !unicode.In(r, unicode.L, unicode.M, unicode.N, unicode.P, unicode.S, unicode.Zs) ||
+			r&0xFFFE == 0xFFFE || (r >= 0xFDD0 && r <= 0xFDEF) {
+			return password
+		}
+	}
+	return out
 }

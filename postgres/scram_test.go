@@ -37,3 +37,22 @@ func TestSCRAMVerifierSalted(t *testing.T) {
 		t.Fatalf("verifiers %q and %q: want PostgreSQL's format with a fresh salt each", a, b)
 	}
 }
+
+// TestSCRAMNormalize: the examples of RFC 4013 section 3, and ASCII as is.
+func TestSCRAMNormalize(t *testing.T) {
+	for in, want := range map[string]string{
+		"I\u00adX":       "IX",       // soft hyphen mapped to nothing
+		"user":           "user",     // unchanged
+		"USER":           "USER",     // case preserved
+		"\u00aa":         "a",        // NFKC
+		"\u2168":         "IX",       // NFKC
+		"a\u00a0b":       "a b",      // a non-ASCII space
+		"\u0007":         "\u0007",   // prohibited: used as given (ASCII anyway)
+		"x\u0085y":       "x\u0085y", // prohibited non-ASCII control: as given
+		"p\u00e4ss w0rd": "p\u00e4ss w0rd",
+	} {
+		if got := scramNormalize(in); got != want {
+			t.Errorf("scramNormalize(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
