@@ -334,7 +334,7 @@ func Parse(r io.Reader) (*Config, error) {
 // finish resolves the secrets (from their files and variables) and
 // validates, reporting every problem of both at once.
 func (c *Config) finish(validate func(*Config) error) error {
-	p := c.resolveSecrets(os.Getenv)
+	p := c.resolveSecrets(secretGetenv)
 	if err := validate(c); err != nil {
 		var vp Problems
 		if !errors.As(err, &vp) {

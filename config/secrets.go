@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"strings"
+	"sync"
 	"syscall"
 )
 
@@ -31,6 +32,35 @@ const (
 // SecretEnv lists the variables a password may come from, in the order of
 // the file.
 var SecretEnv = []string{EnvEtcdPassword, EnvRESTAuthPassword, EnvSuperuserPassword, EnvReplicationPassword}
+
+// hiddenEnv holds the secret variables HideSecretEnv took out of this
+// process's environment.
+var hiddenEnv sync.Map
+
+// HideSecretEnv takes the secret variables out of this process's
+// environment, keeping their values for its later loads (a SIGHUP
+// re-read): the processes it starts afterwards do not inherit them.
+// PostgreSQL is one: a role with pg_read_server_files could read the
+// postmaster's /proc/self/environ; so are hooks, pgBackRest and pg_dump.
+func HideSecretEnv() {
+	for _, k := range SecretEnv {
+		if v, ok := os.LookupEnv(k); ok {
+			hiddenEnv.Store(k, v)
+			os.Unsetenv(k)
+		}
+	}
+}
+
+// secretGetenv is os.Getenv, then what HideSecretEnv took.
+func secretGetenv(k string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	if v, ok := hiddenEnv.Load(k); ok {
+		return v.(string)
+	}
+	return ""
+}
 
 // maxSecretFile bounds what a secret file may hold: a password, not a
 // file named by mistake.

@@ -102,6 +102,13 @@ func TestSecureEtcdAndSecrets(t *testing.T) {
 	places := newLeakScan(secrets)
 	for _, n := range c.nodes {
 		places.rest(t, n)
+		// The agent keeps the variables from what it starts: a role with
+		// pg_read_server_files could read the postmaster's environment.
+		env, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", n.postmasterPID()))
+		if err != nil || len(env) == 0 {
+			t.Fatalf("%s: read the postmaster's environment: %v (%d bytes)", n.name, err, len(env))
+		}
+		places.add(n.name+" postmaster's environment", string(env))
 	}
 
 	// Bad etcd settings, each in a node's file otherwise like node1's but

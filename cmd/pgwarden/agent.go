@@ -46,6 +46,9 @@ func cmdAgent(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	// The watchdog has its copy (for the hand-back); nothing started from
+	// now on (PostgreSQL, hooks, pgBackRest) inherits the secrets.
+	config.HideSecretEnv()
 	w.notify = notify
 	return w.run(e.ctx)
 }
