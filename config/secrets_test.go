@@ -117,3 +117,22 @@ func TestSecretsRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestHideSecretEnv: the variables leave the environment (children do not
+// inherit them) and a later load still finds them.
+func TestHideSecretEnv(t *testing.T) {
+	t.Setenv(EnvReplicationPassword, "hidden-s3cret")
+	t.Cleanup(func() { hiddenEnv.Delete(EnvReplicationPassword) })
+	HideSecretEnv()
+	if _, ok := os.LookupEnv(EnvReplicationPassword); ok {
+		t.Fatalf("%s still in the environment", EnvReplicationPassword)
+	}
+	cfg := strings.Replace(base(t), "  replication: {username: replicator, password: b}", "  replication: {username: replicator}", 1)
+	c, err := parse(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Postgres.Replication.Password != "hidden-s3cret" {
+		t.Fatalf("replication password %q after HideSecretEnv", c.Postgres.Replication.Password)
+	}
+}
