@@ -203,8 +203,8 @@ func s3Problems(p *Problems, s *S3) {
 	if !strings.HasPrefix(s.Path, "/") {
 		p.add("backup.s3.path", s.Path, "must start with /")
 	}
-	checkFile(p, "backup.s3.key_file", s.KeyFile, true)
-	checkFile(p, "backup.s3.secret_file", s.SecretFile, true)
+	checkPrivateFile(p, "backup.s3.key_file", s.KeyFile, true)
+	checkPrivateFile(p, "backup.s3.secret_file", s.SecretFile, true)
 	checkFile(p, "backup.s3.ca_file", s.CAFile, false)
 }
 

@@ -42,7 +42,9 @@ type Etcd struct {
 	Endpoints []string `yaml:"endpoints"`
 	Username  string   `yaml:"username"`
 	Password  string   `yaml:"password"`
-	TLS       *TLS     `yaml:"tls"`
+	// PasswordFile holds the password instead (see secrets.go).
+	PasswordFile string `yaml:"password_file"`
+	TLS          *TLS   `yaml:"tls"`
 }
 
 // TLS is a client TLS configuration.
@@ -78,10 +80,12 @@ type ServerTLS struct {
 	VerifyClient bool   `yaml:"verify_client"`
 }
 
-// Credential is a username and password.
+// Credential is a username and password; the password may come from
+// PasswordFile or an environment variable instead (see secrets.go).
 type Credential struct {
-	Username string `yaml:"username"`
-	Password string `yaml:"password"`
+	Username     string `yaml:"username"`
+	Password     string `yaml:"password"`
+	PasswordFile string `yaml:"password_file"`
 }
 
 // Postgres configures the local PostgreSQL server.
@@ -313,7 +317,7 @@ func load(path string, validate func(*Config) error) (*Config, error) {
 	defer f.Close()
 	c, err := decode(f)
 	if err == nil {
-		err = validate(c)
+		err = c.finish(validate)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
@@ -328,10 +332,24 @@ func Parse(r io.Reader) (*Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := c.Validate(); err != nil {
+	if err := c.finish((*Config).Validate); err != nil {
 		return nil, err
 	}
 	return c, nil
+}
+
+// finish resolves the secrets (from their files and variables) and
+// validates, reporting every problem of both at once.
+func (c *Config) finish(validate func(*Config) error) error {
+	p := c.resolveSecrets(secretGetenv)
+	if err := validate(c); err != nil {
+		var vp Problems
+		if !errors.As(err, &vp) {
+			return errors.Join(p.err(), err)
+		}
+		p = append(p, vp...)
+	}
+	return p.err()
 }
 
 // decode reads r over the defaults and fills derived values.

@@ -63,6 +63,10 @@ func checkKeyPair(p *Problems, t *ServerTLS, connectAddress string) {
 	keyPEM, kerr := os.ReadFile(t.Key)
 	if kerr != nil {
 		p.add("rest.tls.key", t.Key, "cannot read it: %v", kerr)
+	} else if st, err := os.Stat(t.Key); err == nil {
+		if err := PrivateFile(st); err != nil {
+			p.add("rest.tls.key", t.Key, "%v", err)
+		}
 	}
 	if err != nil {
 		return

@@ -89,13 +89,13 @@ func (c *Config) Validate() error {
 		p.add("postgres.superuser.username", "", "required")
 	}
 	if pg.Superuser.Password == "" {
-		p.add("postgres.superuser.password", "", "required: the agent connects over TCP with a password")
+		p.add("postgres.superuser.password", "", "required (or password_file, or %s): the agent connects over TCP with a password", EnvSuperuserPassword)
 	}
 	if pg.Replication.Username == "" {
 		p.add("postgres.replication.username", "", "required")
 	}
 	if pg.Replication.Password == "" {
-		p.add("postgres.replication.password", "", "required: replicas authenticate with it")
+		p.add("postgres.replication.password", "", "required (or password_file, or %s): replicas authenticate with it", EnvReplicationPassword)
 	}
 	if pg.Replication.Username != "" && pg.Replication.Username == pg.Superuser.Username {
 		p.add("postgres.replication.username", pg.Replication.Username, "must differ from the superuser")
@@ -162,7 +162,7 @@ func (c *Config) ValidateControl() error {
 	if t := c.REST.TLS; t != nil {
 		checkFile(&p, "rest.tls.ca", t.CA, false)
 		checkFile(&p, "rest.tls.cert", t.Cert, false)
-		checkFile(&p, "rest.tls.key", t.Key, false)
+		checkPrivateFile(&p, "rest.tls.key", t.Key, false)
 		if (t.Cert == "") != (t.Key == "") {
 			p.add("rest.tls.cert", t.Cert, "cert and key go together")
 		}
@@ -193,18 +193,18 @@ func (c *Config) controlProblems(p *Problems) {
 		checkHostPort(p, fmt.Sprintf("etcd.endpoints[%d]", i), hp)
 	}
 	if (c.Etcd.Username == "") != (c.Etcd.Password == "") {
-		p.add("etcd.username", c.Etcd.Username, "username and password go together")
+		p.add("etcd.username", c.Etcd.Username, "username and password (or password_file, or %s) go together", EnvEtcdPassword)
 	}
 	if t := c.Etcd.TLS; t != nil {
 		checkFile(p, "etcd.tls.ca", t.CA, false)
 		checkFile(p, "etcd.tls.cert", t.Cert, false)
-		checkFile(p, "etcd.tls.key", t.Key, false)
+		checkPrivateFile(p, "etcd.tls.key", t.Key, false)
 		if (t.Cert == "") != (t.Key == "") {
 			p.add("etcd.tls.cert", t.Cert, "cert and key go together")
 		}
 	}
 	if a := c.REST.Auth; a != nil && (a.Username == "" || a.Password == "") {
-		p.add("rest.auth", a.Username, "username and password are both required")
+		p.add("rest.auth", a.Username, "username and password (or password_file, or %s) are both required", EnvRESTAuthPassword)
 	}
 }
 

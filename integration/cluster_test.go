@@ -74,6 +74,14 @@ type clusterOpts struct {
 	// etcdVia, when set, returns the etcd endpoint each node uses instead
 	// of etcd's own (by index): a proxy the test can cut.
 	etcdVia func(c *cluster) map[int]string
+	// etcdExtra are YAML lines added to every node's etcd section.
+	etcdExtra string
+	// superuser and replication replace "password: ..." of those roles in
+	// every node's file (a password_file; "-": none, it comes from env,
+	// variables added to every agent's environment); superPass is the
+	// superuser's password the tests log in with.
+	superuser, replication, superPass string
+	env                               []string
 }
 
 type node struct {
@@ -110,6 +118,18 @@ func newCluster(t testing.TB, o clusterOpts) *cluster {
 	}
 	if o.scope == "" {
 		o.scope = "test"
+	}
+	if o.superuser == "" {
+		o.superuser = "password: superpass"
+	}
+	switch o.replication {
+	case "":
+		o.replication = "password: replpass"
+	case "-":
+		o.replication = ""
+	}
+	if o.superPass == "" {
+		o.superPass = "superpass"
 	}
 	c := &cluster{t: t, opts: o, etcd: o.etcd, hc: httpc}
 	if c.etcd == nil {
@@ -190,6 +210,7 @@ scope: %[14]s
 namespace: /pgwarden
 etcd:
   endpoints: [%[2]s]
+%[17]s
 rest:
   listen: 127.0.0.1:%[3]d
 %[16]s
@@ -197,8 +218,8 @@ postgres:
   bin_dir: %[4]s
   data_dir: %[5]s
   listen: 127.0.0.1:%[6]d
-  superuser: {username: postgres, password: superpass}
-  replication: {username: replicator, password: replpass}
+  superuser: {username: postgres, %[18]s}
+  replication: {username: replicator, %[19]s}
   parameters:
     unix_socket_directories: %[7]s
     shared_buffers: 16MB
@@ -214,7 +235,8 @@ cluster:
   retry_timeout: %[12]g
 %[13]s
 `, n.name, n.etcdEndpoint(), n.apiPort, n.binDir(), filepath.Join(n.dir, "data"), n.pgPort,
-		n.dir, priority, pgb, o.ttl, o.loopWait, o.retry, o.extra+"\n"+o.nodeExtra[n.index], o.scope, o.pgExtra, n.restTLS()+o.restExtra)
+		n.dir, priority, pgb, o.ttl, o.loopWait, o.retry, o.extra+"\n"+o.nodeExtra[n.index], o.scope, o.pgExtra, n.restTLS()+o.restExtra,
+		o.etcdExtra, o.superuser, o.replication)
 	n.cfgPath = filepath.Join(n.dir, "pgwarden.yaml")
 	if err := os.WriteFile(n.cfgPath, []byte(cfg), 0o600); err != nil {
 		n.c.t.Fatal(err)
@@ -268,6 +290,9 @@ func (n *node) bouncerPortAlloc() int {
 // start runs this node's agent.
 func (n *node) start() {
 	cmd := exec.Command(harness.Binary(n.c.t), "agent", "-c", n.cfgPath)
+	if env := n.c.opts.env; len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout = &n.log
 	n.agent = harness.Start(n.c.t, n.name, cmd)
 }
@@ -355,7 +380,7 @@ func (n *node) status() map[string]any {
 
 // dsn connects straight to this node's PostgreSQL.
 func (n *node) dsn() string {
-	return fmt.Sprintf("host=127.0.0.1 port=%d user=postgres password=superpass dbname=postgres connect_timeout=2 sslmode=disable", n.pgPort)
+	return fmt.Sprintf("host=127.0.0.1 port=%d user=postgres password=%s dbname=postgres connect_timeout=2 sslmode=disable", n.pgPort, n.c.opts.superPass)
 }
 
 func (n *node) connect(ctx context.Context) (*pgx.Conn, error) { return pgx.Connect(ctx, n.dsn()) }

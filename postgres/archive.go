@@ -145,14 +145,23 @@ func (s *Server) RecoverRestored(ctx context.Context) error {
 // over the Unix socket first: the restored passwords may differ, and the
 // default pg_hba.conf lets the OS user in by peer.
 func (s *Server) SetRoles(ctx context.Context) error {
+	// Verifiers, never the plaintext, in statements a server may log.
+	superV, err := SCRAMVerifier(s.cfg.SuperPassword)
+	if err != nil {
+		return err
+	}
+	replV, err := SCRAMVerifier(s.cfg.ReplPassword)
+	if err != nil {
+		return err
+	}
 	stmts := []string{
-		fmt.Sprintf("ALTER ROLE %s WITH PASSWORD %s", pgx.Identifier{s.cfg.SuperUser}.Sanitize(), sqlQuote(s.cfg.SuperPassword)),
+		fmt.Sprintf("ALTER ROLE %s WITH PASSWORD %s", pgx.Identifier{s.cfg.SuperUser}.Sanitize(), sqlQuote(superV)),
 	}
 	if s.cfg.ReplUser != "" {
 		id := pgx.Identifier{s.cfg.ReplUser}.Sanitize()
 		stmts = append(stmts,
 			fmt.Sprintf(`DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = %s) THEN CREATE ROLE %s; END IF; END$$`, sqlQuote(s.cfg.ReplUser), id),
-			fmt.Sprintf("ALTER ROLE %s WITH REPLICATION LOGIN PASSWORD %s", id, sqlQuote(s.cfg.ReplPassword)))
+			fmt.Sprintf("ALTER ROLE %s WITH REPLICATION LOGIN PASSWORD %s", id, sqlQuote(replV)))
 	}
 	cc, err := s.connConfig()
 	if err != nil {

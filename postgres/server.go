@@ -442,12 +442,19 @@ func (s *Server) InitDB(ctx context.Context) error {
 	if err := os.Chmod(s.cfg.DataDir, 0o700); err != nil {
 		return err
 	}
+	// initdb stores what --pwfile holds as the superuser's password: a
+	// verifier is kept as is, so the plaintext reaches neither the file
+	// nor the server.
+	verifier, err := SCRAMVerifier(s.cfg.SuperPassword)
+	if err != nil {
+		return err
+	}
 	pw, err := os.CreateTemp("", "pgwarden-pw-")
 	if err != nil {
 		return err
 	}
 	defer os.Remove(pw.Name())
-	if _, err := pw.WriteString(s.cfg.SuperPassword + "\n"); err != nil {
+	if _, err := pw.WriteString(verifier + "\n"); err != nil {
 		pw.Close()
 		return err
 	}
@@ -459,13 +466,19 @@ func (s *Server) InitDB(ctx context.Context) error {
 	return nil
 }
 
-// CreateRoles creates the replication role on the new, running primary.
+// CreateRoles creates the replication role on the new, running primary,
+// with a verifier computed here (SCRAMVerifier): the statement, which a
+// server with log_statement = ddl logs, holds no plaintext password.
 func (s *Server) CreateRoles(ctx context.Context) error {
 	if s.cfg.ReplUser == "" {
 		return nil
 	}
+	verifier, err := SCRAMVerifier(s.cfg.ReplPassword)
+	if err != nil {
+		return err
+	}
 	sql := fmt.Sprintf("CREATE ROLE %s WITH REPLICATION LOGIN PASSWORD %s",
-		pgx.Identifier{s.cfg.ReplUser}.Sanitize(), sqlQuote(s.cfg.ReplPassword))
+		pgx.Identifier{s.cfg.ReplUser}.Sanitize(), sqlQuote(verifier))
 	if err := s.Exec(ctx, sql); err != nil {
 		return fmt.Errorf("create replication role %s: %w", s.cfg.ReplUser, err)
 	}

@@ -26,6 +26,10 @@ type Client struct {
 	// hand-back deletes only a key still bound to it (nil: none).
 	leaseID func() int64
 	log     hclog.Logger
+	// env is the agent's environment when Start ran, for every spawn: the
+	// hand-back reads the configuration as the agent did, secrets the
+	// agent then removed from its own environment included.
+	env []string
 
 	mu    sync.Mutex
 	cmd   *exec.Cmd
@@ -65,7 +69,7 @@ const startBound = 15 * time.Second
 // if this member holds it bound to that lease), so a replica takes over
 // without waiting for the lease to expire.
 func Start(ctx context.Context, self, dataDir, member, handback string, leaseID func() int64, log hclog.Logger) (*Client, error) {
-	c := &Client{self: self, dataDir: dataDir, member: member, handback: handback, leaseID: leaseID, log: log}
+	c := &Client{self: self, dataDir: dataDir, member: member, handback: handback, leaseID: leaseID, log: log, env: os.Environ()}
 	ctx, cancel := context.WithTimeout(ctx, startBound)
 	defer cancel()
 	for {
@@ -96,6 +100,7 @@ func (c *Client) spawn(ctx context.Context) error {
 		args = append(args, "--handback-config", c.handback)
 	}
 	cmd := exec.Command(c.self, args...)
+	cmd.Env = c.env
 	// Its own process group: Ctrl-C or a group kill aimed at the agent must
 	// not take the watchdog with it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -47,6 +47,9 @@ func cmdAgent(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	// The watchdog has its copy (for the hand-back); nothing started from
+	// now on (PostgreSQL, hooks, pgBackRest) inherits the secrets.
+	config.HideSecretEnv()
 	w.notify = notify
 	return w.run(e.ctx, &reloader{path: *path, w: w, cfg: cfg})
 }
@@ -80,6 +83,13 @@ func wire(ctx context.Context, cfg *config.Config, path string, log hclog.Logger
 	warnUnverifiable(log, peerTLS)
 	store, err := openStore(ctx, cfg, log.Named("dcs"))
 	if err != nil {
+		return nil, err
+	}
+	// A CA, client certificate or password etcd refuses is a mistake in
+	// the file: refused now, before the pooler, the watchdog or PostgreSQL
+	// is touched (an etcd that is down is not: the agent starts).
+	if err := store.CheckAccess(ctx, true); err != nil {
+		store.Close(context.Background())
 		return nil, err
 	}
 	pg := newPostgres(cfg, log.Named("postgres"))
@@ -230,6 +240,9 @@ func openStore(ctx context.Context, cfg *config.Config, log hclog.Logger) (*etcd
 		ec.TLS = &etcd.TLSFiles{CA: t.CA, Cert: t.Cert, Key: t.Key}
 	}
 	s, err := etcd.New(ctx, ec, log)
+	if ae := (*etcd.AccessError)(nil); errors.As(err, &ae) {
+		return nil, err // it names the key and the endpoint
+	}
 	if err != nil {
 		return nil, fmt.Errorf("connect to etcd %v: %w", cfg.Etcd.Endpoints, err)
 	}

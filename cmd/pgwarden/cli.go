@@ -41,8 +41,17 @@ func openCluster(ctx context.Context, c *config.Config) (*etcd.Store, error) {
 		ec.TLS = &etcd.TLSFiles{CA: t.CA, Cert: t.Cert, Key: t.Key}
 	}
 	s, err := etcd.New(ctx, ec, hclog.NewNullLogger())
+	if ae := (*etcd.AccessError)(nil); errors.As(err, &ae) {
+		return nil, err // it names the key and the endpoint
+	}
 	if err != nil {
 		return nil, fmt.Errorf("connect to etcd %v: %w", c.Etcd.Endpoints, err)
+	}
+	// The commands that write check that later, on their write: a
+	// read-only etcd user may still list.
+	if err := s.CheckAccess(ctx, false); err != nil {
+		s.Close(context.Background())
+		return nil, err
 	}
 	return s, nil
 }

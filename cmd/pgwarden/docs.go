@@ -152,8 +152,9 @@ control\-only file (scope, namespace, etcd, REST credentials and CA).
 .B PGPASSWORD
 the password of \fBquery\fR when the file has none.
 .TP
-.BR PGWARDEN_ "\fIKEY\fR"
-any password of the file (e.g. PGWARDEN_POSTGRES_SUPERUSER_PASSWORD).
+.B PGWARDEN_ETCD_PASSWORD, PGWARDEN_REST_AUTH_PASSWORD, PGWARDEN_POSTGRES_SUPERUSER_PASSWORD, PGWARDEN_POSTGRES_REPLICATION_PASSWORD
+the password of etcd, rest.auth, postgres.superuser, postgres.replication when the file sets
+neither password nor password_file (both set: refused). No other PGWARDEN_ variable is a secret.
 .SH FILES
 .TP
 .I /etc/pgwarden/NAME.yaml

@@ -2,7 +2,6 @@ package etcd
 
 import (
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,7 +14,6 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc/codes"
@@ -76,8 +74,11 @@ type Store struct {
 
 var _ dcs.Store = (*Store)(nil)
 
-// New makes a client; it does not wait for etcd to answer, so an agent
-// can start (and fence, and serve its REST API) while etcd is down.
+// New makes a client; without credentials it does not wait for etcd to
+// answer, so an agent can start (and fence, and serve its REST API) while
+// etcd is down. With credentials the etcd client authenticates here, and
+// needs etcd now: a refusal (a TLS handshake either way, the password) is
+// an *AccessError, an etcd that does not answer the generic error.
 func New(ctx context.Context, cfg Config, log hclog.Logger) (*Store, error) {
 	if len(cfg.Endpoints) == 0 {
 		return nil, errors.New("etcd: no endpoints")
@@ -105,22 +106,25 @@ func New(ctx context.Context, cfg Config, log hclog.Logger) (*Store, error) {
 		Logger:               zap.NewNop(),
 		Context:              context.WithoutCancel(ctx),
 	}
-	if cfg.TLS != nil || secure {
-		tc := &tls.Config{MinVersion: tls.VersionTLS12}
-		if cfg.TLS != nil {
-			info := transport.TLSInfo{CertFile: cfg.TLS.Cert, KeyFile: cfg.TLS.Key, TrustedCAFile: cfg.TLS.CA}
-			tc, err = info.ClientConfig()
-			if err != nil {
-				return nil, fmt.Errorf("etcd tls: %w", err)
-			}
+	if cc.TLS, err = clientTLS(cfg.TLS, secure); err != nil {
+		return nil, err
+	}
+	e := &Store{cfg: cfg, log: log, ttl: cfg.TTL, view: newView()}
+	if cfg.Username != "" {
+		// With credentials the client authenticates in New: a handshake
+		// etcd refuses would show as a timeout, so it is tried first.
+		if _, err := e.probe(ctx, eps, cc.TLS); err != nil {
+			return nil, err
 		}
-		cc.TLS = tc
 	}
 	cli, err := clientv3.New(cc)
 	if err != nil {
+		if aerr := e.accessError(strings.Join(eps, ","), false, err); aerr != nil {
+			return nil, aerr
+		}
 		return nil, fmt.Errorf("etcd client: %w", err)
 	}
-	e := &Store{cfg: cfg, cli: cli, log: log, ttl: cfg.TTL, view: newView()}
+	e.cli = cli
 	e.kv = revKV{KV: cli.KV, note: e.noteWrite}
 	return e, nil
 }
