@@ -280,8 +280,8 @@ type Agent struct {
 
 	// mu guards the loop's state; only the loop goroutine writes it, and
 	// shutdown takes it to wait for a running step.
-	mu           sync.Mutex
-	dynamic      config.Dynamic
+	mu      sync.Mutex
+	dynamic config.Dynamic
 	// mem is what the loop remembers of past observations (memory.go).
 	mem memory
 	// blindRelease is when the key was last released without a DCS view.

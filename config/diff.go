@@ -72,7 +72,7 @@ func diff(key string, a, b reflect.Value, out *[]Change) {
 		return
 	}
 	c := Change{Key: key, Old: show(a), New: show(b)}
-	if secret(key) {
+	if secretKey(key) {
 		c = Change{Key: key, Secret: true}
 	}
 	*out = append(*out, c)
@@ -97,8 +97,8 @@ func join(key, name string) string {
 	return key + "." + name
 }
 
-// secret says whether a key's value must never reach a log.
-func secret(key string) bool {
+// secretKey says whether a key's value must never reach a log.
+func secretKey(key string) bool {
 	last := key[strings.LastIndexByte(key, '.')+1:]
 	return strings.Contains(last, "password") || strings.Contains(last, "secret")
 }
