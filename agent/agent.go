@@ -280,7 +280,27 @@ type Agent struct {
 
 	// mu guards the loop's state; only the loop goroutine writes it, and
 	// shutdown takes it to wait for a running step.
-	mu      sync.Mutex
+	mu sync.Mutex
+	st loopState
+
+	// lease is shared with the keeper that renews it (guard.go).
+	lease      leaseState
+	stopKeeper func()
+
+	// steer is the local pooler and what it was last told (steer.go).
+	steer steering
+
+	// pm watches the running postmaster (postmaster.go).
+	pm pmWatch
+
+	// restarts and reinits are operators' requests waiting for the loop.
+	restarts, reinits requests
+}
+
+// loopState is what the loop carries from one step to the next: only the
+// loop goroutine touches it, under Agent.mu.
+type loopState struct {
+	// dynamic is the cluster configuration last read from the DCS.
 	dynamic config.Dynamic
 	// mem is what the loop remembers of past observations (memory.go).
 	mem memory
@@ -299,31 +319,24 @@ type Agent struct {
 	syncApplied bool
 	syncNames   []string
 	syncPending map[string]uint64
-	last        Decision
-	lastTouch   time.Time
-	lastMember  dcs.Member
-	startFails  int
+	// last is the previous step's decision (its log line is not repeated).
+	last Decision
+	// lastTouch and lastMember: when and what the member record was last
+	// written (publish.go writes it only when it changed).
+	lastTouch  time.Time
+	lastMember dcs.Member
+	// startFails counts failed starts of PostgreSQL in a row.
+	startFails int
 	// fail is the action that last failed, backing off (backoff.go).
 	fail failing
 	// params are the cluster-wide parameters last written (paramsSet:
 	// written at least once by this agent).
 	params    map[string]string
 	paramsSet bool
+	// failovers counts the promotions this agent made; lastDCS is when it
+	// last read the cluster (both for /metrics).
 	failovers uint64
 	lastDCS   time.Time
-
-	// lease is shared with the keeper that renews it (guard.go).
-	lease      leaseState
-	stopKeeper func()
-
-	// steer is the local pooler and what it was last told (steer.go).
-	steer steering
-
-	// pm watches the running postmaster (postmaster.go).
-	pm pmWatch
-
-	// restarts and reinits are operators' requests waiting for the loop.
-	restarts, reinits requests
 }
 
 // New builds an agent; Run starts it.
@@ -334,7 +347,7 @@ func New(s Settings, d Deps, log hclog.Logger) *Agent {
 	if s.PeerTimeout == 0 {
 		s.PeerTimeout = time.Second
 	}
-	a := &Agent{s: s, d: d, log: log, wake: make(chan struct{}, 1), dynamic: s.Initial, started: d.Clock.Now()}
+	a := &Agent{s: s, d: d, log: log, wake: make(chan struct{}, 1), st: loopState{dynamic: s.Initial}, started: d.Clock.Now()}
 	a.steer.p, a.steer.clock, a.steer.log, a.steer.self = d.Pooler, d.Clock, log, s.ConnectAddress
 	a.status.Store(&Status{Name: s.Name, Scope: s.Scope, Priority: s.Priority})
 	initial := s.Initial
@@ -414,7 +427,7 @@ func (a *Agent) loopWait() time.Duration {
 		!a.d.Clock.Now().Before(c.Failover.ScheduledAt) {
 		return handoverPoll
 	}
-	if a.replayWait != 0 {
+	if a.st.replayWait != 0 {
 		return handoverPoll
 	}
 	return a.renewEvery()
@@ -437,7 +450,7 @@ func (a *Agent) shutdown() error {
 	defer cancel()
 	st := a.Status()
 	var errs []error
-	if st.IsLeader && !a.dynamic.Pause {
+	if st.IsLeader && !a.st.dynamic.Pause {
 		a.log.Info("shutting down leader: stopping postgres cleanly, then releasing the leader key")
 		// The watchdog stays armed (and the lease renewed) until
 		// PostgreSQL is down.
@@ -453,7 +466,7 @@ func (a *Agent) shutdown() error {
 				errs = append(errs, fmt.Errorf("release leader key: %w", err))
 			}
 		}
-	} else if !a.dynamic.Pause {
+	} else if !a.st.dynamic.Pause {
 		a.log.Info("shutting down replica: stopping postgres")
 		if err := a.stopPG(ctx, "agent shutdown"); err != nil {
 			errs = append(errs, fmt.Errorf("stop postgres: %w", err))
@@ -488,10 +501,10 @@ func (a *Agent) Step(ctx context.Context) Decision {
 	}
 	o := a.observe(ctx)
 	wanted := Decide(o)
-	d, held := a.fail.hold(o, wanted)
-	if !sameDecision(d, a.last) {
+	d, held := a.st.fail.hold(o, wanted)
+	if !sameDecision(d, a.st.last) {
 		a.log.Info("decision", "action", d.Action.String(), "target", d.Target, "reason", d.Reason)
-		a.last = d
+		a.st.last = d
 	}
 	out := a.execute(ctx, o, d)
 	if !held {
@@ -513,7 +526,7 @@ func (a *Agent) Step(ctx context.Context) Decision {
 }
 
 func (a *Agent) observe(ctx context.Context) Observation {
-	o := Observation{Node: a.s.Node, StartFailures: a.startFails, WatchdogRequired: a.s.WatchdogRequired}
+	o := Observation{Node: a.s.Node, StartFailures: a.st.startFails, WatchdogRequired: a.s.WatchdogRequired}
 	c, err := a.d.DCS.Cluster(ctx)
 	if err == nil {
 		// The cluster may come from a view the watch keeps, which cannot
@@ -526,15 +539,15 @@ func (a *Agent) observe(ctx context.Context) Observation {
 		o.DCSError = err.Error()
 	} else {
 		o.Cluster = c
-		a.lastDCS = a.d.Clock.Now()
+		a.st.lastDCS = a.d.Clock.Now()
 		a.seeMembers(c)
 		if dyn, ok := a.readDynamic(c); ok {
-			a.dynamic = dyn
+			a.st.dynamic = dyn
 			a.dynSnap.Store(&dyn)
 		}
 		a.noteFailsafeView(c)
 	}
-	o.Dynamic = a.dynamic
+	o.Dynamic = a.st.dynamic
 	// A resume must reach the watchdog as soon as it is read: an agent
 	// killed after it must be fenced.
 	a.setKeepOnExit(o.Dynamic.Pause)
@@ -571,8 +584,8 @@ func (a *Agent) observe(ctx context.Context) Observation {
 	o.LeaseDeadline, o.Unguarded = a.leaseView()
 	o.FailsafeHold = a.failsafeHold()
 	o.Now = a.d.Clock.Now()
-	a.mem = remember(a.mem, o)
-	a.mem.annotate(&o)
+	a.st.mem = remember(a.st.mem, o)
+	a.st.mem.annotate(&o)
 	return o
 }
 
@@ -644,7 +657,7 @@ func (a *Agent) applyParameters(ctx context.Context, o Observation) {
 	if o.Cluster == nil || o.PG.DataEmpty {
 		return
 	}
-	if a.paramsSet && maps.Equal(a.params, o.Dynamic.Parameters) {
+	if a.st.paramsSet && maps.Equal(a.st.params, o.Dynamic.Parameters) {
 		return
 	}
 	changed, err := a.d.Postgres.SetClusterParameters(ctx, o.Dynamic.Parameters)
@@ -652,7 +665,7 @@ func (a *Agent) applyParameters(ctx context.Context, o Observation) {
 		a.log.Warn("cannot apply the cluster parameters", "error", err)
 		return
 	}
-	a.params, a.paramsSet = maps.Clone(o.Dynamic.Parameters), true
+	a.st.params, a.st.paramsSet = maps.Clone(o.Dynamic.Parameters), true
 	if changed {
 		a.log.Info("cluster parameters applied", "parameters", fmt.Sprint(o.Dynamic.Parameters))
 	}

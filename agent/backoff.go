@@ -133,13 +133,13 @@ func (f failing) record(d Decision, err error, now time.Time, loopWait, ttl time
 
 // noteOutcome remembers how d ended and logs a failure once per change.
 func (a *Agent) noteOutcome(d Decision, err error) {
-	prev := a.fail
+	prev := a.st.fail
 	var what retryLog
-	a.fail, what = prev.record(d, err, a.d.Clock.Now(), a.renewEvery(), a.dynamic.TTL.D())
+	a.st.fail, what = prev.record(d, err, a.d.Clock.Now(), a.renewEvery(), a.st.dynamic.TTL.D())
 	switch what {
 	case logFailed:
-		args := []any{"action", d.Action.String(), "target", d.Target, "error", err, "failures", a.fail.Failures,
-			"retry_in", a.fail.Next.Sub(a.d.Clock.Now()).Round(time.Millisecond)}
+		args := []any{"action", d.Action.String(), "target", d.Target, "error", err, "failures", a.st.fail.Failures,
+			"retry_in", a.st.fail.Next.Sub(a.d.Clock.Now()).Round(time.Millisecond)}
 		if prev.same(d) {
 			args = append(args, "unlogged_failures", prev.Quiet)
 		}

@@ -109,13 +109,13 @@ func (a *Agent) execute(ctx context.Context, o Observation, d Decision) Outcome 
 	case ActStartPrimary:
 		out.KeyHeld, err = a.startPrimary(ctx)
 	case ActRelease:
-		if o.Cluster == nil && a.d.Clock.Now().Sub(a.blindRelease) < o.Dynamic.TTL.D() {
+		if o.Cluster == nil && a.d.Clock.Now().Sub(a.st.blindRelease) < o.Dynamic.TTL.D() {
 			// A blind release was tried within the ttl: the pooler, the
 			// hooks and etcd need not hear it every loop of an outage.
 			break
 		}
 		if o.Cluster == nil {
-			a.blindRelease = a.d.Clock.Now()
+			a.st.blindRelease = a.d.Clock.Now()
 		}
 		out.KeyHeld, err = a.release(ctx, d.Reason)
 		// A blind release (no DCS view) that failed says nothing of who
@@ -141,9 +141,9 @@ func (a *Agent) execute(ctx context.Context, o Observation, d Decision) Outcome 
 	switch d.Action {
 	case ActStartReplica, ActRewind, ActClone:
 		if err != nil && d.Target != "" {
-			a.startFails++
+			a.st.startFails++
 		} else if err == nil {
-			a.startFails = 0
+			a.st.startFails = 0
 		}
 	}
 	if pgChanging(d.Action) {
@@ -411,11 +411,11 @@ func (a *Agent) acquire(ctx context.Context, o Observation) (bool, error) {
 	// watchdog armed for the lease, a long replay would outlast the lease
 	// and be fenced; the loop waits instead, renewing the lease, while
 	// replay makes progress.
-	wait, seen := replayWaitStep(o.PG, a.replayWait)
-	if wait && a.replayWait == 0 {
+	wait, seen := replayWaitStep(o.PG, a.st.replayWait)
+	if wait && a.st.replayWait == 0 {
 		a.log.Info("leader key taken: waiting for WAL replay before promoting", "received", o.PG.WAL, "replayed", o.PG.Replayed)
 	}
-	if a.replayWait = seen; wait {
+	if a.st.replayWait = seen; wait {
 		return true, nil
 	}
 	if err := a.prepareSyncPromotion(ctx, o.Cluster); err != nil {
@@ -469,7 +469,7 @@ func (a *Agent) acquire(ctx context.Context, o Observation) (bool, error) {
 	if err := a.afterSyncPromotion(ctx); err != nil {
 		a.log.Warn("cannot set synchronous standbys after promotion", "error", err)
 	}
-	a.failovers++
+	a.st.failovers++
 	a.fire("promote", true, "")
 	a.fire(event, true, "")
 	st, err := a.d.Postgres.State(ctx)
@@ -762,7 +762,7 @@ func (a *Agent) switchover(ctx context.Context, o Observation, target string) (b
 }
 
 func (a *Agent) switchoverWait() time.Duration {
-	if w := 2 * a.dynamic.RetryTimeout.D(); w > 0 {
+	if w := 2 * a.st.dynamic.RetryTimeout.D(); w > 0 {
 		return w
 	}
 	return 6 * time.Second

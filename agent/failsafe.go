@@ -48,7 +48,7 @@ type failsafeView struct {
 // noteFailsafeView keeps the last cluster etcd gave, for a round run
 // while etcd cannot be read.
 func (a *Agent) noteFailsafeView(c *dcs.Cluster) {
-	v := &failsafeView{enabled: a.dynamic.FailsafeMode, ttl: a.dynamic.TTL.D(), members: c.Members, published: c.Failsafe}
+	v := &failsafeView{enabled: a.st.dynamic.FailsafeMode, ttl: a.st.dynamic.TTL.D(), members: c.Members, published: c.Failsafe}
 	if c.Leader != nil {
 		v.leader = c.Leader.Name
 	}
@@ -68,7 +68,7 @@ func (a *Agent) noteFailsafeView(c *dcs.Cluster) {
 // confirmed by all on it.
 func (a *Agent) publishFailsafe(ctx context.Context, c *dcs.Cluster) {
 	var want []string
-	if a.dynamic.FailsafeMode {
+	if a.st.dynamic.FailsafeMode {
 		for _, m := range c.Members {
 			want = append(want, m.Name)
 		}

@@ -311,7 +311,7 @@ func (a *Agent) guardAtStart(ctx context.Context) {
 		a.applyGuard()
 		return
 	}
-	a.mem.startWritable = true
+	a.st.mem.startWritable = true
 	a.log.Warn("postgres may accept writes and this agent holds no lease yet: watchdog armed until the first renewal", "fence_in", a.renewEvery())
 }
 

@@ -15,11 +15,11 @@ import (
 // lost leader race publishes no leadership.
 func (a *Agent) publish(ctx context.Context, o Observation, d Decision, out Outcome, start time.Time) {
 	pg := out.PG
-	if pg.Mute() && a.lastMember.Name != "" {
+	if pg.Mute() && a.st.lastMember.Name != "" {
 		// A server that runs but does not answer keeps its WAL: publish
 		// where it was last seen, not nothing (a race weighs it by this).
-		pg.Timeline, pg.History = a.lastMember.Timeline, a.lastMember.History
-		pg.WAL, pg.Replayed = a.lastMember.WALPosition, a.lastMember.ReplayedLSN
+		pg.Timeline, pg.History = a.st.lastMember.Timeline, a.st.lastMember.History
+		pg.WAL, pg.Replayed = a.st.lastMember.WALPosition, a.st.lastMember.ReplayedLSN
 	}
 	m := a.memberRecord(pg)
 	if c := o.Cluster; c != nil && c.Leader == nil && !out.KeyHeld && d.Action == ActWait {
@@ -36,18 +36,18 @@ func (a *Agent) publish(ctx context.Context, o Observation, d Decision, out Outc
 		IsLeader: out.KeyHeld, Running: pg.Running, Answering: pg.Answering, InRecovery: pg.InRecovery,
 		Streaming: pg.Streaming, Upstream: pg.Upstream, Timeline: pg.Timeline,
 		WALPosition: pg.WAL, ReceivedLSN: pg.WAL, ReplayedLSN: pg.Replayed,
-		SyncMode: a.dynamic.SynchronousMode, FailsafeMode: a.dynamic.FailsafeMode, Priority: a.s.Priority,
+		SyncMode: a.st.dynamic.SynchronousMode, FailsafeMode: a.st.dynamic.FailsafeMode, Priority: a.s.Priority,
 		NoFailover: a.s.NoFailover, NoLoadBalance: a.s.Tags["noloadbalance"] == "true",
-		Tags: a.s.Tags, Pause: a.dynamic.Pause, ServerVersion: pg.ServerVersion,
+		Tags: a.s.Tags, Pause: a.st.dynamic.Pause, ServerVersion: pg.ServerVersion,
 		SystemID: pg.SystemID, ReplicationConns: pg.ReplicationConns, WALSenders: pg.WALSenders, PendingRestart: pg.PendingRestart,
 		PostmasterPID: pg.PostmasterPID, PostmasterStart: pg.PostmasterStart,
-		LastLoop: now, LoopDuration: now.Sub(start), TTL: a.dynamic.TTL.D(),
-		LoopWait: a.dynamic.LoopWait.D(), LastDCSContact: a.lastDCS,
+		LastLoop: now, LoopDuration: now.Sub(start), TTL: a.st.dynamic.TTL.D(),
+		LoopWait: a.st.dynamic.LoopWait.D(), LastDCSContact: a.st.lastDCS,
 		Action: d.Action.String(), Reason: d.Reason,
-		LeaseRenewals: renewals, LeaseFailures: failures, Failovers: a.failovers,
+		LeaseRenewals: renewals, LeaseFailures: failures, Failovers: a.st.failovers,
 		DCSClusterView: o.Cluster, Unguarded: unguarded,
 	}
-	if f := a.fail; f.Failures > 0 {
+	if f := a.st.fail; f.Failures > 0 {
 		st.Failing = f.name()
 		st.LastError, st.Failures, st.FailingSince = f.Err, f.Failures, f.Since
 	}
@@ -91,11 +91,11 @@ func (a *Agent) memberStale(c *dcs.Cluster, m dcs.Member, now time.Time) bool {
 	rec := c.Member(a.s.Name)
 	if rec == nil || !sameMember(*rec, m) || rec.APIURL != m.APIURL || rec.NoFailover != m.NoFailover ||
 		rec.Version != m.Version || rec.Pooler != m.Pooler || !maps.Equal(rec.Tags, m.Tags) ||
-		!slices.Equal(rec.History, m.History) || !sameMember(a.lastMember, m) {
+		!slices.Equal(rec.History, m.History) || !sameMember(a.st.lastMember, m) {
 		return true
 	}
 	moved := rec.WALPosition != m.WALPosition || rec.ReplayedLSN != m.ReplayedLSN
-	return moved && now.Sub(a.lastTouch) >= a.dynamic.LoopWait.D()
+	return moved && now.Sub(a.st.lastTouch) >= a.st.dynamic.LoopWait.D()
 }
 
 func role(pg PGState) string {
@@ -140,7 +140,7 @@ func (a *Agent) memberRecord(pg PGState) dcs.Member {
 		// Shown by `list`; no agent decides by it.
 		PendingRestart: pg.PendingRestart,
 	}
-	if f := a.fail; f.Failures > 0 {
+	if f := a.st.fail; f.Failures > 0 {
 		m.Error = f.summary()
 	}
 	return m
@@ -153,5 +153,5 @@ func (a *Agent) touchMember(ctx context.Context, m dcs.Member, now time.Time) {
 		a.log.Warn("cannot publish member record", "error", err)
 		return
 	}
-	a.lastTouch, a.lastMember = now, m
+	a.st.lastTouch, a.st.lastMember = now, m
 }

@@ -53,16 +53,16 @@ func slotPlan(c *dcs.Cluster, self, leader string, lastSeen map[string]time.Time
 
 // seeMembers records when each member was last in the cluster view.
 func (a *Agent) seeMembers(c *dcs.Cluster) {
-	if a.slotsSeen == nil {
-		a.slotsSeen = map[string]time.Time{}
+	if a.st.slotsSeen == nil {
+		a.st.slotsSeen = map[string]time.Time{}
 	}
 	now := a.d.Clock.Now()
 	for _, m := range c.Members {
-		a.slotsSeen[m.Name] = now
+		a.st.slotsSeen[m.Name] = now
 	}
-	for name, seen := range a.slotsSeen {
+	for name, seen := range a.st.slotsSeen {
 		if c.Member(name) == nil && now.Sub(seen) >= max(a.s.SlotsTTL, time.Hour) {
-			delete(a.slotsSeen, name) // long gone: no slot kept for it anywhere
+			delete(a.st.slotsSeen, name) // long gone: no slot kept for it anywhere
 		}
 	}
 }
@@ -78,9 +78,9 @@ func (a *Agent) syncSlots(ctx context.Context, c *dcs.Cluster, leader string) {
 		return
 	}
 	now := a.d.Clock.Now()
-	want, keep := slotPlan(c, a.s.Name, leader, a.slotsSeen, now, a.s.SlotsTTL)
+	want, keep := slotPlan(c, a.s.Name, leader, a.st.slotsSeen, now, a.s.SlotsTTL)
 	plan := strings.Join(want, ",") + "|" + strings.Join(keep, ",")
-	if plan == a.slotsApplied && now.Sub(a.slotsAt) < slotsRecheck {
+	if plan == a.st.slotsApplied && now.Sub(a.st.slotsAt) < slotsRecheck {
 		return
 	}
 	dropped, busy, err := a.d.Postgres.SyncSlots(ctx, want, keep)
@@ -96,5 +96,5 @@ func (a *Agent) syncSlots(ctx context.Context, c *dcs.Cluster, leader string) {
 		// is moving to its replicatefrom source): look again next loop.
 		return
 	}
-	a.slotsApplied, a.slotsAt = plan, now
+	a.st.slotsApplied, a.st.slotsAt = plan, now
 }

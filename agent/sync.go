@@ -145,12 +145,12 @@ func (a *Agent) manageSync(ctx context.Context, c *dcs.Cluster) error {
 	if ownKey {
 		key = c.Sync.SyncStandby
 	}
-	if !a.dynamic.SynchronousMode {
-		if !a.syncApplied || len(a.syncNames) > 0 {
+	if !a.st.dynamic.SynchronousMode {
+		if !a.st.syncApplied || len(a.st.syncNames) > 0 {
 			if err := a.d.Postgres.SetSyncStandbys(ctx, nil); err != nil {
 				return err
 			}
-			a.syncApplied, a.syncNames = true, nil
+			a.st.syncApplied, a.st.syncNames = true, nil
 		}
 		if c.Sync != nil && (!ownKey || len(key) > 0) {
 			return a.d.DCS.SetSync(ctx, dcs.Sync{Leader: a.s.Name}, rev)
@@ -165,13 +165,13 @@ func (a *Agent) manageSync(ctx context.Context, c *dcs.Cluster) error {
 	if err != nil {
 		return err
 	}
-	want := wantSync(c, a.s.Name, key, max(1, a.dynamic.SynchronousNodeCount), st.Streaming)
-	applied := a.syncNames
-	if !a.syncApplied {
+	want := wantSync(c, a.s.Name, key, max(1, a.st.dynamic.SynchronousNodeCount), st.Streaming)
+	applied := a.st.syncNames
+	if !a.st.syncApplied {
 		applied = []string{"\x00unknown"} // apply once after start
 	}
-	step := planSync(key, want, applied, a.dynamic.SynchronousModeStrict, st, a.syncPending)
-	a.syncPending = step.Pending
+	step := planSync(key, want, applied, a.st.dynamic.SynchronousModeStrict, st, a.st.syncPending)
+	a.st.syncPending = step.Pending
 	switch {
 	case step.WriteKey:
 		a.log.Info("synchronous standbys in the sync key", "members", fmt.Sprint(step.Key), "was", fmt.Sprint(key))
@@ -181,7 +181,7 @@ func (a *Agent) manageSync(ctx context.Context, c *dcs.Cluster) error {
 		if err := a.d.Postgres.SetSyncStandbys(ctx, step.Names); err != nil {
 			return err
 		}
-		a.syncApplied, a.syncNames = true, step.Names
+		a.st.syncApplied, a.st.syncNames = true, step.Names
 	}
 	return nil
 }
@@ -190,7 +190,7 @@ func (a *Agent) manageSync(ctx context.Context, c *dcs.Cluster) error {
 // mode: the sync key is taken over empty (no one is known to have this
 // leader's commits yet).
 func (a *Agent) prepareSyncPromotion(ctx context.Context, c *dcs.Cluster) error {
-	if !a.dynamic.SynchronousMode {
+	if !a.st.dynamic.SynchronousMode {
 		return nil
 	}
 	var rev int64
@@ -210,17 +210,17 @@ func (a *Agent) prepareSyncPromotion(ctx context.Context, c *dcs.Cluster) error 
 // about to be promoted was seen to delay PostgreSQL 15's promotion past
 // the lease (the startup process went back to waiting for WAL).
 func (a *Agent) afterSyncPromotion(ctx context.Context) error {
-	if !a.dynamic.SynchronousMode {
+	if !a.st.dynamic.SynchronousMode {
 		return nil
 	}
 	names := []string{"*"}
-	if !a.dynamic.SynchronousModeStrict {
+	if !a.st.dynamic.SynchronousModeStrict {
 		names = nil // as after the first heartbeat with no standby yet
 	}
 	if err := a.d.Postgres.SetSyncStandbys(ctx, names); err != nil {
 		return err
 	}
-	a.syncApplied, a.syncNames = true, names
-	clear(a.syncPending)
+	a.st.syncApplied, a.st.syncNames = true, names
+	clear(a.st.syncPending)
 	return nil
 }
