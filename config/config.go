@@ -197,8 +197,8 @@ func (d Duration) D() time.Duration { return time.Duration(d) }
 // Seconds is d in (fractional) seconds.
 func (d Duration) Seconds() float64 { return time.Duration(d).Seconds() }
 
-// ParseDuration reads "10", "0.5", "10s" or "1m30s".
-func ParseDuration(s string) (Duration, error) {
+// parseDuration reads "10", "0.5", "10s" or "1m30s".
+func parseDuration(s string) (Duration, error) {
 	s = strings.TrimSpace(s)
 	if f, err := strconv.ParseFloat(s, 64); err == nil {
 		if f < 0 {
@@ -221,7 +221,7 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
 		return fmt.Errorf("line %d: expected seconds or a duration like 10s", n.Line)
 	}
-	v, err := ParseDuration(n.Value)
+	v, err := parseDuration(n.Value)
 	if err != nil {
 		return fmt.Errorf("line %d: %w", n.Line, err)
 	}
@@ -252,7 +252,7 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 		}
 		s = unq
 	}
-	v, err := ParseDuration(s)
+	v, err := parseDuration(s)
 	if err != nil {
 		return err
 	}

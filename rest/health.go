@@ -29,7 +29,7 @@ func streamingReplica(st *agent.Status, q url.Values) (bool, error) {
 		return false, nil
 	}
 	if v := q.Get("lag"); v != "" {
-		max, err := ParseBytes(v)
+		max, err := parseBytes(v)
 		if err != nil {
 			return false, err
 		}
@@ -150,9 +150,9 @@ func (s *Server) statusHandler(w http.ResponseWriter, r *http.Request) {
 	s.writeStatus(w, r, http.StatusOK, s.o.Agent.Status())
 }
 
-// ParseBytes reads a byte count: "1048576", "16kB", "16MB", "1GB" (1024
+// parseBytes reads a byte count: "1048576", "16kB", "16MB", "1GB" (1024
 // based, as PostgreSQL's units).
-func ParseBytes(v string) (uint64, error) {
+func parseBytes(v string) (uint64, error) {
 	v = strings.TrimSpace(v)
 	mult := uint64(1)
 	for _, u := range []struct {

@@ -63,7 +63,7 @@ func TestClusterPatroniShape(t *testing.T) {
 		Sync:   &dcs.Sync{Leader: "a", SyncStandby: []string{"c"}},
 		Status: dcs.Status{LSN: 0x3000100},
 	}
-	body, _ := json.Marshal(ClusterView(c, "main", false))
+	body, _ := json.Marshal(clusterView(c, "main", false))
 	var v struct{ Members []clusterMember }
 	if err := json.Unmarshal(body, &v); err != nil {
 		t.Fatal(err)
@@ -84,7 +84,7 @@ func TestClusterPatroniShape(t *testing.T) {
 		t.Errorf("not streaming sync standby: %+v", cc)
 	}
 	if c.Members[1].State != "running" || c.Members[1].APIURL != "http://127.0.0.1:8009/" {
-		t.Errorf("ClusterView changed the member record: %+v", c.Members[1])
+		t.Errorf("clusterView changed the member record: %+v", c.Members[1])
 	}
 }
 

@@ -639,11 +639,11 @@ func (s *Server) putConfig(r *http.Request) (result, error) {
 	return result{body: json.RawMessage(raw)}, nil
 }
 
-// PatroniHistory is the history as Patroni's GET /history lists it: per
+// patroniHistory is the history as Patroni's GET /history lists it: per
 // change of timeline, [the timeline that ended, the LSN where it ended, the
 // reason, when, the new leader]. A pending entry (a promotion not done
 // yet) is left out: no timeline has ended there.
-func PatroniHistory(h []dcs.HistoryEntry) [][]any {
+func patroniHistory(h []dcs.HistoryEntry) [][]any {
 	out := make([][]any, 0, len(h))
 	for _, e := range h {
 		if e.Pending {
@@ -663,7 +663,7 @@ func (s *Server) getHistory(r *http.Request) (result, error) {
 	if err != nil {
 		return result{}, err
 	}
-	return result{body: PatroniHistory(h)}, nil
+	return result{body: patroniHistory(h)}, nil
 }
 
 type clusterMember struct {
@@ -702,11 +702,11 @@ func (s *Server) getCluster(r *http.Request) (result, error) {
 		return result{}, err
 	}
 	st := s.o.Agent.Status()
-	return result{body: ClusterView(c, st.Scope, st.Pause)}, nil
+	return result{body: clusterView(c, st.Scope, st.Pause)}, nil
 }
 
-// ClusterView is GET /cluster's body: members with the leader first.
-func ClusterView(c *dcs.Cluster, scope string, pause bool) map[string]any {
+// clusterView is GET /cluster's body: members with the leader first.
+func clusterView(c *dcs.Cluster, scope string, pause bool) map[string]any {
 	leader := ""
 	if c.Leader != nil {
 		leader = c.Leader.Name

@@ -447,13 +447,13 @@ func TestTLS(t *testing.T) {
 func TestParseBytes(t *testing.T) {
 	good := map[string]uint64{"0": 0, "1048576": 1 << 20, "16kB": 16 << 10, "16MB": 16 << 20, "1GB": 1 << 30, "2TB": 2 << 40, "10B": 10}
 	for in, want := range good {
-		if got, err := ParseBytes(in); err != nil || got != want {
-			t.Errorf("ParseBytes(%q) = %d, %v; want %d", in, got, err, want)
+		if got, err := parseBytes(in); err != nil || got != want {
+			t.Errorf("parseBytes(%q) = %d, %v; want %d", in, got, err, want)
 		}
 	}
 	for _, bad := range []string{"", "MB", "-1", "1.5MB", "1XB", "99999999999TB"} {
-		if _, err := ParseBytes(bad); err == nil {
-			t.Errorf("ParseBytes(%q) accepted", bad)
+		if _, err := parseBytes(bad); err == nil {
+			t.Errorf("parseBytes(%q) accepted", bad)
 		}
 	}
 }

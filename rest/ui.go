@@ -39,8 +39,8 @@ type uiEvent struct {
 func (s *Server) uiEvent(st *agent.Status) ([]byte, error) {
 	ev := uiEvent{Node: s.nodeStatus(st), History: [][]any{}}
 	if c := st.DCSClusterView; c != nil {
-		ev.Cluster = ClusterView(c, st.Scope, st.Pause)
-		ev.History = PatroniHistory(c.History)
+		ev.Cluster = clusterView(c, st.Scope, st.Pause)
+		ev.History = patroniHistory(c.History)
 	}
 	return json.Marshal(ev)
 }

@@ -190,7 +190,7 @@ func (c *Client) send(line string) error {
 		err := c.spawn(ctx)
 		cancel()
 		if err != nil {
-			return fmt.Errorf("%w: %v", ErrUnavailable, err)
+			return fmt.Errorf("%w: %v", errUnavailable, err)
 		}
 		if c.last != "" && c.last != line {
 			if err := c.write(c.last); err != nil {
@@ -214,7 +214,7 @@ func (c *Client) write(line string) error {
 		late := c.oldestUnanswered()
 		c.log.Error("watchdog does not answer: killing it", "pid", c.cmd.Process.Pid, "unanswered_for", late.Round(time.Millisecond))
 		_ = c.cmd.Process.Kill()
-		return fmt.Errorf("%w: it has not answered a command sent %s ago", ErrUnavailable, late.Round(time.Millisecond))
+		return fmt.Errorf("%w: it has not answered a command sent %s ago", errUnavailable, late.Round(time.Millisecond))
 	}
 	// Counted before it is written: the answer can be read before the
 	// write returns, and an answer that finds nothing to clear would leave
@@ -237,7 +237,7 @@ func (c *Client) write(line string) error {
 			}
 			c.ackMu.Unlock()
 		}
-		return fmt.Errorf("%w: feed watchdog: %v", ErrUnavailable, err)
+		return fmt.Errorf("%w: feed watchdog: %v", errUnavailable, err)
 	}
 	return nil
 }
@@ -326,7 +326,7 @@ func (c *Client) Close() error {
 type Failed struct{ Err error }
 
 // Arm implements the agent's Watchdog.
-func (f Failed) Arm(time.Time, bool) error { return fmt.Errorf("%w: %v", ErrUnavailable, f.Err) }
+func (f Failed) Arm(time.Time, bool) error { return fmt.Errorf("%w: %v", errUnavailable, f.Err) }
 
 // Disarm implements the agent's Watchdog.
-func (f Failed) Disarm() error { return fmt.Errorf("%w: %v", ErrUnavailable, f.Err) }
+func (f Failed) Disarm() error { return fmt.Errorf("%w: %v", errUnavailable, f.Err) }

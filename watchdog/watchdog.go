@@ -55,8 +55,8 @@ import (
 	"github.com/pgwarden/pgwarden/postgres/pgproc"
 )
 
-// LockPath is the lock file of the watchdog guarding dataDir.
-func LockPath(dataDir string) string { return filepath.Clean(dataDir) + ".watchdog.lock" }
+// lockPath is the lock file of the watchdog guarding dataDir.
+func lockPath(dataDir string) string { return filepath.Clean(dataDir) + ".watchdog.lock" }
 
 // exitLocked is the exit status of a watchdog that found another one
 // holding the lock.
@@ -118,7 +118,7 @@ func Main(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io
 
 // lock takes the directory's watchdog lock, or says which process holds it.
 func lock(dataDir string) (func(), error) {
-	p := LockPath(dataDir)
+	p := lockPath(dataDir)
 	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
 		return nil, fmt.Errorf("lock %s: %w", p, err)
 	}
@@ -138,7 +138,7 @@ func lock(dataDir string) (func(), error) {
 
 // HolderPID is the process holding dataDir's watchdog lock, 0 when none does.
 func HolderPID(dataDir string) int {
-	f, err := os.OpenFile(LockPath(dataDir), os.O_RDONLY, 0)
+	f, err := os.OpenFile(lockPath(dataDir), os.O_RDONLY, 0)
 	if err != nil {
 		return 0
 	}
@@ -147,7 +147,7 @@ func HolderPID(dataDir string) int {
 		_ = unix.Flock(int(f.Fd()), unix.LOCK_UN)
 		return 0
 	}
-	b, _ := os.ReadFile(LockPath(dataDir))
+	b, _ := os.ReadFile(lockPath(dataDir))
 	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
 	if pid == 0 {
 		pid = -1 // held, by a process that did not write its PID yet
@@ -424,7 +424,7 @@ func (d *dropWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// ErrUnavailable: the watchdog cannot guard this node now (it could not be
+// errUnavailable: the watchdog cannot guard this node now (it could not be
 // started, or does not take commands); the agent must not let PostgreSQL
 // accept writes unguarded.
-var ErrUnavailable = errors.New("watchdog unavailable")
+var errUnavailable = errors.New("watchdog unavailable")

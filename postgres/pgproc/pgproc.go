@@ -36,24 +36,24 @@ type PIDFile struct {
 	Status string
 }
 
-// ErrNoPIDFile: there is no postmaster.pid, so no postmaster was started
+// errNoPIDFile: there is no postmaster.pid, so no postmaster was started
 // (or it shut down cleanly).
-var ErrNoPIDFile = errors.New("no postmaster.pid")
+var errNoPIDFile = errors.New("no postmaster.pid")
 
 // ReadPIDFile reads dataDir/postmaster.pid.
 func ReadPIDFile(dataDir string) (PIDFile, error) {
 	b, err := os.ReadFile(filepath.Join(dataDir, "postmaster.pid"))
 	if errors.Is(err, os.ErrNotExist) {
-		return PIDFile{}, ErrNoPIDFile
+		return PIDFile{}, errNoPIDFile
 	}
 	if err != nil {
 		return PIDFile{}, fmt.Errorf("read postmaster.pid: %w", err)
 	}
-	return ParsePIDFile(string(b))
+	return parsePIDFile(string(b))
 }
 
-// ParsePIDFile parses the text of a postmaster.pid.
-func ParsePIDFile(text string) (PIDFile, error) {
+// parsePIDFile parses the text of a postmaster.pid.
+func parsePIDFile(text string) (PIDFile, error) {
 	lines := strings.Split(text, "\n")
 	line := func(i int) string {
 		if i < len(lines) {

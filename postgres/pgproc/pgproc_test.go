@@ -14,7 +14,7 @@ import (
 )
 
 func TestParsePIDFile(t *testing.T) {
-	pf, err := ParsePIDFile("4242\n/var/lib/pg\n1764580000\n5432\n/tmp\n127.0.0.1\n  5432001     12\nready   \n")
+	pf, err := parsePIDFile("4242\n/var/lib/pg\n1764580000\n5432\n/tmp\n127.0.0.1\n  5432001     12\nready   \n")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -23,12 +23,12 @@ func TestParsePIDFile(t *testing.T) {
 		t.Fatalf("parsed %+v", pf)
 	}
 	// Just started: only the first lines are written yet.
-	if pf, err := ParsePIDFile("77\n/d\n"); err != nil || pf.PID != 77 || pf.Status != "" {
+	if pf, err := parsePIDFile("77\n/d\n"); err != nil || pf.PID != 77 || pf.Status != "" {
 		t.Fatalf("partial file: %+v %v", pf, err)
 	}
 	for _, bad := range []string{"", "x\n", "1\n", "-5\n"} {
-		if _, err := ParsePIDFile(bad); err == nil {
-			t.Errorf("ParsePIDFile(%q) accepted", bad)
+		if _, err := parsePIDFile(bad); err == nil {
+			t.Errorf("parsePIDFile(%q) accepted", bad)
 		}
 	}
 }
@@ -182,7 +182,7 @@ func TestPostmasterPIDReuse(t *testing.T) {
 	if _, alive, err := Postmaster(dir); err != nil || alive {
 		t.Fatalf("reused PID read as a live postmaster (%v)", err)
 	}
-	if _, _, err := Postmaster(t.TempDir()); err != ErrNoPIDFile {
+	if _, _, err := Postmaster(t.TempDir()); err != errNoPIDFile {
 		t.Fatalf("no pid file: %v", err)
 	}
 }
