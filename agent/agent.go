@@ -616,7 +616,7 @@ func (a *Agent) upstream(c *dcs.Cluster, name string) (Upstream, error) {
 	}
 	up := Upstream{Name: name, Host: host, Port: port}
 	if a.s.UseSlots {
-		up.Slot = SlotName(a.s.Name)
+		up.Slot = slotName(a.s.Name)
 	}
 	return up, nil
 }
@@ -633,9 +633,9 @@ func splitHostPort(hp string) (string, int, error) {
 	return h, port, nil
 }
 
-// SlotName is the physical replication slot name of a member: lowercase
+// slotName is the physical replication slot name of a member: lowercase
 // letters, digits and underscores, as PostgreSQL requires.
-func SlotName(member string) string {
+func slotName(member string) string {
 	b := []byte(member)
 	for i, c := range b {
 		switch {

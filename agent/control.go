@@ -58,7 +58,7 @@ func (a *Agent) Switchover(ctx context.Context, r SwitchoverRequest) (bool, erro
 	if dyn.Pause && r.Candidate == "" {
 		return false, fmt.Errorf("%w: the cluster is paused: name a candidate", ErrPrecondition)
 	}
-	target, why := SwitchoverTarget(c, leader, r.Candidate, dyn.SynchronousMode)
+	target, why := switchoverTarget(c, leader, r.Candidate, dyn.SynchronousMode)
 	if target == "" {
 		return false, fmt.Errorf("%w: %s", ErrPrecondition, why)
 	}

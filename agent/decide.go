@@ -310,18 +310,18 @@ func switchoverDecision(o Observation) (Decision, bool) {
 	if !f.ScheduledAt.IsZero() && o.Now.Before(f.ScheduledAt) {
 		return Decision{}, false
 	}
-	target, why := SwitchoverTarget(o.Cluster, o.Node.Name, f.Candidate, o.Dynamic.SynchronousMode)
+	target, why := switchoverTarget(o.Cluster, o.Node.Name, f.Candidate, o.Dynamic.SynchronousMode)
 	if target == "" {
 		return Decision{Action: ActClearFailover, Reason: "switchover impossible: " + why}, true
 	}
 	return Decision{Action: ActSwitchover, Target: target, Reason: "switchover requested"}, true
 }
 
-// SwitchoverTarget checks a switchover away from leader to candidate (or,
+// switchoverTarget checks a switchover away from leader to candidate (or,
 // when candidate is "", picks the best eligible replica) against the member
 // records, and returns the target or why there is none.
-func SwitchoverTarget(c *dcs.Cluster, leader, candidate string, syncMode bool) (string, string) {
-	var cands []Candidate
+func switchoverTarget(c *dcs.Cluster, leader, candidate string, syncMode bool) (string, string) {
+	var cands []contender
 	for _, m := range c.Members {
 		if m.Name == leader {
 			continue
@@ -334,13 +334,13 @@ func SwitchoverTarget(c *dcs.Cluster, leader, candidate string, syncMode bool) (
 			return candidate, ""
 		}
 		if why == "" {
-			cands = append(cands, Candidate{Name: m.Name, WAL: m.WALPosition, Priority: m.Priority})
+			cands = append(cands, contender{Name: m.Name, WAL: m.WALPosition, Priority: m.Priority})
 		}
 	}
 	if candidate != "" {
 		return "", fmt.Sprintf("candidate %s is not a member", candidate)
 	}
-	best, ok := Best(cands)
+	best, ok := best(cands)
 	if !ok {
 		return "", "no healthy replica to hand over to"
 	}
@@ -577,7 +577,7 @@ func ineligible(o Observation) string {
 		// are catching up on it.
 		return fmt.Sprintf("the last leader %s runs as a standby but has not told its position yet: waiting for it (at most %s without a leader)", l, startingBound(o))
 	}
-	me := Candidate{Name: n.Name, Timeline: pg.Timeline, WAL: pg.WAL, Priority: n.Priority}
+	me := contender{Name: n.Name, Timeline: pg.Timeline, WAL: pg.WAL, Priority: n.Priority}
 	for _, p := range o.Peers {
 		if p.Name == n.Name || !p.Reachable {
 			continue
@@ -614,11 +614,11 @@ func ineligible(o Observation) string {
 			// key's deletion) tells.
 			return fmt.Sprintf("member %s has not answered since the leader key went: waiting for its position", p.Name)
 		}
-		pc := Candidate{Name: p.Name, Timeline: p.Timeline, WAL: p.WAL, Priority: p.Priority}
+		pc := contender{Name: p.Name, Timeline: p.Timeline, WAL: p.WAL, Priority: p.Priority}
 		if named && (pc.Timeline > me.Timeline || (pc.Timeline == me.Timeline && pc.WAL > me.WAL)) {
 			return fmt.Sprintf("member %s is ahead (timeline %d WAL %d, this node timeline %d WAL %d) of this switchover candidate", p.Name, p.Timeline, p.WAL, me.Timeline, me.WAL)
 		}
-		if !named && Better(pc, me) {
+		if !named && better(pc, me) {
 			return fmt.Sprintf("member %s is a better candidate (timeline %d, WAL %d, priority %d)", p.Name, p.Timeline, p.WAL, p.Priority)
 		}
 	}

@@ -490,10 +490,10 @@ func TestDecide(t *testing.T) {
 	}
 }
 
-// naiveBest is the reference for Better/Best: sort by the documented keys.
-func naiveBest(cs []Candidate) Candidate {
+// naiveBest is the reference for better/best: sort by the documented keys.
+func naiveBest(cs []contender) contender {
 	s := slices.Clone(cs)
-	slices.SortStableFunc(s, func(a, b Candidate) int {
+	slices.SortStableFunc(s, func(a, b contender) int {
 		switch {
 		case a.Timeline != b.Timeline:
 			if a.Timeline > b.Timeline {
@@ -517,32 +517,32 @@ func naiveBest(cs []Candidate) Candidate {
 func TestBestMatchesNaiveReference(t *testing.T) {
 	f := func(seed uint64, n uint8) bool {
 		r := rand.New(rand.NewPCG(seed, 1))
-		cs := make([]Candidate, int(n%8)+1)
+		cs := make([]contender, int(n%8)+1)
 		for i := range cs {
 			// Small ranges so ties on WAL and priority are common.
-			cs[i] = Candidate{Name: string(rune('a' + i)), Timeline: uint32(1 + r.IntN(2)), WAL: uint64(r.IntN(3)), Priority: r.IntN(3) * 50}
+			cs[i] = contender{Name: string(rune('a' + i)), Timeline: uint32(1 + r.IntN(2)), WAL: uint64(r.IntN(3)), Priority: r.IntN(3) * 50}
 		}
 		r.Shuffle(len(cs), func(i, j int) { cs[i], cs[j] = cs[j], cs[i] })
-		got, ok := Best(cs)
+		got, ok := best(cs)
 		return ok && got == naiveBest(cs)
 	}
 	if err := quick.Check(f, &quick.Config{MaxCount: 5000}); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := Best(nil); ok {
-		t.Fatal("Best(nil) reported a candidate")
+	if _, ok := best(nil); ok {
+		t.Fatal("best(nil) reported a candidate")
 	}
 }
 
 func TestBetterIsATotalOrder(t *testing.T) {
-	f := func(a, b Candidate) bool {
+	f := func(a, b contender) bool {
 		if a == b {
-			return !Better(a, b)
+			return !better(a, b)
 		}
 		if a.Name == b.Name {
 			return true // names are unique in a cluster
 		}
-		return Better(a, b) != Better(b, a)
+		return better(a, b) != better(b, a)
 	}
 	if err := quick.Check(f, nil); err != nil {
 		t.Fatal(err)

@@ -1,14 +1,14 @@
 package agent
 
-// Candidate is a member competing to become leader.
-type Candidate struct {
+// contender is a member competing to become leader.
+type contender struct {
 	Name     string
 	Timeline uint32
 	WAL      uint64
 	Priority int
 }
 
-// Better reports whether a should be promoted rather than b. It is the one
+// better reports whether a should be promoted rather than b. It is the one
 // total order of candidates (all of them on the newest timeline's history,
 // see timeline.go):
 //
@@ -18,7 +18,7 @@ type Candidate struct {
 //  3. among equal priorities, the lexically smaller name wins.
 //
 // Names are unique in a cluster, so two different members are never equal.
-func Better(a, b Candidate) bool {
+func better(a, b contender) bool {
 	if a.Timeline != b.Timeline {
 		return a.Timeline > b.Timeline
 	}
@@ -31,14 +31,14 @@ func Better(a, b Candidate) bool {
 	return a.Name < b.Name
 }
 
-// Best returns the best of cs by Better, and false when cs is empty.
-func Best(cs []Candidate) (Candidate, bool) {
+// best returns the best of cs by better, and false when cs is empty.
+func best(cs []contender) (contender, bool) {
 	if len(cs) == 0 {
-		return Candidate{}, false
+		return contender{}, false
 	}
 	best := cs[0]
 	for _, c := range cs[1:] {
-		if Better(c, best) {
+		if better(c, best) {
 			best = c
 		}
 	}

@@ -38,12 +38,12 @@ func slotPlan(c *dcs.Cluster, self, leader string, lastSeen map[string]time.Time
 			continue
 		}
 		if sourceOf(c, m.Name, m.Tags["replicatefrom"], leader) == self {
-			want = append(want, SlotName(m.Name))
+			want = append(want, slotName(m.Name))
 		}
 	}
 	for name, seen := range lastSeen {
 		if name != self && c.Member(name) == nil && now.Sub(seen) < ttl {
-			keep = append(keep, SlotName(name))
+			keep = append(keep, slotName(name))
 		}
 	}
 	slices.Sort(want)

@@ -38,12 +38,12 @@ type SyncStatus struct {
 // (tags.replicatefrom) never appears in the leader's pg_stat_replication,
 // and naming it would block every commit.
 func wantSync(c *dcs.Cluster, self string, cur []string, n int, direct map[string]bool) []string {
-	eligible := map[string]Candidate{}
+	eligible := map[string]contender{}
 	for _, m := range c.Members {
 		if m.Name == self || m.Role != "replica" || m.State != "running" || !m.Streaming || m.Priority <= 0 || m.NoFailover || !direct[m.Name] {
 			continue
 		}
-		eligible[m.Name] = Candidate{Name: m.Name, WAL: m.WALPosition, Priority: m.Priority}
+		eligible[m.Name] = contender{Name: m.Name, WAL: m.WALPosition, Priority: m.Priority}
 	}
 	var want []string
 	for _, name := range cur {
@@ -53,11 +53,11 @@ func wantSync(c *dcs.Cluster, self string, cur []string, n int, direct map[strin
 		}
 	}
 	for len(want) < n {
-		var cs []Candidate
+		var cs []contender
 		for _, c := range eligible {
 			cs = append(cs, c)
 		}
-		best, ok := Best(cs)
+		best, ok := best(cs)
 		if !ok {
 			break
 		}
