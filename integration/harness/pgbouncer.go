@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/pgwarden/pgwarden/internal/pgbouncerini"
 )
 
 // PgBouncer is a PgBouncer started by a test, its pgbouncer.ini ending
@@ -28,20 +30,7 @@ func StartPgBouncer(t testing.TB, dir string, port int, password, log string) *P
 	files := map[string]string{
 		b.DatabasesFile: "[databases]\n",
 		users:           fmt.Sprintf("%q %q\n\"pgbouncer\" \"\"\n", "postgres", password),
-		ini: fmt.Sprintf(`[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = %d
-unix_socket_dir = %s
-auth_type = trust
-auth_file = %s
-admin_users = pgbouncer
-pool_mode = transaction
-server_login_retry = 1
-query_wait_timeout = 60
-ignore_startup_parameters = extra_float_digits
-; the pgwarden-managed file must be the last line
-%%include %s
-`, port, dir, users, b.DatabasesFile),
+		ini:             pgbouncerini.File{ListenPort: port, SocketDir: dir, AuthType: "trust", AuthFile: users, DatabasesFile: b.DatabasesFile}.Render(),
 	}
 	for path, text := range files {
 		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
