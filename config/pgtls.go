@@ -2,6 +2,7 @@ package config
 
 import (
 	"net"
+	"path/filepath"
 	"time"
 )
 
@@ -37,9 +38,16 @@ func checkPostgresTLS(p *Problems, t *TLS, pg Postgres) {
 	if t.Key == "" {
 		p.add("postgres.tls.key", t.Key, "required with postgres.tls")
 	}
-	if t.CA != "" {
+	if t.CA != "" && filepath.IsAbs(t.CA) {
 		if _, err := CertPool(t.CA); err != nil {
 			p.add("postgres.tls.ca", t.CA, "%v", err)
+		}
+	}
+	relative := false
+	for _, f := range []struct{ key, path string }{{"postgres.tls.cert", t.Cert}, {"postgres.tls.key", t.Key}, {"postgres.tls.ca", t.CA}} {
+		if f.path != "" && !filepath.IsAbs(f.path) {
+			p.add(f.key, f.path, "must be an absolute path: PostgreSQL reads a relative one from its data directory")
+			relative = true
 		}
 	}
 	for _, k := range PostgresSSLParameters {
@@ -47,7 +55,7 @@ func checkPostgresTLS(p *Problems, t *TLS, pg Postgres) {
 			p.add("postgres.parameters."+k, v, "set by postgres.tls; remove it here")
 		}
 	}
-	if t.Cert == "" || t.Key == "" {
+	if t.Cert == "" || t.Key == "" || relative {
 		return
 	}
 	files := certFiles{prefix: "postgres.tls", cert: t.Cert, key: t.Key, ca: t.CA}

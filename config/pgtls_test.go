@@ -78,6 +78,7 @@ func TestPostgresTLSRefusedAtStart(t *testing.T) {
 		{"not for connect_address", "cert: " + elsewhere + ", key: " + elsewhereKey + ", ca: " + ca.File,
 			[]string{"postgres.tls.cert: ", "not valid for postgres.connect_address host 127.0.0.1"}},
 		{"no key", "cert: " + cert, []string{"postgres.tls.key: ", "required with postgres.tls"}},
+		{"relative path", "cert: " + cert + ", key: pg.key", []string{`postgres.tls.key: "pg.key": must be an absolute path`}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

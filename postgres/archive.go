@@ -159,7 +159,8 @@ func (s *Server) SetRoles(ctx context.Context) error {
 		return err
 	}
 	sock := cc.Copy()
-	sock.Host = s.cfg.SocketDir()
+	// PostgreSQL offers no TLS on its socket.
+	sock.Host, sock.TLSConfig, sock.Fallbacks = s.cfg.SocketDir(), nil, nil
 	var errs []string
 	for _, c := range []*pgx.ConnConfig{sock, cc} {
 		conn, err := pgx.ConnectConfig(ctx, c)

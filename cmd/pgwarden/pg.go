@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -34,7 +35,18 @@ func newPostgres(cfg *config.Config, log hclog.Logger) pgAdapter {
 		PgHBA:         cfg.Postgres.PgHBA,
 		AppName:       cfg.Name,
 		Archive:       archiveSettings(cfg),
+		TLS:           pgTLS(cfg),
 	}, log)}
+}
+
+// pgTLS is postgres.tls as the postgres package takes it (nil without).
+func pgTLS(cfg *config.Config) *postgres.TLS {
+	t := cfg.Postgres.TLS
+	if t == nil {
+		return nil
+	}
+	host, _, _ := net.SplitHostPort(cfg.Postgres.ConnectAddress)
+	return &postgres.TLS{CertFile: t.Cert, KeyFile: t.Key, CAFile: t.CA, SSLMode: config.SSLMode(t), ServerName: host}
 }
 
 func (p pgAdapter) State(ctx context.Context) (agent.PGState, error) {
