@@ -29,7 +29,10 @@ const NoLeaderHost = "/pgwarden-no-leader"
 type PgBouncer struct {
 	cfg   config.PgBouncer
 	local string
-	log   hclog.Logger
+	// serverSSLMode is what the servers demand of PgBouncer's connections
+	// (postgres.tls; "" when they take plain TCP).
+	serverSSLMode string
+	log           hclog.Logger
 
 	mu      sync.Mutex
 	leader  string
@@ -39,8 +42,9 @@ type PgBouncer struct {
 }
 
 // New checks the configuration (the databases file must be writable) but
-// does not connect: PgBouncer may start after the agent.
-func New(cfg config.PgBouncer, local string, log hclog.Logger) (*PgBouncer, error) {
+// does not connect: PgBouncer may start after the agent. serverTLS is
+// postgres.tls (nil without), which PgBouncer's pgbouncer.ini must match.
+func New(cfg config.PgBouncer, local string, serverTLS *config.TLS, log hclog.Logger) (*PgBouncer, error) {
 	if cfg.AdminDSN == "" {
 		return nil, errors.New("pooler.pgbouncer.admin_dsn: required")
 	}
@@ -63,7 +67,7 @@ func New(cfg config.PgBouncer, local string, log hclog.Logger) (*PgBouncer, erro
 	if cfg.PauseTimeout <= 0 {
 		cfg.PauseTimeout = config.Duration(5 * time.Second)
 	}
-	return &PgBouncer{cfg: cfg, local: local, log: log, state: "unknown"}, nil
+	return &PgBouncer{cfg: cfg, local: local, serverSSLMode: config.SSLMode(serverTLS), log: log, state: "unknown"}, nil
 }
 
 // names returns the managed databases with the given target ("" for all),
@@ -279,8 +283,70 @@ func (p *PgBouncer) setLeader(ctx context.Context, leader string) error {
 	if err := p.verify(dbs, leader); err != nil {
 		return err
 	}
+	if err := p.checkServerTLS(ctx); err != nil {
+		return err
+	}
 	p.log.Info("pgbouncer repointed", "leader", leader)
 	return nil
+}
+
+// checkServerTLS reads PgBouncer's server_tls_sslmode when the servers
+// demand TLS. PgBouncer (1.18) sets it for all databases, in the
+// [pgbouncer] section of pgbouncer.ini, which the operator owns: a second
+// [pgbouncer] section in the included file would reset every setting
+// before it. With postgres.tls the default pg_hba takes TCP only over TLS,
+// so a PgBouncer that does not ask for it fails every server login: an
+// error, said at each repoint, naming the fix. One that encrypts without
+// the verification postgres.tls.ca asks for is warned about.
+func (p *PgBouncer) checkServerTLS(ctx context.Context) error {
+	if p.serverSSLMode == "" {
+		return nil
+	}
+	res, err := p.admin(ctx, "SHOW CONFIG")
+	if err != nil {
+		return err
+	}
+	mode, err := configValue(res, "server_tls_sslmode")
+	if err != nil {
+		return err
+	}
+	fix := "set server_tls_sslmode = " + p.serverSSLMode
+	if p.serverSSLMode == "verify-full" {
+		fix += " and server_tls_ca_file = postgres.tls.ca"
+	}
+	switch mode {
+	case "disable", "allow":
+		return fmt.Errorf("pgbouncer server_tls_sslmode is %s but postgres.tls is set, so the servers take only TLS: %s in pgbouncer.ini", mode, fix)
+	case p.serverSSLMode, "verify-full":
+		return nil
+	}
+	p.log.Warn("pgbouncer checks its server connections less than postgres.tls asks", "server_tls_sslmode", mode, "fix", fix)
+	return nil
+}
+
+// configValue is key's value in SHOW CONFIG (columns by name).
+func configValue(res []*pgconn.Result, key string) (string, error) {
+	if len(res) == 0 {
+		return "", errors.New("SHOW CONFIG: no result")
+	}
+	k, v := -1, -1
+	for i, f := range res[0].FieldDescriptions {
+		switch f.Name {
+		case "key":
+			k = i
+		case "value":
+			v = i
+		}
+	}
+	if k < 0 || v < 0 {
+		return "", errors.New("SHOW CONFIG: no key or value column")
+	}
+	for _, row := range res[0].Rows {
+		if string(row[k]) == key {
+			return string(row[v]), nil
+		}
+	}
+	return "", fmt.Errorf("SHOW CONFIG: no %s", key)
 }
 
 // Pause holds new transactions of the "primary" databases so clients wait

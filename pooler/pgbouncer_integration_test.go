@@ -17,7 +17,9 @@ import (
 
 	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/integration/harness"
+	"github.com/pgwarden/pgwarden/internal/pgbouncerini"
 	"github.com/pgwarden/pgwarden/postgres"
+	"github.com/pgwarden/pgwarden/rest/resttest"
 )
 
 func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
@@ -58,7 +60,7 @@ func startBouncer(t *testing.T, local string, pause time.Duration) *bouncer {
 		Databases:     map[string]config.PoolerDB{"app": {DBName: "postgres", Target: "primary"}, "mine": {DBName: "postgres", Target: "local"}},
 		PauseTimeout:  config.Duration(pause),
 	}
-	p, err := New(cfg, local, hclog.New(&hclog.LoggerOptions{Name: "pooler", Output: os.Stderr}))
+	p, err := New(cfg, local, nil, hclog.New(&hclog.LoggerOptions{Name: "pooler", Output: os.Stderr}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +247,7 @@ func TestResumeAllAfterCrash(t *testing.T) {
 	if !dbs["app"].Paused {
 		t.Fatal("PAUSE did not pause")
 	}
-	fresh, err := New(bn.p.cfg, a, hclog.NewNullLogger())
+	fresh, err := New(bn.p.cfg, a, nil, hclog.NewNullLogger())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -256,4 +258,41 @@ func TestResumeAllAfterCrash(t *testing.T) {
 	if dbs["app"].Paused {
 		t.Fatal("ResumeAll left app paused")
 	}
+}
+
+// TestPgBouncerWithoutServerTLSIsAnError: with postgres.tls the servers
+// take TCP only over TLS, so a PgBouncer whose pgbouncer.ini does not ask
+// for it would fail every server login; the repoint says so, naming the
+// setting, and the state shows it. With server_tls_sslmode = verify-full
+// the same repoint is clean.
+func TestPgBouncerWithoutServerTLSIsAnError(t *testing.T) {
+	dir := harness.Dir(t, "pki")
+	pgTLS := &config.TLS{CA: resttest.NewCA(t, dir, "ca").File, Cert: "/c", Key: "/k"}
+	plain, err := New(startBouncer(t, "127.0.0.1:5432", time.Second).p.cfg, "127.0.0.1:5432", pgTLS, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = plain.SetLeader(context.Background(), "127.0.0.1:5433")
+	if err == nil || !strings.Contains(err.Error(), "server_tls_sslmode is disable") || !strings.Contains(err.Error(), "set server_tls_sslmode = verify-full") {
+		t.Fatalf("repoint with plain server connections: %v; want the server_tls_sslmode error", err)
+	}
+	if st := plain.State(); !strings.HasPrefix(st, "error: ") || !strings.Contains(st, "server_tls_sslmode") {
+		t.Fatalf("state %q", st)
+	}
+
+	port := harness.Port(t)
+	dbFile := harness.StartPgBouncer(t, harness.Dir(t, "pgbouncer-tls"), port, "pw", "", func(f *pgbouncerini.File) {
+		f.ServerTLSMode, f.ServerTLSCAFile = "verify-full", pgTLS.CA
+	}).DatabasesFile
+	cfg := plain.cfg
+	cfg.AdminDSN = fmt.Sprintf("host=127.0.0.1 port=%d dbname=pgbouncer user=pgbouncer connect_timeout=2", port)
+	cfg.DatabasesFile = dbFile
+	p, err := New(cfg, "127.0.0.1:5432", pgTLS, hclog.NewNullLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	harness.WaitFor(t, 10*time.Second, "repointed with server TLS", func() (bool, error) {
+		err := p.SetLeader(context.Background(), "127.0.0.1:5433")
+		return err == nil, err
+	})
 }

@@ -21,23 +21,28 @@ type PgBouncer struct {
 // StartPgBouncer runs PgBouncer on port with its files in dir: trust
 // auth, transaction pooling, an admin user "pgbouncer" and password as
 // the postgres user's in its auth file. log names a file for its output
-// ("" streams it to the test log).
-func StartPgBouncer(t testing.TB, dir string, port int, password, log string) *PgBouncer {
+// ("" streams it to the test log). opts change its pgbouncer.ini (server
+// TLS).
+func StartPgBouncer(t testing.TB, dir string, port int, password, log string, opts ...func(*pgbouncerini.File)) *PgBouncer {
 	t.Helper()
 	b := &PgBouncer{Port: port, DatabasesFile: filepath.Join(dir, "pgbouncer-databases.ini")}
 	users := filepath.Join(dir, "pgbouncer-users.txt")
-	ini := filepath.Join(dir, "pgbouncer.ini")
+	iniFile := filepath.Join(dir, "pgbouncer.ini")
+	ini := pgbouncerini.File{ListenPort: port, SocketDir: dir, AuthType: "trust", AuthFile: users, DatabasesFile: b.DatabasesFile}
+	for _, o := range opts {
+		o(&ini)
+	}
 	files := map[string]string{
 		b.DatabasesFile: "[databases]\n",
 		users:           fmt.Sprintf("%q %q\n\"pgbouncer\" \"\"\n", "postgres", password),
-		ini:             pgbouncerini.File{ListenPort: port, SocketDir: dir, AuthType: "trust", AuthFile: users, DatabasesFile: b.DatabasesFile}.Render(),
+		iniFile:         ini.Render(),
 	}
 	for path, text := range files {
 		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	cmd := exec.Command(LookPath(t, "pgbouncer", "pgbouncer"), ini)
+	cmd := exec.Command(LookPath(t, "pgbouncer", "pgbouncer"), iniFile)
 	if log == "" {
 		b.Proc = Start(t, "pgbouncer", cmd)
 		return b

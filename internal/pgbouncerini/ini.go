@@ -26,6 +26,13 @@ type File struct {
 	// LogFile, when set, is where PgBouncer logs (else to stderr).
 	LogFile       string
 	DatabasesFile string
+	// ServerTLSMode and ServerTLSCAFile, set when the nodes have
+	// postgres.tls (their pg_hba then takes TCP only over TLS), make
+	// PgBouncer's server connections TLS: config.SSLMode and the CA.
+	// PgBouncer 1.18 has no per-database TLS, so it is here, not in the
+	// databases file the agent writes (a second [pgbouncer] section there
+	// would reset every setting before it).
+	ServerTLSMode, ServerTLSCAFile string
 }
 
 // Render is the file's text.
@@ -34,6 +41,12 @@ func (i File) Render() string {
 	fmt.Fprintf(&b, "[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = %d\nunix_socket_dir = %s\n", i.ListenPort, i.SocketDir)
 	fmt.Fprintf(&b, "auth_type = %s\nauth_file = %s\nadmin_users = pgbouncer\n", i.AuthType, i.AuthFile)
 	b.WriteString("pool_mode = transaction\nserver_login_retry = 1\nquery_wait_timeout = 60\nignore_startup_parameters = extra_float_digits\n")
+	if i.ServerTLSMode != "" {
+		fmt.Fprintf(&b, "server_tls_sslmode = %s\n", i.ServerTLSMode)
+	}
+	if i.ServerTLSCAFile != "" {
+		fmt.Fprintf(&b, "server_tls_ca_file = %s\n", i.ServerTLSCAFile)
+	}
 	if i.LogFile != "" {
 		fmt.Fprintf(&b, "logfile = %s\n", i.LogFile)
 	}
