@@ -17,7 +17,8 @@ import (
 // TestPostgresTLSStreamsAndFailsOver: with postgres.tls every TCP
 // connection to PostgreSQL is TLS. The replicas stream over TLS (their
 // walsenders' pg_stat_ssl rows), a plain TCP login is refused by the
-// default pg_hba (hostssl), and a client through PgBouncer reaches the
+// default pg_hba (hostssl), primary_conninfo verifies the primary against
+// the CA, and a client through PgBouncer reaches the
 // primary over a TLS server connection. After the primary's agent and
 // postmaster are killed, the new primary's replica streams over TLS, the
 // old primary rejoins (pg_rewind from the new one, over TLS) and streams,
@@ -34,6 +35,13 @@ func TestPostgresTLSStreamsAndFailsOver(t *testing.T) {
 		t.Fatalf("plain TCP login to the primary: %v; want refused by pg_hba (hostssl)", err)
 	}
 	replica := other(c, p)
+	// TLS alone would come from libpq's default (prefer): the replicas
+	// verify the primary's certificate against the CA.
+	var conninfo string
+	must(t, replica.queryRow("SELECT current_setting('primary_conninfo')", &conninfo))
+	if !strings.Contains(conninfo, "sslmode=verify-full") || !strings.Contains(conninfo, "sslrootcert='"+c.ca.File+"'") {
+		t.Fatalf("%s primary_conninfo %q: want sslmode=verify-full against the CA", replica.name, conninfo)
+	}
 	assertBouncerReachesOverTLS(t, replica, p)
 	t.Logf("streaming over TLS after %s", time.Since(start).Round(100*time.Millisecond))
 
