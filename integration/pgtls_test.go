@@ -34,7 +34,7 @@ func TestPostgresTLSStreamsAndFailsOver(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "no pg_hba.conf entry") || !strings.Contains(err.Error(), "no encryption") {
 		t.Fatalf("plain TCP login to the primary: %v; want refused by pg_hba (hostssl)", err)
 	}
-	replica := other(c, p)
+	replica := c.other(p)
 	// TLS alone would come from libpq's default (prefer): the replicas
 	// verify the primary's certificate against the CA.
 	var conninfo string
@@ -50,7 +50,7 @@ func TestPostgresTLSStreamsAndFailsOver(t *testing.T) {
 	q := c.primary(60*time.Second, p)
 	waitTLSStreaming(t, q, 1)
 	t.Logf("%s promoted, its replica streams over TLS %s after the kill", q.name, time.Since(failAt).Round(100*time.Millisecond))
-	assertBouncerReachesOverTLS(t, other(c, q, p), q)
+	assertBouncerReachesOverTLS(t, c.other(q, p), q)
 
 	p.start()
 	waitTLSStreaming(t, q, 2)
@@ -116,15 +116,4 @@ func assertBouncerReachesOverTLS(t *testing.T, via, primary *node) {
 		}
 		return true, nil
 	})
-}
-
-// other is a node of c that is none of not.
-func other(c *cluster, not ...*node) *node {
-	for _, n := range c.nodes {
-		if !contains(not, n) {
-			return n
-		}
-	}
-	c.t.Fatal("no other node")
-	return nil
 }
