@@ -34,11 +34,14 @@ type PgBouncer struct {
 	serverSSLMode string
 	log           hclog.Logger
 
-	mu      sync.Mutex
-	leader  string
-	written string
-	state   string
-	paused  bool
+	mu     sync.Mutex
+	leader string
+	// tlsProblem is why PgBouncer's server logins fail under postgres.tls
+	// ("" when they do not), found at the last repoint.
+	tlsProblem string
+	written    string
+	state      string
+	paused     bool
 }
 
 // New checks the configuration (the databases file must be writable) but
@@ -121,6 +124,8 @@ func (p *PgBouncer) setState(err error) {
 	switch {
 	case err != nil:
 		p.state = "error: " + err.Error()
+	case p.tlsProblem != "":
+		p.state = "error: " + p.tlsProblem
 	case p.paused:
 		p.state = "paused"
 	default:
@@ -264,6 +269,7 @@ func (p *PgBouncer) setLeader(ctx context.Context, leader string) error {
 	p.mu.Unlock()
 	if content == written {
 		if dbs, err := p.Databases(ctx); err == nil && p.verify(dbs, leader) == nil {
+			p.noteServerTLS(p.checkServerTLS(ctx))
 			return nil
 		}
 	}
@@ -283,9 +289,7 @@ func (p *PgBouncer) setLeader(ctx context.Context, leader string) error {
 	if err := p.verify(dbs, leader); err != nil {
 		return err
 	}
-	if err := p.checkServerTLS(ctx); err != nil {
-		return err
-	}
+	p.noteServerTLS(p.checkServerTLS(ctx))
 	p.log.Info("pgbouncer repointed", "leader", leader)
 	return nil
 }
@@ -296,7 +300,7 @@ func (p *PgBouncer) setLeader(ctx context.Context, leader string) error {
 // [pgbouncer] section in the included file would reset every setting
 // before it. With postgres.tls the default pg_hba takes TCP only over TLS,
 // so a PgBouncer that does not ask for it fails every server login: an
-// error, said at each repoint, naming the fix. One that encrypts without
+// error naming the fix. One that encrypts without
 // the verification postgres.tls.ca asks for is warned about.
 func (p *PgBouncer) checkServerTLS(ctx context.Context) error {
 	if p.serverSSLMode == "" {
@@ -322,6 +326,27 @@ func (p *PgBouncer) checkServerTLS(ctx context.Context) error {
 	}
 	p.log.Warn("pgbouncer checks its server connections less than postgres.tls asks", "server_tls_sslmode", mode, "fix", fix)
 	return nil
+}
+
+// noteServerTLS records what checkServerTLS found, logged when it changes.
+// It is the pooler's state, not SetLeader's error: the repoint itself
+// worked, and the agent resumes a paused pooler only after a repoint that
+// succeeded.
+func (p *PgBouncer) noteServerTLS(err error) {
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	p.mu.Lock()
+	changed := msg != p.tlsProblem
+	p.tlsProblem = msg
+	p.mu.Unlock()
+	switch {
+	case changed && msg != "":
+		p.log.Error("pgbouncer cannot reach the servers", "error", msg)
+	case changed:
+		p.log.Info("pgbouncer asks the servers for TLS now")
+	}
 }
 
 // configValue is key's value in SHOW CONFIG (columns by name).
