@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/rest/resttest"
 )
 
@@ -54,5 +55,31 @@ postgres:
 	}
 	if _, err := os.Stat(data); !os.IsNotExist(err) {
 		t.Fatalf("data directory touched: %v", err)
+	}
+}
+
+// TestPoolerLocalUnderVerifyFull: a "local" pooler entry dials listen, but
+// under verify-full a wildcard listen names no certificate, so it dials
+// connect_address, which validation made the certificate name.
+func TestPoolerLocalUnderVerifyFull(t *testing.T) {
+	cfg := &config.Config{Postgres: config.Postgres{Listen: "0.0.0.0:5432", ConnectAddress: "10.0.0.2:5432"}}
+	if got := poolerLocal(cfg); got != "0.0.0.0:5432" {
+		t.Errorf("without TLS: %s", got)
+	}
+	cfg.Postgres.TLS = &config.TLS{Cert: "/c", Key: "/k"}
+	if got := poolerLocal(cfg); got != "0.0.0.0:5432" {
+		t.Errorf("require (nothing verified): %s", got)
+	}
+	cfg.Postgres.TLS.CA = "/ca"
+	if got := poolerLocal(cfg); got != "10.0.0.2:5432" {
+		t.Errorf("verify-full, wildcard listen: %s; want connect_address", got)
+	}
+	cfg.Postgres.Listen = "10.0.0.2:5432"
+	if got := poolerLocal(cfg); got != "10.0.0.2:5432" {
+		t.Errorf("verify-full, listen on the address: %s", got)
+	}
+	cfg.Postgres.Listen = "127.0.0.1:5432"
+	if got := poolerLocal(cfg); got != "127.0.0.1:5432" {
+		t.Errorf("verify-full, loopback listen (validated to be named): %s", got)
 	}
 }
