@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
+	"github.com/pgwarden/pgwarden/internal/testlog"
 )
 
 // TestSetLiveReachesRecordAndStatus: a configuration handed over by
@@ -20,7 +20,7 @@ func TestSetLiveReachesRecordAndStatus(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := New(Settings{Node: Node{Name: "a", Priority: 100}, ConnectAddress: "127.0.0.1:5432", Tags: map[string]string{}},
-		Deps{DCS: store, Postgres: &loggingPG{log: &callLog{}}}, hclog.NewNullLogger())
+		Deps{DCS: store, Postgres: &loggingPG{log: &callLog{}}}, testlog.New(t))
 	tags := map[string]string{"nofailover": "true", "noloadbalance": "true", "dc": "b"}
 	a.SetLive(Live{Priority: 0, NoFailover: true, ReplicateFrom: "b", Tags: tags})
 	tags["dc"] = "changed by the caller"

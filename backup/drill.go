@@ -42,6 +42,8 @@ type Driller struct {
 	// Dumps is <repository>/logical/<scope> ("" when dumps are not kept
 	// on a filesystem).
 	Dumps string
+	// TLS is the node's postgres.tls (nil without): the copy runs with it.
+	TLS *postgres.TLS
 	// Timeout bounds the restored server's recovery.
 	Timeout time.Duration
 	Log     hclog.Logger
@@ -114,7 +116,7 @@ func (d *Driller) Drill(ctx context.Context) (DrillResult, error) {
 	if err != nil {
 		return res, fmt.Errorf("drill: %w", err)
 	}
-	if err := postgres.WriteStandaloneConf(postgres.Standalone{DataDir: data, Port: port, Parameters: d.Parameters}); err != nil {
+	if err := postgres.WriteStandaloneConf(d.standalone(data, port)); err != nil {
 		return res, fmt.Errorf("drill: set up the restored copy: %w", err)
 	}
 	logFile := filepath.Join(dir, "postgresql.log")
@@ -144,6 +146,10 @@ func (d *Driller) Drill(ctx context.Context) (DrillResult, error) {
 	}
 	res.Took = time.Since(began)
 	return res, nil
+}
+
+func (d *Driller) standalone(data string, port int) postgres.Standalone {
+	return postgres.Standalone{DataDir: data, Port: port, Parameters: d.Parameters, TLS: d.TLS}
 }
 
 // start starts the restored copy; stop (safe to call twice) stops it
@@ -176,7 +182,8 @@ func (d *Driller) start(ctx context.Context, data, logFile string) (func() error
 // replayed the archive), reads every user table through, and runs
 // pg_amcheck when it is installed.
 func (d *Driller) check(ctx context.Context, port int, logFile string, res *DrillResult) error {
-	cc, err := pgx.ParseConfig(fmt.Sprintf("host=127.0.0.1 port=%d dbname=postgres sslmode=disable connect_timeout=3", port))
+	sslmode := d.standalone("", port).SSLMode()
+	cc, err := pgx.ParseConfig(fmt.Sprintf("host=127.0.0.1 port=%d dbname=postgres sslmode=%s connect_timeout=3", port, sslmode))
 	if err != nil {
 		return err
 	}
@@ -229,7 +236,7 @@ func (d *Driller) check(ctx context.Context, port int, logFile string, res *Dril
 	if amcheck := filepath.Join(d.BinDir, "pg_amcheck"); fileExists(amcheck) {
 		args := []string{"--host=127.0.0.1", fmt.Sprintf("--port=%d", port), "--username=" + d.Login.User, "--no-password",
 			"--all", "--install-missing", "--heapallindexed"}
-		if _, err := runTool(ctx, amcheck, args, append(loginEnv(d.Login), "PGSSLMODE=disable"), d.Log); err != nil {
+		if _, err := runTool(ctx, amcheck, args, append(loginEnv(d.Login), "PGSSLMODE="+sslmode), d.Log); err != nil {
 			return fmt.Errorf("drill: pg_amcheck found corruption in the restored copy: %w", err)
 		}
 		res.Amcheck = "passed"

@@ -112,6 +112,9 @@ type Postgres struct {
 	// CreateReplicaMethods are tried in order to build a new replica:
 	// "backup" (restore from the repository) and "basebackup".
 	CreateReplicaMethods []string `yaml:"create_replica_methods"`
+	// TLS turns ssl on with this certificate and key; replication, the
+	// agent's connections and the pooler's then use TLS (see SSLMode).
+	TLS *TLS `yaml:"tls"`
 }
 
 // Tags are a member's labels; Extra holds any operator-defined ones.

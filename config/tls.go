@@ -1,13 +1,12 @@
 package config
 
 import (
-	"crypto/tls"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
 	"os"
+	"time"
 )
 
 // CertPool reads the PEM certificates in path (a rest.tls.ca or client_ca
@@ -56,47 +55,11 @@ func checkRESTTLS(p *Problems, t *ServerTLS, connectAddress string) {
 }
 
 func checkKeyPair(p *Problems, t *ServerTLS, connectAddress string) {
-	certPEM, err := os.ReadFile(t.Cert)
-	if err != nil {
-		p.add("rest.tls.cert", t.Cert, "cannot read it: %v", err)
-	}
-	keyPEM, kerr := os.ReadFile(t.Key)
-	if kerr != nil {
-		p.add("rest.tls.key", t.Key, "cannot read it: %v", kerr)
-	} else if st, err := os.Stat(t.Key); err == nil {
-		if err := PrivateFile(st); err != nil {
-			p.add("rest.tls.key", t.Key, "%v", err)
-		}
-	}
-	if err != nil {
-		return
-	}
-	var block *pem.Block
-	for rest := certPEM; ; {
-		if block, rest = pem.Decode(rest); block == nil || block.Type == "CERTIFICATE" {
-			break
-		}
-	}
-	if block == nil {
-		p.add("rest.tls.cert", t.Cert, "no PEM certificate in it")
-		return
-	}
-	leaf, err := x509.ParseCertificate(block.Bytes)
-	if err != nil {
-		p.add("rest.tls.cert", t.Cert, "not a valid certificate: %v", err)
-		return
-	}
-	if kerr != nil {
-		return
-	}
-	if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
-		p.add("rest.tls.key", t.Key, "not the key of rest.tls.cert: %v", err)
-	}
 	// Peers and the CLI dial rest.connect_address and verify the name in
 	// it: a certificate that does not name it fails every one of them.
-	if host, _, err := net.SplitHostPort(connectAddress); err == nil && host != "" {
-		if err := leaf.VerifyHostname(host); err != nil {
-			p.add("rest.tls.cert", t.Cert, "not valid for rest.connect_address host %s, which peers and the CLI verify: %v", host, err)
-		}
+	host, _, err := net.SplitHostPort(connectAddress)
+	if err != nil {
+		host = ""
 	}
+	checkCertKey(p, certFiles{prefix: "rest.tls", cert: t.Cert, key: t.Key, ca: t.CA}, time.Now(), verifiedName{"rest.connect_address", host})
 }

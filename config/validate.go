@@ -106,6 +106,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	checkSocketDirs(&p, pg.Parameters["unix_socket_directories"], pg.Listen)
+	if pg.TLS != nil {
+		checkPostgresTLS(&p, pg.TLS, pg)
+	}
 	if c.Priority != nil && *c.Priority < 0 {
 		p.add("priority", *c.Priority, "must be >= 0 (0 = never promoted)")
 	}

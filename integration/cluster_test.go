@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgwarden/pgwarden/integration/harness"
+	"github.com/pgwarden/pgwarden/internal/pgbouncerini"
 	"github.com/pgwarden/pgwarden/postgres/pgproc"
 	"github.com/pgwarden/pgwarden/rest/resttest"
 	"github.com/pgwarden/pgwarden/watchdog"
@@ -36,7 +37,7 @@ type cluster struct {
 	etcd  *harness.Etcd
 	nodes []*node
 	opts  clusterOpts
-	// ca signs the members' certificates (when opts.tls).
+	// ca signs the members' certificates (when opts.tls or opts.pgTLS).
 	ca *resttest.CA
 	// hc is the tests' client of the members' REST APIs.
 	hc *http.Client
@@ -58,6 +59,10 @@ type clusterOpts struct {
 	// tls turns rest.tls on with verify_client: one CA, and per member a
 	// certificate for 127.0.0.1 that it serves and presents to its peers.
 	tls bool
+	// pgTLS turns postgres.tls on (ssl, verify-full, hostssl) with a
+	// certificate per member for 127.0.0.1 from the cluster's CA; the
+	// PgBouncers (opts.pgbouncer) then verify the servers against it too.
+	pgTLS bool
 	// scope is the cluster's scope (default "test"); pgExtra are lines
 	// added to every node's postgres section.
 	scope   string
@@ -98,6 +103,8 @@ type node struct {
 	bouncerPort int
 	// cert and key are this member's certificate (when opts.tls).
 	cert, key string
+	// pgCert and pgKey are its PostgreSQL server's (when opts.pgTLS).
+	pgCert, pgKey string
 	// log is everything its agents printed.
 	log lockedLog
 }
@@ -138,8 +145,10 @@ func newCluster(t testing.TB, o clusterOpts) *cluster {
 	if o.etcdVia != nil {
 		c.etcdVia = o.etcdVia(c)
 	}
-	if o.tls {
+	if o.tls || o.pgTLS {
 		c.ca = resttest.NewCA(t, harness.Dir(t, "pki"), "cluster-ca")
+	}
+	if o.tls {
 		c.hc = c.tlsClient(2*time.Second, true)
 	}
 	for i := range o.nodes {
@@ -147,6 +156,10 @@ func newCluster(t testing.TB, o clusterOpts) *cluster {
 		n.dir = harness.Dir(t, n.name)
 		if o.tls {
 			n.cert, n.key = c.ca.Issue(t, n.name)
+		}
+		if o.pgTLS {
+			// Written 0600 by the test's user, who runs PostgreSQL too.
+			n.pgCert, n.pgKey = c.ca.Issue(t, n.name+"-pg")
 		}
 		prio := 100
 		if i < len(o.priorities) {
@@ -235,7 +248,7 @@ cluster:
   retry_timeout: %[12]g
 %[13]s
 `, n.name, n.etcdEndpoint(), n.apiPort, n.binDir(), filepath.Join(n.dir, "data"), n.pgPort,
-		n.dir, priority, pgb, o.ttl, o.loopWait, o.retry, o.extra+"\n"+o.nodeExtra[n.index], o.scope, o.pgExtra, n.restTLS()+o.restExtra,
+		n.dir, priority, pgb, o.ttl, o.loopWait, o.retry, o.extra+"\n"+o.nodeExtra[n.index], o.scope, o.pgExtra+n.pgTLS(), n.restTLS()+o.restExtra,
 		o.etcdExtra, o.superuser, o.replication)
 	n.cfgPath = filepath.Join(n.dir, "pgwarden.yaml")
 	if err := os.WriteFile(n.cfgPath, []byte(cfg), 0o600); err != nil {
@@ -248,6 +261,13 @@ func (n *node) etcdEndpoint() string {
 		return ep
 	}
 	return n.c.etcd.Endpoint
+}
+
+func (n *node) pgTLS() string {
+	if !n.c.opts.pgTLS {
+		return ""
+	}
+	return fmt.Sprintf("  tls: {cert: %s, key: %s, ca: %s}\n", n.pgCert, n.pgKey, n.c.ca.File)
 }
 
 func (n *node) restTLS() string {
@@ -378,9 +398,14 @@ func (n *node) status() map[string]any {
 	return v
 }
 
-// dsn connects straight to this node's PostgreSQL.
+// dsn connects straight to this node's PostgreSQL (verifying it with
+// opts.pgTLS, whose pg_hba takes no plain TCP).
 func (n *node) dsn() string {
-	return fmt.Sprintf("host=127.0.0.1 port=%d user=postgres password=%s dbname=postgres connect_timeout=2 sslmode=disable", n.pgPort, n.c.opts.superPass)
+	ssl := "sslmode=disable"
+	if n.c.opts.pgTLS {
+		ssl = "sslmode=verify-full sslrootcert=" + n.c.ca.File
+	}
+	return fmt.Sprintf("host=127.0.0.1 port=%d user=postgres password=%s dbname=postgres connect_timeout=2 %s", n.pgPort, n.c.opts.superPass, ssl)
 }
 
 func (n *node) connect(ctx context.Context) (*pgx.Conn, error) { return pgx.Connect(ctx, n.dsn()) }
@@ -501,7 +526,11 @@ func waitRows(t testing.TB, timeout time.Duration, want int64, nodes ...*node) {
 func (n *node) startBouncer() {
 	t := n.c.t
 	port := n.bouncerPortAlloc()
-	n.bouncer = harness.StartPgBouncer(t, n.dir, port, "superpass", "").Proc
+	var opts []func(*pgbouncerini.File)
+	if n.c.opts.pgTLS {
+		opts = append(opts, func(f *pgbouncerini.File) { f.ServerTLSMode, f.ServerTLSCAFile = "verify-full", n.c.ca.File })
+	}
+	n.bouncer = harness.StartPgBouncer(t, n.dir, port, "superpass", "", opts...).Proc
 	harness.WaitFor(t, 10*time.Second, "pgbouncer listening", func() (bool, error) {
 		conn, err := pgx.Connect(context.Background(), fmt.Sprintf("host=127.0.0.1 port=%d user=pgbouncer dbname=pgbouncer connect_timeout=1", port))
 		if err != nil {

@@ -26,12 +26,15 @@ import (
 // and go); a logical dump from the replica cancelled by a recovery
 // conflict is retried once on the primary, and its manifest names the
 // primary; with the replica stopped, the drill runs on the leader's host.
+// The cluster has postgres.tls: the restored copy keeps the backup's
+// hostssl pg_hba, so it must run with ssl on for the drill to log in (it
+// waited for its 30-minute timeout before).
 func TestDrillOnReplica(t *testing.T) {
 	t.Parallel()
 	repo := harness.Dir(t, "repo")
 	// A standby cancels a conflicting query at once instead of after 30 s
 	// (pgExtra continues postgres.parameters).
-	c := newCluster(t, clusterOpts{nodes: 2, ttl: 5, retry: 2, pgExtra: "    max_standby_streaming_delay: \"0\"\n",
+	c := newCluster(t, clusterOpts{pgTLS: true, nodes: 2, ttl: 5, retry: 2, pgExtra: "    max_standby_streaming_delay: \"0\"\n",
 		// A drill scheduled once a year: it never fires here, but its next
 		// due time is a metric.
 		extra: fmt.Sprintf("backup:\n  repository: %s\n  archive_wal: true\n  timezone: UTC\n  schedule: {drill: '0 0 1 1 *'}\n", repo)})
@@ -96,14 +99,14 @@ func TestDrillOnReplica(t *testing.T) {
 	})
 }
 
-// other is the node of a 2-node cluster that is not n.
-func (c *cluster) other(n *node) *node {
+// other is the first node of c that is none of not.
+func (c *cluster) other(not ...*node) *node {
 	for _, o := range c.nodes {
-		if o != n {
+		if !contains(not, o) {
 			return o
 		}
 	}
-	c.t.Fatalf("no node besides %s", n.name)
+	c.t.Fatalf("no node besides %d others", len(not))
 	return nil
 }
 
@@ -156,7 +159,7 @@ func recoveryConflict(t *testing.T, p, r *node, cfg, repo string) {
 	const db = "conflictdb"
 	must(t, p.exec("CREATE DATABASE "+db))
 	dsn := func(n *node) string {
-		return fmt.Sprintf("host=127.0.0.1 port=%d user=postgres password=superpass dbname=%s sslmode=disable", n.pgPort, db)
+		return fmt.Sprintf("host=127.0.0.1 port=%d user=postgres password=superpass dbname=%s sslmode=require", n.pgPort, db)
 	}
 	began := time.Now()
 	must(t, withDSN(dsn(p), func(ctx context.Context, conn *pgx.Conn) error {

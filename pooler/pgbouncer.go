@@ -30,22 +30,29 @@ const NoLeaderHost = "/pgwarden-no-leader"
 type PgBouncer struct {
 	cfg   config.PgBouncer
 	local string
-	log   hclog.Logger
+	// serverSSLMode is what the servers demand of PgBouncer's connections
+	// (postgres.tls; "" when they take plain TCP).
+	serverSSLMode string
+	log           hclog.Logger
 
 	// write serializes writing the databases file and reloading: the
 	// loop repointing and SIGHUP replacing the databases.
 	write sync.Mutex
 
-	mu      sync.Mutex
-	leader  string
-	written string
-	state   string
-	paused  bool
+	mu     sync.Mutex
+	leader string
+	// tlsProblem is why PgBouncer's server logins fail under postgres.tls
+	// ("" when they do not), found at the last repoint.
+	tlsProblem string
+	written    string
+	state      string
+	paused     bool
 }
 
 // New checks the configuration (the databases file must be writable) but
-// does not connect: PgBouncer may start after the agent.
-func New(cfg config.PgBouncer, local string, log hclog.Logger) (*PgBouncer, error) {
+// does not connect: PgBouncer may start after the agent. serverTLS is
+// postgres.tls (nil without), which PgBouncer's pgbouncer.ini must match.
+func New(cfg config.PgBouncer, local string, serverTLS *config.TLS, log hclog.Logger) (*PgBouncer, error) {
 	if cfg.AdminDSN == "" {
 		return nil, errors.New("pooler.pgbouncer.admin_dsn: required")
 	}
@@ -68,7 +75,7 @@ func New(cfg config.PgBouncer, local string, log hclog.Logger) (*PgBouncer, erro
 	if cfg.PauseTimeout <= 0 {
 		cfg.PauseTimeout = config.Duration(5 * time.Second)
 	}
-	return &PgBouncer{cfg: cfg, local: local, log: log, state: "unknown"}, nil
+	return &PgBouncer{cfg: cfg, local: local, serverSSLMode: config.SSLMode(serverTLS), log: log, state: "unknown"}, nil
 }
 
 // databases is the managed databases now (SetDatabases replaces the map,
@@ -154,6 +161,8 @@ func (p *PgBouncer) setState(err error) {
 	switch {
 	case err != nil:
 		p.state = "error: " + err.Error()
+	case p.tlsProblem != "":
+		p.state = "error: " + p.tlsProblem
 	case p.paused:
 		p.state = "paused"
 	default:
@@ -306,6 +315,7 @@ func (p *PgBouncer) repoint(ctx context.Context, leader string) error {
 	p.mu.Unlock()
 	if content == written {
 		if dbs, err := p.Databases(ctx); err == nil && p.verify(dbs, leader) == nil {
+			p.noteServerTLS(p.checkServerTLS(ctx))
 			return nil
 		}
 	}
@@ -325,8 +335,89 @@ func (p *PgBouncer) repoint(ctx context.Context, leader string) error {
 	if err := p.verify(dbs, leader); err != nil {
 		return err
 	}
+	p.noteServerTLS(p.checkServerTLS(ctx))
 	p.log.Info("pgbouncer repointed", "leader", leader)
 	return nil
+}
+
+// checkServerTLS reads PgBouncer's server_tls_sslmode when the servers
+// demand TLS. PgBouncer (1.18) sets it for all databases, in the
+// [pgbouncer] section of pgbouncer.ini, which the operator owns: a second
+// [pgbouncer] section in the included file would reset every setting
+// before it. With postgres.tls the default pg_hba takes TCP only over TLS,
+// so a PgBouncer that does not ask for it fails every server login: an
+// error naming the fix. One that encrypts without
+// the verification postgres.tls.ca asks for is warned about.
+func (p *PgBouncer) checkServerTLS(ctx context.Context) error {
+	if p.serverSSLMode == "" {
+		return nil
+	}
+	res, err := p.admin(ctx, "SHOW CONFIG")
+	if err != nil {
+		return err
+	}
+	mode, err := configValue(res, "server_tls_sslmode")
+	if err != nil {
+		return err
+	}
+	fix := "set server_tls_sslmode = " + p.serverSSLMode
+	if p.serverSSLMode == "verify-full" {
+		fix += " and server_tls_ca_file = postgres.tls.ca"
+	}
+	switch mode {
+	case "disable", "allow":
+		return fmt.Errorf("pgbouncer server_tls_sslmode is %s but postgres.tls is set, so the servers take only TLS: %s in pgbouncer.ini", mode, fix)
+	case p.serverSSLMode, "verify-full":
+		return nil
+	}
+	p.log.Warn("pgbouncer checks its server connections less than postgres.tls asks", "server_tls_sslmode", mode, "fix", fix)
+	return nil
+}
+
+// noteServerTLS records what checkServerTLS found, logged when it changes.
+// It is the pooler's state, not SetLeader's error: the repoint itself
+// worked, and the agent resumes a paused pooler only after a repoint that
+// succeeded.
+func (p *PgBouncer) noteServerTLS(err error) {
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+	}
+	p.mu.Lock()
+	changed := msg != p.tlsProblem
+	p.tlsProblem = msg
+	p.mu.Unlock()
+	switch {
+	case changed && msg != "":
+		p.log.Error("pgbouncer cannot reach the servers", "error", msg)
+	case changed:
+		p.log.Info("pgbouncer asks the servers for TLS now")
+	}
+}
+
+// configValue is key's value in SHOW CONFIG (columns by name).
+func configValue(res []*pgconn.Result, key string) (string, error) {
+	if len(res) == 0 {
+		return "", errors.New("SHOW CONFIG: no result")
+	}
+	k, v := -1, -1
+	for i, f := range res[0].FieldDescriptions {
+		switch f.Name {
+		case "key":
+			k = i
+		case "value":
+			v = i
+		}
+	}
+	if k < 0 || v < 0 {
+		return "", errors.New("SHOW CONFIG: no key or value column")
+	}
+	for _, row := range res[0].Rows {
+		if string(row[k]) == key {
+			return string(row[v]), nil
+		}
+	}
+	return "", fmt.Errorf("SHOW CONFIG: no %s", key)
 }
 
 // Pause holds new transactions of the "primary" databases so clients wait

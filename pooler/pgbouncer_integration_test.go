@@ -16,8 +16,10 @@ import (
 
 	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/integration/harness"
+	"github.com/pgwarden/pgwarden/internal/pgbouncerini"
 	"github.com/pgwarden/pgwarden/internal/testlog"
 	"github.com/pgwarden/pgwarden/postgres"
+	"github.com/pgwarden/pgwarden/rest/resttest"
 )
 
 func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
@@ -58,7 +60,7 @@ func startBouncer(t *testing.T, local string, pause time.Duration) *bouncer {
 		Databases:     map[string]config.PoolerDB{"app": {DBName: "postgres", Target: "primary"}, "mine": {DBName: "postgres", Target: "local"}},
 		PauseTimeout:  config.Duration(pause),
 	}
-	p, err := New(cfg, local, testlog.New(t).Named("pooler"))
+	p, err := New(cfg, local, nil, testlog.New(t).Named("pooler"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -245,7 +247,7 @@ func TestResumeAllAfterCrash(t *testing.T) {
 	if !dbs["app"].Paused {
 		t.Fatal("PAUSE did not pause")
 	}
-	fresh, err := New(bn.p.cfg, a, testlog.New(t))
+	fresh, err := New(bn.p.cfg, a, nil, testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,4 +292,50 @@ func TestSetDatabasesReloads(t *testing.T) {
 	if names := bn.p.names(""); len(names) != 2 {
 		t.Fatalf("managed databases after a refused SetDatabases: %v", names)
 	}
+}
+
+// TestPgBouncerWithoutServerTLSIsAnError: with postgres.tls the servers
+// take TCP only over TLS, so a PgBouncer whose pgbouncer.ini does not ask
+// for it would fail every server login; the pooler's state says so,
+// naming the setting. With server_tls_sslmode = verify-full the same
+// repoint is clean.
+func TestPgBouncerWithoutServerTLSIsAnError(t *testing.T) {
+	dir := harness.Dir(t, "pki")
+	pgTLS := &config.TLS{CA: resttest.NewCA(t, dir, "ca").File, Cert: "/c", Key: "/k"}
+	plain, err := New(startBouncer(t, "127.0.0.1:5432", time.Second).p.cfg, "127.0.0.1:5432", pgTLS, testlog.New(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The repoint itself works (a paused pooler is resumed after it); the
+	// state says why server logins will fail, and keeps saying it.
+	if err := plain.SetLeader(context.Background(), "127.0.0.1:5433"); err != nil {
+		t.Fatalf("repoint: %v", err)
+	}
+	for _, step := range []string{"repoint", "resume"} {
+		if step == "resume" {
+			if err := plain.Resume(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		st := plain.State()
+		if !strings.HasPrefix(st, "error: pgbouncer server_tls_sslmode is disable") || !strings.Contains(st, "set server_tls_sslmode = verify-full") {
+			t.Fatalf("state after %s %q; want the server_tls_sslmode error", step, st)
+		}
+	}
+
+	port := harness.Port(t)
+	dbFile := harness.StartPgBouncer(t, harness.Dir(t, "pgbouncer-tls"), port, "pw", "", func(f *pgbouncerini.File) {
+		f.ServerTLSMode, f.ServerTLSCAFile = "verify-full", pgTLS.CA
+	}).DatabasesFile
+	cfg := plain.cfg
+	cfg.AdminDSN = fmt.Sprintf("host=127.0.0.1 port=%d dbname=pgbouncer user=pgbouncer connect_timeout=2", port)
+	cfg.DatabasesFile = dbFile
+	p, err := New(cfg, "127.0.0.1:5432", pgTLS, testlog.New(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	harness.WaitFor(t, 10*time.Second, "repointed with server TLS", func() (bool, error) {
+		err := p.SetLeader(context.Background(), "127.0.0.1:5433")
+		return err == nil && p.State() == "ok", fmt.Errorf("%v, state %q", err, p.State())
+	})
 }

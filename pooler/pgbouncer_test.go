@@ -23,7 +23,7 @@ func testCfg(t *testing.T) config.PgBouncer {
 }
 
 func TestRender(t *testing.T) {
-	p, err := New(testCfg(t), "127.0.0.1:5433", testlog.New(t))
+	p, err := New(testCfg(t), "127.0.0.1:5433", nil, testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,15 +41,15 @@ func TestRender(t *testing.T) {
 func TestNewRejectsBadConfig(t *testing.T) {
 	c := testCfg(t)
 	c.DatabasesFile = "/nonexistent-dir/db.ini"
-	if _, err := New(c, "127.0.0.1:5432", testlog.New(t)); err == nil || !strings.Contains(err.Error(), "databases_file") {
+	if _, err := New(c, "127.0.0.1:5432", nil, testlog.New(t)); err == nil || !strings.Contains(err.Error(), "databases_file") {
 		t.Fatalf("unwritable databases_file accepted: %v", err)
 	}
 	c = testCfg(t)
 	c.AdminDSN = "host=x port=notaport"
-	if _, err := New(c, "127.0.0.1:5432", testlog.New(t)); err == nil || !strings.Contains(err.Error(), "admin_dsn") {
+	if _, err := New(c, "127.0.0.1:5432", nil, testlog.New(t)); err == nil || !strings.Contains(err.Error(), "admin_dsn") {
 		t.Fatalf("bad admin_dsn accepted: %v", err)
 	}
-	if _, err := New(testCfg(t), "nohostport", testlog.New(t)); err == nil {
+	if _, err := New(testCfg(t), "nohostport", nil, testlog.New(t)); err == nil {
 		t.Fatal("bad local address accepted")
 	}
 }
@@ -70,7 +70,7 @@ func result(cols []string, rows ...[]string) []*pgconn.Result {
 }
 
 func TestVerifyReadsColumnsByName(t *testing.T) {
-	p, _ := New(testCfg(t), "127.0.0.1:5433", testlog.New(t))
+	p, _ := New(testCfg(t), "127.0.0.1:5433", nil, testlog.New(t))
 	// Column order as some version prints it, with extra columns.
 	cols := []string{"name", "host", "port", "database", "force_user", "pool_size", "paused", "disabled"}
 	good := result(cols, []string{"app", "10.0.0.1", "5432", "app", "", "20", "0", "0"}, []string{"zeta", "127.0.0.1", "5433", "app", "", "20", "1", "0"},

@@ -168,7 +168,8 @@ func (s *Server) SetRoles(ctx context.Context) error {
 		return err
 	}
 	sock := cc.Copy()
-	sock.Host = s.cfg.SocketDir()
+	// PostgreSQL offers no TLS on its socket.
+	sock.Host, sock.TLSConfig, sock.Fallbacks = s.cfg.SocketDir(), nil, nil
 	var errs []string
 	for _, c := range []*pgx.ConnConfig{sock, cc} {
 		conn, err := pgx.ConnectConfig(ctx, c)
@@ -196,11 +197,25 @@ type Standalone struct {
 	// Parameters are the operator's (shared_buffers, ...); the ones that
 	// would reach the cluster are overridden.
 	Parameters map[string]string
+	// TLS is the node's postgres.tls: a copy of a cluster that has it
+	// keeps its pg_hba, whose hostssl lines only a server with ssl on
+	// matches.
+	TLS *TLS
+}
+
+// SSLMode is what a client of the copy uses on loopback: require when it
+// has TLS (its certificate names the node's address, not 127.0.0.1; the
+// copy is a process the caller just started), else disable.
+func (st Standalone) SSLMode() string {
+	if st.TLS != nil {
+		return "require"
+	}
+	return "disable"
 }
 
 // WriteStandaloneConf rewrites pgwarden.conf of a restored directory.
 func WriteStandaloneConf(st Standalone) error {
-	s := New(Config{DataDir: st.DataDir, Listen: fmt.Sprintf("127.0.0.1:%d", st.Port), Parameters: map[string]string{}}, hclog.NewNullLogger())
+	s := New(Config{DataDir: st.DataDir, Listen: fmt.Sprintf("127.0.0.1:%d", st.Port), Parameters: map[string]string{}, TLS: st.TLS}, hclog.NewNullLogger())
 	for k, v := range st.Parameters {
 		if k != "unix_socket_directories" && !recoveryKey(k) && !strings.HasPrefix(k, "archive_") {
 			s.cfg.Parameters[k] = v

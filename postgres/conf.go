@@ -68,6 +68,7 @@ func (s *Server) renderConf(up *Upstream) (string, error) {
 		fmt.Fprintf(&b, "%s = %s\n", k, confQuote(s.cfg.Parameters[k]))
 	}
 	fmt.Fprintf(&b, "listen_addresses = %s\nport = %s\n", confQuote(host), port)
+	b.WriteString(s.cfg.TLS.conf())
 	b.WriteString("wal_level = 'replica'\nhot_standby = on\nwal_log_hints = on\n")
 	b.WriteString("password_encryption = 'scram-sha-256'\n")
 	if _, ok := s.cfg.Parameters["max_wal_senders"]; !ok {
@@ -111,12 +112,16 @@ func (s *Server) conninfo(up Upstream) string {
 		"connect_timeout=3",
 		"sslmode=prefer",
 	}
+	if s.cfg.TLS != nil {
+		parts[len(parts)-1] = s.cfg.TLS.Keywords()
+	}
 	return strings.Join(parts, " ")
 }
 
 // renderHBA is the whole pg_hba.conf: the operator's lines, or a safe
 // default: peer on the local socket, scram-sha-256 from the server's own
-// networks for everyone and for replication.
+// networks for everyone and for replication (over TLS only when TLS is
+// configured).
 func (s *Server) renderHBA() string {
 	lines := s.cfg.PgHBA
 	if len(lines) == 0 {
@@ -124,10 +129,15 @@ func (s *Server) renderHBA() string {
 		if repl == "" {
 			repl = "replicator"
 		}
+		// With TLS on, a TCP connection without it matches no line.
+		host := "host"
+		if s.cfg.TLS != nil {
+			host = "hostssl"
+		}
 		lines = []string{
 			"local all all peer",
-			"host all all samenet scram-sha-256",
-			"host replication " + repl + " samenet scram-sha-256",
+			host + " all all samenet scram-sha-256",
+			host + " replication " + repl + " samenet scram-sha-256",
 		}
 	}
 	return "# Managed by pgwarden.\n" + strings.Join(lines, "\n") + "\n"

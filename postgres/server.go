@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -41,6 +40,9 @@ type Config struct {
 	// Archive, when set, is the WAL archive (archive_command on every
 	// node, restore_command for standbys).
 	Archive *Archive
+	// TLS, when set, turns ssl on; every connection to a server of the
+	// cluster (this one, an upstream, a probed peer) then uses it.
+	TLS *TLS
 }
 
 // Upstream is a primary to stream from; Host "" is a standby with none.
@@ -193,20 +195,30 @@ func secondsLeft(ctx context.Context, def time.Duration) string {
 	return strconv.Itoa(max(int(d.Seconds()), 1))
 }
 
+// connConfig is the agent's connection to this server: over TCP to
+// Listen, as the superuser.
 func (s *Server) connConfig() (*pgx.ConnConfig, error) {
-	host, port, err := net.SplitHostPort(s.cfg.Listen)
+	host, port, err := splitHostPortNum(s.cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("postgres listen %q: %w", s.cfg.Listen, err)
 	}
-	p, err := strconv.Atoi(port)
-	if err != nil {
-		return nil, fmt.Errorf("postgres listen %q: port: %w", s.cfg.Listen, err)
-	}
-	cc, err := pgx.ParseConfig("sslmode=disable")
+	cc, err := s.dialConfig(host, port)
 	if err != nil {
 		return nil, err
 	}
-	cc.Host, cc.Port, cc.User, cc.Password, cc.Database = host, uint16(p), s.cfg.SuperUser, s.cfg.SuperPassword, "postgres"
+	s.cfg.TLS.verifySelf(&cc.Config)
+	return cc, nil
+}
+
+// dialConfig is a superuser connection to a server of the cluster at
+// host:port, with the cluster's TLS settings (the certificate verified
+// against host).
+func (s *Server) dialConfig(host string, port uint16) (*pgx.ConnConfig, error) {
+	cc, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=%d %s", conninfoQuote(host), port, s.cfg.TLS.Keywords()))
+	if err != nil {
+		return nil, fmt.Errorf("connection to %s:%d: %w", host, port, err)
+	}
+	cc.User, cc.Password, cc.Database = s.cfg.SuperUser, s.cfg.SuperPassword, "postgres"
 	cc.ConnectTimeout = 3 * time.Second
 	cc.RuntimeParams["application_name"] = "pgwarden"
 	// One short query per loop: no statement cache needed.
@@ -694,7 +706,7 @@ func (s *Server) Clone(ctx context.Context, up Upstream) error {
 	}
 	args := []string{"-D", s.cfg.DataDir, "-h", up.Host, "-p", strconv.Itoa(up.Port), "-U", s.cfg.ReplUser,
 		"-X", "stream", "-c", "fast", "-w", "--no-password"}
-	env := []string{"PGPASSWORD=" + s.cfg.ReplPassword, "PGCONNECT_TIMEOUT=5", "PGAPPNAME=" + s.cfg.AppName}
+	env := append([]string{"PGPASSWORD=" + s.cfg.ReplPassword, "PGCONNECT_TIMEOUT=5", "PGAPPNAME=" + s.cfg.AppName}, s.cfg.TLS.env()...)
 	withSlot := args
 	if up.Slot != "" {
 		withSlot = append(append([]string{}, args...), "-S", up.Slot)
@@ -740,7 +752,7 @@ func (s *Server) Rewind(ctx context.Context, up Upstream) error {
 	}
 	src := fmt.Sprintf("host=%s port=%d user=%s dbname=postgres connect_timeout=5",
 		conninfoQuote(up.Host), up.Port, conninfoQuote(s.cfg.SuperUser))
-	out, err := s.runTree(ctx, []string{"PGPASSWORD=" + s.cfg.SuperPassword}, "pg_rewind",
+	out, err := s.runTree(ctx, append([]string{"PGPASSWORD=" + s.cfg.SuperPassword}, s.cfg.TLS.env()...), "pg_rewind",
 		"--target-pgdata="+s.cfg.DataDir, "--source-server="+src, "--no-sync")
 	if err != nil {
 		if strings.Contains(out, "could not connect") || strings.Contains(out, "connection to server") {
@@ -762,11 +774,10 @@ func (s *Server) Rewind(ctx context.Context, up Upstream) error {
 // the next one pg_rewind reads the old timeline from the source, says "no
 // rewind required" and leaves a diverged node that can never stream.
 func (s *Server) checkpointPromoted(ctx context.Context, up Upstream) error {
-	cc, err := s.connConfig()
+	cc, err := s.dialConfig(up.Host, uint16(up.Port))
 	if err != nil {
 		return err
 	}
-	cc.Host, cc.Port = up.Host, uint16(up.Port)
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	c, err := pgx.ConnectConfig(ctx, cc)

@@ -159,15 +159,14 @@ const (
 // candidate checks that the last leader's server really stopped being a
 // primary, whatever its agent's REST API says or fails to say.
 func (s *Server) Probe(ctx context.Context, hostPort string) Role {
-	cc, err := s.connConfig()
-	if err != nil {
-		return RoleNoAnswer
-	}
 	host, port, err := splitHostPortNum(hostPort)
 	if err != nil {
 		return RoleNoAnswer
 	}
-	cc.Host, cc.Port = host, port
+	cc, err := s.dialConfig(host, port)
+	if err != nil {
+		return RoleNoAnswer
+	}
 	if dl, ok := ctx.Deadline(); ok {
 		cc.ConnectTimeout = max(time.Until(dl), 10*time.Millisecond)
 	}
@@ -216,11 +215,12 @@ func (s *Server) walEnd(ctx context.Context) (uint32, LSN, error) {
 	if user == "" {
 		user, pass = s.cfg.SuperUser, s.cfg.SuperPassword
 	}
-	cc, err := pgconn.ParseConfig("sslmode=disable replication=true dbname=replication")
+	cc, err := pgconn.ParseConfig(fmt.Sprintf("host=%s port=%d %s replication=true dbname=replication", conninfoQuote(host), port, s.cfg.TLS.Keywords()))
 	if err != nil {
 		return 0, 0, err
 	}
-	cc.Host, cc.Port, cc.User, cc.Password = host, port, user, pass
+	s.cfg.TLS.verifySelf(cc)
+	cc.User, cc.Password = user, pass
 	cc.ConnectTimeout = 3 * time.Second
 	cc.RuntimeParams["application_name"] = "pgwarden"
 	c, err := pgconn.ConnectConfig(ctx, cc)

@@ -8,9 +8,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
-
 	"github.com/pgwarden/pgwarden/config"
+	"github.com/pgwarden/pgwarden/internal/testlog"
 	"github.com/pgwarden/pgwarden/rest/resttest"
 )
 
@@ -98,7 +97,7 @@ func TestSetTLSAndAuthLive(t *testing.T) {
 	cert, key := ca.Issue(t, "node1")
 	files := &config.ServerTLS{Cert: cert, Key: key}
 	s, err := NewServer(Options{Listen: "127.0.0.1:0", Agent: &fakeAgent{}, TLS: files,
-		Auth: &config.Credential{Username: "admin", Password: "old"}}, hclog.NewNullLogger())
+		Auth: &config.Credential{Username: "admin", Password: "old"}}, testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +143,7 @@ func TestSetTLSAndAuthLive(t *testing.T) {
 		t.Fatalf("after SetAuth: old password %d, new %d; want 401 and 200", old, cur)
 	}
 
-	plain, err := NewServer(Options{Agent: &fakeAgent{}}, hclog.NewNullLogger())
+	plain, err := NewServer(Options{Agent: &fakeAgent{}}, testlog.New(t))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -104,7 +104,7 @@ func wire(ctx context.Context, cfg *config.Config, path string, log hclog.Logger
 		Failsafe: peers,
 	}
 	if pb := cfg.Pooler.PgBouncer; pb != nil {
-		p, err := pooler.New(*pb, cfg.Postgres.Listen, log.Named("pooler"))
+		p, err := pooler.New(*pb, poolerLocal(cfg), cfg.Postgres.TLS, log.Named("pooler"))
 		if err != nil {
 			return nil, fmt.Errorf("pooler: %w", err)
 		}

@@ -400,7 +400,7 @@ func cmdBackupRestore(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := postgres.WriteStandaloneConf(postgres.Standalone{DataDir: *dataDir, Port: *port, Parameters: cfg.Postgres.Parameters}); err != nil {
+	if err := postgres.WriteStandaloneConf(restoredCopy(cfg, *dataDir, *port)); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "restored in %s: %s is ready to start (loopback port %d, archiving off)\n", time.Since(began).Round(100*time.Millisecond), *dataDir, *port)
@@ -409,6 +409,12 @@ func cmdBackupRestore(e *env, args []string) error {
 		return nil
 	}
 	return startRestored(e, cfg, *dataDir, *port, plan, *action)
+}
+
+// restoredCopy is a restored data directory run away from the cluster,
+// with this node's parameters and postgres.tls.
+func restoredCopy(cfg *config.Config, dataDir string, port int) postgres.Standalone {
+	return postgres.Standalone{DataDir: dataDir, Port: port, Parameters: cfg.Postgres.Parameters, TLS: pgTLS(cfg)}
 }
 
 // emptyDir: dir is absent or an empty directory; anything else is refused
@@ -434,7 +440,8 @@ func startRestored(e *env, cfg *config.Config, dataDir string, port int, plan ba
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("start the restored server: %v: %s (see %s)", err, strings.TrimSpace(string(out)), logFile)
 	}
-	dsn := fmt.Sprintf("host=127.0.0.1 port=%d user=%s dbname=postgres sslmode=disable connect_timeout=3", port, cfg.Postgres.Superuser.Username)
+	dsn := fmt.Sprintf("host=127.0.0.1 port=%d user=%s dbname=postgres sslmode=%s connect_timeout=3", port, cfg.Postgres.Superuser.Username,
+		restoredCopy(cfg, dataDir, port).SSLMode())
 	cc, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		return err

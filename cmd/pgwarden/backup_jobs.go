@@ -84,5 +84,5 @@ func dumper(cfg *config.Config, log hclog.Logger) *backup.Dumper {
 
 func driller(cfg *config.Config, pb *backup.PgBackRest, scratch string, log hclog.Logger) *backup.Driller {
 	return &backup.Driller{Engine: pb, BinDir: cfg.Postgres.BinDir, Scratch: scratch, Login: superLogin(cfg),
-		Parameters: cfg.Postgres.Parameters, Dumps: dumpsRoot(cfg), Log: log.Named("drill")}
+		Parameters: cfg.Postgres.Parameters, TLS: pgTLS(cfg), Dumps: dumpsRoot(cfg), Log: log.Named("drill")}
 }

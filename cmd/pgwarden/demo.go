@@ -18,6 +18,7 @@ import (
 
 	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/internal/freeport"
+	"github.com/pgwarden/pgwarden/internal/pgbouncerini"
 	"github.com/pgwarden/pgwarden/postgres/pgproc"
 )
 
@@ -314,21 +315,8 @@ func (d *demo) startBouncer(nd *demoNode) error {
 	files := map[string]string{
 		dbFile: "[databases]\n",
 		users:  `"postgres" "demo"` + "\n" + `"pgbouncer" ""` + "\n",
-		ini: fmt.Sprintf(`[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = %d
-unix_socket_dir = %s
-auth_type = trust
-auth_file = %s
-admin_users = pgbouncer
-pool_mode = transaction
-server_login_retry = 1
-query_wait_timeout = 60
-ignore_startup_parameters = extra_float_digits
-logfile = %s
-; the file pgwarden manages must be the last line
-%%include %s
-`, nd.bouncerPort, nd.dir, users, filepath.Join(nd.dir, "pgbouncer.log"), dbFile),
+		ini: pgbouncerini.File{ListenPort: nd.bouncerPort, SocketDir: nd.dir, AuthType: "trust", AuthFile: users,
+			LogFile: filepath.Join(nd.dir, "pgbouncer.log"), DatabasesFile: dbFile}.Render(),
 	}
 	for p, body := range files {
 		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {

@@ -272,6 +272,9 @@ func cmdQuery(e *env, args []string) error {
 		if pw != "" {
 			dsn += " password=" + quoteDSN(pw)
 		}
+		if t := pgTLS(cfg); t != nil {
+			dsn += " " + t.Keywords() // else libpq's default, prefer
+		}
 		res, err := postgres.RunQuery(e.ctx, dsn, sql)
 		if err != nil {
 			return fmt.Errorf("query on %s: %w", m.Name, err)

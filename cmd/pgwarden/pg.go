@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -34,7 +35,30 @@ func newPostgres(cfg *config.Config, log hclog.Logger) pgAdapter {
 		PgHBA:         cfg.Postgres.PgHBA,
 		AppName:       cfg.Name,
 		Archive:       archiveSettings(cfg),
+		TLS:           pgTLS(cfg),
 	}, log)}
+}
+
+// poolerLocal is where this node's PgBouncer reaches its own server
+// ("local" entries): postgres.listen, but connect_address when the server
+// is verified (verify-full) and listen is a wildcard, which no certificate
+// names.
+func poolerLocal(cfg *config.Config) string {
+	host, _, err := net.SplitHostPort(cfg.Postgres.Listen)
+	if ip := net.ParseIP(host); err == nil && ip != nil && ip.IsUnspecified() && config.SSLMode(cfg.Postgres.TLS) == "verify-full" {
+		return cfg.Postgres.ConnectAddress
+	}
+	return cfg.Postgres.Listen
+}
+
+// pgTLS is postgres.tls as the postgres package takes it (nil without).
+func pgTLS(cfg *config.Config) *postgres.TLS {
+	t := cfg.Postgres.TLS
+	if t == nil {
+		return nil
+	}
+	host, _, _ := net.SplitHostPort(cfg.Postgres.ConnectAddress)
+	return &postgres.TLS{CertFile: t.Cert, KeyFile: t.Key, CAFile: t.CA, SSLMode: config.SSLMode(t), ServerName: host}
 }
 
 func (p pgAdapter) State(ctx context.Context) (agent.PGState, error) {

@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"github.com/pgwarden/pgwarden/internal/pgbouncerini"
 )
 
 // PgBouncer is a PgBouncer started by a test, its pgbouncer.ini ending
@@ -19,36 +21,28 @@ type PgBouncer struct {
 // StartPgBouncer runs PgBouncer on port with its files in dir: trust
 // auth, transaction pooling, an admin user "pgbouncer" and password as
 // the postgres user's in its auth file. log names a file for its output
-// ("" streams it to the test log).
-func StartPgBouncer(t testing.TB, dir string, port int, password, log string) *PgBouncer {
+// ("" streams it to the test log). opts change its pgbouncer.ini (server
+// TLS).
+func StartPgBouncer(t testing.TB, dir string, port int, password, log string, opts ...func(*pgbouncerini.File)) *PgBouncer {
 	t.Helper()
 	b := &PgBouncer{Port: port, DatabasesFile: filepath.Join(dir, "pgbouncer-databases.ini")}
 	users := filepath.Join(dir, "pgbouncer-users.txt")
-	ini := filepath.Join(dir, "pgbouncer.ini")
+	iniFile := filepath.Join(dir, "pgbouncer.ini")
+	ini := pgbouncerini.File{ListenPort: port, SocketDir: dir, AuthType: "trust", AuthFile: users, DatabasesFile: b.DatabasesFile}
+	for _, o := range opts {
+		o(&ini)
+	}
 	files := map[string]string{
 		b.DatabasesFile: "[databases]\n",
 		users:           fmt.Sprintf("%q %q\n\"pgbouncer\" \"\"\n", "postgres", password),
-		ini: fmt.Sprintf(`[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = %d
-unix_socket_dir = %s
-auth_type = trust
-auth_file = %s
-admin_users = pgbouncer
-pool_mode = transaction
-server_login_retry = 1
-query_wait_timeout = 60
-ignore_startup_parameters = extra_float_digits
-; the pgwarden-managed file must be the last line
-%%include %s
-`, port, dir, users, b.DatabasesFile),
+		iniFile:         ini.Render(),
 	}
 	for path, text := range files {
 		if err := os.WriteFile(path, []byte(text), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	cmd := exec.Command(LookPath(t, "pgbouncer", "pgbouncer"), ini)
+	cmd := exec.Command(LookPath(t, "pgbouncer", "pgbouncer"), iniFile)
 	if log == "" {
 		b.Proc = Start(t, "pgbouncer", cmd)
 		return b

@@ -56,14 +56,42 @@ func NewCA(t testing.TB, dir, name string) *CA {
 // certificate.
 func (ca *CA) Issue(t testing.TB, name string, usage ...x509.ExtKeyUsage) (certFile, keyFile string) {
 	t.Helper()
-	if len(usage) == 0 {
-		usage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	return ca.IssueLeaf(t, name, Leaf{Usage: usage})
+}
+
+// Leaf is what a certificate IssueLeaf makes is for; the zero value is
+// Issue's (a server certificate for 127.0.0.1, valid for a day).
+type Leaf struct {
+	Usage []x509.ExtKeyUsage
+	// IPs are its IP addresses (127.0.0.1 when empty).
+	IPs []net.IP
+	// NotAfter ends its validity (a day from now when zero); one in the
+	// past makes an expired certificate.
+	NotAfter time.Time
+}
+
+// IssueLeaf is Issue with the names, usages and validity of l. The key is
+// written with mode 0600 by the test's user: PostgreSQL, run by the same
+// user in the integration tests, reads it and accepts its mode.
+func (ca *CA) IssueLeaf(t testing.TB, name string, l Leaf) (certFile, keyFile string) {
+	t.Helper()
+	if len(l.Usage) == 0 {
+		l.Usage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
+	}
+	if len(l.IPs) == 0 {
+		l.IPs = []net.IP{net.IPv4(127, 0, 0, 1)}
 	}
 	key := newKey(t)
 	tmpl := template(t, name)
-	tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
+	tmpl.IPAddresses = l.IPs
 	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
-	tmpl.ExtKeyUsage = usage
+	tmpl.ExtKeyUsage = l.Usage
+	if !l.NotAfter.IsZero() {
+		tmpl.NotAfter = l.NotAfter
+		if !tmpl.NotBefore.Before(l.NotAfter) {
+			tmpl.NotBefore = l.NotAfter.Add(-time.Hour)
+		}
+	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, key.Public(), ca.key)
 	if err != nil {
 		t.Fatalf("issue %s: %v", name, err)
