@@ -61,8 +61,7 @@ func (s *Server) ArchiverStats(ctx context.Context) (ArchiverStats, error) {
 	var st ArchiverStats
 	var lastOK, lastFail *time.Time
 	err := s.withConn(ctx, func(c *pgx.Conn) error {
-		return c.QueryRow(ctx, `SELECT archived_count, coalesce(last_archived_wal, ''), last_archived_time,
- failed_count, coalesce(last_failed_wal, ''), last_failed_time FROM pg_stat_archiver`).
+		return c.QueryRow(ctx, sqlArchiver).
 			Scan(&st.ArchivedCount, &st.LastArchivedWAL, &lastOK, &st.FailedCount, &st.LastFailedWAL, &lastFail)
 	})
 	if err != nil {
@@ -154,14 +153,9 @@ func (s *Server) SetRoles(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	stmts := []string{
-		fmt.Sprintf("ALTER ROLE %s WITH PASSWORD %s", pgx.Identifier{s.cfg.SuperUser}.Sanitize(), sqlQuote(superV)),
-	}
+	stmts := []string{sqlSetPassword(s.cfg.SuperUser, superV)}
 	if s.cfg.ReplUser != "" {
-		id := pgx.Identifier{s.cfg.ReplUser}.Sanitize()
-		stmts = append(stmts,
-			fmt.Sprintf(`DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = %s) THEN CREATE ROLE %s; END IF; END$$`, sqlQuote(s.cfg.ReplUser), id),
-			fmt.Sprintf("ALTER ROLE %s WITH REPLICATION LOGIN PASSWORD %s", id, sqlQuote(replV)))
+		stmts = append(stmts, sqlEnsureReplicationRole(s.cfg.ReplUser, replV)...)
 	}
 	cc, err := s.connConfig()
 	if err != nil {

@@ -292,21 +292,6 @@ func (s *Server) controlData(ctx context.Context) (controlData, error) {
 	return parseControlData(out), nil
 }
 
-const statusQuery = `SELECT pg_is_in_recovery(),
- CASE WHEN pg_is_in_recovery() THEN '' ELSE pg_current_wal_lsn()::text END,
- COALESCE(pg_last_wal_receive_lsn()::text, ''),
- COALESCE(pg_last_wal_replay_lsn()::text, ''),
- CASE WHEN pg_is_in_recovery() THEN COALESCE((SELECT received_tli FROM pg_stat_wal_receiver), (SELECT timeline_id FROM pg_control_checkpoint()))
-      ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint END,
- COALESCE((SELECT status FROM pg_stat_wal_receiver), ''),
- (SELECT system_identifier::text FROM pg_control_system()),
- current_setting('server_version_num')::int,
- (SELECT count(*) FROM pg_stat_replication),
- current_setting('primary_conninfo'),
- (SELECT count(*) > 0 FROM pg_settings WHERE pending_restart),
- COALESCE((SELECT json_agg(json_build_object('application_name', application_name, 'client_addr', COALESCE(host(client_addr), ''),
-   'state', state, 'sync_state', sync_state) ORDER BY application_name)::text FROM pg_stat_replication), '[]')`
-
 // Status reads the server's state: files when it is down, one query when
 // it is up.
 func (s *Server) Status(ctx context.Context) (State, error) {
@@ -349,7 +334,7 @@ func (s *Server) Status(ctx context.Context) (State, error) {
 	var cur, recv, repl, wrStatus, conninfo, senders string
 	var tli int64
 	err := s.withConn(qctx, func(c *pgx.Conn) error {
-		return c.QueryRow(qctx, statusQuery).Scan(&st.InRecovery, &cur, &recv, &repl, &tli, &wrStatus,
+		return c.QueryRow(qctx, sqlStatus).Scan(&st.InRecovery, &cur, &recv, &repl, &tli, &wrStatus,
 			&st.SystemID, &st.ServerVersion, &st.ReplicationConns, &conninfo, &st.PendingRestart, &senders)
 	})
 	if err != nil {
@@ -489,15 +474,11 @@ func (s *Server) CreateRoles(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	sql := fmt.Sprintf("CREATE ROLE %s WITH REPLICATION LOGIN PASSWORD %s",
-		pgx.Identifier{s.cfg.ReplUser}.Sanitize(), sqlQuote(verifier))
-	if err := s.Exec(ctx, sql); err != nil {
+	if err := s.Exec(ctx, sqlCreateReplicationRole(s.cfg.ReplUser, verifier)); err != nil {
 		return fmt.Errorf("create replication role %s: %w", s.cfg.ReplUser, err)
 	}
 	return nil
 }
-
-func sqlQuote(v string) string { return "'" + strings.ReplaceAll(v, "'", "''") + "'" }
 
 // standbyStartBound is how long Start waits for a standby to accept
 // connections before leaving it to start on its own.
@@ -641,7 +622,7 @@ func (s *Server) Reload(ctx context.Context) error {
 func (s *Server) Promote(ctx context.Context) error {
 	err := s.withConn(ctx, func(c *pgx.Conn) error {
 		var ok bool
-		return c.QueryRow(ctx, "SELECT pg_promote(true, 60)").Scan(&ok)
+		return c.QueryRow(ctx, sqlPromote).Scan(&ok)
 	})
 	if err != nil {
 		return fmt.Errorf("promote: %w", err)
@@ -656,7 +637,7 @@ func (s *Server) waitWritable(ctx context.Context) error {
 		}
 		var rec bool
 		err := s.withConn(ctx, func(c *pgx.Conn) error {
-			return c.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&rec)
+			return c.QueryRow(ctx, sqlInRecovery).Scan(&rec)
 		})
 		if err == nil && !rec {
 			// A new timeline's first write: proves it accepts writes.
@@ -786,8 +767,7 @@ func (s *Server) checkpointPromoted(ctx context.Context, up Upstream) error {
 	}
 	defer c.Close(context.Background())
 	var stale bool
-	err = c.QueryRow(ctx, `SELECT NOT pg_is_in_recovery() AND (SELECT timeline_id FROM pg_control_checkpoint()) <>
- ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::bigint`).Scan(&stale)
+	err = c.QueryRow(ctx, sqlStaleTimeline).Scan(&stale)
 	if err != nil {
 		return fmt.Errorf("read the new primary's timeline: %w", err)
 	}
@@ -795,7 +775,7 @@ func (s *Server) checkpointPromoted(ctx context.Context, up Upstream) error {
 		return nil
 	}
 	s.log.Info("new primary has not checkpointed since its promotion: asking it to", "host", up.Host, "port", up.Port)
-	if _, err := c.Exec(ctx, "CHECKPOINT"); err != nil {
+	if _, err := c.Exec(ctx, sqlCheckpoint); err != nil {
 		return fmt.Errorf("checkpoint on the new primary: %w", err)
 	}
 	return nil
@@ -835,7 +815,7 @@ func (s *Server) Wipe(ctx context.Context) error {
 
 // Checkpoint runs CHECKPOINT (a later clean shutdown is then quick).
 func (s *Server) Checkpoint(ctx context.Context) error {
-	if err := s.Exec(ctx, "CHECKPOINT"); err != nil {
+	if err := s.Exec(ctx, sqlCheckpoint); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
 	return nil
@@ -871,7 +851,7 @@ func (s *Server) HandoverLSN(ctx context.Context) (LSN, error) {
 func (s *Server) Slots(ctx context.Context) (map[string]bool, error) {
 	out := map[string]bool{}
 	err := s.withConn(ctx, func(c *pgx.Conn) error {
-		rows, err := c.Query(ctx, "SELECT slot_name, active FROM pg_replication_slots WHERE slot_type = 'physical'")
+		rows, err := c.Query(ctx, sqlPhysicalSlots)
 		if err != nil {
 			return err
 		}
@@ -912,7 +892,7 @@ func (s *Server) SyncSlots(ctx context.Context, names, keep []string) (dropped, 
 			continue
 		}
 		err := s.withConn(ctx, func(c *pgx.Conn) error {
-			_, err := c.Exec(ctx, "SELECT pg_create_physical_replication_slot("+sqlQuote(n)+", true)")
+			_, err := c.Exec(ctx, sqlCreateSlot(n))
 			return err
 		})
 		if err != nil {
@@ -928,7 +908,7 @@ func (s *Server) SyncSlots(ctx context.Context, names, keep []string) (dropped, 
 			continue
 		}
 		err := s.withConn(ctx, func(c *pgx.Conn) error {
-			_, err := c.Exec(ctx, "SELECT pg_drop_replication_slot("+sqlQuote(n)+")")
+			_, err := c.Exec(ctx, sqlDropSlot(n))
 			return err
 		})
 		if err != nil {
@@ -961,7 +941,7 @@ func (s *Server) SetSyncStandbys(ctx context.Context, names []string) error {
 	for {
 		var got string
 		err := s.withConn(ctx, func(c *pgx.Conn) error {
-			return c.QueryRow(ctx, "SELECT setting FROM pg_settings WHERE name = 'synchronous_standby_names'").Scan(&got)
+			return c.QueryRow(ctx, sqlSyncStandbyNames).Scan(&got)
 		})
 		if err == nil && got == want {
 			return nil
@@ -991,9 +971,7 @@ type SyncState struct {
 func (s *Server) SyncStatus(ctx context.Context) (SyncState, error) {
 	st := SyncState{Sync: map[string]LSN{}, Streaming: map[string]bool{}}
 	err := s.withConn(ctx, func(c *pgx.Conn) error {
-		rows, err := c.Query(ctx, `SELECT pg_current_wal_lsn()::text, coalesce(application_name, ''), coalesce(flush_lsn::text, ''),
- coalesce(r.state, ''), coalesce(r.sync_state, '')
- FROM (SELECT 1) one LEFT JOIN pg_stat_replication r ON true`)
+		rows, err := c.Query(ctx, sqlSyncStatus)
 		if err != nil {
 			return err
 		}

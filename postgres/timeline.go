@@ -63,7 +63,7 @@ func (s *Server) history(ctx context.Context, tli uint32) []Fork {
 	}
 	var text string
 	err := s.withConn(ctx, func(c *pgx.Conn) error {
-		return c.QueryRow(ctx, "SELECT pg_read_file($1)", "pg_wal/"+historyFileName(tli)).Scan(&text)
+		return c.QueryRow(ctx, sqlReadFile, "pg_wal/"+historyFileName(tli)).Scan(&text)
 	})
 	if err != nil {
 		s.log.Debug("cannot read timeline history", "timeline", tli, "error", err)
@@ -180,7 +180,7 @@ func (s *Server) Probe(ctx context.Context, hostPort string) Role {
 	}
 	defer c.Close(context.Background())
 	var rec bool
-	if err := c.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&rec); err != nil {
+	if err := c.QueryRow(ctx, sqlInRecovery).Scan(&rec); err != nil {
 		return RoleRunning
 	}
 	if rec {
@@ -228,7 +228,7 @@ func (s *Server) walEnd(ctx context.Context) (uint32, LSN, error) {
 		return 0, 0, fmt.Errorf("replication connection: %w", err)
 	}
 	defer c.Close(context.Background())
-	res, err := c.Exec(ctx, "IDENTIFY_SYSTEM").ReadAll()
+	res, err := c.Exec(ctx, sqlIdentifySystem).ReadAll()
 	if err != nil {
 		return 0, 0, fmt.Errorf("IDENTIFY_SYSTEM: %w", err)
 	}
