@@ -15,6 +15,7 @@ import (
 
 	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/dcs"
+	"github.com/pgwarden/pgwarden/wal"
 )
 
 // DCS is the slice of the cluster store the agent uses.
@@ -104,7 +105,7 @@ type Postgres interface {
 	// ShutdownCheckpoint is the WAL position a standby has reached once it
 	// holds this cleanly stopped server's whole shutdown checkpoint (its
 	// position >= it).
-	ShutdownCheckpoint(ctx context.Context) (uint64, error)
+	ShutdownCheckpoint(ctx context.Context) (wal.LSN, error)
 	// SyncSlots creates the physical replication slots want that are
 	// missing and drops the inactive ones in neither want nor keep; it
 	// returns the ones dropped, and the unwanted ones left because a
@@ -313,12 +314,12 @@ type loopState struct {
 	slotsAt      time.Time
 	// replayWait is the replayed position last seen while the leader key
 	// is held and promotion waits for replay (0: not waiting).
-	replayWait uint64
+	replayWait wal.LSN
 	// Synchronous mode (sync.go): what commits wait for now, and since
 	// which leader position each newly synchronous standby was seen so.
 	syncApplied bool
 	syncNames   []string
-	syncPending map[string]uint64
+	syncPending map[string]wal.LSN
 	// last is the previous step's decision (its log line is not repeated).
 	last Decision
 	// lastTouch and lastMember: when and what the member record was last

@@ -11,6 +11,7 @@ import (
 
 	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/dcs"
+	"github.com/pgwarden/pgwarden/wal"
 )
 
 var t0 = time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
@@ -520,7 +521,7 @@ func TestBestMatchesNaiveReference(t *testing.T) {
 		cs := make([]contender, int(n%8)+1)
 		for i := range cs {
 			// Small ranges so ties on WAL and priority are common.
-			cs[i] = contender{Name: string(rune('a' + i)), Timeline: uint32(1 + r.IntN(2)), WAL: uint64(r.IntN(3)), Priority: r.IntN(3) * 50}
+			cs[i] = contender{Name: string(rune('a' + i)), Timeline: uint32(1 + r.IntN(2)), WAL: wal.LSN(r.IntN(3)), Priority: r.IntN(3) * 50}
 		}
 		r.Shuffle(len(cs), func(i, j int) { cs[i], cs[j] = cs[j], cs[i] })
 		got, ok := best(cs)

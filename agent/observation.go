@@ -6,6 +6,7 @@ import (
 
 	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/dcs"
+	"github.com/pgwarden/pgwarden/wal"
 )
 
 // PGState is what the local PostgreSQL looks like at one moment.
@@ -32,8 +33,8 @@ type PGState struct {
 	History []dcs.Fork
 	// WAL is the current LSN on a primary, the received (or else replayed)
 	// LSN on a replica: what it would have after promotion.
-	WAL       uint64
-	Replayed  uint64
+	WAL       wal.LSN
+	Replayed  wal.LSN
 	Streaming bool
 	// Upstream is host:port of the primary the WAL receiver is configured
 	// for ("" when none).
@@ -86,7 +87,7 @@ type Peer struct {
 	Primary bool
 	// Timeline and WAL: where the peer's WAL ends.
 	Timeline uint32
-	WAL      uint64
+	WAL      wal.LSN
 	// Priority and NoFailover as the peer reports them.
 	Priority   int
 	NoFailover bool

@@ -1,10 +1,12 @@
 package agent
 
+import "github.com/pgwarden/pgwarden/wal"
+
 // contender is a member competing to become leader.
 type contender struct {
 	Name     string
 	Timeline uint32
-	WAL      uint64
+	WAL      wal.LSN
 	Priority int
 }
 

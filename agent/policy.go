@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"github.com/pgwarden/pgwarden/dcs"
+	"github.com/pgwarden/pgwarden/wal"
 )
 
 // The executor's small decisions, pure, beside Decide: what an action does
@@ -24,7 +25,7 @@ func leaderKeyLost(err error) bool {
 // the lease renewed, rather than inside the promotion: a long replay there
 // would outlast the lease. A replay that stopped moving does not hold the
 // promotion back. It returns the position to remember (0: not waiting).
-func replayWaitStep(pg PGState, lastSeen uint64) (wait bool, seen uint64) {
+func replayWaitStep(pg PGState, lastSeen wal.LSN) (wait bool, seen wal.LSN) {
 	if pg.Replayed < pg.WAL && pg.Replayed != lastSeen {
 		return true, pg.Replayed
 	}
@@ -105,6 +106,6 @@ func unpausedPoolers(c *dcs.Cluster, self string) []string {
 // it (ps: the one answer asked for), has received the old leader's WAL up
 // to the shutdown checkpoint's end (lsn): only then may the key be
 // released without losing a commit. An unreachable candidate has not.
-func handedOver(ps []Peer, lsn uint64) bool {
+func handedOver(ps []Peer, lsn wal.LSN) bool {
 	return len(ps) == 1 && ps[0].Reachable && ps[0].WAL >= lsn
 }

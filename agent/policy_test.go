@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/pgwarden/pgwarden/dcs"
+	"github.com/pgwarden/pgwarden/wal"
 )
 
 func TestLeaderKeyLost(t *testing.T) {
@@ -30,9 +31,9 @@ func TestReplayWaitStep(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		pg       PGState
-		lastSeen uint64
+		lastSeen wal.LSN
 		wait     bool
-		seen     uint64
+		seen     wal.LSN
 	}{
 		{"replay caught up: promote", PGState{WAL: 100, Replayed: 100}, 0, false, 0},
 		{"replay behind: wait", PGState{WAL: 100, Replayed: 60}, 0, true, 60},

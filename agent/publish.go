@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/pgwarden/pgwarden/dcs"
+	"github.com/pgwarden/pgwarden/wal"
 )
 
 // publish writes this member's record (when it changed, or once per
@@ -30,7 +31,7 @@ func (a *Agent) publish(ctx context.Context, o Observation, d Decision, out Outc
 	now := a.d.Clock.Now()
 	renewals, failures := a.leaseCounters()
 	_, unguarded := a.leaseView()
-	var leaderLSN uint64
+	var leaderLSN wal.LSN
 	st := &Status{
 		Name: a.s.Name, Scope: a.s.Scope, Role: m.Role, State: m.State,
 		IsLeader: out.KeyHeld, Running: pg.Running, Answering: pg.Answering, InRecovery: pg.InRecovery,

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/pgwarden/pgwarden/dcs"
+	"github.com/pgwarden/pgwarden/wal"
 )
 
 // The fakes of the simulated cluster, each as unkind as the real thing:
@@ -301,7 +302,7 @@ func (p *fakePG) State(ctx context.Context) (PGState, error) {
 			s.State = "crashed"
 		}
 		s.WasPrimary = p.wasPrimary
-		s.WAL = uint64(len(p.log))
+		s.WAL = wal.LSN(len(p.log))
 	case !p.ready || p.mute:
 		s.Running, s.InRecovery = true, p.standby
 		s.State = "unresponsive"
@@ -312,7 +313,7 @@ func (p *fakePG) State(ctx context.Context) (PGState, error) {
 	default:
 		s.Running, s.Answering, s.State = true, true, "running"
 		s.InRecovery = p.standby
-		s.WAL, s.Replayed = uint64(len(p.log)), uint64(len(p.log))
+		s.WAL, s.Replayed = wal.LSN(len(p.log)), wal.LSN(len(p.log))
 		s.Streaming = p.streaming()
 		if p.standby && p.upstream != "" {
 			s.Upstream = p.upstream + ":5432"
@@ -456,7 +457,7 @@ func (p *fakePG) Promote(ctx context.Context) error {
 	w.s.at(w.s.now.Add(d), nil, func() {
 		if p.gen == g && p.alive && p.standby {
 			p.standby = false
-			p.hist = append(slices.Clone(p.hist), dcs.Fork{Timeline: p.timeline, LSN: uint64(len(p.log))})
+			p.hist = append(slices.Clone(p.hist), dcs.Fork{Timeline: p.timeline, LSN: wal.LSN(len(p.log))})
 			p.timeline = max(p.timeline, p.reserved) + 1
 			p.upstream = ""
 			w.newestLog, w.newestNode = slices.Clone(p.log), p.n
@@ -570,11 +571,11 @@ func (p *fakePG) SetClusterParameters(ctx context.Context, params map[string]str
 	return false, nil
 }
 
-func (p *fakePG) ShutdownCheckpoint(ctx context.Context) (uint64, error) {
+func (p *fakePG) ShutdownCheckpoint(ctx context.Context) (wal.LSN, error) {
 	if p.alive || p.needsRecovery {
 		return 0, errors.New("shutdown checkpoint: not a clean shutdown")
 	}
-	return uint64(len(p.log)), nil
+	return wal.LSN(len(p.log)), nil
 }
 
 func (p *fakePG) SyncSlots(ctx context.Context, want, keep []string) ([]string, []string, error) {
@@ -596,9 +597,9 @@ func (p *fakePG) SyncStatus(ctx context.Context) (SyncStatus, error) {
 	if !p.alive || !p.ready || p.standby || p.mute {
 		return SyncStatus{}, errors.New("not a primary that answers")
 	}
-	st := SyncStatus{Current: uint64(len(p.log)), Sync: map[string]uint64{}, Streaming: map[string]bool{}}
+	st := SyncStatus{Current: wal.LSN(len(p.log)), Sync: map[string]wal.LSN{}, Streaming: map[string]bool{}}
 	for _, o := range p.syncStandbys() {
-		st.Sync[o.name] = uint64(len(o.pg.log))
+		st.Sync[o.name] = wal.LSN(len(o.pg.log))
 	}
 	for _, o := range p.w.nodes {
 		if o.pg.streaming() && o.pg.upstream == p.n.name {

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/pgwarden/pgwarden/dcs"
+	"github.com/pgwarden/pgwarden/wal"
 )
 
 // Status is the snapshot of this node that the HA loop publishes after every
@@ -35,12 +36,12 @@ type Status struct {
 	Upstream  string
 	Timeline  uint32
 	// WALPosition: current LSN on a primary; received LSN on a replica.
-	WALPosition uint64
-	ReceivedLSN uint64
-	ReplayedLSN uint64
+	WALPosition wal.LSN
+	ReceivedLSN wal.LSN
+	ReplayedLSN wal.LSN
 	// LeaderLSN is the leader's last WAL position as the DCS reports it;
 	// replica lag = LeaderLSN - ReplayedLSN.
-	LeaderLSN uint64
+	LeaderLSN wal.LSN
 	// Synchronous: this replica is a synchronous standby.
 	Synchronous bool
 	SyncMode    bool

@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/pgwarden/pgwarden/dcs"
+	"github.com/pgwarden/pgwarden/wal"
 )
 
 // Synchronous mode keeps one invariant: every member named in the sync key
@@ -22,10 +23,10 @@ import (
 // SyncStatus is what the primary reports of its synchronous standbys.
 type SyncStatus struct {
 	// Current is the primary's current WAL position.
-	Current uint64
+	Current wal.LSN
 	// Sync maps each standby that commits wait for now (by application
 	// name, which is the member name) to the position it has flushed.
-	Sync map[string]uint64
+	Sync map[string]wal.LSN
 	// Streaming are the standbys streaming from the primary itself: only
 	// they can be synchronous (a cascaded one never acknowledges to it).
 	Streaming map[string]bool
@@ -79,17 +80,17 @@ type syncStep struct {
 	Names []string
 	Apply bool
 	// Pending is pending as it is after this step (a new map).
-	Pending map[string]uint64
+	Pending map[string]wal.LSN
 }
 
 // planSync is the pure part of manageSync: one change at a time, removals
 // from the key first, then the names commits wait for, then additions. It
 // does not modify its inputs: the pending positions after the step are in
 // the step.
-func planSync(key, want, applied []string, strict bool, st SyncStatus, before map[string]uint64) syncStep {
+func planSync(key, want, applied []string, strict bool, st SyncStatus, before map[string]wal.LSN) syncStep {
 	pending := maps.Clone(before)
 	if pending == nil {
-		pending = map[string]uint64{}
+		pending = map[string]wal.LSN{}
 	}
 	keep := slices.DeleteFunc(slices.Clone(key), func(n string) bool {
 		_, sync := st.Sync[n]
@@ -104,7 +105,7 @@ func planSync(key, want, applied []string, strict bool, st SyncStatus, before ma
 	}
 	if !slices.Equal(names, applied) {
 		// What commits wait for changes: no position seen so far counts.
-		return syncStep{Names: names, Apply: true, Pending: map[string]uint64{}}
+		return syncStep{Names: names, Apply: true, Pending: map[string]wal.LSN{}}
 	}
 	for name := range pending {
 		if _, ok := st.Sync[name]; !ok || !slices.Contains(want, name) {

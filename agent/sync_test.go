@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/pgwarden/pgwarden/dcs"
+	"github.com/pgwarden/pgwarden/wal"
 )
 
 func TestWantSync(t *testing.T) {
@@ -48,7 +49,7 @@ func TestWantSync(t *testing.T) {
 }
 
 func TestPlanSync(t *testing.T) {
-	st := func(cur uint64, sync map[string]uint64) SyncStatus { return SyncStatus{Current: cur, Sync: sync} }
+	st := func(cur wal.LSN, sync map[string]wal.LSN) SyncStatus { return SyncStatus{Current: cur, Sync: sync} }
 	cases := []struct {
 		name    string
 		key     []string
@@ -56,23 +57,23 @@ func TestPlanSync(t *testing.T) {
 		applied []string
 		strict  bool
 		st      SyncStatus
-		pending map[string]uint64
+		pending map[string]wal.LSN
 		expect  syncStep
 	}{
 		{"steady: nothing to do", []string{"a"}, []string{"a"}, []string{"a"}, false,
-			st(100, map[string]uint64{"a": 100}), nil, syncStep{}},
+			st(100, map[string]wal.LSN{"a": 100}), nil, syncStep{}},
 		{"replacing a: it leaves the key before commits stop waiting for it", []string{"a"}, []string{"b"}, []string{"a"}, false,
-			st(100, map[string]uint64{"a": 100}), nil, syncStep{Key: []string{}, WriteKey: true}},
+			st(100, map[string]wal.LSN{"a": 100}), nil, syncStep{Key: []string{}, WriteKey: true}},
 		{"a no longer synchronous leaves the key", []string{"a"}, []string{"a"}, []string{"a"}, false,
-			st(100, map[string]uint64{}), nil, syncStep{Key: []string{}, WriteKey: true}},
+			st(100, map[string]wal.LSN{}), nil, syncStep{Key: []string{}, WriteKey: true}},
 		{"then commits wait for b", []string{}, []string{"b"}, []string{"a"}, false,
-			st(100, map[string]uint64{"a": 100}), nil, syncStep{Names: []string{"b"}, Apply: true}},
+			st(100, map[string]wal.LSN{"a": 100}), nil, syncStep{Names: []string{"b"}, Apply: true}},
 		{"b synchronous but behind what was acknowledged: not yet in the key", []string{}, []string{"b"}, []string{"b"}, false,
-			st(100, map[string]uint64{"b": 90}), map[string]uint64{}, syncStep{Pending: map[string]uint64{"b": 100}}},
+			st(100, map[string]wal.LSN{"b": 90}), map[string]wal.LSN{}, syncStep{Pending: map[string]wal.LSN{"b": 100}}},
 		{"b caught up past where it was first seen synchronous: joins", []string{}, []string{"b"}, []string{"b"}, false,
-			st(120, map[string]uint64{"b": 100}), map[string]uint64{"b": 100}, syncStep{Key: []string{"b"}, WriteKey: true, Pending: map[string]uint64{}}},
+			st(120, map[string]wal.LSN{"b": 100}), map[string]wal.LSN{"b": 100}, syncStep{Key: []string{"b"}, WriteKey: true, Pending: map[string]wal.LSN{}}},
 		{"b synchronous and flushed to the current position at once: joins", []string{}, []string{"b"}, []string{"b"}, false,
-			st(100, map[string]uint64{"b": 100}), map[string]uint64{}, syncStep{Key: []string{"b"}, WriteKey: true}},
+			st(100, map[string]wal.LSN{"b": 100}), map[string]wal.LSN{}, syncStep{Key: []string{"b"}, WriteKey: true}},
 		{"no standby, not strict: commits wait for no one", []string{}, nil, []string{"a"}, false,
 			st(100, nil), nil, syncStep{Apply: true}},
 		{"no standby, strict: commits wait for any one", []string{}, nil, nil, true,

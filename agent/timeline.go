@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/pgwarden/pgwarden/dcs"
+	"github.com/pgwarden/pgwarden/wal"
 )
 
 // A failover may only promote a member whose WAL is a prefix of the newest
@@ -122,7 +123,7 @@ func historyFromDCS(entries []dcs.HistoryEntry, tli uint32) ([]dcs.Fork, bool) {
 
 // onNewestHistory says whether WAL ending at (tli, pos) is a prefix of the
 // newest timeline's history, and why not.
-func onNewestHistory(tli uint32, pos uint64, newest uint32, hist []dcs.Fork, known bool) (bool, string) {
+func onNewestHistory(tli uint32, pos wal.LSN, newest uint32, hist []dcs.Fork, known bool) (bool, string) {
 	if tli >= newest {
 		return true, ""
 	}

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/pgwarden/pgwarden/postgres"
+	"github.com/pgwarden/pgwarden/wal"
 )
 
 func TestRender(t *testing.T) {
@@ -123,7 +123,7 @@ func TestProgressLines(t *testing.T) {
 
 func TestSegmentNames(t *testing.T) {
 	s, ok := ParseSegment("00000003000000010000000A")
-	if !ok || s.Timeline != 3 || s.No != 0x10A || s.String() != "00000003000000010000000A" || s.End() != postgres.LSN(0x10B*SegmentSize) {
+	if !ok || s.Timeline != 3 || s.No != 0x10A || s.String() != "00000003000000010000000A" || s.End() != wal.LSN(0x10B*SegmentSize) {
 		t.Fatalf("segment %+v %v end %s", s, ok, s.End())
 	}
 	for _, bad := range []string{"", "00000001.history", "0000000100000000000000G1", "000000010000000000000100"} {

@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/pgwarden/pgwarden/postgres"
+	"github.com/pgwarden/pgwarden/wal"
 )
 
 // Info is a stanza as `pgbackrest info --output=json` reports it.
@@ -34,12 +34,12 @@ type BackupSet struct {
 	Stop  time.Time `json:"stop"`
 	// Size is the database size; RepoSize what the backup takes in the
 	// repository (compressed, and for diff/incr only the changed files).
-	Size     int64        `json:"size"`
-	RepoSize int64        `json:"repository_size"`
-	WALStart string       `json:"wal_start"`
-	WALStop  string       `json:"wal_stop"`
-	LSNStart postgres.LSN `json:"-"`
-	LSNStop  postgres.LSN `json:"-"`
+	Size     int64   `json:"size"`
+	RepoSize int64   `json:"repository_size"`
+	WALStart string  `json:"wal_start"`
+	WALStop  string  `json:"wal_stop"`
+	LSNStart wal.LSN `json:"-"`
+	LSNStop  wal.LSN `json:"-"`
 	// DBID is the database (system) the backup belongs to in the stanza.
 	DBID int `json:"-"`
 }
@@ -150,10 +150,10 @@ func ParseInfo(b []byte, stanza string) (Info, error) {
 				bs.Prior = *j.Prior
 			}
 			var err error
-			if bs.LSNStart, err = postgres.ParseLSN(j.LSN.Start); err != nil {
+			if bs.LSNStart, err = wal.ParseLSN(j.LSN.Start); err != nil {
 				return Info{}, fmt.Errorf("backup %s: %w", j.Label, err)
 			}
-			if bs.LSNStop, err = postgres.ParseLSN(j.LSN.Stop); err != nil {
+			if bs.LSNStop, err = wal.ParseLSN(j.LSN.Stop); err != nil {
 				return Info{}, fmt.Errorf("backup %s: %w", j.Label, err)
 			}
 			in.Backups = append(in.Backups, bs)

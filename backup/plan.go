@@ -5,14 +5,14 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/pgwarden/pgwarden/postgres"
+	"github.com/pgwarden/pgwarden/wal"
 )
 
 // Target is where a restore recovers to: a time, a WAL position, or (both
 // zero) the end of the archived WAL.
 type Target struct {
 	Time   time.Time
-	LSN    postgres.LSN
+	LSN    wal.LSN
 	HasLSN bool
 }
 
@@ -56,7 +56,7 @@ func (r Repository) Plan(t Target) (RestorePlan, error) {
 	if err != nil {
 		return RestorePlan{}, fmt.Errorf("%w: %v", ErrOutOfReach, err)
 	}
-	end, _ := postgres.ParseLSN(p.LSN)
+	end, _ := wal.ParseLSN(p.LSN)
 	switch {
 	case t.HasLSN && t.LSN > end:
 		return RestorePlan{}, fmt.Errorf("%w: target LSN %s is after the newest archived WAL (%s, the end of %s)%s", ErrOutOfReach, t.LSN, p.LSN, p.Segment, gapNote(p))

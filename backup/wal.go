@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/pgwarden/pgwarden/postgres"
+	"github.com/pgwarden/pgwarden/wal"
 )
 
 // SegmentSize is the WAL segment size of clusters made by pgwarden
@@ -43,17 +44,17 @@ func (s Segment) String() string {
 }
 
 // End is the position just past the segment.
-func (s Segment) End() postgres.LSN { return postgres.LSN((s.No + 1) * SegmentSize) }
+func (s Segment) End() wal.LSN { return wal.LSN((s.No + 1) * SegmentSize) }
 
 // segmentNo is the number of the segment holding lsn.
-func segmentNo(lsn postgres.LSN) uint64 { return uint64(lsn) / SegmentSize }
+func segmentNo(lsn wal.LSN) uint64 { return uint64(lsn) / SegmentSize }
 
 // Span is one timeline's stretch of a history: from Begin (where its
 // parent switched to it) to End (where it switched to its child; 0 for the
 // newest, which goes on).
 type Span struct {
 	Timeline   uint32
-	Begin, End postgres.LSN
+	Begin, End wal.LSN
 }
 
 // History is the line of timelines leading to one timeline, oldest first,
@@ -68,7 +69,7 @@ func ParseHistory(tl uint32, text string) (History, error) {
 		return nil, fmt.Errorf("history of timeline %d: %w", tl, err)
 	}
 	var h History
-	var begin postgres.LSN
+	var begin wal.LSN
 	for _, f := range forks {
 		if len(h) > 0 && (f.Timeline <= h[len(h)-1].Timeline || f.LSN < begin) {
 			return nil, fmt.Errorf("history of timeline %d: timeline %d at %s: out of order", tl, f.Timeline, f.LSN)

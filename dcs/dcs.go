@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/pgwarden/pgwarden/wal"
 )
 
 // Typed errors. Callers test them with errors.Is; etcd's own errors never
@@ -44,9 +46,9 @@ type Member struct {
 	History []Fork `json:"history,omitempty"`
 	// WALPosition is the current LSN on a primary, the received (or else
 	// replayed) LSN on a replica.
-	WALPosition uint64 `json:"wal_position,omitempty"`
+	WALPosition wal.LSN `json:"wal_position,omitempty"`
 	// ReplayedLSN is a replica's replayed position.
-	ReplayedLSN uint64            `json:"replayed_lsn,omitempty"`
+	ReplayedLSN wal.LSN           `json:"replayed_lsn,omitempty"`
 	Streaming   bool              `json:"streaming,omitempty"`
 	Priority    int               `json:"priority"`
 	Tags        map[string]string `json:"tags,omitempty"`
@@ -69,12 +71,9 @@ type Member struct {
 	Revision int64 `json:"-"`
 }
 
-// Fork is one line of a timeline history file: Timeline ended at LSN,
-// where its child timeline began.
-type Fork struct {
-	Timeline uint32 `json:"timeline"`
-	LSN      uint64 `json:"lsn"`
-}
+// Fork is one line of a timeline history file: where a timeline ended
+// (wal.Fork, the type PostgreSQL's side reads it into).
+type Fork = wal.Fork
 
 // Leader is the holder of the leader key.
 type Leader struct {
@@ -119,7 +118,7 @@ type Sync struct {
 // where Parent ended.
 type HistoryEntry struct {
 	Timeline  uint32    `json:"timeline"`
-	LSN       uint64    `json:"lsn"`
+	LSN       wal.LSN   `json:"lsn"`
 	Parent    uint32    `json:"parent,omitempty"`
 	Reason    string    `json:"reason"`
 	Time      time.Time `json:"time"`
@@ -145,7 +144,7 @@ func RecordHistory(hist []HistoryEntry, h HistoryEntry) []HistoryEntry {
 // where: after the leader key is gone, candidates check directly that this
 // server no longer runs as a primary.
 type Status struct {
-	LSN     uint64    `json:"lsn"`
+	LSN     wal.LSN   `json:"lsn"`
 	Time    time.Time `json:"time,omitzero"`
 	Leader  string    `json:"leader,omitempty"`
 	ConnURL string    `json:"conn_url,omitempty"`

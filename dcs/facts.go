@@ -4,15 +4,17 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+
+	"github.com/pgwarden/pgwarden/wal"
 )
 
 // Each fact that several parts read about a member has its home here.
 
 // Behind is how many bytes pos is behind the leader's position (0 when it
 // is not behind).
-func Behind(leader, pos uint64) uint64 {
+func Behind(leader, pos wal.LSN) uint64 {
 	if leader > pos {
-		return leader - pos
+		return uint64(leader - pos)
 	}
 	return 0
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgwarden/pgwarden/postgres/pgproc"
+	"github.com/pgwarden/pgwarden/wal"
 )
 
 // Config says where the local PostgreSQL lives and how to reach it.
@@ -71,8 +72,8 @@ type State struct {
 	Timeline   uint32
 	// WAL is pg_current_wal_lsn() on a primary, max(received, replayed) on
 	// a standby: what it would have after promotion.
-	WAL                LSN
-	Received, Replayed LSN
+	WAL                wal.LSN
+	Received, Replayed wal.LSN
 	Streaming          bool
 	// Upstream is host:port of the configured primary_conninfo.
 	Upstream string
@@ -357,7 +358,7 @@ func (s *Server) Status(ctx context.Context) (State, error) {
 	if err := json.Unmarshal([]byte(senders), &st.WALSenders); err != nil {
 		s.log.Debug("cannot read the WAL senders", "error", err)
 	}
-	replayEnd := LSN(0)
+	replayEnd := wal.LSN(0)
 	if st.InRecovery && wrStatus != "streaming" {
 		// With no WAL receiver the query's timeline is the last
 		// checkpoint's, which a standby that replayed into a newer timeline
@@ -408,11 +409,11 @@ func (s *Server) configuredUpstream() string {
 	return ""
 }
 
-func parseOptLSN(s string) (LSN, error) {
+func parseOptLSN(s string) (wal.LSN, error) {
 	if s == "" {
 		return 0, nil
 	}
-	return ParseLSN(s)
+	return wal.ParseLSN(s)
 }
 
 // Bootstrap creates a new cluster (InitDB), starts it as primary and
@@ -823,7 +824,7 @@ func (s *Server) Checkpoint(ctx context.Context) error {
 
 // ShutdownCheckpoint is the location of the shutdown checkpoint record of
 // a cleanly stopped server.
-func (s *Server) ShutdownCheckpoint(ctx context.Context) (LSN, error) {
+func (s *Server) ShutdownCheckpoint(ctx context.Context) (wal.LSN, error) {
 	cd, err := s.controlData(ctx)
 	if err != nil {
 		return 0, err
@@ -831,7 +832,7 @@ func (s *Server) ShutdownCheckpoint(ctx context.Context) (LSN, error) {
 	if st := cd.state(); st != "shut down" {
 		return 0, fmt.Errorf("shutdown checkpoint: cluster state is %q, not a clean shutdown", st)
 	}
-	return ParseLSN(cd["Latest checkpoint location"])
+	return wal.ParseLSN(cd["Latest checkpoint location"])
 }
 
 // HandoverLSN is the WAL position a standby has reached once it holds the
@@ -839,7 +840,7 @@ func (s *Server) ShutdownCheckpoint(ctx context.Context) (LSN, error) {
 // test "received >= HandoverLSN": the record starts at the checkpoint
 // location, and positions advance by whole records, so a standby past its
 // start has all of it. A no-loss switchover waits for it.
-func (s *Server) HandoverLSN(ctx context.Context) (LSN, error) {
+func (s *Server) HandoverLSN(ctx context.Context) (wal.LSN, error) {
 	l, err := s.ShutdownCheckpoint(ctx)
 	if err != nil {
 		return 0, err
@@ -958,10 +959,10 @@ func (s *Server) SetSyncStandbys(ctx context.Context, names []string) error {
 // SyncState is what the primary reports of its standbys.
 type SyncState struct {
 	// Current is the primary's current WAL position.
-	Current LSN
+	Current wal.LSN
 	// Sync maps each standby that commits now wait for (sync_state sync
 	// or quorum) to the position it has flushed.
-	Sync map[string]LSN
+	Sync map[string]wal.LSN
 	// Streaming are the standbys streaming from this server itself (not
 	// cascaded through another standby), by application name.
 	Streaming map[string]bool
@@ -969,7 +970,7 @@ type SyncState struct {
 
 // SyncStatus reads pg_stat_replication on the primary.
 func (s *Server) SyncStatus(ctx context.Context) (SyncState, error) {
-	st := SyncState{Sync: map[string]LSN{}, Streaming: map[string]bool{}}
+	st := SyncState{Sync: map[string]wal.LSN{}, Streaming: map[string]bool{}}
 	err := s.withConn(ctx, func(c *pgx.Conn) error {
 		rows, err := c.Query(ctx, sqlSyncStatus)
 		if err != nil {
@@ -981,14 +982,14 @@ func (s *Server) SyncStatus(ctx context.Context) (SyncState, error) {
 			if err := rows.Scan(&cur, &name, &flush, &state, &syncState); err != nil {
 				return err
 			}
-			if st.Current, err = ParseLSN(cur); err != nil {
+			if st.Current, err = wal.ParseLSN(cur); err != nil {
 				return err
 			}
 			if name != "" && state == "streaming" {
 				st.Streaming[name] = true
 			}
 			if name != "" && flush != "" && (syncState == "sync" || syncState == "quorum") {
-				l, err := ParseLSN(flush)
+				l, err := wal.ParseLSN(flush)
 				if err != nil {
 					return err
 				}

@@ -15,14 +15,11 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgwarden/pgwarden/internal/atomicfile"
+	"github.com/pgwarden/pgwarden/wal"
 )
 
-// Fork is one line of a timeline history file: Timeline ended at LSN,
-// where the next timeline of the history began.
-type Fork struct {
-	Timeline uint32
-	LSN      LSN
-}
+// Fork is one line of a timeline history file (wal.Fork).
+type Fork = wal.Fork
 
 func historyFileName(tli uint32) string { return fmt.Sprintf("%08X.history", tli) }
 
@@ -43,7 +40,7 @@ func ParseHistory(text string) ([]Fork, error) {
 		if err != nil {
 			return nil, fmt.Errorf("timeline history: bad timeline in %q", l)
 		}
-		lsn, err := ParseLSN(f[1])
+		lsn, err := wal.ParseLSN(f[1])
 		if err != nil {
 			return nil, fmt.Errorf("timeline history: %w", err)
 		}
@@ -206,7 +203,7 @@ func splitHostPortNum(hp string) (string, uint16, error) {
 // itself (as the replication user, whom the default pg_hba admits): the
 // replay timeline, and the received position when it is on that timeline,
 // else the replayed one. SQL has no function for the replay timeline.
-func (s *Server) walEnd(ctx context.Context) (uint32, LSN, error) {
+func (s *Server) walEnd(ctx context.Context) (uint32, wal.LSN, error) {
 	host, port, err := splitHostPortNum(s.cfg.Listen)
 	if err != nil {
 		return 0, 0, err
@@ -240,7 +237,7 @@ func (s *Server) walEnd(ctx context.Context) (uint32, LSN, error) {
 	if err != nil {
 		return 0, 0, fmt.Errorf("IDENTIFY_SYSTEM timeline %q: %w", row[1], err)
 	}
-	end, err := ParseLSN(string(row[2]))
+	end, err := wal.ParseLSN(string(row[2]))
 	if err != nil {
 		return 0, 0, fmt.Errorf("IDENTIFY_SYSTEM position: %w", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/pgwarden/pgwarden/agent"
+	"github.com/pgwarden/pgwarden/wal"
 )
 
 // check decides a health path from the snapshot and the query: ok, or the
@@ -172,10 +173,10 @@ func parseBytes(v string) (uint64, error) {
 }
 
 type xlog struct {
-	Location         *uint64 `json:"location,omitempty"`
-	ReceivedLocation *uint64 `json:"received_location,omitempty"`
-	ReplayedLocation *uint64 `json:"replayed_location,omitempty"`
-	Paused           *bool   `json:"paused,omitempty"`
+	Location         *wal.LSN `json:"location,omitempty"`
+	ReceivedLocation *wal.LSN `json:"received_location,omitempty"`
+	ReplayedLocation *wal.LSN `json:"replayed_location,omitempty"`
+	Paused           *bool    `json:"paused,omitempty"`
 }
 
 type nodeStatus struct {

@@ -19,6 +19,7 @@ import (
 	"github.com/pgwarden/pgwarden/backup"
 	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/dcs"
+	"github.com/pgwarden/pgwarden/wal"
 )
 
 // PeerClient asks other members for their state through GET /patroni, the
@@ -88,9 +89,9 @@ type peerStatus struct {
 	// ClusterUnlocked: its last loop saw no leader key.
 	ClusterUnlocked bool `json:"cluster_unlocked"`
 	XLog            struct {
-		Location         uint64 `json:"location"`
-		ReceivedLocation uint64 `json:"received_location"`
-		ReplayedLocation uint64 `json:"replayed_location"`
+		Location         wal.LSN `json:"location"`
+		ReceivedLocation wal.LSN `json:"received_location"`
+		ReplayedLocation wal.LSN `json:"replayed_location"`
 	} `json:"xlog"`
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/pgwarden/pgwarden/dcs"
 	"github.com/pgwarden/pgwarden/internal/testlog"
 	"github.com/pgwarden/pgwarden/rest/resttest"
+	"github.com/pgwarden/pgwarden/wal"
 )
 
 func TestPeerClientFetch(t *testing.T) {
@@ -57,7 +58,7 @@ func TestPeerClientFetch(t *testing.T) {
 	}
 	want := map[string]struct {
 		reach, primary bool
-		wal            uint64
+		wal            wal.LSN
 		nofail         bool
 	}{
 		"p":    {true, true, 500, false},

@@ -717,7 +717,7 @@ func clusterView(c *dcs.Cluster, scope string, pause bool) map[string]any {
 		cm := clusterMember{Name: m.Name, Role: m.Role, State: m.State, Host: host, Port: port, APIURL: patroniURL(m.APIURL),
 			Timeline: m.Timeline, Priority: m.Priority, Tags: m.Tags, Waiting: m.Waiting, PendingRestart: m.PendingRestart, Error: m.Error}
 		if m.WALPosition > 0 {
-			cm.LSN = formatLSN(m.WALPosition)
+			cm.LSN = m.WALPosition.String()
 		}
 		switch {
 		case m.Name == leader:
@@ -759,6 +759,3 @@ func patroniURL(base string) string {
 	}
 	return strings.TrimRight(base, "/") + "/patroni"
 }
-
-// formatLSN writes an LSN as PostgreSQL does (16/B374D848).
-func formatLSN(l uint64) string { return fmt.Sprintf("%X/%X", l>>32, uint32(l)) }

@@ -24,6 +24,7 @@ import (
 	"github.com/pgwarden/pgwarden/dcs"
 	"github.com/pgwarden/pgwarden/dcs/etcd"
 	"github.com/pgwarden/pgwarden/postgres"
+	"github.com/pgwarden/pgwarden/wal"
 )
 
 // cmdBackupCreate asks the leader for a base backup and follows it to its
@@ -352,7 +353,7 @@ func cmdBackupRestore(e *env, args []string) error {
 		target.Time = t
 	}
 	if *tl != "" {
-		l, err := postgres.ParseLSN(*tl)
+		l, err := wal.ParseLSN(*tl)
 		if err != nil {
 			return fmt.Errorf("--target-lsn: %v: %w", err, errUsage)
 		}

@@ -162,13 +162,11 @@ func cmdHistory(e *env, args []string) error {
 		}
 		fmt.Fprintf(e.stdout, "%-8s %-18s %-12s %-25s %s\n", "TL", "LSN", "REASON", "TIME", "NEW_LEADER")
 		for _, h := range c.History {
-			fmt.Fprintf(e.stdout, "%-8d %-18s %-12s %-25s %s\n", h.Timeline, formatLSN(h.LSN), h.Reason, h.Time.Format(time.RFC3339), h.NewLeader)
+			fmt.Fprintf(e.stdout, "%-8d %-18s %-12s %-25s %s\n", h.Timeline, h.LSN.String(), h.Reason, h.Time.Format(time.RFC3339), h.NewLeader)
 		}
 		return nil
 	})
 }
-
-func formatLSN(l uint64) string { return fmt.Sprintf("%X/%X", l>>32, uint32(l)) }
 
 func cmdShowConfig(e *env, args []string) error {
 	fs := flags(e, "show-config", "-c FILE")

@@ -10,8 +10,8 @@ import (
 
 	"github.com/pgwarden/pgwarden/agent"
 	"github.com/pgwarden/pgwarden/config"
-	"github.com/pgwarden/pgwarden/dcs"
 	"github.com/pgwarden/pgwarden/postgres"
+	"github.com/pgwarden/pgwarden/wal"
 )
 
 // pgAdapter is the local PostgreSQL as package agent sees it: the postgres
@@ -73,8 +73,8 @@ func (p pgAdapter) State(ctx context.Context) (agent.PGState, error) {
 		State:            st.State,
 		InRecovery:       st.InRecovery,
 		Timeline:         st.Timeline,
-		WAL:              uint64(st.WAL),
-		Replayed:         uint64(st.Replayed),
+		WAL:              st.WAL,
+		Replayed:         st.Replayed,
 		Streaming:        st.Streaming,
 		Upstream:         st.Upstream,
 		SystemID:         st.SystemID,
@@ -85,7 +85,7 @@ func (p pgAdapter) State(ctx context.Context) (agent.PGState, error) {
 		PendingRestart:   st.PendingRestart,
 		PostmasterPID:    st.PostmasterPID,
 		PostmasterStart:  st.PostmasterStart,
-		History:          forks(st.History),
+		History:          st.History,
 		Orphans:          st.Orphans,
 	}, nil
 }
@@ -94,17 +94,6 @@ func walSenders(ws []postgres.WALSender) []agent.WALSender {
 	out := make([]agent.WALSender, len(ws))
 	for i, w := range ws {
 		out[i] = agent.WALSender{ApplicationName: w.ApplicationName, ClientAddr: w.ClientAddr, State: w.State, SyncState: w.SyncState}
-	}
-	return out
-}
-
-func forks(h []postgres.Fork) []dcs.Fork {
-	if h == nil {
-		return nil
-	}
-	out := make([]dcs.Fork, len(h))
-	for i, f := range h {
-		out[i] = dcs.Fork{Timeline: f.Timeline, LSN: uint64(f.LSN)}
 	}
 	return out
 }
@@ -168,9 +157,8 @@ func (p pgAdapter) Rewind(ctx context.Context, up agent.Upstream) error {
 }
 func (p pgAdapter) Wipe(ctx context.Context) error       { return p.s.Wipe(ctx) }
 func (p pgAdapter) Checkpoint(ctx context.Context) error { return p.s.Checkpoint(ctx) }
-func (p pgAdapter) ShutdownCheckpoint(ctx context.Context) (uint64, error) {
-	l, err := p.s.HandoverLSN(ctx)
-	return uint64(l), err
+func (p pgAdapter) ShutdownCheckpoint(ctx context.Context) (wal.LSN, error) {
+	return p.s.HandoverLSN(ctx)
 }
 func (p pgAdapter) SyncSlots(ctx context.Context, want, keep []string) ([]string, []string, error) {
 	return p.s.SyncSlots(ctx, want, keep)
@@ -182,9 +170,5 @@ func (p pgAdapter) SetSyncStandbys(ctx context.Context, names []string) error {
 
 func (p pgAdapter) SyncStatus(ctx context.Context) (agent.SyncStatus, error) {
 	st, err := p.s.SyncStatus(ctx)
-	out := agent.SyncStatus{Current: uint64(st.Current), Sync: map[string]uint64{}, Streaming: st.Streaming}
-	for n, l := range st.Sync {
-		out.Sync[n] = uint64(l)
-	}
-	return out, err
+	return agent.SyncStatus{Current: st.Current, Sync: st.Sync, Streaming: st.Streaming}, err
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/pgwarden/pgwarden/dcs"
+	"github.com/pgwarden/pgwarden/wal"
 )
 
 // Backend is one Store implementation under the suite.
@@ -378,7 +379,7 @@ func Run(t *testing.T, b Backend) {
 		case <-time.After(b.WatchWithin):
 		}
 		for i := range 20 {
-			if err := a.SetStatus(ctx, dcs.Status{LSN: uint64(i + 1), Time: time.Now()}); err != nil {
+			if err := a.SetStatus(ctx, dcs.Status{LSN: wal.LSN(i + 1), Time: time.Now()}); err != nil {
 				t.Fatal(err)
 			}
 		}

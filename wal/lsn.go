@@ -1,4 +1,7 @@
-package postgres
+// Package wal holds the write-ahead log position, the one type an LSN
+// travels in between PostgreSQL, the agent, etcd and the REST API. It links
+// nothing, so every package can use it.
+package wal
 
 import (
 	"fmt"
