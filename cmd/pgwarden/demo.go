@@ -19,6 +19,7 @@ import (
 	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/internal/freeport"
 	"github.com/pgwarden/pgwarden/internal/pgbouncerini"
+	"github.com/pgwarden/pgwarden/internal/proc"
 	"github.com/pgwarden/pgwarden/postgres/pgproc"
 )
 
@@ -29,7 +30,7 @@ type demoNode struct {
 	name                         string
 	pgPort, apiPort, bouncerPort int
 	dir, cfgPath                 string
-	agent, bouncer               *exec.Cmd
+	agent, bouncer               *proc.Proc
 }
 
 // cmdDemo runs a whole cluster on loopback: an embedded etcd, N PostgreSQL
@@ -108,7 +109,7 @@ type demo struct {
 	binDir  string
 	bouncer string
 	bin     string
-	etcd    *exec.Cmd
+	etcd    *proc.Proc
 	etcdEP  string
 	// etcdFrom says which etcd runs: embedded, or found on PATH.
 	etcdFrom string
@@ -245,18 +246,16 @@ func (d *demo) startEtcd() error {
 		"--initial-cluster", "demo="+pu)
 	// Its own process group: the terminal's Ctrl-C reaches the demo, which
 	// stops etcd last, after the agents.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Dir, cmd.Stdout, cmd.Stderr = d.dir, logf, logf
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("start the demo's etcd %s: %w", bin, err)
+	p, err := proc.Start("etcd", cmd, nil)
+	if err != nil {
+		return fmt.Errorf("the demo's etcd %s: %w", bin, err)
 	}
-	d.etcd = cmd
-	exited := make(chan struct{})
-	go func() { _, _ = cmd.Process.Wait(); close(exited) }()
+	d.etcd = p
 	deadline := time.Now().Add(30 * time.Second)
 	for probe(cu+"/health") != http.StatusOK {
 		select {
-		case <-exited:
+		case <-p.Done():
 			d.etcd = nil
 			return fmt.Errorf("the demo's etcd exited at start: see %s", filepath.Join(d.dir, "etcd.log"))
 		case <-time.After(100 * time.Millisecond): // polling its health endpoint
@@ -326,17 +325,17 @@ func (d *demo) startBouncer(nd *demoNode) error {
 			return err
 		}
 	}
-	nd.bouncer = d.command(d.bouncer, ini)
-	nd.bouncer.Stdout, nd.bouncer.Stderr = nil, nil
-	if err := nd.bouncer.Start(); err != nil {
-		return fmt.Errorf("start pgbouncer for %s: %w", nd.name, err)
+	p, err := proc.Start("pgbouncer "+nd.name, d.command(d.bouncer, ini), nil)
+	if err != nil {
+		return err
 	}
+	nd.bouncer = p
 	return nil
 }
 
 func (d *demo) command(prog string, args ...string) *exec.Cmd {
 	cmd := exec.Command(prog, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: d.cred}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: d.cred} // proc.Start adds its own group
 	cmd.Dir = d.dir
 	return cmd
 }
@@ -346,13 +345,14 @@ func (d *demo) startAgent(nd *demoNode) error {
 	if err != nil {
 		return err
 	}
-	nd.agent = d.command(d.bin, "agent", "-c", nd.cfgPath)
-	nd.agent.Stdout, nd.agent.Stderr = logf, logf
-	if err := nd.agent.Start(); err != nil {
-		logf.Close()
-		return fmt.Errorf("start agent %s: %w", nd.name, err)
-	}
+	cmd := d.command(d.bin, "agent", "-c", nd.cfgPath)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	p, err := proc.Start("agent "+nd.name, cmd, nil)
 	logf.Close()
+	if err != nil {
+		return err
+	}
+	nd.agent = p
 	return nil
 }
 
@@ -413,7 +413,7 @@ func (d *demo) waitReady() error {
 				}
 				states = append(states, state)
 			}
-			if nd.agent.ProcessState != nil {
+			if nd.agent.Exited() {
 				return fmt.Errorf("agent %s exited: see %s", nd.name, filepath.Join(nd.dir, "agent.log"))
 			}
 		}
@@ -523,36 +523,34 @@ func isTerminal(w io.Writer) bool {
 // the PgBouncers and etcd, waiting for each by PID.
 func (d *demo) stop() {
 	for _, nd := range d.nodes {
-		if nd.agent != nil && nd.agent.Process != nil {
-			_ = nd.agent.Process.Signal(syscall.SIGTERM)
+		if nd.agent != nil {
+			_ = nd.agent.Signal(syscall.SIGTERM)
 		}
 	}
 	for _, nd := range d.nodes {
 		waitOrKill(nd.agent, 60*time.Second)
-		if nd.bouncer != nil && nd.bouncer.Process != nil {
-			_ = nd.bouncer.Process.Signal(syscall.SIGTERM)
+		if nd.bouncer != nil {
+			_ = nd.bouncer.Signal(syscall.SIGTERM)
 			waitOrKill(nd.bouncer, 10*time.Second)
 		}
 		// A postmaster left behind (agent killed) is stopped by its pid file.
 		stopPostmaster(filepath.Join(nd.dir, "data"))
 	}
-	if d.etcd != nil && d.etcd.Process != nil {
-		_ = d.etcd.Process.Signal(syscall.SIGTERM)
+	if d.etcd != nil {
+		_ = d.etcd.Signal(syscall.SIGTERM)
 		waitOrKill(d.etcd, 30*time.Second)
 	}
 }
 
-func waitOrKill(cmd *exec.Cmd, timeout time.Duration) {
-	if cmd == nil || cmd.Process == nil {
+// waitOrKill waits for p to exit after its SIGTERM, and kills its whole
+// process group when it does not within timeout.
+func waitOrKill(p *proc.Proc, timeout time.Duration) {
+	if p == nil {
 		return
 	}
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(timeout):
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-done
+	if !p.Wait(timeout) {
+		p.KillGroup()
+		p.Wait(10 * time.Second)
 	}
 }
 

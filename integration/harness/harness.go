@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/pgwarden/pgwarden/internal/freeport"
+	"github.com/pgwarden/pgwarden/internal/proc"
 )
 
 const childEnv = "PGWARDEN_TEST_CHILD"
@@ -285,11 +286,8 @@ func Poll(timeout time.Duration, cond func() (bool, error)) error {
 
 // Proc is a process started by a test.
 type Proc struct {
-	Name string
-	Cmd  *exec.Cmd
-	t    testing.TB
-	done chan struct{}
-	err  error
+	*proc.Proc
+	t testing.TB
 }
 
 // Start runs cmd, streams its output to t.Logf prefixed with name, and
@@ -308,7 +306,6 @@ func StartQuiet(t testing.TB, name string, cmd *exec.Cmd) *Proc {
 
 func start(t testing.TB, name string, cmd *exec.Cmd, toLog bool) *Proc {
 	t.Helper()
-	p := &Proc{Name: name, Cmd: cmd, t: t, done: make(chan struct{})}
 	pr, pw := io.Pipe()
 	// Output also goes where the caller pointed it (a test reading lines).
 	var out io.Writer = pw
@@ -320,13 +317,16 @@ func start(t testing.TB, name string, cmd *exec.Cmd, toLog bool) *Proc {
 		pw.Close()
 	}
 	cmd.Stdout, cmd.Stderr = out, out
-	// Its own process group, so a Ctrl-C of the test run reaches us first.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
 	var logDone sync.WaitGroup
 	logDone.Add(1)
+	pp, err := proc.Start(name, cmd, func() {
+		pw.Close()
+		logDone.Wait()
+	})
+	if err != nil {
+		pw.Close()
+		t.Fatal(err)
+	}
 	go func() {
 		defer logDone.Done()
 		sc := bufio.NewScanner(pr)
@@ -335,12 +335,7 @@ func start(t testing.TB, name string, cmd *exec.Cmd, toLog bool) *Proc {
 			logf(t, "%s: %s", name, sc.Text())
 		}
 	}()
-	go func() {
-		p.err = cmd.Wait()
-		pw.Close()
-		logDone.Wait()
-		close(p.done)
-	}()
+	p := &Proc{Proc: pp, t: t}
 	t.Cleanup(func() {
 		p.Kill()
 		p.Wait(10 * time.Second)
@@ -354,109 +349,6 @@ func logf(t testing.TB, format string, args ...any) {
 	defer func() { _ = recover() }()
 	t.Logf(format, args...)
 }
-
-// PID is the process ID.
-func (p *Proc) PID() int { return p.Cmd.Process.Pid }
-
-// Signal sends sig to the process.
-func (p *Proc) Signal(sig syscall.Signal) error {
-	select {
-	case <-p.done:
-		return nil
-	default:
-	}
-	return syscall.Kill(p.PID(), sig)
-}
-
-// Kill sends SIGKILL (and SIGCONT, in case it was paused).
-func (p *Proc) Kill() {
-	_ = p.Signal(syscall.SIGKILL)
-	_ = p.Signal(syscall.SIGCONT)
-}
-
-// Pause freezes the process with SIGSTOP and returns once every one of its
-// threads is stopped: kill(2) returns before that, and a thread of a frozen
-// etcd that still answers one request makes a test of "etcd does not
-// answer" fail by chance.
-func (p *Proc) Pause() error {
-	if err := p.Signal(syscall.SIGSTOP); err != nil {
-		return err
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		stopped, err := allStopped(p.PID())
-		if err != nil || stopped {
-			return err
-		}
-		time.Sleep(time.Millisecond)
-	}
-	return fmt.Errorf("%s (pid %d) not stopped 5s after SIGSTOP", p.Name, p.PID())
-}
-
-// allStopped: whether every thread of pid is in state T (stopped) or gone.
-func allStopped(pid int) (bool, error) {
-	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
-	if err != nil {
-		if os.IsNotExist(err) {
-			return true, nil
-		}
-		return false, fmt.Errorf("read threads of %d: %w", pid, err)
-	}
-	for _, t := range tasks {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/stat", pid, t.Name()))
-		if err != nil {
-			continue // the thread exited
-		}
-		// The state follows the command name in parentheses, which may
-		// itself contain spaces or parentheses.
-		i := strings.LastIndexByte(string(b), ')')
-		if i < 0 || i+2 >= len(b) {
-			return false, fmt.Errorf("parse %s/stat: %q", t.Name(), b)
-		}
-		if st := b[i+2]; st != 'T' && st != 't' && st != 'Z' && st != 'X' {
-			return false, nil
-		}
-	}
-	return true, nil
-}
-
-// Resume thaws it with SIGCONT.
-func (p *Proc) Resume() error { return p.Signal(syscall.SIGCONT) }
-
-// Stop sends sig and waits up to timeout for the process to exit, killing it
-// after that. It returns the exit error, if any.
-func (p *Proc) Stop(sig syscall.Signal, timeout time.Duration) error {
-	_ = p.Signal(sig)
-	if !p.Wait(timeout) {
-		p.Kill()
-		p.Wait(5 * time.Second)
-		return fmt.Errorf("%s did not exit within %s of %s", p.Name, timeout, sig)
-	}
-	return p.err
-}
-
-// Wait waits up to timeout for the process to exit and says whether it did.
-func (p *Proc) Wait(timeout time.Duration) bool {
-	select {
-	case <-p.done:
-		return true
-	case <-time.After(timeout):
-		return false
-	}
-}
-
-// Exited says whether the process has exited.
-func (p *Proc) Exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// Done is closed when the process has exited.
-func (p *Proc) Done() <-chan struct{} { return p.done }
 
 // Dir makes a fresh directory for one process under the test's temp dir.
 func Dir(t testing.TB, name string) string {
