@@ -218,38 +218,14 @@ func (n *node) writeConfig(priority int) {
       app_local: {dbname: postgres, target: local}
 `, n.bouncerPortAlloc(), filepath.Join(n.dir, "pgbouncer-databases.ini"))
 	}
-	cfg := fmt.Sprintf(`name: %[1]s
-scope: %[14]s
-namespace: /pgwarden
-etcd:
-  endpoints: [%[2]s]
-%[17]s
-rest:
-  listen: 127.0.0.1:%[3]d
-%[16]s
-postgres:
-  bin_dir: %[4]s
-  data_dir: %[5]s
-  listen: 127.0.0.1:%[6]d
-  superuser: {username: postgres, %[18]s}
-  replication: {username: replicator, %[19]s}
-  parameters:
-    unix_socket_directories: %[7]s
-    shared_buffers: 16MB
-    fsync: "off"
-    max_connections: "50"
-%[15]spriority: %[8]d
-log:
-  level: debug
-%[9]s
-cluster:
-  ttl: %[10]g
-  loop_wait: %[11]g
-  retry_timeout: %[12]g
-%[13]s
-`, n.name, n.etcdEndpoint(), n.apiPort, n.binDir(), filepath.Join(n.dir, "data"), n.pgPort,
-		n.dir, priority, pgb, o.ttl, o.loopWait, o.retry, o.extra+"\n"+o.nodeExtra[n.index], o.scope, o.pgExtra+n.pgTLS(), n.restTLS()+o.restExtra,
-		o.etcdExtra, o.superuser, o.replication)
+	cfg := harness.NodeYAML{
+		Name: n.name, Scope: o.scope, Endpoints: []string{n.etcdEndpoint()}, EtcdExtra: o.etcdExtra,
+		RESTPort: n.apiPort, RESTExtra: n.restTLS() + o.restExtra,
+		BinDir: n.binDir(), DataDir: filepath.Join(n.dir, "data"), SocketDir: n.dir, PGPort: n.pgPort,
+		Superuser: o.superuser, Replication: o.replication, MaxConnections: 50,
+		AfterParams: o.pgExtra + n.pgTLS(), Priority: &priority, LogLevel: "debug", Pooler: pgb,
+		TTL: o.ttl, LoopWait: o.loopWait, Retry: o.retry, ClusterExtra: o.extra + "\n" + o.nodeExtra[n.index],
+	}.Render()
 	n.cfgPath = filepath.Join(n.dir, "pgwarden.yaml")
 	if err := os.WriteFile(n.cfgPath, []byte(cfg), 0o600); err != nil {
 		n.c.t.Fatal(err)

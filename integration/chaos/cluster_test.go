@@ -187,37 +187,15 @@ func (n *node) writeConfig(etcd []string) {
       app: {dbname: postgres, target: primary}
 `, c.bouncerPort, filepath.Join(n.dir, "pgbouncer-databases.ini"))
 	}
-	cfg := fmt.Sprintf(`name: %s
-scope: chaos
-namespace: /pgwarden
-etcd:
-  endpoints: [%s]
-rest:
-  listen: 127.0.0.1:%d
-  connect_address: 127.0.0.1:%d
-postgres:
-  bin_dir: %s
-  data_dir: %s
-  listen: 127.0.0.1:%d
-  connect_address: 127.0.0.1:%d
-  superuser: {username: postgres, password: superpass}
-  replication: {username: replicator, password: replpass}
-  parameters:
-    unix_socket_directories: %s
-    shared_buffers: 16MB
-    fsync: "off"
-    max_connections: "60"
-    wal_retrieve_retry_interval: 1s
-log:
-  level: info
-%s
-cluster:
-  ttl: %g
-  loop_wait: %g
-  retry_timeout: %g
-  synchronous_mode: %v
-`, n.name, strings.Join(etcd, ", "), n.apiPort, n.apiAddr, harness.PgBinDir(c.t), filepath.Join(n.dir, "data"),
-		n.pgPort, n.pgAddr, n.dir, pooler, c.o.ttl, c.o.loopWait, c.o.retry, c.o.sync)
+	cfg := harness.NodeYAML{
+		Name: n.name, Scope: "chaos", Endpoints: etcd,
+		RESTPort: n.apiPort, RESTExtra: fmt.Sprintf("  connect_address: 127.0.0.1:%d", n.apiAddr),
+		BinDir: harness.PgBinDir(c.t), DataDir: filepath.Join(n.dir, "data"), SocketDir: n.dir, PGPort: n.pgPort,
+		PGExtra:   fmt.Sprintf("  connect_address: 127.0.0.1:%d", n.pgAddr),
+		Superuser: "password: superpass", Replication: "password: replpass", MaxConnections: 60,
+		AfterParams: "    wal_retrieve_retry_interval: 1s", LogLevel: "info", Pooler: pooler,
+		TTL: c.o.ttl, LoopWait: c.o.loopWait, Retry: c.o.retry, ClusterExtra: fmt.Sprintf("  synchronous_mode: %v", c.o.sync),
+	}.Render()
 	n.cfgPath = filepath.Join(n.dir, "pgwarden.yaml")
 	must(c.t, os.WriteFile(n.cfgPath, []byte(cfg), 0o600))
 }
