@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -320,6 +321,8 @@ type Agent struct {
 	pausedAt  time.Time
 	failovers uint64
 	lastDCS   time.Time
+	// dynParsed is the stored dynamic configuration last decoded.
+	dynParsed parsedDynamic
 
 	// lease is shared with the keeper that renews it (guard.go).
 	lease      leaseState
@@ -601,13 +604,26 @@ func (a *Agent) noteSelfFenced(o *Observation) {
 	o.SelfFenced = a.selfFenced
 }
 
+// parsedDynamic is a stored dynamic configuration and what decoding it gave.
+type parsedDynamic struct {
+	raw []byte
+	dyn config.Dynamic
+	err error
+}
+
 // readDynamic decodes the stored dynamic configuration over the defaults; a
 // bad value keeps the last good one.
 func (a *Agent) readDynamic(c *dcs.Cluster) (config.Dynamic, bool) {
 	if c.Config == nil {
 		return config.Dynamic{}, false
 	}
-	dyn, err := config.ParseDynamic(c.Config)
+	// Decoded once per stored value, not every loop: an idle cluster's
+	// configuration does not change.
+	if !bytes.Equal(c.Config, a.dynParsed.raw) || a.dynParsed.raw == nil {
+		dyn, err := config.ParseDynamic(c.Config)
+		a.dynParsed = parsedDynamic{raw: bytes.Clone(c.Config), dyn: dyn, err: err}
+	}
+	dyn, err := a.dynParsed.dyn, a.dynParsed.err
 	if err != nil {
 		a.log.Warn("ignoring invalid dynamic config in dcs", "error", err)
 		return config.Dynamic{}, false
