@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -338,6 +339,8 @@ type loopState struct {
 	// last read the cluster (both for /metrics).
 	failovers uint64
 	lastDCS   time.Time
+	// dynParsed is the stored dynamic configuration last decoded.
+	dynParsed parsedDynamic
 }
 
 // New builds an agent; Run starts it.
@@ -590,6 +593,13 @@ func (a *Agent) observe(ctx context.Context) Observation {
 	return o
 }
 
+// parsedDynamic is a stored dynamic configuration and what decoding it gave.
+type parsedDynamic struct {
+	raw []byte
+	dyn config.Dynamic
+	err error
+}
+
 // readDynamic decodes the stored dynamic configuration over the defaults; a
 // bad value keeps the last good one. A changed ttl reaches the lease
 // through the keeper (guard.go keepLease), which reads dynSnap.
@@ -597,7 +607,13 @@ func (a *Agent) readDynamic(c *dcs.Cluster) (config.Dynamic, bool) {
 	if c.Config == nil {
 		return config.Dynamic{}, false
 	}
-	dyn, err := config.ParseDynamic(c.Config)
+	// Decoded once per stored value, not every loop: an idle cluster's
+	// configuration does not change.
+	if !bytes.Equal(c.Config, a.st.dynParsed.raw) || a.st.dynParsed.raw == nil {
+		dyn, err := config.ParseDynamic(c.Config)
+		a.st.dynParsed = parsedDynamic{raw: bytes.Clone(c.Config), dyn: dyn, err: err}
+	}
+	dyn, err := a.st.dynParsed.dyn, a.st.dynParsed.err
 	if err != nil {
 		a.log.Warn("ignoring invalid dynamic config in dcs", "error", err)
 		return config.Dynamic{}, false

@@ -370,28 +370,61 @@ func benchIdle(b *testing.B, c *cluster) {
 		v, _ := strconv.ParseFloat(m[1], 64)
 		return v / 1024
 	}
-	var cpu0 []float64
+	var cpu0, wdCPU0 []float64
+	var dogs []int
 	for _, n := range c.nodes {
 		cpu0 = append(cpu0, cpu(n.agent.PID()))
+		// Its watchdog apart: a process of its own, which the agent's
+		// figures do not count.
+		d := watchdogOf(n.agent.PID())
+		dogs = append(dogs, d)
+		wdCPU0 = append(wdCPU0, cpu(d))
 	}
 	req0, ka0 := etcdRequests(c.etcd.Endpoint)
 	time.Sleep(window) // the measurement window itself
 	req1, ka1 := etcdRequests(c.etcd.Endpoint)
-	var cpus, rsss, anons, files []float64
+	var cpus, rsss, anons, files, wdCPUs, wdRSSs []float64
 	for i, n := range c.nodes {
 		pid := n.agent.PID()
 		cpus = append(cpus, (cpu(pid)-cpu0[i])*float64(time.Minute)/float64(window))
 		rsss = append(rsss, status(pid, "VmRSS"))
 		anons = append(anons, status(pid, "RssAnon"))
 		files = append(files, status(pid, "RssFile"))
+		wdCPUs = append(wdCPUs, (cpu(dogs[i])-wdCPU0[i])*float64(time.Minute)/float64(window))
+		wdRSSs = append(wdRSSs, status(dogs[i], "VmRSS"))
 	}
 	report(b, "idle_agent_rss", median(rsss), "MiB")
 	// Apart: the heap and stacks, and the pages of the binary touched.
 	report(b, "idle_agent_rss_anon", median(anons), "MiB")
 	report(b, "idle_agent_rss_file", median(files), "MiB")
 	report(b, "idle_agent_cpu", median(cpus), "cpu-s/min")
+	// The leader's watchdog is armed, the replicas' are not: the largest.
+	report(b, "idle_watchdog_rss", median(wdRSSs), "MiB")
+	report(b, "idle_watchdog_cpu_max", slices.Max(wdCPUs), "cpu-s/min")
+	report(b, "idle_watchdog_cpu", median(wdCPUs), "cpu-s/min")
 	report(b, "idle_etcd_requests_per_agent", (req1-req0)/window.Seconds()/float64(len(c.nodes)), "req/s")
 	report(b, "idle_lease_keepalives_per_agent", (ka1-ka0)/window.Seconds()/float64(len(c.nodes)), "req/s")
+}
+
+// watchdogOf is the PID of the watchdog agent pid started (0: none).
+func watchdogOf(pid int) int {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, st := range stats {
+		data, err := os.ReadFile(st)
+		if err != nil {
+			continue
+		}
+		i := strings.LastIndexByte(string(data), ')')
+		f := strings.Fields(string(data[i+2:]))
+		if len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			cmdline, _ := os.ReadFile(filepath.Join(filepath.Dir(st), "cmdline"))
+			if args := strings.Split(string(cmdline), "\x00"); len(args) > 1 && args[1] == "watchdog" {
+				child, _ := strconv.Atoi(filepath.Base(filepath.Dir(st)))
+				return child
+			}
+		}
+	}
+	return 0
 }
 
 // etcdRequests reads etcd's own counters: unary gRPC requests (reads,

@@ -35,8 +35,11 @@ type Client struct {
 	cmd   *exec.Cmd
 	stdin *os.File
 	done  chan struct{}
-	// last is the last command sent, repeated to a respawned watchdog.
-	last string
+	// last is the last command sent, repeated to a respawned watchdog;
+	// lastCmd is what it said and lastAt when it was written (repeat).
+	last    string
+	lastCmd command
+	lastAt  time.Time
 
 	// unacked are the send times of the commands the running watchdog
 	// has not answered "ok" to yet, oldest first.
@@ -177,7 +180,29 @@ func (c *Client) PID() int {
 	return c.cmd.Process.Pid
 }
 
-func (c *Client) send(line string) error {
+// command is what a line tells the watchdog, for comparing two commands
+// (an arm line's monotonic nanoseconds differ for the same deadline).
+type command struct {
+	disarm   bool
+	deadline time.Time
+	keep     bool
+	lease    int64
+}
+
+func (c command) same(o command) bool {
+	return c.disarm == o.disarm && c.deadline.Equal(o.deadline) && c.keep == o.keep && c.lease == o.lease
+}
+
+// repeatEvery is how long a command equal to the last one, which the
+// watchdog answered, is not written again. The loop and the keeper tell
+// the watchdog the guard four times a second at loop_wait 1, mostly
+// unchanged: each is a round trip that wakes both processes, most of
+// what an idle node costs. A new deadline is always written; a watchdog
+// that stops answering is still found out (the command it has not
+// answered is never skipped), at most this much later.
+const repeatEvery = time.Second
+
+func (c *Client) send(line string, cmd command) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	select {
@@ -198,11 +223,14 @@ func (c *Client) send(line string) error {
 			}
 		}
 	default:
+		if c.last != "" && cmd.same(c.lastCmd) && time.Since(c.lastAt) < repeatEvery && c.oldestUnanswered() == 0 {
+			return nil
+		}
 	}
 	if err := c.write(line); err != nil {
 		return err
 	}
-	c.last = line
+	c.last, c.lastCmd, c.lastAt = line, cmd, time.Now()
 	return nil
 }
 
@@ -291,20 +319,22 @@ func (c *Client) Arm(deadline time.Time, keepOnExit bool) error {
 	if keepOnExit {
 		line += " keep"
 	}
+	cmd := command{deadline: deadline, keep: keepOnExit}
 	if c.leaseID != nil {
 		if id := c.leaseID(); id != 0 {
 			line += " lease=" + strconv.FormatInt(id, 16)
+			cmd.lease = id
 		}
 	}
-	return c.send(line)
+	return c.send(line, cmd)
 }
 
 // Disarm cancels the deadline (and stops an expired watchdog's fencing).
-func (c *Client) Disarm() error { return c.send("disarm") }
+func (c *Client) Disarm() error { return c.send("disarm", command{disarm: true}) }
 
 // Close disarms and stops the watchdog (clean agent shutdown).
 func (c *Client) Close() error {
-	err := c.send("disarm")
+	err := c.send("disarm", command{disarm: true})
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err == nil {

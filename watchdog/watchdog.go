@@ -210,7 +210,10 @@ func (w *dog) run(ctx context.Context, stdin io.Reader) int {
 		refence  *time.Timer
 		refenceC <-chan time.Time
 	)
+	// Only while armed: a disarmed watchdog (every replica's) wakes for
+	// nothing but the agent's commands.
 	refresh := time.NewTicker(strikerRefresh)
+	refresh.Stop()
 	defer refresh.Stop()
 	setArm := func(ns int64) {
 		if err := al.set(ns); err != nil {
@@ -268,11 +271,13 @@ func (w *dog) run(ctx context.Context, stdin io.Reader) int {
 				}
 				w.refreshStriker()
 				armed, expired = true, false
+				refresh.Reset(strikerRefresh)
 				stopRefence()
 				setArm(ns)
 				fmt.Fprintln(w.out, "ok")
 			case "disarm":
 				armed, expired, keep = false, false, false
+				refresh.Stop()
 				stopRefence()
 				setArm(0)
 				fmt.Fprintln(w.out, "ok")

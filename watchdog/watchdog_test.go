@@ -612,3 +612,92 @@ func waitExit(t *testing.T, code <-chan int, within time.Duration, msg string) {
 		t.Fatal(msg)
 	}
 }
+
+// TestRepeatIsNotWritten: the guard told again unchanged (the loop and the
+// keeper do, four times a second) is not written while the watchdog has
+// answered it, for up to repeatEvery; a new deadline always is.
+func TestRepeatIsNotWritten(t *testing.T) {
+	dir := t.TempDir()
+	c, err := testClient(t, context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	written := func() time.Time {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return c.lastAt
+	}
+	deadline := time.Now().Add(time.Minute)
+	if err := c.Arm(deadline, false); err != nil {
+		t.Fatal(err)
+	}
+	first := written()
+	waitAcked(t, c)
+	if err := c.Arm(deadline, false); err != nil {
+		t.Fatal(err)
+	}
+	if !written().Equal(first) {
+		t.Fatal("an answered, unchanged arm was written again at once")
+	}
+	if err := c.Arm(deadline, true); err != nil {
+		t.Fatal(err)
+	}
+	if written().Equal(first) {
+		t.Fatal("an arm that changed keep-on-exit was not written")
+	}
+	second := written()
+	waitAcked(t, c)
+	if err := c.Arm(deadline.Add(time.Second), true); err != nil {
+		t.Fatal(err)
+	}
+	if written().Equal(second) {
+		t.Fatal("a new deadline was not written")
+	}
+	if err := c.Disarm(); err != nil {
+		t.Fatal(err)
+	}
+	third := written()
+	waitAcked(t, c)
+	for end := time.Now().Add(repeatEvery + time.Second); written().Equal(third) && time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if err := c.Disarm(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if took := written().Sub(third); took < repeatEvery || took > repeatEvery+500*time.Millisecond {
+		t.Fatalf("an unchanged disarm was written again after %s, want after %s", took, repeatEvery)
+	}
+}
+
+// TestFrozenWatchdogIsNoticedWhileUnchanged: a replica tells its watchdog
+// "disarm" again and again; a watchdog frozen meanwhile is still found
+// out, at most repeatEvery later than when every command is written.
+func TestFrozenWatchdogIsNoticedWhileUnchanged(t *testing.T) {
+	dir := t.TempDir()
+	c, err := testClient(t, context.Background(), dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Disarm(); err != nil {
+		t.Fatal(err)
+	}
+	waitAcked(t, c)
+	old := c.PID()
+	_ = syscall.Kill(old, syscall.SIGSTOP)
+	defer syscall.Kill(old, syscall.SIGCONT)
+	frozen := time.Now()
+	var failed error
+	for i := 0; i < 100 && failed == nil; i++ {
+		time.Sleep(100 * time.Millisecond) // the agent's loop_wait, shortened
+		failed = c.Disarm()
+	}
+	took := time.Since(frozen)
+	if failed == nil {
+		t.Fatal("10 s of disarms to a frozen watchdog all succeeded")
+	}
+	t.Logf("noticed %s after the freeze: %v", took, failed)
+	if took < ackBound || took > ackBound+repeatEvery+time.Second {
+		t.Fatalf("noticed %s after the freeze, want within (%s, %s]", took, ackBound, ackBound+repeatEvery+time.Second)
+	}
+}

@@ -41,6 +41,7 @@ func cmdAgent(e *env, args []string) error {
 	if os.Geteuid() == 0 {
 		return errors.New("refusing to run as root: PostgreSQL will not run as root; start the agent as the postgres OS user (e.g. sudo -u postgres pgwarden agent -c FILE)")
 	}
+	oneProc()
 	log := newLogger(cfg.Log, e.stderr).With("member", cfg.Name)
 	notify := sdNotifier(takeNotifySocket())
 	w, err := wire(e.ctx, cfg, *path, log)

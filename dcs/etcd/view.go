@@ -49,6 +49,11 @@ type view struct {
 	// freshAt is when the watch last delivered anything (an event, or
 	// the answer to a progress request the renewal sends).
 	freshAt time.Time
+	// decoded is kvs decoded, until kvs change: an idle cluster is read
+	// every loop and by every health check, and decoding its members'
+	// JSON each time is most of what a read costs. Readers share it and
+	// never modify it.
+	decoded *dcs.Cluster
 }
 
 // maxPending bounds the events kept while no seed has been taken: past it
@@ -91,7 +96,7 @@ func (v *view) stopped() {
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	v.watching, v.valid, v.pending, v.kvs = false, false, nil, nil
+	v.watching, v.valid, v.pending, v.kvs, v.decoded = false, false, nil, nil, nil
 }
 
 // apply takes a watch response's events.
@@ -119,6 +124,7 @@ func (v *view) applyLocked(evs []*clientv3.Event) {
 			continue // the seed has it
 		}
 		k := string(ev.Kv.Key)
+		v.decoded = nil
 		if ev.Type == clientv3.EventTypeDelete {
 			delete(v.kvs, k)
 		} else {
@@ -144,7 +150,7 @@ func (v *view) seed(rev int64, kvs []*mvccpb.KeyValue) {
 	for _, kv := range kvs {
 		v.kvs[string(kv.Key)] = kv
 	}
-	v.base, v.rev, v.valid = rev, rev, true
+	v.base, v.rev, v.valid, v.decoded = rev, rev, true, nil
 	pending := v.pending
 	v.pending = nil
 	v.applyLocked(pending)
@@ -166,12 +172,16 @@ func (v *view) cluster(ctx context.Context, min int64, prefix string, bound time
 			return nil, false
 		}
 		if v.rev >= min {
-			c := &dcs.Cluster{Revision: v.rev}
-			for k, kv := range v.kvs {
-				dcs.DecodeKey(c, strings.TrimPrefix(k, prefix), kv.Value, kv.ModRevision, kv.Lease)
+			if v.decoded == nil {
+				c := &dcs.Cluster{Revision: v.rev}
+				for k, kv := range v.kvs {
+					dcs.DecodeKey(c, strings.TrimPrefix(k, prefix), kv.Value, kv.ModRevision, kv.Lease)
+				}
+				sortCluster(c)
+				v.decoded = c
 			}
+			c := v.decoded
 			v.mu.Unlock()
-			sortCluster(c)
 			return c, true
 		}
 		moved := v.moved
