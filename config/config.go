@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -200,12 +201,22 @@ func (d Duration) D() time.Duration { return time.Duration(d) }
 // Seconds is d in (fractional) seconds.
 func (d Duration) Seconds() float64 { return time.Duration(d).Seconds() }
 
+// maxSeconds is the longest duration written as a number: beyond it the
+// conversion to nanoseconds would overflow (about 292 years), and no
+// setting of pgwarden means anything that long.
+const maxSeconds = 1e9
+
 // parseDuration reads "10", "0.5", "10s" or "1m30s".
 func parseDuration(s string) (Duration, error) {
 	s = strings.TrimSpace(s)
 	if f, err := strconv.ParseFloat(s, 64); err == nil {
-		if f < 0 {
+		switch {
+		case math.IsNaN(f) || math.IsInf(f, 0):
+			return 0, fmt.Errorf("%q: not a number of seconds", s)
+		case f < 0:
 			return 0, fmt.Errorf("%q: must not be negative", s)
+		case f > maxSeconds:
+			return 0, fmt.Errorf("%q: more than %g seconds", s, float64(maxSeconds))
 		}
 		return Duration(f * float64(time.Second)), nil
 	}

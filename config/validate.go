@@ -308,6 +308,11 @@ func checkFile(p *Problems, key, path string, required bool) {
 	}
 }
 
+// maxTTL bounds cluster.ttl: well above any HA setting (Patroni's default
+// is 30 s), far below etcd's refusal of a lease (9e9 s), which would
+// otherwise be found only by the leader's next renewal.
+const maxTTL = Duration(time.Hour)
+
 // Validate checks the dynamic configuration.
 func (d Dynamic) Validate() error { return Problems(d.problems("")).err() }
 
@@ -321,6 +326,8 @@ func (d Dynamic) problems(prefix string) Problems {
 	}
 	if d.TTL < Duration(2*time.Second) {
 		p.add(prefix+"ttl", d.TTL, "must be at least 2s (etcd's minimum lease)")
+	} else if d.TTL > maxTTL {
+		p.add(prefix+"ttl", d.TTL, "must be at most %s: a dead leader's key would outlive it that long before any failover", maxTTL.D())
 	} else if d.TTL <= d.LoopWait+d.RetryTimeout {
 		p.add(prefix+"ttl", d.TTL, "ttl too small for loop_wait and retry_timeout: must exceed loop_wait + retry_timeout (%s)", (d.LoopWait + d.RetryTimeout).D())
 	}
@@ -361,7 +368,7 @@ func ParseDynamic(raw []byte) (Dynamic, error) {
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&d); err != nil {
-		return Dynamic{}, fmt.Errorf("dynamic configuration: %w", err)
+		return Dynamic{}, fmt.Errorf("dynamic configuration: %w", namedKey(raw, err))
 	}
 	if d.SynchronousNodeCount == 0 {
 		d.SynchronousNodeCount = 1
@@ -370,4 +377,33 @@ func ParseDynamic(raw []byte) (Dynamic, error) {
 		return Dynamic{}, err
 	}
 	return d, nil
+}
+
+// namedKey adds to err, a failed decoding of a dynamic configuration, the
+// key whose value was refused: encoding/json names the field only for a
+// type mismatch, not for what a field's own decoder refused (a duration of
+// "abc"), so each key is decoded alone to find it.
+func namedKey(raw []byte, err error) error {
+	var fields map[string]json.RawMessage
+	if json.Unmarshal(raw, &fields) != nil {
+		return err
+	}
+	keys := make([]string, 0, len(fields))
+	for k := range fields {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		one, _ := json.Marshal(map[string]json.RawMessage{k: fields[k]})
+		d := DefaultDynamic()
+		dec := json.NewDecoder(bytes.NewReader(one))
+		dec.DisallowUnknownFields()
+		if kerr := dec.Decode(&d); kerr != nil {
+			if strings.Contains(kerr.Error(), k) {
+				return kerr
+			}
+			return fmt.Errorf("%s: %w", k, kerr)
+		}
+	}
+	return err
 }

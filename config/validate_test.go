@@ -244,3 +244,32 @@ func TestCheckMargin(t *testing.T) {
 		}
 	}
 }
+
+// TestDynamicBadValuesNameTheKey: a value refused in PATCH /config or
+// edit-config names its key, and a number of seconds too large for a
+// duration (or not a number) is refused instead of wrapping around.
+func TestDynamicBadValuesNameTheKey(t *testing.T) {
+	cases := []struct{ raw, want string }{
+		{`{"ttl":"abc"}`, "ttl"},
+		{`{"ttl":-5}`, "ttl"},
+		{`{"ttl":true}`, "ttl"},
+		{`{"loop_wait":"NaN"}`, "loop_wait"},
+		{`{"ttl":"Inf"}`, "ttl"},
+		{`{"ttl":1e10}`, "ttl"},
+		{`{"ttl":9100000000}`, "ttl"},
+		{`{"ttl":3601}`, "at most 1h0m0s"},
+		{`{"ttl":10,"retry_timeout":"x"}`, "retry_timeout"},
+	}
+	for _, c := range cases {
+		_, err := ParseDynamic([]byte(c.raw))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v; want an error naming %q", c.raw, err, c.want)
+		}
+		if err != nil && strings.Contains(err.Error(), "-2562047h") {
+			t.Errorf("%s: the duration wrapped around: %v", c.raw, err)
+		}
+	}
+	if _, err := ParseDynamic([]byte(`{"ttl":3600,"loop_wait":10,"retry_timeout":10}`)); err != nil {
+		t.Errorf("ttl at the bound refused: %v", err)
+	}
+}
