@@ -135,12 +135,20 @@ func (a *Agent) keepLease(ctx context.Context) error {
 		return a.renewLease(ctx)
 	}
 	err := a.moveLease(ctx, want)
-	if errors.Is(err, dcs.ErrKeyModified) || errors.Is(err, dcs.ErrLeaseInUse) {
+	if notMoved(err) {
 		// Nothing moved: the current lease still needs this round's
 		// renewal. The move is tried again next round.
 		return a.renewLease(ctx)
 	}
 	return err
+}
+
+// notMoved: a lease move failed with the keys left on the current lease,
+// which this round's renewal keeps alive (a refused grant, a key changed
+// meanwhile, a lock on the lease). A move that could not even reach etcd,
+// or whose answer was lost, is a failed renewal.
+func notMoved(err error) bool {
+	return errors.Is(err, dcs.ErrKeyModified) || errors.Is(err, dcs.ErrLeaseInUse) || errors.Is(err, dcs.ErrNotMoved)
 }
 
 // leaseSeconds is the TTL etcd grants for ttl: whole seconds, rounded up.
@@ -176,8 +184,8 @@ func (a *Agent) moveLease(ctx context.Context, ttl time.Duration) error {
 		}
 		a.leaseUnlock()
 	}
-	if errors.Is(err, dcs.ErrKeyModified) || errors.Is(err, dcs.ErrLeaseInUse) {
-		a.noteMove(err, "cannot move the lease to the new ttl yet: keeping the current one", "ttl", ttl)
+	if notMoved(err) {
+		a.noteMove(err, "cannot move the lease to the new ttl: keeping the current one, renewed", "ttl", ttl)
 		return err
 	}
 	a.noteRenewal(sent, granted, err)

@@ -55,6 +55,9 @@ type world struct {
 	// The network, as faults set it.
 	etcdDown map[string]bool
 	etcdSlow map[string]time.Duration
+	// refuseMove: etcd refuses the node's new lease (a grant it will not
+	// make) after renewing the current one, as a real move does.
+	refuseMove map[string]bool
 	restCut  map[[2]string]bool
 
 	// watchdogFences counts the watchdog fences of a running PostgreSQL.
@@ -279,7 +282,7 @@ type simOpts struct {
 func newWorld(t testing.TB, seed int64, o simOpts) *world {
 	w := &world{
 		t: t, rng: rand.New(rand.NewPCG(uint64(seed), 99)), s: newSched(simStart),
-		etcdDown: map[string]bool{}, etcdSlow: map[string]time.Duration{}, restCut: map[[2]string]bool{},
+		etcdDown: map[string]bool{}, etcdSlow: map[string]time.Duration{}, restCut: map[[2]string]bool{}, refuseMove: map[string]bool{},
 		watchdogFences: map[string]int{}, faults: map[string]int{}, verbose: *simSeed >= 0,
 		registered: map[string]time.Time{}, orphanLife: 4 * time.Second,
 	}

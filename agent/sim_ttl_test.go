@@ -142,3 +142,22 @@ func TestSimTTLChangeAnswerLost(t *testing.T) {
 	}
 	stillLeads(10*time.Second, "a lost move answer")
 }
+
+// TestSimTTLChangeRefusedByEtcd: etcd renews the current lease and then
+// refuses the new one (a move's grant failing for good). The refusal is
+// not a failed renewal: the leader keeps its key, its deadline and its
+// primary round after round (before, its deadline stopped advancing and
+// it stepped down after ttl).
+func TestSimTTLChangeRefusedByEtcd(t *testing.T) {
+	w, l, stillLeads := leaderOfTTL(t)
+	id0, _, _ := w.mem.LeaderLease()
+	w.refuseMove[l.name] = true
+	w.setTTL(t, l, 20*time.Second, nil)
+	stillLeads(30*time.Second, "a ttl etcd refuses")
+	if id, ttl, _ := w.mem.LeaderLease(); id != id0 || ttl != 10*time.Second {
+		w.fatal(t, "lease %x ttl %s; want the old lease %x of 10 s", id, ttl, id0)
+	}
+	if _, _, moveErr := l.agent.leaseFacts(); !strings.Contains(moveErr, "too large") {
+		w.fatal(t, "move error %q; want the refusal", moveErr)
+	}
+}

@@ -171,6 +171,15 @@ func (d simDCS) SetSync(ctx context.Context, s dcs.Sync, prev int64) error {
 // moved the keys, as a real transaction's lost answer may.
 func (d simDCS) MoveLease(ctx context.Context, ttl time.Duration) (got time.Duration, err error) {
 	applied := false
+	if d.n.w.refuseMove[d.n.name] {
+		err = d.call(ctx, "move lease", func() error {
+			if _, e := d.m.Renew(ctx); e != nil {
+				return e
+			}
+			return fmt.Errorf("grant: etcdserver: too large lease TTL (%w)", dcs.ErrNotMoved)
+		})
+		return 0, err
+	}
 	err = d.call(ctx, "move lease", func() (e error) { applied = true; got, e = d.m.MoveLease(ctx, ttl); return })
 	if err != nil && applied && errors.Is(err, dcs.ErrUnavailable) {
 		err = fmt.Errorf("%w (%w)", err, dcs.ErrUnsettled)

@@ -29,6 +29,10 @@ var (
 	// be on either lease (the next Renew finds out and renews that one).
 	// Without it, a failed move moved nothing.
 	ErrUnsettled = errors.New("dcs: lease move unsettled")
+	// ErrNotMoved: a lease move renewed the current lease and then could
+	// not move the keys (etcd refused the new lease, or a read failed):
+	// they stay, renewed, on the current one.
+	ErrNotMoved = errors.New("dcs: lease renewed, keys not moved")
 )
 
 // Member is one node's record under members/<name>, bound to its lease.

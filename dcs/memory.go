@@ -496,8 +496,11 @@ func (m *Memory) Watch(ctx context.Context) <-chan struct{} {
 // MoveLease implements Store.
 func (m *Memory) MoveLease(ctx context.Context, ttl time.Duration) (time.Duration, error) {
 	m.mu.Lock()
-	m.ttl = ttl
 	old := m.lease
+	if old == 0 {
+		// No lease to move: the next one is granted with ttl.
+		m.ttl = ttl
+	}
 	m.mu.Unlock()
 	if old == 0 {
 		return m.Renew(ctx)
@@ -532,7 +535,7 @@ func (m *Memory) MoveLease(ctx context.Context, ttl time.Duration) (time.Duratio
 	}
 	delete(m.mc.leases, old)
 	m.mu.Lock()
-	m.lease = id
+	m.lease, m.ttl = id, ttl
 	m.mu.Unlock()
 	return ttl, nil
 }

@@ -54,8 +54,10 @@ type Store struct {
 	ttl   time.Duration
 	lease clientv3.LeaseID
 	// unsure is a lease granted by a move whose transaction got no answer:
-	// the keys may be bound to it. The next Renew finds out.
-	unsure clientv3.LeaseID
+	// the keys may be bound to it. The next Renew finds out. unsureTTL is
+	// the ttl it was granted for (the store's once the keys are found on it).
+	unsure    clientv3.LeaseID
+	unsureTTL time.Duration
 	// binding is held (shared) by every write that binds a key to the
 	// lease, and exclusively by a move: a key written with the old lease
 	// after the move read it would go with the old lease's revocation.
@@ -694,11 +696,24 @@ func wakes(evs []*clientv3.Event, prefix string) bool {
 // within one retry_timeout. The old lease is revoked after.
 func (e *Store) MoveLease(ctx context.Context, ttl time.Duration) (time.Duration, error) {
 	e.mu.Lock()
-	e.ttl = ttl
 	old := e.lease
+	prev := e.ttl
+	if old == 0 {
+		// No lease to move: the next one is granted with ttl, unless
+		// etcd refuses it (then the ttl that worked is kept).
+		e.ttl = ttl
+	}
 	e.mu.Unlock()
 	if old == 0 {
-		return e.Renew(ctx)
+		granted, err := e.Renew(ctx)
+		if err != nil {
+			e.mu.Lock()
+			if e.ttl == ttl {
+				e.ttl = prev
+			}
+			e.mu.Unlock()
+		}
+		return granted, err
 	}
 	granted, drop, err := e.moveKeys(ctx, ttl)
 	if drop != 0 {
@@ -728,9 +743,11 @@ func (e *Store) moveKeys(ctx context.Context, ttl time.Duration) (granted time.D
 		e.forget(old)
 		return 0, 0, fmt.Errorf("move lease: %w", dcs.ErrLeaseExpired)
 	}
+	// From here on the current lease is renewed: a failure before the
+	// transaction leaves the keys on it (ErrNotMoved), not unrenewed.
 	resp, err := e.cli.Get(cctx, e.cfg.Prefix, clientv3.WithPrefix())
 	if err != nil {
-		return 0, 0, e.mapErr("move lease: read its keys", err)
+		return 0, 0, fmt.Errorf("%w (%w)", e.mapErr("move lease: read its keys", err), dcs.ErrNotMoved)
 	}
 	var moving []*mvccpb.KeyValue
 	for _, kv := range resp.Kvs {
@@ -744,7 +761,7 @@ func (e *Store) moveKeys(ctx context.Context, ttl time.Duration) (granted time.D
 	}
 	g, err := e.cli.Grant(cctx, int64((ttl+time.Second-1)/time.Second))
 	if err != nil {
-		return 0, 0, e.mapErr("move lease: grant", err)
+		return 0, 0, fmt.Errorf("%w (%w)", e.mapErr("move lease: grant", err), dcs.ErrNotMoved)
 	}
 	var cmps []clientv3.Cmp
 	var ops []clientv3.Op
@@ -761,7 +778,7 @@ func (e *Store) moveKeys(ctx context.Context, ttl time.Duration) (granted time.D
 	if err != nil {
 		// It may have committed: the keys may be on either lease.
 		e.mu.Lock()
-		e.unsure = g.ID
+		e.unsure, e.unsureTTL = g.ID, ttl
 		e.mu.Unlock()
 		return 0, 0, fmt.Errorf("%w (%w)", e.mapErr("move lease: move its keys", err), dcs.ErrUnsettled)
 	}
@@ -769,7 +786,7 @@ func (e *Store) moveKeys(ctx context.Context, ttl time.Duration) (granted time.D
 		return 0, g.ID, fmt.Errorf("move lease: %w", dcs.ErrKeyModified)
 	}
 	e.mu.Lock()
-	e.lease = g.ID
+	e.lease, e.ttl = g.ID, ttl
 	e.mu.Unlock()
 	e.log.Info("lease moved", "lease", fmt.Sprintf("%x", int64(g.ID)), "ttl", g.TTL, "keys", len(ops))
 	return time.Duration(g.TTL) * time.Second, old, nil
@@ -789,11 +806,15 @@ func (e *Store) settleMove(ctx context.Context) error {
 		return e.mapErr("settle lease move", err)
 	}
 	keep, drop := cur, unsure
-	if r.TTL > 0 && len(r.Keys) > 0 {
+	moved := r.TTL > 0 && len(r.Keys) > 0
+	if moved {
 		keep, drop = unsure, cur
 	}
 	e.mu.Lock()
 	e.lease, e.unsure = keep, 0
+	if moved {
+		e.ttl = e.unsureTTL
+	}
 	e.mu.Unlock()
 	if drop != 0 {
 		e.revoke(ctx, drop)

@@ -278,3 +278,40 @@ func TestUnsettledMoveSettles(t *testing.T) {
 		})
 	}
 }
+
+// TestRefusedMoveKeepsLeaseAndTTL: a move etcd refuses (a ttl beyond its
+// maximum lease) renewed the current lease first: it reports ErrNotMoved,
+// the leader key stays on the current lease, and later renewals ask for
+// the ttl that worked, not the refused one (they failed for good before).
+func TestRefusedMoveKeepsLeaseAndTTL(t *testing.T) {
+	e := harness.StartEtcd(t)
+	ctx := t.Context()
+	prefix := fmt.Sprintf("/pgwarden-test/%d/", prefixes.Add(1))
+	s := etcdStore(t, e.Endpoint, prefix, "node1", 5*time.Second)
+	if _, err := s.Renew(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if won, err := s.AcquireLeader(ctx); err != nil || !won {
+		t.Fatalf("acquire: %v %v", won, err)
+	}
+	before := s.currentLease()
+	_, err := s.MoveLease(ctx, time.Duration(9.1e9*float64(time.Second)))
+	if !errors.Is(err, dcs.ErrNotMoved) {
+		t.Fatalf("MoveLease beyond etcd's maximum: %v; want ErrNotMoved", err)
+	}
+	if s.currentLease() != before {
+		t.Fatalf("the lease changed from %x to %x on a refused move", before, s.currentLease())
+	}
+	c, err := s.ClusterFresh(ctx)
+	if err != nil || c.Leader == nil || c.Leader.Name != "node1" {
+		t.Fatalf("leader key after a refused move: %+v, %v", c, err)
+	}
+	// Once this lease is gone, the next one is granted at the ttl that
+	// worked.
+	s.revoke(ctx, before)
+	s.forget(before)
+	ttl, err := s.Renew(ctx)
+	if err != nil || ttl != 5*time.Second {
+		t.Fatalf("renew after the old lease went: %s, %v; want a new 5 s lease", ttl, err)
+	}
+}
