@@ -58,7 +58,7 @@ type world struct {
 	// refuseMove: etcd refuses the node's new lease (a grant it will not
 	// make) after renewing the current one, as a real move does.
 	refuseMove map[string]bool
-	restCut  map[[2]string]bool
+	restCut    map[[2]string]bool
 
 	// watchdogFences counts the watchdog fences of a running PostgreSQL.
 	watchdogFences map[string]int
