@@ -110,6 +110,28 @@ func TestSecureEtcdAndSecrets(t *testing.T) {
 		}
 		places.add(n.name+" postmaster's environment", string(env))
 	}
+	// The agent and its watchdog hold the variables, and the kernel keeps
+	// the environment a process started with whatever it unsets: read as
+	// PostgreSQL's OS user (a superuser's pg_read_binary_file, what a role
+	// with pg_read_server_files can do), their /proc/PID/environ refuses.
+	for _, n := range c.nodes {
+		for _, proc := range []struct {
+			what string
+			pid  int
+		}{{"agent", n.agent.PID()}, {"watchdog", watchdogOf(n.agent.PID())}} {
+			if proc.pid == 0 {
+				t.Fatalf("%s: its watchdog process not found", n.name)
+			}
+			var b []byte
+			err := p.queryRow(fmt.Sprintf("SELECT pg_read_binary_file('/proc/%d/environ')", proc.pid), &b)
+			if err == nil {
+				places.add(n.name+" "+proc.what+"'s environment read through PostgreSQL", string(b))
+				t.Errorf("%s: PostgreSQL read the %s's /proc/%d/environ (%d bytes)", n.name, proc.what, proc.pid, len(b))
+			} else if !strings.Contains(err.Error(), "ermission denied") {
+				t.Errorf("%s: reading the %s's environment through PostgreSQL: %v; want permission denied", n.name, proc.what, err)
+			}
+		}
+	}
 
 	// Bad etcd settings, each in a node's file otherwise like node1's but
 	// of another scope: one line naming the key, exit 1, nothing touched.

@@ -33,6 +33,7 @@ func cmdAgent(e *env, args []string) error {
 	if err := parse(fs, args); err != nil {
 		return err
 	}
+	sealEnviron(environHasSecret())
 	// Everything is checked before anything is touched.
 	cfg, err := loadConfig(*path)
 	if err != nil {
@@ -303,6 +304,9 @@ func ignoreClosed(err error) error {
 }
 
 func cmdWatchdog(e *env, args []string) error {
+	// It holds the secret variables for the hand-back (execve made it
+	// dumpable again, whatever the agent was).
+	sealEnviron(environHasSecret())
 	// Not e.ctx: SIGTERM, meant for the agent, must not end the watchdog
 	// (it ignores it, and ends only by its input or its deadline).
 	if code := watchdog.Main(context.Background(), args, e.stdin, e.stdout, e.stderr); code != 0 {
