@@ -15,7 +15,7 @@ type NodeYAML struct {
 	EtcdExtra string
 	RESTPort  int
 	// RESTExtra: lines under rest (connect_address, auth, tls).
-	RESTExtra string
+	RESTExtra                  string
 	BinDir, DataDir, SocketDir string
 	PGPort                     int
 	// PGExtra: lines under postgres after listen (connect_address, tls).
@@ -32,7 +32,7 @@ type NodeYAML struct {
 	Priority *int
 	LogLevel string
 	// Pooler is the whole pooler section ("" for none).
-	Pooler string
+	Pooler               string
 	TTL, LoopWait, Retry float64
 	// ClusterExtra: lines after the cluster section (more cluster keys,
 	// indented, or top-level keys).
