@@ -34,6 +34,11 @@ func cmdAgent(e *env, args []string) error {
 		return err
 	}
 	sealEnviron(environHasSecret())
+	// SIGHUP is caught from the start: its default ends the process, and
+	// one sent while the agent starts is applied once it runs.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	// Everything is checked before anything is touched.
 	cfg, err := loadConfig(*path)
 	if err != nil {
@@ -53,7 +58,7 @@ func cmdAgent(e *env, args []string) error {
 	// now on (PostgreSQL, hooks, pgBackRest) inherits the secrets.
 	config.HideSecretEnv()
 	w.notify = notify
-	return w.run(e.ctx, &reloader{path: *path, w: w, cfg: cfg})
+	return w.run(e.ctx, &reloader{path: *path, w: w, cfg: cfg}, hup)
 }
 
 // wired is one node's agent with its side effects and REST server.
@@ -256,15 +261,12 @@ func openStore(ctx context.Context, cfg *config.Config, log hclog.Logger) (*etcd
 const startupReport = 5 * time.Second
 
 // run serves the REST API and runs the HA loop until ctx ends, re-reading
-// the file on SIGHUP (r; nil: not).
-func (w *wired) run(ctx context.Context, r *reloader) error {
+// the file (r) at each SIGHUP hup delivers.
+func (w *wired) run(ctx context.Context, r *reloader, hup <-chan os.Signal) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errc := make(chan error, 1)
 	go func() { errc <- w.server.Serve(ctx) }()
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	go func() {
 		for {
 			select {
