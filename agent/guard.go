@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -122,7 +123,17 @@ func (a *Agent) noteRenewal(sent time.Time, ttl time.Duration, err error) {
 // ttl (the move renews them too). etcd fixes a lease's TTL when it grants
 // it: a new lease is the only way to change it.
 func (a *Agent) keepLease(ctx context.Context) error {
-	want := a.dynSnap.Load().TTL.D()
+	dyn := a.dynSnap.Load()
+	want := dyn.TTL.D()
+	if margin := a.s.SafetyMargin; margin > 0 && margin+dyn.LoopWait.D() >= want {
+		// PATCH /config checks the margin of the member it reached only:
+		// a ttl that leaves this member's watchdog no room between two
+		// renewals would have it fence its own healthy primary. The lease
+		// stays at the ttl it has; the refusal is logged once.
+		a.noteMove(fmt.Errorf("ttl %s leaves no room for this member's watchdog.safety_margin %s and loop_wait %s", want, margin, dyn.LoopWait.D()),
+			"not moving the lease to the new ttl: keeping the current one", "ttl", want)
+		return a.renewLease(ctx)
+	}
 	l := a.leaseLock()
 	if l.granted != 0 && l.asked != want && (l.granted == want || l.granted == leaseSeconds(want)) {
 		// The lease already has it (the first one of this process, or
@@ -132,6 +143,7 @@ func (a *Agent) keepLease(ctx context.Context) error {
 	move := l.granted != 0 && l.asked != want
 	a.leaseUnlock()
 	if !move {
+		a.noteMove(nil, "") // no move pending: nothing failing to report
 		return a.renewLease(ctx)
 	}
 	err := a.moveLease(ctx, want)

@@ -161,3 +161,26 @@ func TestSimTTLChangeRefusedByEtcd(t *testing.T) {
 		w.fatal(t, "move error %q; want the refusal", moveErr)
 	}
 }
+
+// TestSimTTLWithoutRoomForThisMargin: a ttl another member accepted (its
+// own safety_margin fits) leaves the leader's watchdog no room between two
+// renewals. The leader keeps its lease at the ttl it has instead of moving
+// to one its watchdog would fence it under; a fitting ttl later moves.
+func TestSimTTLWithoutRoomForThisMargin(t *testing.T) {
+	w, l, stillLeads := leaderOfTTL(t)
+	l.agent.s.SafetyMargin = 4500 * time.Millisecond
+	id0, _, _ := w.mem.LeaderLease()
+	w.setTTL(t, l, 5*time.Second, nil)
+	stillLeads(30*time.Second, "a ttl without room for the leader's margin")
+	if id, ttl, _ := w.mem.LeaderLease(); id != id0 || ttl != 10*time.Second {
+		w.fatal(t, "lease %x ttl %s; want the old lease %x of 10 s", id, ttl, id0)
+	}
+	if _, _, moveErr := l.agent.leaseFacts(); !strings.Contains(moveErr, "safety_margin") {
+		w.fatal(t, "move error %q; want the margin named", moveErr)
+	}
+	w.setTTL(t, l, 8*time.Second, nil)
+	if !w.until(5*time.Second, func() bool { _, got, _ := w.mem.LeaderLease(); return got == 8*time.Second }) {
+		w.fatal(t, "a ttl with room for the margin did not move the lease")
+	}
+	stillLeads(20*time.Second, "ttl 8 s")
+}
