@@ -109,6 +109,11 @@ func TestSecureEtcdAndSecrets(t *testing.T) {
 			t.Fatalf("%s: read the postmaster's environment: %v (%d bytes)", n.name, err, len(env))
 		}
 		places.add(n.name+" postmaster's environment", string(env))
+		// The data directory goes into every base backup: primary_conninfo
+		// names a pgpass file beside it instead of holding the password.
+		conf, err := os.ReadFile(filepath.Join(n.dir, "data", "pgwarden.conf"))
+		must(t, err)
+		places.add(n.name+" data directory's pgwarden.conf", string(conf))
 	}
 	// The agent and its watchdog hold the variables, and the kernel keeps
 	// the environment a process started with whatever it unsets: read as

@@ -107,7 +107,7 @@ func (s *Server) conninfo(up Upstream) string {
 		"host=" + conninfoQuote(up.Host),
 		"port=" + strconv.Itoa(up.Port),
 		"user=" + conninfoQuote(s.cfg.ReplUser),
-		"password=" + conninfoQuote(s.cfg.ReplPassword),
+		"passfile=" + conninfoQuote(s.PassFile()),
 		"application_name=" + conninfoQuote(s.cfg.AppName),
 		"connect_timeout=3",
 		"sslmode=prefer",
@@ -143,12 +143,29 @@ func (s *Server) renderHBA() string {
 	return "# Managed by pgwarden.\n" + strings.Join(lines, "\n") + "\n"
 }
 
+// PassFile is the replication password's pgpass file: beside the data
+// directory, not in it, so the password is neither in primary_conninfo
+// (which pg_settings shows, and every base backup copies) nor in a backup.
+func (s *Server) PassFile() string { return filepath.Clean(s.cfg.DataDir) + ".pgpass" }
+
+// pgpassLine is the pgpass entry for user's password, for any server.
+func pgpassLine(user, password string) string {
+	esc := strings.NewReplacer(`\`, `\\`, ":", `\:`)
+	return "*:*:*:" + esc.Replace(user) + ":" + esc.Replace(password) + "\n"
+}
+
 // writeConfig writes pgwarden.conf (standby settings when up is non-nil),
-// pg_hba.conf, the include line, and standby.signal.
+// pg_hba.conf, the include line, and standby.signal; and the replication
+// password's pgpass file primary_conninfo names.
 func (s *Server) writeConfig(up *Upstream) error {
 	conf, err := s.renderConf(up)
 	if err != nil {
 		return err
+	}
+	if up != nil {
+		if err := atomicfile.Write(s.PassFile(), []byte(pgpassLine(s.cfg.ReplUser, s.cfg.ReplPassword)), 0o600); err != nil {
+			return fmt.Errorf("write the replication pgpass file: %w", err)
+		}
 	}
 	if err := atomicfile.Write(filepath.Join(s.cfg.DataDir, managedConf), []byte(conf), 0o600); err != nil {
 		return err

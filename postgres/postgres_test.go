@@ -35,14 +35,22 @@ func TestRenderConfQuotesAndOrder(t *testing.T) {
 	if got := upstreamFromConninfo(ci); got != "10.0.0.1:5432" {
 		t.Fatalf("upstream of %q = %q", ci, got)
 	}
-	var pw string
+	// The password is in the pgpass file beside the data directory, not
+	// in primary_conninfo (pg_settings shows it; base backups copy it).
+	var passfile string
 	for _, f := range splitConninfo(ci) {
-		if v, ok := strings.CutPrefix(f, "password="); ok {
-			pw = v
+		if strings.HasPrefix(f, "password=") {
+			t.Fatalf("primary_conninfo holds the password: %q", ci)
+		}
+		if v, ok := strings.CutPrefix(f, "passfile="); ok {
+			passfile = v
 		}
 	}
-	if pw != `it's\x` {
-		t.Fatalf("password through conninfo = %q", pw)
+	if passfile != s.PassFile() || strings.HasPrefix(passfile, filepath.Clean(s.cfg.DataDir)+"/") {
+		t.Fatalf("passfile %q; want %q, outside the data directory", passfile, s.PassFile())
+	}
+	if got := pgpassLine(`rep:x`, `it's\x:y`); got != `*:*:*:rep\:x:it's\\x\:y`+"\n" {
+		t.Fatalf("pgpass line %q", got)
 	}
 	if conf, _ := s.renderConf(nil); strings.Contains(conf, "primary_conninfo") {
 		t.Fatal("primary configuration has primary_conninfo")
