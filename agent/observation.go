@@ -6,73 +6,13 @@ import (
 
 	"github.com/pgwarden/pgwarden/config"
 	"github.com/pgwarden/pgwarden/dcs"
+	"github.com/pgwarden/pgwarden/postgres/pgstate"
 	"github.com/pgwarden/pgwarden/wal"
 )
 
-// PGState is what the local PostgreSQL looks like at one moment.
-type PGState struct {
-	// DataEmpty: the data directory does not exist or holds no cluster.
-	DataEmpty bool
-	// Running: a postmaster of this data directory is alive, whether or
-	// not it answers. A server that does not answer the agent (all
-	// connection slots taken, a pg_hba change, a hung query) still runs,
-	// and may still accept writes from the sessions it has.
-	Running bool
-	// Answering: the status query succeeded, so InRecovery and the
-	// positions below are current.
-	Answering bool
-	// State is "running" (answering), "starting", "stopping",
-	// "unresponsive" (running, not answering), "stopped" or "crashed".
-	State string
-	// InRecovery: the server is a standby. When it does not answer, only
-	// what its files say (standby.signal, the postmaster's status).
-	InRecovery bool
-	Timeline   uint32
-	// History is the timeline history of Timeline: where each ancestor
-	// timeline ended (nil on timeline 1, or when it could not be read).
-	History []dcs.Fork
-	// WAL is the current LSN on a primary, the received (or else replayed)
-	// LSN on a replica: what it would have after promotion.
-	WAL       wal.LSN
-	Replayed  wal.LSN
-	Streaming bool
-	// Upstream is host:port of the primary the WAL receiver is configured
-	// for ("" when none).
-	Upstream string
-	SystemID string
-	// WasPrimary: a stopped data directory was last a primary (its control
-	// file says "shut down" or "in production"), so following another node
-	// may need pg_rewind first.
-	WasPrimary       bool
-	ServerVersion    int
-	ReplicationConns int
-	// WALSenders are the standbys streaming from this server.
-	WALSenders []WALSender
-	// PendingRestart: a changed parameter waits for a restart.
-	PendingRestart bool
-	// PostmasterPID is the running postmaster (0 when none).
-	PostmasterPID int
-	// Orphans: with no postmaster, processes of the data directory still
-	// run (a busy backend outlives a killed postmaster and may commit).
-	Orphans bool
-	// PostmasterStart is when it started.
-	PostmasterStart time.Time
-}
-
-// Writable says whether this server is known to accept writes: it runs,
-// answers, and is not in recovery.
-func (s PGState) Writable() bool { return s.Running && s.Answering && !s.InRecovery }
-
-// MayWrite says whether this server could accept writes: it runs and is
-// not known to be a standby. A primary that does not answer may write.
-// Fencing and the watchdog go by this, never by Writable.
-func (s PGState) MayWrite() bool { return (s.Running && !s.InRecovery) || s.Orphans }
-
-// Standby: a running standby that answers (its positions are current).
-func (s PGState) Standby() bool { return s.Running && s.Answering && s.InRecovery }
-
-// Mute: running but not answering (starting, stopping, or unresponsive).
-func (s PGState) Mute() bool { return s.Running && !s.Answering }
+// PGState is what the local PostgreSQL looks like at one moment (the
+// postgres package fills it in; pgstate links neither it nor its driver).
+type PGState = pgstate.Server
 
 // Peer is another member's state as its own REST API reported it during a
 // leader race.

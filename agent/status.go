@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/pgwarden/pgwarden/dcs"
+	"github.com/pgwarden/pgwarden/postgres/pgstate"
 	"github.com/pgwarden/pgwarden/wal"
 )
 
@@ -91,10 +92,8 @@ type Status struct {
 	DCSClusterView *dcs.Cluster
 }
 
-// WALSender is one standby streaming from this server.
-type WALSender struct {
-	ApplicationName, ClientAddr, State, SyncState string
-}
+// WALSender is a standby streaming from this server.
+type WALSender = pgstate.Sender
 
 // Lag is how far this replica's replay is behind the leader's last WAL
 // position, in bytes (0 when ahead or unknown).

@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgwarden/pgwarden/postgres/pgproc"
+	"github.com/pgwarden/pgwarden/postgres/pgstate"
 	"github.com/pgwarden/pgwarden/wal"
 )
 
@@ -54,57 +55,10 @@ type Upstream struct {
 }
 
 // State is the local server at one moment.
-type State struct {
-	DataEmpty bool
-	// Running: a postmaster of this data directory is alive (its pid file
-	// names a living, non-zombie process working in the directory),
-	// whether or not it answers.
-	Running bool
-	// Answering: the status query succeeded; the fields below it are
-	// current only then.
-	Answering bool
-	// State: "running" (answering), "starting", "stopping",
-	// "unresponsive" (running, not answering), "stopped" or "crashed".
-	State string
-	// InRecovery: a standby. When the server does not answer, what its
-	// files say: standby.signal, or the postmaster's "standby" status.
-	InRecovery bool
-	Timeline   uint32
-	// WAL is pg_current_wal_lsn() on a primary, max(received, replayed) on
-	// a standby: what it would have after promotion.
-	WAL                wal.LSN
-	Received, Replayed wal.LSN
-	Streaming          bool
-	// Upstream is host:port of the configured primary_conninfo.
-	Upstream string
-	SystemID string
-	// WasPrimary: a stopped data directory was last a primary.
-	WasPrimary       bool
-	ServerVersion    int
-	ReplicationConns int
-	// WALSenders are the standbys streaming from this server
-	// (pg_stat_replication), by application name.
-	WALSenders []WALSender
-	// PendingRestart: a changed parameter takes effect only after a
-	// restart (pg_settings.pending_restart).
-	PendingRestart  bool
-	PostmasterPID   int
-	PostmasterStart time.Time
-	// History is the timeline history of Timeline (nil on timeline 1 or
-	// when its history file could not be read).
-	History []Fork
-	// Orphans: no postmaster runs, but processes of the data directory do
-	// (backends of a killed postmaster).
-	Orphans bool
-}
+type State = pgstate.Server
 
 // WALSender is one row of pg_stat_replication.
-type WALSender struct {
-	ApplicationName string `json:"application_name"`
-	ClientAddr      string `json:"client_addr"`
-	State           string `json:"state"`
-	SyncState       string `json:"sync_state"`
-}
+type WALSender = pgstate.Sender
 
 // ErrRewindImpossible: pg_rewind could not make the data directory fit to
 // follow; the caller re-clones.

@@ -62,40 +62,7 @@ func pgTLS(cfg *config.Config) *postgres.TLS {
 }
 
 func (p pgAdapter) State(ctx context.Context) (agent.PGState, error) {
-	st, err := p.s.Status(ctx)
-	if err != nil {
-		return agent.PGState{}, err
-	}
-	return agent.PGState{
-		DataEmpty:        st.DataEmpty,
-		Running:          st.Running,
-		Answering:        st.Answering,
-		State:            st.State,
-		InRecovery:       st.InRecovery,
-		Timeline:         st.Timeline,
-		WAL:              st.WAL,
-		Replayed:         st.Replayed,
-		Streaming:        st.Streaming,
-		Upstream:         st.Upstream,
-		SystemID:         st.SystemID,
-		WasPrimary:       st.WasPrimary,
-		ServerVersion:    st.ServerVersion,
-		ReplicationConns: st.ReplicationConns,
-		WALSenders:       walSenders(st.WALSenders),
-		PendingRestart:   st.PendingRestart,
-		PostmasterPID:    st.PostmasterPID,
-		PostmasterStart:  st.PostmasterStart,
-		History:          st.History,
-		Orphans:          st.Orphans,
-	}, nil
-}
-
-func walSenders(ws []postgres.WALSender) []agent.WALSender {
-	out := make([]agent.WALSender, len(ws))
-	for i, w := range ws {
-		out[i] = agent.WALSender{ApplicationName: w.ApplicationName, ClientAddr: w.ClientAddr, State: w.State, SyncState: w.SyncState}
-	}
-	return out
+	return p.s.Status(ctx)
 }
 
 // upstream translates; an empty host (a standby with no upstream yet)
