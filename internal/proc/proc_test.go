@@ -22,9 +22,19 @@ func TestStopAndGroup(t *testing.T) {
 		t.Fatalf("stop by SIGTERM: exited %v, err %v (want the signal's exit error)", p.Exited(), err)
 	}
 
-	stubborn, err := Start("stubborn", exec.Command("sh", "-c", "trap '' TERM; sleep 30"), nil)
+	ready := filepath.Join(t.TempDir(), "ready")
+	stubborn, err := Start("stubborn", exec.Command("sh", "-c", "trap '' TERM; : > "+ready+"; sleep 30"), nil)
 	if err != nil {
 		t.Fatal(err)
+	}
+	// The signal must find the trap set, not the shell still starting.
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(ready); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the stubborn shell never set its trap")
+		}
 	}
 	start := time.Now()
 	if err := stubborn.Stop(syscall.SIGTERM, 300*time.Millisecond); err == nil || !strings.Contains(err.Error(), "did not exit") {
