@@ -43,6 +43,7 @@ func TestStopAndGroup(t *testing.T) {
 	if took := time.Since(start); took > 5*time.Second {
 		t.Fatalf("Stop took %s", took)
 	}
+	stubborn.KillGroup() // its sleep outlived the shell
 
 	pidFile := filepath.Join(t.TempDir(), "child")
 	ran := make(chan struct{})
