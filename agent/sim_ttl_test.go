@@ -16,17 +16,12 @@ import (
 
 // leaseGuarded is that invariant, and that the key stays with l.
 func leaseGuarded(w *world, l *simNode) func() string {
+	guarded := anyLeaseGuarded(w)
 	return func() string {
 		if name := w.leaderKey(); name != l.name {
 			return fmt.Sprintf("leader key held by %q, not %s", name, l.name)
 		}
-		_, ttl, expires := w.mem.LeaderLease()
-		wd := l.wdProc
-		if l.pg.canCommit() && wd != nil && !wd.gone && wd.armed && wd.at.After(expires) {
-			return fmt.Sprintf("%s's watchdog strikes at %s, after its leader key's lease (ttl %s) expires at %s",
-				l.name, wd.at.Format("15:04:05.000"), ttl, expires.Format("15:04:05.000"))
-		}
-		return ""
+		return guarded()
 	}
 }
 

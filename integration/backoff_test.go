@@ -44,10 +44,10 @@ func TestFailingBootstrapBacksOff(t *testing.T) {
 	})
 	const window = 20 * time.Second
 	a0 := attempts()
-	_, off := n.log.since(0)
+	_, off := n.log.Since(0)
 	time.Sleep(window) // the measurement window itself
 	tried := attempts() - a0
-	logged, _ := n.log.since(off)
+	logged, _ := n.log.Since(off)
 	lines := strings.Count(logged, "\n")
 	t.Logf("in %s: %d bootstrap attempts, %d log lines", window, tried, lines)
 	// Back-off delays 1, 2, 4, 8, 10 s: at most 5 starts in any 20 s.

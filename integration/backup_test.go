@@ -520,7 +520,7 @@ func splitBrain(t *testing.T, c *cluster, repo, cfg string) {
 	defer pgwarden(t, "resume", "-c", cfg)
 
 	// The old leader's agent comes back (paused: it leaves PostgreSQL alone).
-	out := &lockedBuffer{}
+	out := &harness.LockedBuffer{}
 	cmd := exec.Command(harness.Binary(t), "agent", "-c", p.cfgPath)
 	cmd.Stdout = out
 	p.agent = harness.Start(c.t, p.name, cmd) // outlives this subtest
@@ -638,24 +638,6 @@ func repoFile(t *testing.T, repo, name string) string {
 	b, err := os.ReadFile(matches[0])
 	must(t, err)
 	return string(b)
-}
-
-// lockedBuffer collects a process's output for the test to search.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func lastOf(ids []int64) int64 {

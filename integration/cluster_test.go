@@ -14,7 +14,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -106,7 +105,7 @@ type node struct {
 	// pgCert and pgKey are its PostgreSQL server's (when opts.pgTLS).
 	pgCert, pgKey string
 	// log is everything its agents printed.
-	log lockedLog
+	log harness.LockedBuffer
 }
 
 func newCluster(t testing.TB, o clusterOpts) *cluster {
@@ -329,26 +328,6 @@ func (n *node) api(path string) string {
 }
 
 var httpc = &http.Client{Timeout: 2 * time.Second}
-
-// lockedLog keeps a process's output for the test to search.
-type lockedLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// since is the output after offset, and the offset of its end.
-func (l *lockedLog) since(offset int) (string, int) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	s := l.b.String()
-	return s[offset:], len(s)
-}
 
 // probe returns the status code of GET path on this node's REST API (0 when
 // it does not answer).

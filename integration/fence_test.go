@@ -349,7 +349,7 @@ func TestDeadAgentHandsBackTheKey(t *testing.T) {
 		t.Fatalf("new primary %.1fs after the leader's agent died: the key was not handed back (ttl %d)", took.Seconds(), ttl)
 	}
 	harness.WaitFor(t, 10*time.Second, "the watchdog logs the hand-back", func() (bool, error) {
-		l, _ := p.log.since(0)
+		l, _ := p.log.Since(0)
 		return strings.Contains(l, "leader key handed back"), nil
 	})
 }

@@ -217,7 +217,7 @@ func TestHandbackWithoutEtcdLeavesTheLease(t *testing.T) {
 		t.Fatalf("key taken %.1fs after the kill: before the lease could expire (ttl %d)", took.Seconds(), ttl)
 	}
 	harness.WaitFor(t, 10*time.Second, "the watchdog logs the failed hand-back", func() (bool, error) {
-		l, _ := p.log.since(0)
+		l, _ := p.log.Since(0)
 		if strings.Contains(l, "leader key handed back") {
 			return false, errors.New("it says it handed the key back")
 		}

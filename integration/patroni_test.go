@@ -233,7 +233,7 @@ func TestComingFromPatroni(t *testing.T) {
 			t.Errorf("reload: %s", out)
 		}
 		for _, n := range c.nodes {
-			if out, _ := n.log.since(0); !regexp.MustCompile(`operator action: member=` + n.name + ` action=reload source="rest 127\.0\.0\.1:\d+ user op via cli `).MatchString(out) {
+			if out, _ := n.log.Since(0); !regexp.MustCompile(`operator action: member=` + n.name + ` action=reload source="rest 127\.0\.0\.1:\d+ user op via cli `).MatchString(out) {
 				t.Errorf("%s did not log the reload with its source", n.name)
 			}
 		}
@@ -246,7 +246,7 @@ func TestComingFromPatroni(t *testing.T) {
 		pgwarden(t, "resume")
 		var logs strings.Builder
 		for _, n := range c.nodes {
-			out, _ := n.log.since(0)
+			out, _ := n.log.Since(0)
 			logs.WriteString(out)
 		}
 		if !regexp.MustCompile(`operator action: member=node\d action="config change" source="rest 127\.0\.0\.1:\d+ user op via cli `).MatchString(logs.String()) {
@@ -330,7 +330,7 @@ func TestComingFromPatroni(t *testing.T) {
 			}
 		}
 		// The failover's source is in the log of the agent that promoted.
-		if out, _ := p3.log.since(0); !regexp.MustCompile(`promoted: .*action=failover source="rest 127\.0\.0\.1:\d+ user op via cli `).MatchString(out) {
+		if out, _ := p3.log.Since(0); !regexp.MustCompile(`promoted: .*action=failover source="rest 127\.0\.0\.1:\d+ user op via cli `).MatchString(out) {
 			t.Errorf("the promoted agent did not log the failover's source")
 		}
 		c.waitReplicas(90*time.Second, p3)

@@ -61,7 +61,7 @@ func TestSIGHUPReload(t *testing.T) {
 	edited := strings.NewReplacer("password: old-pass", "password: new-pass", "priority: 100", "priority: 40",
 		"level: debug", "level: info", localDB, localDB+"      reports: {dbname: postgres, target: primary}\n").Replace(string(orig)) +
 		"tags: {nofailover: true, dc: b}\n"
-	_, mark := r.log.since(0)
+	_, mark := r.log.Since(0)
 	r.sighup(edited)
 	harness.WaitFor(t, 10*time.Second, "the replica's /patroni and member record show the new tags and priority", func() (bool, error) {
 		st := r.status()
@@ -94,7 +94,7 @@ func TestSIGHUPReload(t *testing.T) {
 		err = conn.QueryRow(ctx, "SELECT inet_server_port()").Scan(&port)
 		return err == nil && port == p.pgPort, fmt.Errorf("port %d, want %d: %v", port, p.pgPort, err)
 	})
-	logged, mark := r.log.since(mark)
+	logged, mark := r.log.Since(mark)
 	for _, key := range []string{"tags.nofailover", "tags.dc", "priority", "log.level", "rest.auth.password", "pooler.pgbouncer.databases.reports"} {
 		if !hasLine(logged, "SIGHUP: applied", "key="+key+" ") {
 			t.Errorf("no log line applying %s; the agent logged:\n%s", key, logged)
@@ -110,7 +110,7 @@ func TestSIGHUPReload(t *testing.T) {
 	if !hasLine(refused, "SIGHUP: configuration not reloaded", "key=scope") || strings.Count(refused, "SIGHUP:") != 1 {
 		t.Fatalf("a scope change: want one line refusing it, naming scope; the agent logged:\n%s", refused)
 	}
-	_, mark = r.log.since(0)
+	_, mark = r.log.Since(0)
 	// Not YAML: refused with the parser's error.
 	r.sighup("name: [\n")
 	bad := r.waitLog(t, mark, "SIGHUP: configuration not reloaded")
@@ -135,7 +135,7 @@ func TestSIGHUPReload(t *testing.T) {
 	if want == before {
 		t.Fatalf("the reissued certificate has the old serial %s", before)
 	}
-	_, mark = r.log.since(0)
+	_, mark = r.log.Since(0)
 	r.sighup(edited)
 	r.waitLog(t, mark, "SIGHUP: rest.tls certificate reloaded")
 	if got := r.servedSerial(t); got != want {
@@ -175,7 +175,7 @@ func (n *node) waitLog(t *testing.T, offset int, s string) string {
 	t.Helper()
 	var out string
 	harness.WaitFor(t, 10*time.Second, "the agent logs "+s, func() (bool, error) {
-		out, _ = n.log.since(offset)
+		out, _ = n.log.Since(offset)
 		return strings.Contains(out, s), fmt.Errorf("log since the change:\n%s", out)
 	})
 	return out

@@ -183,7 +183,7 @@ func TestSecureEtcdAndSecrets(t *testing.T) {
 	// kill -9 of the primary's agent and postmaster: its watchdog fences
 	// and hands the key back (`pgwarden handback`, over TLS with the
 	// credentials of the file and the environment it inherited).
-	_, mark := p.log.since(0)
+	_, mark := p.log.Since(0)
 	taken := watchKeyTaken(t, root, "/pgwarden/test/leader", p.name)
 	killed := time.Now()
 	p.killHard()
@@ -198,7 +198,7 @@ func TestSecureEtcdAndSecrets(t *testing.T) {
 	t.Logf("%s took the leader key %.2fs after kill -9 of %s's agent and postmaster, primary %.1fs after (ttl %d)",
 		np.name, took.Seconds(), p.name, time.Since(killed).Seconds(), ttl)
 	harness.WaitFor(t, 10*time.Second, p.name+"'s watchdog handing the key back", func() (bool, error) {
-		l, _ := p.log.since(mark)
+		l, _ := p.log.Since(mark)
 		return strings.Contains(l, "leader key handed back"), fmt.Errorf("no hand-back in %s's log", p.name)
 	})
 	// The lease outlives the kill by ttl minus at most a loop: a key
@@ -224,7 +224,7 @@ func TestSecureEtcdAndSecrets(t *testing.T) {
 	}
 	places.add("pgwarden list output", out)
 	for _, n := range c.nodes {
-		l, _ := n.log.since(0)
+		l, _ := n.log.Since(0)
 		places.add(n.name+" agent and watchdog log", l)
 		for _, f := range []string{"data.log", "data/log"} {
 			places.files(t, n.name+" PostgreSQL log", filepath.Join(n.dir, f))

@@ -76,8 +76,8 @@ func TestTLSPeersReachableCluster(t *testing.T) {
 		a, b := lsnOf(ahead), lsnOf(behind)
 		return a > b && b > 0, fmt.Errorf("/patroni positions: %s %d, %s %d", ahead.name, a, behind.name, b)
 	})
-	_, behindMark := behind.log.since(0)
-	_, aheadMark := ahead.log.since(0)
+	_, behindMark := behind.log.Since(0)
+	_, aheadMark := ahead.log.Since(0)
 	killed := time.Now()
 	np.killHard()
 	winner := c.primary(60*time.Second, np)
@@ -88,8 +88,8 @@ func TestTLSPeersReachableCluster(t *testing.T) {
 	if n, err := winner.queryInt("SELECT count(*) FROM t"); err != nil || n != 50 {
 		t.Fatalf("new primary has %d rows (%v), want all 50", n, err)
 	}
-	behindLog, _ := behind.log.since(behindMark)
-	aheadLog, _ := ahead.log.since(aheadMark)
+	behindLog, _ := behind.log.Since(behindMark)
+	aheadLog, _ := ahead.log.Since(aheadMark)
 	if strings.Contains(behindLog, "action=acquire") {
 		t.Errorf("%s, behind, raced for the leader key: it did not see %s's WAL over TLS", behind.name, ahead.name)
 	}

@@ -1,7 +1,6 @@
 package harness
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,28 +26,11 @@ type Etcd struct {
 	// secure is how it was started with TLS and authentication (nil: plain).
 	secure *EtcdSecure
 	tls    *tls.Config
-	out    syncBuffer
+	out    LockedBuffer
 }
 
 // Output is everything etcd printed.
 func (e *Etcd) Output() string { return e.out.String() }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // EtcdSecure starts etcd as a production etcd runs: client TLS with
 // client certificates required (--cert-file, --key-file,
