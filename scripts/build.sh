@@ -19,4 +19,8 @@ mkdir -p "$(dirname "$out")"
 # Static (no cgo): libc and the dynamic loader would be 1.7 MiB of an
 # idle agent's resident memory (and its watchdog's); the pure-Go os/user
 # and resolver read /etc/passwd, /etc/hosts and DNS as they are.
-CGO_ENABLED=0 "$GO" build -ldflags "${LDFLAGS:-}" -o "$out" ./cmd/pgwarden
+# grpcnotrace: gRPC's request tracing (golang.org/x/net/trace, which
+# pulls in html/template and registers /debug pages) is never turned on;
+# without it the binary is 4.6 MB smaller, and an idle agent maps fewer
+# of its pages.
+CGO_ENABLED=0 "$GO" build -tags grpcnotrace -ldflags "${LDFLAGS:-}" -o "$out" ./cmd/pgwarden

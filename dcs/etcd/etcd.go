@@ -16,6 +16,7 @@ import (
 	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -49,6 +50,8 @@ type Store struct {
 	cfg Config
 	cli *clientv3.Client
 	log hclog.Logger
+	// keep sends the renewals, on one stream (keepalive.go).
+	keep *keeper
 
 	mu    sync.Mutex
 	ttl   time.Duration
@@ -107,6 +110,14 @@ func New(ctx context.Context, cfg Config, log hclog.Logger) (*Store, error) {
 		Password:             cfg.Password,
 		Logger:               zap.NewNop(),
 		Context:              context.WithoutCancel(ctx),
+		// Fixed flow-control windows turn off gRPC's bandwidth probe,
+		// which answers every message received (each renewal, each
+		// watch event) with a ping round trip: an idle agent's wake-ups.
+		// A cluster's keys fit the windows many times over.
+		DialOptions: []grpc.DialOption{
+			grpc.WithInitialWindowSize(1 << 20),
+			grpc.WithInitialConnWindowSize(1 << 20),
+		},
 	}
 	if cc.TLS, err = clientTLS(cfg.TLS, secure); err != nil {
 		return nil, err
@@ -127,6 +138,7 @@ func New(ctx context.Context, cfg Config, log hclog.Logger) (*Store, error) {
 		return nil, fmt.Errorf("etcd client: %w", err)
 	}
 	e.cli = cli
+	e.keep = newKeeper(cli)
 	e.kv = revKV{KV: cli.KV, note: e.noteWrite}
 	return e, nil
 }
@@ -266,7 +278,7 @@ func (e *Store) Renew(ctx context.Context) (time.Duration, error) {
 		e.log.Debug("lease granted", "lease", fmt.Sprintf("%x", int64(g.ID)), "ttl", g.TTL)
 		return time.Duration(g.TTL) * time.Second, nil
 	}
-	r, err := e.cli.KeepAliveOnce(ctx, lease)
+	r, err := e.keep.keepAlive(ctx, lease)
 	if err != nil {
 		return 0, e.mapErr("renew lease", err)
 	}
@@ -666,10 +678,14 @@ func (e *Store) Watch(ctx context.Context) <-chan struct{} {
 
 // requestProgress asks the view's watch stream to report its revision, so
 // a stream that stopped delivering shows as stale (after a renewal: the
-// view's freshness then follows the renewal's cadence).
+// view's freshness then follows the renewal's cadence). Only once the
+// view is half its freshness bound old: a stream that delivered lately
+// needs no proof, and on an idle cluster each request and its answer are
+// wake-ups of this agent and of etcd. A stream that stalls still shows as
+// stale once the bound has passed.
 func (e *Store) requestProgress() {
 	p := e.progress.Load()
-	if p == nil {
+	if p == nil || e.view.age() < e.cfg.RetryTimeout/2 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(*p, e.cfg.RetryTimeout)
@@ -737,7 +753,7 @@ func (e *Store) moveKeys(ctx context.Context, ttl time.Duration) (granted time.D
 	if old == 0 {
 		return 0, 0, fmt.Errorf("move lease: %w", dcs.ErrLeaseExpired)
 	}
-	if r, err := e.cli.KeepAliveOnce(cctx, old); err != nil {
+	if r, err := e.keep.keepAlive(cctx, old); err != nil {
 		return 0, 0, e.mapErr("move lease: renew the current one", err)
 	} else if r.TTL <= 0 {
 		e.forget(old)
@@ -863,5 +879,8 @@ func (e *Store) Close(ctx context.Context) error {
 		e.lease = 0
 		e.mu.Unlock()
 	}
-	return errors.Join(err, e.cli.Close())
+	// The client first: a renewal in flight then ends at once.
+	cerr := e.cli.Close()
+	e.keep.close()
+	return errors.Join(err, cerr)
 }

@@ -111,6 +111,70 @@ func TestEtcdUnavailable(t *testing.T) {
 	})
 }
 
+// TestRenewalsShareOneStream: renewals go on one LeaseKeepAlive stream
+// (etcd's counters: one stream started, one message per renewal), each a
+// request etcd answers before Renew returns (the lease's remaining time is
+// back to its ttl). A renewal cut short by a frozen etcd gives its stream
+// up; after the thaw the next renewal opens another and renews.
+func TestRenewalsShareOneStream(t *testing.T) {
+	e := harness.StartEtcd(t)
+	ctx := t.Context()
+	s := etcdStore(t, e.Endpoint, "/pgwarden-test/stream/", "a", 5*time.Second)
+	if _, err := s.Renew(ctx); err != nil { // the grant
+		t.Fatal(err)
+	}
+	root := e.RootClient(t)
+	remaining := func() int64 {
+		t.Helper()
+		r, err := root.TimeToLive(ctx, s.currentLease())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.TTL
+	}
+	streams := func() int { return grpcCount(t, e.Endpoint, "grpc_server_started_total", "LeaseKeepAlive") }
+	msgs := func() int { return grpcCount(t, e.Endpoint, "grpc_server_msg_received_total", "LeaseKeepAlive") }
+	streams0, msgs0 := streams(), msgs()
+	for range 20 {
+		if _, err := s.Renew(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n, m := streams()-streams0, msgs()-msgs0; n != 1 || m != 20 {
+		t.Fatalf("20 renewals: %d streams, %d keep-alive messages; want 1 and 20", n, m)
+	}
+	harness.WaitFor(t, 5*time.Second, "the lease to run down by a second", func() (bool, error) { return remaining() <= 4, nil })
+	if _, err := s.Renew(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if r := remaining(); r < 4 {
+		t.Fatalf("after a renewal the lease has %d s left; want its ttl (5 s)", r)
+	}
+
+	if err := e.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = e.Resume() }()
+	if _, err := s.Renew(ctx); !errors.Is(err, dcs.ErrUnavailable) {
+		t.Fatalf("renew against a frozen etcd = %v; want ErrUnavailable", err)
+	}
+	if err := e.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	harness.WaitFor(t, 10*time.Second, "a renewal after the thaw", func() (bool, error) {
+		_, err := s.Renew(ctx)
+		return err == nil, nil
+	})
+	// A new stream after the one given up on (more if the first renewals
+	// after the thaw failed), not one per renewal.
+	if n := streams() - streams0; n < 2 || n > 5 {
+		t.Fatalf("%d keep-alive streams after the renewal given up on; want 2 (a new one after it)", n)
+	}
+	if r := remaining(); r < 4 {
+		t.Fatalf("after the thaw's renewal the lease has %d s left; want its ttl", r)
+	}
+}
+
 // TestReleaseLeaderOfLease: the hand-back of a dead agent's watchdog
 // deletes the key only while it is bound to that agent's lease. A
 // restarted agent of the same member that has bound the key to its own
@@ -155,6 +219,12 @@ func TestReleaseLeaderOfLease(t *testing.T) {
 // grpcCalls reads etcd's own count of handled gRPC calls of a method.
 func grpcCalls(t *testing.T, endpoint, method string) int {
 	t.Helper()
+	return grpcCount(t, endpoint, "grpc_server_handled_total", method)
+}
+
+// grpcCount sums etcd's counter metric for method.
+func grpcCount(t *testing.T, endpoint, metric, method string) int {
+	t.Helper()
 	resp, err := http.Get("http://" + endpoint + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -163,7 +233,7 @@ func grpcCalls(t *testing.T, endpoint, method string) int {
 	b, _ := io.ReadAll(resp.Body)
 	n := 0
 	for _, line := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(line, "grpc_server_handled_total{") && strings.Contains(line, `grpc_method="`+method+`"`) {
+		if strings.HasPrefix(line, metric+"{") && strings.Contains(line, `grpc_method="`+method+`"`) {
 			f := strings.Fields(line)
 			v, _ := strconv.ParseFloat(f[len(f)-1], 64)
 			n += int(v)

@@ -135,13 +135,15 @@ func cwdOf(pid int) (string, bool) {
 }
 
 func sameDir(cwd, dir string) bool {
-	want, err := filepath.EvalSymlinks(dir)
-	if err != nil {
-		want = filepath.Clean(dir)
-	}
 	// A removed directory reads as "path (deleted)".
 	cwd = strings.TrimSuffix(cwd, " (deleted)")
-	return cwd == want || cwd == filepath.Clean(dir)
+	if cwd == filepath.Clean(dir) {
+		// The usual case, without resolving dir's path (a stat per
+		// component, every loop).
+		return true
+	}
+	want, err := filepath.EvalSymlinks(dir)
+	return err == nil && cwd == want
 }
 
 // Processes lists the living processes (zombies excluded) whose working
