@@ -125,12 +125,13 @@ func (a *Agent) noteRenewal(sent time.Time, ttl time.Duration, err error) {
 func (a *Agent) keepLease(ctx context.Context) error {
 	dyn := a.dynSnap.Load()
 	want := dyn.TTL.D()
-	if margin := a.s.SafetyMargin; margin > 0 && margin+dyn.LoopWait.D() >= want {
-		// PATCH /config checks the margin of the member it reached only:
-		// a ttl that leaves this member's watchdog no room between two
-		// renewals would have it fence its own healthy primary. The lease
-		// stays at the ttl it has; the refusal is logged once.
-		a.noteMove(fmt.Errorf("ttl %s leaves no room for this member's watchdog.safety_margin %s and loop_wait %s", want, margin, dyn.LoopWait.D()),
+	// PATCH /config checks the margin of the member it reached only: a ttl
+	// that leaves this member's watchdog no room between two renewals would
+	// have it fence its own healthy primary. The lease stays at the ttl it
+	// has; the refusal is logged once. (A margin of 0 refuses no validated
+	// configuration: ttl > loop_wait + retry_timeout is a rule of its own.)
+	if err := dyn.CheckMargin(a.s.SafetyMargin); err != nil {
+		a.noteMove(fmt.Errorf("this member's watchdog.safety_margin: %w", err),
 			"not moving the lease to the new ttl: keeping the current one", "ttl", want)
 		return a.renewLease(ctx)
 	}
