@@ -452,8 +452,9 @@ func (a *Agent) Step(ctx context.Context) Decision {
 	a.noteProgress()
 	if a.stopKeeper == nil {
 		// The first step has a lease (or knows it cannot get one) before
-		// it decides; from then on the keeper renews.
-		a.guardAtStart(ctx)
+		// it decides; from then on the keeper renews. The first
+		// observation learns whether the start guard may have fenced.
+		a.st.mem.startWritable = a.guardAtStart(ctx)
 		_ = a.renewLease(ctx)
 		a.startKeeper()
 		defer a.endStartGuard()

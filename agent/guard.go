@@ -315,10 +315,10 @@ func (a *Agent) setGuard(on bool) {
 // than loop_wait fences the server; in a paused cluster the agent then
 // takes its key back and restarts it (noteSelfFenced). The end of the
 // agent does not fence meanwhile (it cannot know yet whether the cluster
-// is paused).
-func (a *Agent) guardAtStart(ctx context.Context) {
+// is paused). It reports whether it left the watchdog armed so.
+func (a *Agent) guardAtStart(ctx context.Context) bool {
 	if a.d.Watchdog == nil {
-		return
+		return false
 	}
 	l := a.leaseLock()
 	l.guard, l.startBy = true, a.d.Clock.Now().Add(a.renewEvery())
@@ -330,10 +330,10 @@ func (a *Agent) guardAtStart(ctx context.Context) {
 		l.guard, l.startBy = false, time.Time{}
 		a.leaseUnlock()
 		a.applyGuard()
-		return
+		return false
 	}
-	a.st.mem.startWritable = true
 	a.log.Warn("postgres may accept writes and this agent holds no lease yet: watchdog armed until the first renewal", "fence_in", a.renewEvery())
+	return true
 }
 
 // endStartGuard drops the start arming: from the first decision on, the
