@@ -74,7 +74,7 @@ func TestAdvance(t *testing.T) {
 				s.fail = failing{Action: ActAcquire, Failures: 1, Since: now, Next: now.Add(lw), Err: "boom"}
 			}},
 		{"a heartbeat's slots and sync bookkeeping", Decision{Action: ActHeartbeat}, false,
-			Outcome{Did: effects{Slots: slotsRun{plan: "a,b|", at: now}, Sync: syncRun{Planned: true, Pending: map[string]wal.LSN{"c": 200}}}},
+			Outcome{Did: effects{Slots: slotsRun{Plan: "a,b|", At: now}, Sync: syncRun{Planned: true, Pending: map[string]wal.LSN{"c": 200}}}},
 			func(s *loopState) {
 				s.last = Decision{Action: ActHeartbeat}
 				s.slots.applied, s.slots.at = "a,b|", now
@@ -208,7 +208,7 @@ func TestSlotStateNext(t *testing.T) {
 	}
 	later := t0.Add(time.Minute)
 	want := slotState{seen: seen, applied: "a,b|c", at: later}
-	if got := s.next(slotsRun{plan: "a,b|c", at: later}); !reflect.DeepEqual(got, want) {
+	if got := s.next(slotsRun{Plan: "a,b|c", At: later}); !reflect.DeepEqual(got, want) {
 		t.Errorf("a plan applied: %+v, want %+v", got, want)
 	}
 }

@@ -61,18 +61,18 @@ type slotState struct {
 }
 
 // slotsRun is what syncSlots did: the plan it made the server's slots
-// match, at (zero: it made none match).
+// match, At (zero: it made none match).
 type slotsRun struct {
-	plan string
-	at   time.Time
+	Plan string
+	At   time.Time
 }
 
 // next is the state once r ran.
 func (s slotState) next(r slotsRun) slotState {
-	if r.at.IsZero() {
+	if r.At.IsZero() {
 		return s
 	}
-	s.applied, s.at = r.plan, r.at
+	s.applied, s.at = r.Plan, r.At
 	return s
 }
 
@@ -122,5 +122,5 @@ func (a *Agent) syncSlots(ctx context.Context, c *dcs.Cluster, leader string) sl
 		// is moving to its replicatefrom source): look again next loop.
 		return slotsRun{}
 	}
-	return slotsRun{plan: plan, at: now}
+	return slotsRun{Plan: plan, At: now}
 }
