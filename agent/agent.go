@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -299,50 +298,6 @@ type Agent struct {
 	restarts, reinits requests
 }
 
-// loopState is what the loop carries from one step to the next: only the
-// loop goroutine touches it, under Agent.mu.
-type loopState struct {
-	// dynamic is the cluster configuration last read from the DCS.
-	dynamic config.Dynamic
-	// mem is what the loop remembers of past observations (memory.go).
-	mem memory
-	// blindRelease is when the key was last released without a DCS view.
-	blindRelease time.Time
-	// Replication slots (slots.go): when each member was last seen, and
-	// the plan last applied.
-	slotsSeen    map[string]time.Time
-	slotsApplied string
-	slotsAt      time.Time
-	// replayWait is the replayed position last seen while the leader key
-	// is held and promotion waits for replay (0: not waiting).
-	replayWait wal.LSN
-	// Synchronous mode (sync.go): what commits wait for now, and since
-	// which leader position each newly synchronous standby was seen so.
-	syncApplied bool
-	syncNames   []string
-	syncPending map[string]wal.LSN
-	// last is the previous step's decision (its log line is not repeated).
-	last Decision
-	// lastTouch and lastMember: when and what the member record was last
-	// written (publish.go writes it only when it changed).
-	lastTouch  time.Time
-	lastMember dcs.Member
-	// startFails counts failed starts of PostgreSQL in a row.
-	startFails int
-	// fail is the action that last failed, backing off (backoff.go).
-	fail failing
-	// params are the cluster-wide parameters last written (paramsSet:
-	// written at least once by this agent).
-	params    map[string]string
-	paramsSet bool
-	// failovers counts the promotions this agent made; lastDCS is when it
-	// last read the cluster (both for /metrics).
-	failovers uint64
-	lastDCS   time.Time
-	// dynParsed is the stored dynamic configuration last decoded.
-	dynParsed parsedDynamic
-}
-
 // New builds an agent; Run starts it.
 func New(s Settings, d Deps, log hclog.Logger) *Agent {
 	if d.Clock == nil {
@@ -497,8 +452,9 @@ func (a *Agent) Step(ctx context.Context) Decision {
 	a.noteProgress()
 	if a.stopKeeper == nil {
 		// The first step has a lease (or knows it cannot get one) before
-		// it decides; from then on the keeper renews.
-		a.guardAtStart(ctx)
+		// it decides; from then on the keeper renews. The first
+		// observation learns whether the start guard may have fenced.
+		a.st.mem.startWritable = a.guardAtStart(ctx)
 		_ = a.renewLease(ctx)
 		a.startKeeper()
 		defer a.endStartGuard()
@@ -508,15 +464,17 @@ func (a *Agent) Step(ctx context.Context) Decision {
 	d, held := a.st.fail.hold(o, wanted)
 	if !sameDecision(d, a.st.last) {
 		a.log.Info("decision", "action", d.Action.String(), "target", d.Target, "reason", d.Reason)
-		a.st.last = d
 	}
 	out := a.execute(ctx, o, d)
-	if !held {
-		a.noteOutcome(d, out.Err)
-	}
-	a.applyParameters(ctx, o)
+	// The effects wrote nothing of the loop's state: it advances here,
+	// from what they report (loopstate.go).
+	prev := a.st.fail
+	var logged retryLog
+	a.st, logged = advance(a.st, d, held, out, a.d.Clock.Now(), a.renewEvery())
+	a.logRetry(d, out.Err, prev, logged)
+	a.st.params = a.st.params.next(a.applyParameters(ctx, o))
 	a.noteProgress()
-	a.publish(ctx, o, d, out, start)
+	a.st.member = a.st.member.next(a.publish(ctx, o, d, out, start))
 	a.tellBackup(out.PG)
 	// The one invariant of the watchdog: armed to the lease whenever
 	// PostgreSQL may accept writes, disarmed otherwise. In a paused cluster
@@ -543,12 +501,16 @@ func (a *Agent) observe(ctx context.Context) Observation {
 		o.DCSError = err.Error()
 	} else {
 		o.Cluster = c
-		a.st.lastDCS = a.d.Clock.Now()
-		a.seeMembers(c)
-		if dyn, ok := a.readDynamic(c); ok {
-			a.st.dynamic = dyn
-			a.dynSnap.Store(&dyn)
+		var derr error
+		// Members gone longer than this have no slot kept for them anywhere.
+		forget := max(a.s.SlotsTTL, time.Hour)
+		if a.st, derr = a.st.observed(c, a.d.Clock.Now(), forget); derr != nil {
+			a.log.Warn("ignoring invalid dynamic config in dcs", "error", derr)
 		}
+		// A changed ttl reaches the lease through the keeper (guard.go
+		// keepLease), which reads the snapshot.
+		dyn := a.st.dynamic
+		a.dynSnap.Store(&dyn)
 		a.noteFailsafeView(c)
 	}
 	o.Dynamic = a.st.dynamic
@@ -591,34 +553,6 @@ func (a *Agent) observe(ctx context.Context) Observation {
 	a.st.mem = remember(a.st.mem, o)
 	a.st.mem.annotate(&o)
 	return o
-}
-
-// parsedDynamic is a stored dynamic configuration and what decoding it gave.
-type parsedDynamic struct {
-	raw []byte
-	dyn config.Dynamic
-	err error
-}
-
-// readDynamic decodes the stored dynamic configuration over the defaults; a
-// bad value keeps the last good one. A changed ttl reaches the lease
-// through the keeper (guard.go keepLease), which reads dynSnap.
-func (a *Agent) readDynamic(c *dcs.Cluster) (config.Dynamic, bool) {
-	if c.Config == nil {
-		return config.Dynamic{}, false
-	}
-	// Decoded once per stored value, not every loop: an idle cluster's
-	// configuration does not change.
-	if !bytes.Equal(c.Config, a.st.dynParsed.raw) || a.st.dynParsed.raw == nil {
-		dyn, err := config.ParseDynamic(c.Config)
-		a.st.dynParsed = parsedDynamic{raw: bytes.Clone(c.Config), dyn: dyn, err: err}
-	}
-	dyn, err := a.st.dynParsed.dyn, a.st.dynParsed.err
-	if err != nil {
-		a.log.Warn("ignoring invalid dynamic config in dcs", "error", err)
-		return config.Dynamic{}, false
-	}
-	return dyn, true
 }
 
 // upstream resolves a member to a PostgreSQL address.
@@ -669,21 +603,22 @@ func slotName(member string) string {
 // applyParameters writes the dynamic configuration's PostgreSQL parameters
 // on this node when they changed (and once after the agent starts): every
 // node gets them, reloadable ones take effect at once, restart-only ones
-// show as pending_restart until the operator restarts.
-func (a *Agent) applyParameters(ctx context.Context, o Observation) {
+// show as pending_restart until the operator restarts. It returns what it
+// wrote.
+func (a *Agent) applyParameters(ctx context.Context, o Observation) paramsWritten {
 	if o.Cluster == nil || o.PG.DataEmpty {
-		return
+		return paramsWritten{}
 	}
-	if a.st.paramsSet && maps.Equal(a.st.params, o.Dynamic.Parameters) {
-		return
+	if a.st.params.ok && maps.Equal(a.st.params.params, o.Dynamic.Parameters) {
+		return paramsWritten{}
 	}
 	changed, err := a.d.Postgres.SetClusterParameters(ctx, o.Dynamic.Parameters)
 	if err != nil {
 		a.log.Warn("cannot apply the cluster parameters", "error", err)
-		return
+		return paramsWritten{}
 	}
-	a.st.params, a.st.paramsSet = maps.Clone(o.Dynamic.Parameters), true
 	if changed {
 		a.log.Info("cluster parameters applied", "parameters", fmt.Sprint(o.Dynamic.Parameters))
 	}
+	return paramsWritten{ok: true, params: o.Dynamic.Parameters}
 }

@@ -131,11 +131,10 @@ func (f failing) record(d Decision, err error, now time.Time, loopWait, ttl time
 	return f, logFailed
 }
 
-// noteOutcome remembers how d ended and logs a failure once per change.
-func (a *Agent) noteOutcome(d Decision, err error) {
-	prev := a.st.fail
-	var what retryLog
-	a.st.fail, what = prev.record(d, err, a.d.Clock.Now(), a.renewEvery(), a.st.dynamic.TTL.D())
+// logRetry logs how d ended (err), as record said to (what): a failure
+// once per change, with how many went unlogged since the last line (from
+// prev, the memory before d ran), and a recovery.
+func (a *Agent) logRetry(d Decision, err error, prev failing, what retryLog) {
 	switch what {
 	case logFailed:
 		args := []any{"action", d.Action.String(), "target", d.Target, "error", err, "failures", a.st.fail.Failures,

@@ -13,7 +13,8 @@ import (
 )
 
 // Outcome is what an action left behind: the facts publish and the
-// watchdog go by, never the action that was attempted.
+// watchdog go by, never the action that was attempted, and what the loop's
+// state carries on (advance folds it in).
 type Outcome struct {
 	// KeyHeld: this member holds the leader key, as far as the action
 	// found out (a lost race or a lost key say false).
@@ -21,6 +22,8 @@ type Outcome struct {
 	// PG is PostgreSQL's state after the action.
 	PG  PGState
 	Err error
+	// Did is what the action's effects changed that later steps go by.
+	Did effects
 }
 
 // pgChanging are the actions after which PostgreSQL is observed again.
@@ -47,7 +50,7 @@ func (a *Agent) execute(ctx context.Context, o Observation, d Decision) Outcome 
 		// standby started with that slot can never stream, so the action
 		// never ends.
 		if o.Cluster.Member(a.s.Name) == nil {
-			a.touchMember(ctx, a.memberRecord(o.PG), a.d.Clock.Now())
+			out.Did.Member = a.touchMember(ctx, a.memberRecord(o.PG), a.d.Clock.Now())
 		}
 		// PostgreSQL is down or a standby: an expired watchdog (still
 		// fencing whatever starts) must let the standby start.
@@ -75,7 +78,7 @@ func (a *Agent) execute(ctx context.Context, o Observation, d Decision) Outcome 
 		if o.PG.Standby() && o.leaderName() != "" && o.leaderName() != a.s.Name {
 			// Members that cascade from this replica stream with a slot
 			// here.
-			a.syncSlots(ctx, o.Cluster, o.leaderName())
+			out.Did.Slots = a.syncSlots(ctx, o.Cluster, o.leaderName())
 		}
 	case ActRefuse:
 	case ActBootstrap:
@@ -103,9 +106,9 @@ func (a *Agent) execute(ctx context.Context, o Observation, d Decision) Outcome 
 	case ActRewind:
 		err = a.steerWhile(ctx, d, func() error { return a.rewind(ctx, o.Cluster, d.Target) })
 	case ActHeartbeat:
-		out.KeyHeld, err = a.heartbeat(ctx, o)
+		out.KeyHeld, err = a.heartbeat(ctx, o, &out.Did)
 	case ActAcquire:
-		out.KeyHeld, err = a.acquire(ctx, o)
+		out.KeyHeld, err = a.acquire(ctx, o, &out.Did)
 	case ActStartPrimary:
 		out.KeyHeld, err = a.startPrimary(ctx)
 	case ActRelease:
@@ -115,7 +118,7 @@ func (a *Agent) execute(ctx context.Context, o Observation, d Decision) Outcome 
 			break
 		}
 		if o.Cluster == nil {
-			a.st.blindRelease = a.d.Clock.Now()
+			out.Did.BlindRelease = a.d.Clock.Now()
 		}
 		out.KeyHeld, err = a.release(ctx, d.Reason)
 		// A blind release (no DCS view) that failed says nothing of who
@@ -138,14 +141,6 @@ func (a *Agent) execute(ctx context.Context, o Observation, d Decision) Outcome 
 		a.reinits.finish(fmt.Errorf("%w: %s", ErrPrecondition, d.Reason))
 	}
 	out.Err = err
-	switch d.Action {
-	case ActStartReplica, ActRewind, ActClone:
-		if err != nil && d.Target != "" {
-			a.st.startFails++
-		} else if err == nil {
-			a.st.startFails = 0
-		}
-	}
 	if pgChanging(d.Action) {
 		// The action changed PostgreSQL: report what it is now.
 		if st, serr := a.d.Postgres.State(ctx); serr == nil {
@@ -359,8 +354,9 @@ func (a *Agent) wipeForClone(ctx context.Context, up Upstream) error {
 	return nil
 }
 
-// heartbeat reports whether the key is still held.
-func (a *Agent) heartbeat(ctx context.Context, o Observation) (bool, error) {
+// heartbeat reports whether the key is still held; did gets what its
+// synchronous-mode and slot bookkeeping did.
+func (a *Agent) heartbeat(ctx context.Context, o Observation, did *effects) (bool, error) {
 	if err := a.d.DCS.UpdateLeader(ctx); err != nil {
 		if leaderKeyLost(err) {
 			return false, a.fence(ctx, "leader key lost")
@@ -378,16 +374,18 @@ func (a *Agent) heartbeat(ctx context.Context, o Observation) (bool, error) {
 	if o.Cluster != nil {
 		a.publishFailsafe(ctx, o.Cluster)
 	}
-	if err := a.manageSync(ctx, o.Cluster); err != nil {
+	var err error
+	if did.Sync, err = a.manageSync(ctx, o.Cluster); err != nil {
 		a.log.Warn("cannot manage synchronous standbys", "error", err)
 	}
-	a.syncSlots(ctx, o.Cluster, a.s.Name)
+	did.Slots = a.syncSlots(ctx, o.Cluster, a.s.Name)
 	return true, nil
 }
 
 // acquire takes the leader key (when it is free) and promotes a standby;
-// it reports whether this member holds the key afterwards.
-func (a *Agent) acquire(ctx context.Context, o Observation) (bool, error) {
+// it reports whether this member holds the key afterwards, and in did the
+// replay it waits for, the promotion and its synchronous-mode bookkeeping.
+func (a *Agent) acquire(ctx context.Context, o Observation, did *effects) (bool, error) {
 	if o.Cluster.Leader == nil {
 		won, err := a.d.DCS.AcquireLeader(ctx)
 		if err != nil {
@@ -415,7 +413,7 @@ func (a *Agent) acquire(ctx context.Context, o Observation) (bool, error) {
 	if wait && a.st.replayWait == 0 {
 		a.log.Info("leader key taken: waiting for WAL replay before promoting", "received", o.PG.WAL, "replayed", o.PG.Replayed)
 	}
-	if a.st.replayWait = seen; wait {
+	if did.Replay, did.ReplayWait = true, seen; wait {
 		return true, nil
 	}
 	if err := a.prepareSyncPromotion(ctx, o.Cluster); err != nil {
@@ -466,10 +464,11 @@ func (a *Agent) acquire(ctx context.Context, o Observation) (bool, error) {
 	if err := a.d.DCS.UpdateLeader(ctx); leaderKeyLost(err) {
 		return false, errors.Join(fmt.Errorf("promoted but the leader key is lost: %w", err), a.fence(ctx, "leader key lost during promotion"))
 	}
-	if err := a.afterSyncPromotion(ctx); err != nil {
+	var err error
+	if did.Sync, err = a.afterSyncPromotion(ctx); err != nil {
 		a.log.Warn("cannot set synchronous standbys after promotion", "error", err)
 	}
-	a.st.failovers++
+	did.Promoted = true
 	a.fire("promote", true, "")
 	a.fire(event, true, "")
 	st, err := a.d.Postgres.State(ctx)

@@ -125,12 +125,13 @@ func (a *Agent) noteRenewal(sent time.Time, ttl time.Duration, err error) {
 func (a *Agent) keepLease(ctx context.Context) error {
 	dyn := a.dynSnap.Load()
 	want := dyn.TTL.D()
-	if margin := a.s.SafetyMargin; margin > 0 && margin+dyn.LoopWait.D() >= want {
-		// PATCH /config checks the margin of the member it reached only:
-		// a ttl that leaves this member's watchdog no room between two
-		// renewals would have it fence its own healthy primary. The lease
-		// stays at the ttl it has; the refusal is logged once.
-		a.noteMove(fmt.Errorf("ttl %s leaves no room for this member's watchdog.safety_margin %s and loop_wait %s", want, margin, dyn.LoopWait.D()),
+	// PATCH /config checks the margin of the member it reached only: a ttl
+	// that leaves this member's watchdog no room between two renewals would
+	// have it fence its own healthy primary. The lease stays at the ttl it
+	// has; the refusal is logged once. (A margin of 0 refuses no validated
+	// configuration: ttl > loop_wait + retry_timeout is a rule of its own.)
+	if err := dyn.CheckMargin(a.s.SafetyMargin); err != nil {
+		a.noteMove(fmt.Errorf("this member's watchdog.safety_margin: %w", err),
 			"not moving the lease to the new ttl: keeping the current one", "ttl", want)
 		return a.renewLease(ctx)
 	}
@@ -314,10 +315,10 @@ func (a *Agent) setGuard(on bool) {
 // than loop_wait fences the server; in a paused cluster the agent then
 // takes its key back and restarts it (noteSelfFenced). The end of the
 // agent does not fence meanwhile (it cannot know yet whether the cluster
-// is paused).
-func (a *Agent) guardAtStart(ctx context.Context) {
+// is paused). It reports whether it left the watchdog armed so.
+func (a *Agent) guardAtStart(ctx context.Context) bool {
 	if a.d.Watchdog == nil {
-		return
+		return false
 	}
 	l := a.leaseLock()
 	l.guard, l.startBy = true, a.d.Clock.Now().Add(a.renewEvery())
@@ -329,10 +330,10 @@ func (a *Agent) guardAtStart(ctx context.Context) {
 		l.guard, l.startBy = false, time.Time{}
 		a.leaseUnlock()
 		a.applyGuard()
-		return
+		return false
 	}
-	a.st.mem.startWritable = true
 	a.log.Warn("postgres may accept writes and this agent holds no lease yet: watchdog armed until the first renewal", "fence_in", a.renewEvery())
+	return true
 }
 
 // endStartGuard drops the start arming: from the first decision on, the

@@ -11,16 +11,17 @@ import (
 )
 
 // publish writes this member's record (when it changed, or once per
-// loop_wait) and swaps in a new status snapshot for the REST API. Its facts
-// come from the outcome of the action, never from the action attempted: a
-// lost leader race publishes no leadership.
-func (a *Agent) publish(ctx context.Context, o Observation, d Decision, out Outcome, start time.Time) {
+// loop_wait) and swaps in a new status snapshot for the REST API; it
+// returns the record it wrote. Its facts come from the outcome of the
+// action, never from the action attempted: a lost leader race publishes no
+// leadership.
+func (a *Agent) publish(ctx context.Context, o Observation, d Decision, out Outcome, start time.Time) memberWrite {
 	pg := out.PG
-	if pg.Mute() && a.st.lastMember.Name != "" {
+	if last := a.st.member.m; pg.Mute() && last.Name != "" {
 		// A server that runs but does not answer keeps its WAL: publish
 		// where it was last seen, not nothing (a race weighs it by this).
-		pg.Timeline, pg.History = a.st.lastMember.Timeline, a.st.lastMember.History
-		pg.WAL, pg.Replayed = a.st.lastMember.WALPosition, a.st.lastMember.ReplayedLSN
+		pg.Timeline, pg.History = last.Timeline, last.History
+		pg.WAL, pg.Replayed = last.WALPosition, last.ReplayedLSN
 	}
 	m := a.memberRecord(pg)
 	if c := o.Cluster; c != nil && c.Leader == nil && !out.KeyHeld && d.Action == ActWait {
@@ -80,8 +81,9 @@ func (a *Agent) publish(ctx context.Context, o Observation, d Decision, out Outc
 	// health checks already saying so.
 	a.storeStatus(st)
 	if o.Cluster != nil && a.memberStale(o.Cluster, m, now) {
-		a.touchMember(ctx, m, now)
+		return a.touchMember(ctx, m, now)
 	}
+	return memberWrite{}
 }
 
 // memberStale says whether this member's record must be written: etcd (as
@@ -92,11 +94,11 @@ func (a *Agent) memberStale(c *dcs.Cluster, m dcs.Member, now time.Time) bool {
 	rec := c.Member(a.s.Name)
 	if rec == nil || !sameMember(*rec, m) || rec.APIURL != m.APIURL || rec.NoFailover != m.NoFailover ||
 		rec.Version != m.Version || rec.Pooler != m.Pooler || !maps.Equal(rec.Tags, m.Tags) ||
-		!slices.Equal(rec.History, m.History) || !sameMember(a.st.lastMember, m) {
+		!slices.Equal(rec.History, m.History) || !sameMember(a.st.member.m, m) {
 		return true
 	}
 	moved := rec.WALPosition != m.WALPosition || rec.ReplayedLSN != m.ReplayedLSN
-	return moved && now.Sub(a.st.lastTouch) >= a.st.dynamic.LoopWait.D()
+	return moved && now.Sub(a.st.member.at) >= a.st.dynamic.LoopWait.D()
 }
 
 func role(pg PGState) string {
@@ -147,12 +149,13 @@ func (a *Agent) memberRecord(pg PGState) dcs.Member {
 	return m
 }
 
-// touchMember writes the member key and remembers what and when, so that
-// publish rewrites it only on a change or at the loop_wait cadence.
-func (a *Agent) touchMember(ctx context.Context, m dcs.Member, now time.Time) {
+// touchMember writes the member key and returns what it wrote and when
+// (zero when it could not), so that publish rewrites it only on a change
+// or at the loop_wait cadence.
+func (a *Agent) touchMember(ctx context.Context, m dcs.Member, now time.Time) memberWrite {
 	if err := a.d.DCS.TouchMember(ctx, m); err != nil {
 		a.log.Warn("cannot publish member record", "error", err)
-		return
+		return memberWrite{}
 	}
-	a.st.lastTouch, a.st.lastMember = now, m
+	return memberWrite{at: now, m: m}
 }

@@ -51,20 +51,45 @@ func slotPlan(c *dcs.Cluster, self, leader string, lastSeen map[string]time.Time
 	return want, keep
 }
 
-// seeMembers records when each member was last in the cluster view.
-func (a *Agent) seeMembers(c *dcs.Cluster) {
-	if a.st.slotsSeen == nil {
-		a.st.slotsSeen = map[string]time.Time{}
+// slotState is what the slots' bookkeeping carries between steps.
+type slotState struct {
+	// seen is when each member was last in the cluster view.
+	seen map[string]time.Time
+	// applied is the plan the server's slots were last made to match, at.
+	applied string
+	at      time.Time
+}
+
+// slotsRun is what syncSlots did: the plan it made the server's slots
+// match, At (zero: it made none match).
+type slotsRun struct {
+	Plan string
+	At   time.Time
+}
+
+// next is the state once r ran.
+func (s slotState) next(r slotsRun) slotState {
+	if r.At.IsZero() {
+		return s
 	}
-	now := a.d.Clock.Now()
-	for _, m := range c.Members {
-		a.st.slotsSeen[m.Name] = now
-	}
-	for name, seen := range a.st.slotsSeen {
-		if c.Member(name) == nil && now.Sub(seen) >= max(a.s.SlotsTTL, time.Hour) {
-			delete(a.st.slotsSeen, name) // long gone: no slot kept for it anywhere
+	s.applied, s.at = r.Plan, r.At
+	return s
+}
+
+// seeMembers is seen (when each member was last in the cluster view, not
+// modified) once c was read at now; a member gone for forget is dropped
+// from it: long gone, no slot is kept for it anywhere.
+func seeMembers(seen map[string]time.Time, c *dcs.Cluster, now time.Time, forget time.Duration) map[string]time.Time {
+	next := make(map[string]time.Time, max(len(seen), len(c.Members)))
+	for name, at := range seen {
+		if c.Member(name) != nil || now.Sub(at) < forget {
+			next[name] = at
 		}
 	}
+	for _, m := range c.Members {
+		next[m.Name] = now
+	}
+	return next
 }
 
 // slotsRecheck is how often a replica's slots are compared with its plan
@@ -72,16 +97,17 @@ func (a *Agent) seeMembers(c *dcs.Cluster) {
 const slotsRecheck = 30 * time.Second
 
 // syncSlots makes this server's slots what the plan says, logging each
-// slot dropped; only when the plan changed, or every slotsRecheck.
-func (a *Agent) syncSlots(ctx context.Context, c *dcs.Cluster, leader string) {
+// slot dropped; only when the plan changed, or every slotsRecheck. It
+// returns the plan it applied.
+func (a *Agent) syncSlots(ctx context.Context, c *dcs.Cluster, leader string) slotsRun {
 	if !a.s.UseSlots {
-		return
+		return slotsRun{}
 	}
 	now := a.d.Clock.Now()
-	want, keep := slotPlan(c, a.s.Name, leader, a.st.slotsSeen, now, a.s.SlotsTTL)
+	want, keep := slotPlan(c, a.s.Name, leader, a.st.slots.seen, now, a.s.SlotsTTL)
 	plan := strings.Join(want, ",") + "|" + strings.Join(keep, ",")
-	if plan == a.st.slotsApplied && now.Sub(a.st.slotsAt) < slotsRecheck {
-		return
+	if plan == a.st.slots.applied && now.Sub(a.st.slots.at) < slotsRecheck {
+		return slotsRun{}
 	}
 	dropped, busy, err := a.d.Postgres.SyncSlots(ctx, want, keep)
 	for _, name := range dropped {
@@ -89,12 +115,12 @@ func (a *Agent) syncSlots(ctx context.Context, c *dcs.Cluster, leader string) {
 	}
 	if err != nil {
 		a.log.Warn("cannot sync replication slots", "error", err)
-		return
+		return slotsRun{}
 	}
 	if len(busy) > 0 {
 		// A member still streams with a slot it should not need here (it
 		// is moving to its replicatefrom source): look again next loop.
-		return
+		return slotsRun{}
 	}
-	a.st.slotsApplied, a.st.slotsAt = plan, now
+	return slotsRun{Plan: plan, At: now}
 }

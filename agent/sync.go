@@ -135,8 +135,42 @@ func planSync(key, want, applied []string, strict bool, st SyncStatus, before ma
 	return syncStep{Pending: pending}
 }
 
-// manageSync runs on the leader every heartbeat.
-func (a *Agent) manageSync(ctx context.Context, c *dcs.Cluster) error {
+// syncState is what the leader's synchronous-mode bookkeeping carries
+// between steps.
+type syncState struct {
+	// applied: names is what commits wait for now (unknown until set once
+	// after this agent starts).
+	applied bool
+	names   []string
+	// pending is, per member newly seen synchronous, the leader's position
+	// when it was first seen so (see planSync).
+	pending map[string]wal.LSN
+}
+
+// syncRun is what one round of the bookkeeping did; zero: nothing.
+type syncRun struct {
+	// Planned: a round was planned, leaving Pending (nil: none).
+	Planned bool
+	Pending map[string]wal.LSN
+	// Set: commits wait for Names now.
+	Set   bool
+	Names []string
+}
+
+// next is the state once r ran.
+func (s syncState) next(r syncRun) syncState {
+	if r.Planned {
+		s.pending = r.Pending
+	}
+	if r.Set {
+		s.applied, s.names = true, r.Names
+	}
+	return s
+}
+
+// manageSync runs on the leader every heartbeat; it returns what it did,
+// also when it then failed.
+func (a *Agent) manageSync(ctx context.Context, c *dcs.Cluster) (syncRun, error) {
 	var key []string
 	var rev int64
 	ownKey := c.Sync != nil && c.Sync.Leader == a.s.Name
@@ -146,45 +180,47 @@ func (a *Agent) manageSync(ctx context.Context, c *dcs.Cluster) error {
 	if ownKey {
 		key = c.Sync.SyncStandby
 	}
+	cur := a.st.sync
 	if !a.st.dynamic.SynchronousMode {
-		if !a.st.syncApplied || len(a.st.syncNames) > 0 {
+		var run syncRun
+		if !cur.applied || len(cur.names) > 0 {
 			if err := a.d.Postgres.SetSyncStandbys(ctx, nil); err != nil {
-				return err
+				return run, err
 			}
-			a.st.syncApplied, a.st.syncNames = true, nil
+			run = syncRun{Set: true}
 		}
 		if c.Sync != nil && (!ownKey || len(key) > 0) {
-			return a.d.DCS.SetSync(ctx, dcs.Sync{Leader: a.s.Name}, rev)
+			return run, a.d.DCS.SetSync(ctx, dcs.Sync{Leader: a.s.Name}, rev)
 		}
-		return nil
+		return run, nil
 	}
 	if !ownKey {
 		// A key from a former leader says nothing about this one's commits.
-		return a.d.DCS.SetSync(ctx, dcs.Sync{Leader: a.s.Name}, rev)
+		return syncRun{}, a.d.DCS.SetSync(ctx, dcs.Sync{Leader: a.s.Name}, rev)
 	}
 	st, err := a.d.Postgres.SyncStatus(ctx)
 	if err != nil {
-		return err
+		return syncRun{}, err
 	}
 	want := wantSync(c, a.s.Name, key, max(1, a.st.dynamic.SynchronousNodeCount), st.Streaming)
-	applied := a.st.syncNames
-	if !a.st.syncApplied {
+	applied := cur.names
+	if !cur.applied {
 		applied = []string{"\x00unknown"} // apply once after start
 	}
-	step := planSync(key, want, applied, a.st.dynamic.SynchronousModeStrict, st, a.st.syncPending)
-	a.st.syncPending = step.Pending
+	step := planSync(key, want, applied, a.st.dynamic.SynchronousModeStrict, st, cur.pending)
+	run := syncRun{Planned: true, Pending: step.Pending}
 	switch {
 	case step.WriteKey:
 		a.log.Info("synchronous standbys in the sync key", "members", fmt.Sprint(step.Key), "was", fmt.Sprint(key))
-		return a.d.DCS.SetSync(ctx, dcs.Sync{Leader: a.s.Name, SyncStandby: step.Key}, rev)
+		return run, a.d.DCS.SetSync(ctx, dcs.Sync{Leader: a.s.Name, SyncStandby: step.Key}, rev)
 	case step.Apply:
 		a.log.Info("commits now wait for", "standbys", fmt.Sprint(step.Names))
 		if err := a.d.Postgres.SetSyncStandbys(ctx, step.Names); err != nil {
-			return err
+			return run, err
 		}
-		a.st.syncApplied, a.st.syncNames = true, step.Names
+		run.Set, run.Names = true, step.Names
 	}
-	return nil
+	return run, nil
 }
 
 // prepareSyncPromotion runs before a standby is promoted in synchronous
@@ -210,18 +246,18 @@ func (a *Agent) prepareSyncPromotion(ctx context.Context, c *dcs.Cluster) error 
 // names one. Not before promotion: a configuration reload on a standby
 // about to be promoted was seen to delay PostgreSQL 15's promotion past
 // the lease (the startup process went back to waiting for WAL).
-func (a *Agent) afterSyncPromotion(ctx context.Context) error {
+func (a *Agent) afterSyncPromotion(ctx context.Context) (syncRun, error) {
 	if !a.st.dynamic.SynchronousMode {
-		return nil
+		return syncRun{}, nil
 	}
 	names := []string{"*"}
 	if !a.st.dynamic.SynchronousModeStrict {
 		names = nil // as after the first heartbeat with no standby yet
 	}
 	if err := a.d.Postgres.SetSyncStandbys(ctx, names); err != nil {
-		return err
+		return syncRun{}, err
 	}
-	a.st.syncApplied, a.st.syncNames = true, names
-	clear(a.st.syncPending)
-	return nil
+	// No position seen before the promotion counts for this leader's
+	// commits.
+	return syncRun{Planned: true, Set: true, Names: names}, nil
 }
