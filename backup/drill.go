@@ -199,7 +199,7 @@ func (d *Driller) check(ctx context.Context, port int, logFile string, res *Dril
 		conn, lastErr = pgx.ConnectConfig(ctx, cc)
 		if lastErr == nil {
 			var inRecovery bool
-			if lastErr = conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&inRecovery); lastErr == nil && !inRecovery {
+			if inRecovery, lastErr = postgres.InRecovery(ctx, conn); lastErr == nil && !inRecovery {
 				break
 			}
 			conn.Close(ctx)
@@ -215,14 +215,10 @@ func (d *Driller) check(ctx context.Context, port int, logFile string, res *Dril
 	defer conn.Close(context.WithoutCancel(ctx))
 	// The end of recovery: where replay stopped, from the new timeline's
 	// start (checkpoint's redo) as the server reports it.
-	if err := conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&res.RecoveredTo); err != nil {
+	if res.RecoveredTo, err = postgres.CurrentLSN(ctx, conn); err != nil {
 		return fmt.Errorf("drill: read the restored copy's position: %w", err)
 	}
-	rows, err := conn.Query(ctx, "SELECT datname FROM pg_database WHERE NOT datistemplate AND datallowconn ORDER BY datname")
-	if err != nil {
-		return fmt.Errorf("drill: list databases: %w", err)
-	}
-	dbs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	dbs, err := postgres.Databases(ctx, conn)
 	if err != nil {
 		return fmt.Errorf("drill: list databases: %w", err)
 	}
@@ -254,12 +250,10 @@ func (d *Driller) readTables(ctx context.Context, base *pgx.ConnConfig, db strin
 		return fmt.Errorf("drill: connect to database %s: %w", db, err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, "SET enable_indexscan = off; SET enable_indexonlyscan = off; SET enable_bitmapscan = off"); err != nil {
+	if _, err := conn.Exec(ctx, sqlSeqScanOnly); err != nil {
 		return fmt.Errorf("drill: database %s: %w", db, err)
 	}
-	rows, err := conn.Query(ctx, `SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE c.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
-		ORDER BY 1`)
+	rows, err := conn.Query(ctx, sqlUserTables)
 	if err != nil {
 		return fmt.Errorf("drill: database %s: list tables: %w", db, err)
 	}
@@ -269,8 +263,7 @@ func (d *Driller) readTables(ctx context.Context, base *pgx.ConnConfig, db strin
 	}
 	for _, t := range tables {
 		var n int64
-		// length(t::text) detoasts every value, so TOAST is read too.
-		if err := conn.QueryRow(ctx, "SELECT count(*), coalesce(sum(length(x::text)), 0) FROM ONLY "+t+" x").Scan(&n, new(int64)); err != nil {
+		if err := conn.QueryRow(ctx, sqlReadTable(t)).Scan(&n, new(int64)); err != nil {
 			return fmt.Errorf("drill: database %s: table %s cannot be read: %w", db, t, err)
 		}
 		res.Tables++

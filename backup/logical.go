@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgwarden/pgwarden/dcs"
+	"github.com/pgwarden/pgwarden/postgres"
 
 	"github.com/pgwarden/pgwarden/internal/atomicfile"
 )
@@ -177,16 +178,15 @@ func (d *Dumper) describe(ctx context.Context, src Source, m *Manifest) ([]strin
 		return nil, fmt.Errorf("logical dump: connect to %s: %w", src.Member, err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	err = conn.QueryRow(cctx, `SELECT current_setting('server_version'),
-		CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END::text`).Scan(&m.ServerVersion, &m.LSN)
+	m.ServerVersion, m.LSN, err = postgres.VersionAndPosition(cctx, conn)
 	if err != nil {
 		return nil, fmt.Errorf("logical dump: read %s's version and position: %w", src.Member, err)
 	}
-	rows, err := conn.Query(cctx, "SELECT datname FROM pg_database WHERE NOT datistemplate AND datallowconn ORDER BY datname")
+	dbs, err := postgres.Databases(cctx, conn)
 	if err != nil {
 		return nil, fmt.Errorf("logical dump: list %s's databases: %w", src.Member, err)
 	}
-	return pgx.CollectRows(rows, pgx.RowTo[string])
+	return dbs, nil
 }
 
 // recoveryConflict is what a replica says when it cancels a query to

@@ -13,6 +13,8 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/pgwarden/pgwarden/postgres"
 )
 
 // VerifyDump checks every file of the dump in dir against its manifest
@@ -96,8 +98,8 @@ func RestoreDump(ctx context.Context, binDir, dir, dsn string, log hclog.Logger)
 		if f.Globals {
 			continue
 		}
-		var exists bool
-		if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", f.Database).Scan(&exists); err != nil {
+		exists, err := postgres.DatabaseExists(ctx, conn, f.Database)
+		if err != nil {
 			return m, fmt.Errorf("restore database %s: %w", f.Database, err)
 		}
 		args := []string{"--exit-on-error", "--no-password", "--dbname=" + f.Database}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/pgwarden/pgwarden/integration/harness"
 	"github.com/pgwarden/pgwarden/internal/testlog"
+	"github.com/pgwarden/pgwarden/wal"
 )
 
 func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
@@ -262,4 +264,72 @@ func TestStandbyLeftToStart(t *testing.T) {
 	harness.WaitFor(t, 30*time.Second, "the standby streams from its new slot and is consistent", func() (bool, error) {
 		return b.count(t) == 1, fmt.Errorf("standby has %d rows", b.count(t))
 	})
+}
+
+// TestCatalogReads: the reads backup and the CLI make on a server they
+// connected to themselves, on a primary and on a standby whose replay is
+// paused, then resumed.
+func TestCatalogReads(t *testing.T) {
+	a, b := newNode(t, "cat-primary"), newNode(t, "cat-standby")
+	must(t, a.Bootstrap(ctxT(t, 60*time.Second)))
+	must(t, a.Exec(ctxT(t, 5*time.Second), "CREATE DATABASE app"))
+	must(t, b.Clone(ctxT(t, 60*time.Second), a.up("")))
+	up := a.up("")
+	must(t, b.Start(ctxT(t, 60*time.Second), &up))
+
+	ctx := ctxT(t, 30*time.Second)
+	must(t, a.withConn(ctx, func(c *pgx.Conn) error {
+		dbs, err := Databases(ctx, c)
+		if err != nil || fmt.Sprint(dbs) != "[app postgres]" {
+			t.Fatalf("databases = %v, %v; want [app postgres] (templates left out)", dbs, err)
+		}
+		for name, want := range map[string]bool{"app": true, "template1": true, "nope": false} {
+			if ok, err := DatabaseExists(ctx, c, name); err != nil || ok != want {
+				t.Fatalf("database %s exists = %v, %v; want %v", name, ok, err, want)
+			}
+		}
+		if rec, err := InRecovery(ctx, c); err != nil || rec {
+			t.Fatalf("primary in recovery = %v, %v", rec, err)
+		}
+		if rec, paused, err := ReplayPaused(ctx, c); err != nil || rec || paused {
+			t.Fatalf("primary replay paused = %v %v, %v", rec, paused, err)
+		}
+		lsn, err := CurrentLSN(ctx, c)
+		if _, perr := wal.ParseLSN(lsn); err != nil || perr != nil {
+			t.Fatalf("current lsn = %q, %v, %v", lsn, err, perr)
+		}
+		version, pos, err := VersionAndPosition(ctx, c)
+		if _, perr := wal.ParseLSN(pos); err != nil || perr != nil || !strings.HasPrefix(version, "15") {
+			t.Fatalf("version and position = %q %q, %v, %v", version, pos, err, perr)
+		}
+		return nil
+	}))
+
+	harness.WaitFor(t, 30*time.Second, "standby accepts connections", func() (bool, error) {
+		return b.withConn(ctx, func(c *pgx.Conn) error { return nil }) == nil, nil
+	})
+	must(t, b.withConn(ctx, func(c *pgx.Conn) error {
+		if rec, err := InRecovery(ctx, c); err != nil || !rec {
+			t.Fatalf("standby in recovery = %v, %v", rec, err)
+		}
+		if _, err := c.Exec(ctx, "SELECT pg_wal_replay_pause()"); err != nil {
+			return err
+		}
+		// A pause is requested first and takes effect at the next record.
+		harness.WaitFor(t, 10*time.Second, "replay paused", func() (bool, error) {
+			rec, paused, err := ReplayPaused(ctx, c)
+			return err == nil && rec && paused, fmt.Errorf("in recovery %v, paused %v, %v", rec, paused, err)
+		})
+		if _, err := c.Exec(ctx, "SELECT pg_wal_replay_resume()"); err != nil {
+			return err
+		}
+		if rec, paused, err := ReplayPaused(ctx, c); err != nil || !rec || paused {
+			t.Fatalf("resumed standby replay paused = %v %v, %v", rec, paused, err)
+		}
+		_, pos, err := VersionAndPosition(ctx, c)
+		if _, perr := wal.ParseLSN(pos); err != nil || perr != nil {
+			t.Fatalf("standby position = %q, %v, %v", pos, err, perr)
+		}
+		return nil
+	}))
 }
