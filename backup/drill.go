@@ -67,8 +67,8 @@ type DrillResult struct {
 	DumpFiles   int           `json:"dump_files,omitempty"`
 }
 
-// Summary is the result in one line.
-func (r DrillResult) Summary() string {
+// summary is the result in one line.
+func (r DrillResult) summary() string {
 	s := ""
 	if r.Member != "" {
 		s = fmt.Sprintf("on %s in %s (removed): ", r.Member, r.Scratch)
@@ -138,7 +138,7 @@ func (d *Driller) Drill(ctx context.Context) (DrillResult, error) {
 		}
 		if n := len(dumps); n > 0 {
 			newest := dumps[n-1]
-			if _, err := VerifyDump(ctx, d.BinDir, filepath.Join(d.Dumps, newest.Stamp), d.Log); err != nil {
+			if _, err := verifyDump(ctx, d.BinDir, filepath.Join(d.Dumps, newest.Stamp), d.Log); err != nil {
 				return res, fmt.Errorf("drill: logical %w", err)
 			}
 			res.Dump, res.DumpFiles = newest.Stamp, len(newest.Files)
@@ -294,5 +294,5 @@ func tailFile(p string, n int) string {
 	return lastLines(string(b), n)
 }
 
-// ErrNoDrill: drills need the PostgreSQL binaries on this host.
-var ErrNoDrill = errors.New("no restore drill configured")
+// errNoDrill: drills need the PostgreSQL binaries on this host.
+var errNoDrill = errors.New("no restore drill configured")

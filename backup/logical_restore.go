@@ -17,10 +17,10 @@ import (
 	"github.com/pgwarden/pgwarden/postgres"
 )
 
-// VerifyDump checks every file of the dump in dir against its manifest
+// verifyDump checks every file of the dump in dir against its manifest
 // (size and SHA-256) and has pg_restore --list read each database's
 // archive: a dump that fails here would fail at a restore.
-func VerifyDump(ctx context.Context, binDir, dir string, log hclog.Logger) (Manifest, error) {
+func verifyDump(ctx context.Context, binDir, dir string, log hclog.Logger) (Manifest, error) {
 	m, err := ReadManifest(dir)
 	if err != nil {
 		return m, err
@@ -64,7 +64,7 @@ func sha256File(p string) (string, int64, error) {
 // then each database, created when it does not exist there. The dump is
 // checked against its manifest before anything is written.
 func RestoreDump(ctx context.Context, binDir, dir, dsn string, log hclog.Logger) (Manifest, error) {
-	m, err := VerifyDump(ctx, binDir, dir, log)
+	m, err := verifyDump(ctx, binDir, dir, log)
 	if err != nil {
 		return m, err
 	}
