@@ -153,9 +153,6 @@ func normalizeEndpoints(in []string) ([]string, bool, error) {
 	return out, secure, nil
 }
 
-// Client is the underlying etcd client (for tools such as the CLI).
-func (e *Store) Client() *clientv3.Client { return e.cli }
-
 func (e *Store) key(k string) string { return e.cfg.Prefix + k }
 
 // RemoveCluster deletes every key under this cluster's prefix (`pgwarden
