@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgwarden/pgwarden/dcs"
 	"github.com/pgwarden/pgwarden/wal"
 )
 
@@ -266,5 +267,28 @@ func TestParseArchive(t *testing.T) {
 	if len(a.Segments) != 2 || a.Segments[s1].Unix() != 1796117222 || a.Segments[t3].IsZero() || !a.Partial[s3] ||
 		a.Histories[2].Unix() != 1796117226 || a.newestTimeline() != 2 {
 		t.Fatalf("archive %+v", a)
+	}
+}
+
+// TestSource: a dump reaches a member where its conn_url says, read as
+// dcs.HostPort reads it, with PostgreSQL's port when none is given.
+func TestSource(t *testing.T) {
+	cases := []struct {
+		url  string
+		ok   bool
+		host string
+		port int
+	}{
+		{"postgres://replicator@10.0.0.2:5433/postgres", true, "10.0.0.2", 5433},
+		{"postgres://db.example/postgres", true, "db.example", 5432},
+		{"postgres://[::1]:6543/postgres", true, "::1", 6543},
+		{"127.0.0.1:5434", true, "127.0.0.1", 5434},
+		{"", false, "", 0},
+	}
+	for _, c := range cases {
+		s, ok := source(dcs.Member{Name: "n", ConnURL: c.url}, true)
+		if ok != c.ok || (ok && (s.Host != c.host || s.Port != c.port || s.Member != "n" || !s.Replica)) {
+			t.Errorf("source(%q) = %+v, %v; want %s:%d, %v", c.url, s, ok, c.host, c.port, c.ok)
+		}
 	}
 }

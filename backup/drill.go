@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgwarden/pgwarden/internal/freeport"
 	"github.com/pgwarden/pgwarden/postgres"
 )
 
@@ -112,9 +112,9 @@ func (d *Driller) Drill(ctx context.Context) (DrillResult, error) {
 		return res, fmt.Errorf("drill: restore backup %s: %w", plan.Backup.Label, err)
 	}
 	res.RestoreTook = time.Since(rb)
-	port, err := freeLoopbackPort()
+	port, err := freeport.Pick()
 	if err != nil {
-		return res, fmt.Errorf("drill: %w", err)
+		return res, fmt.Errorf("drill: find a port for the restored copy: %w", err)
 	}
 	if err := postgres.WriteStandaloneConf(d.standalone(data, port)); err != nil {
 		return res, fmt.Errorf("drill: set up the restored copy: %w", err)
@@ -270,15 +270,6 @@ func (d *Driller) readTables(ctx context.Context, base *pgx.ConnConfig, db strin
 		res.Rows += n
 	}
 	return nil
-}
-
-func freeLoopbackPort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free loopback port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func fileExists(p string) bool {

@@ -343,16 +343,15 @@ func healthyReplicas(c *dcs.Cluster) []dcs.Member {
 	return replicas
 }
 
+// source is where pg_dump reaches m: its conn_url's host and port, read as
+// everyone reads a conn_url (dcs.HostPort); without a port, PostgreSQL's.
 func source(m dcs.Member, replica bool) (dumpSource, bool) {
-	u, err := url.Parse(m.ConnURL)
-	if err != nil || u.Hostname() == "" {
+	host, port := dcs.HostPort(m.ConnURL)
+	if host == "" {
 		return dumpSource{}, false
 	}
-	port := 5432
-	if p := u.Port(); p != "" {
-		if _, err := fmt.Sscanf(p, "%d", &port); err != nil {
-			return dumpSource{}, false
-		}
+	if port == 0 {
+		port = 5432
 	}
-	return dumpSource{Member: m.Name, Host: u.Hostname(), Port: port, Replica: replica}, true
+	return dumpSource{Member: m.Name, Host: host, Port: port, Replica: replica}, true
 }
