@@ -19,10 +19,12 @@ import (
 	"github.com/pgwarden/pgwarden/postgres"
 )
 
+// errNotLeading: base backups run on the leader's primary only (the
+// scheduler skips a slot on it; rest answers it 503, as any other refusal).
+var errNotLeading = errors.New("this member does not lead the cluster")
+
 // Errors that cross into rest and cmd.
 var (
-	// errNotLeading: base backups run on the leader's primary only.
-	errNotLeading = errors.New("this member does not lead the cluster")
 	// ErrRunning: a backup runs already (one at a time in the cluster).
 	ErrRunning = errors.New("a backup is already running")
 	// ErrBadKind: not full, diff, incr, logical or drill.
