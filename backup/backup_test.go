@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgwarden/pgwarden/dcs"
 	"github.com/pgwarden/pgwarden/wal"
 )
 
@@ -38,7 +39,7 @@ func TestRender(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			o := base
 			c.edit(&o)
-			got, err := Render(o)
+			got, err := render(o)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -56,7 +57,7 @@ func TestRender(t *testing.T) {
 	}
 	bad := base
 	bad.PgPath = "/x\nrepo1-path=/elsewhere"
-	if _, err := Render(bad); err == nil {
+	if _, err := render(bad); err == nil {
 		t.Fatal("a newline in a value was written into the config")
 	}
 }
@@ -76,11 +77,11 @@ func TestParseInfo(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	in, err := ParseInfo(b, "main")
+	in, err := parseInfo(b, "main")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(in.Backups) != 1 || in.StatusCode != 0 || in.ArchiveID() != "15-1" || len(in.DBs) != 1 || in.DBs[0].SystemID != 7714264720917538041 {
+	if len(in.Backups) != 1 || in.StatusCode != 0 || in.archiveID() != "15-1" || len(in.DBs) != 1 || in.DBs[0].SystemID != 7714264720917538041 {
 		t.Fatalf("info = %+v", in)
 	}
 	bs := in.Backups[0]
@@ -90,13 +91,13 @@ func TestParseInfo(t *testing.T) {
 	if bs != want {
 		t.Fatalf("backup\n got %+v\nwant %+v", bs, want)
 	}
-	if bs.Timeline() != 1 || bs.Duration() != 3*time.Second {
-		t.Fatalf("timeline %d duration %s", bs.Timeline(), bs.Duration())
+	if bs.timeline() != 1 || bs.duration() != 3*time.Second {
+		t.Fatalf("timeline %d duration %s", bs.timeline(), bs.duration())
 	}
-	if _, err := ParseInfo(b, "other"); err == nil || !strings.Contains(err.Error(), `no stanza "other"`) {
+	if _, err := parseInfo(b, "other"); err == nil || !strings.Contains(err.Error(), `no stanza "other"`) {
 		t.Fatalf("missing stanza: %v", err)
 	}
-	if _, err := ParseInfo([]byte("ERROR: nope"), "main"); err == nil {
+	if _, err := parseInfo([]byte("ERROR: nope"), "main"); err == nil {
 		t.Fatal("garbage parsed")
 	}
 }
@@ -122,12 +123,12 @@ func TestProgressLines(t *testing.T) {
 }
 
 func TestSegmentNames(t *testing.T) {
-	s, ok := ParseSegment("00000003000000010000000A")
-	if !ok || s.Timeline != 3 || s.No != 0x10A || s.String() != "00000003000000010000000A" || s.End() != wal.LSN(0x10B*SegmentSize) {
+	s, ok := parseSegment("00000003000000010000000A")
+	if !ok || s.Timeline != 3 || s.No != 0x10A || s.String() != "00000003000000010000000A" || s.End() != wal.LSN(0x10B*segmentSize) {
 		t.Fatalf("segment %+v %v end %s", s, ok, s.End())
 	}
 	for _, bad := range []string{"", "00000001.history", "0000000100000000000000G1", "000000010000000000000100"} {
-		if _, ok := ParseSegment(bad); ok {
+		if _, ok := parseSegment(bad); ok {
 			t.Errorf("ParseSegment(%q) accepted", bad)
 		}
 	}
@@ -137,7 +138,7 @@ func TestSegmentNames(t *testing.T) {
 const history3 = "1\t0/5000100\tno recovery target specified\n\n2\t0/70000A0\tno recovery target specified\n"
 
 func TestParseHistory(t *testing.T) {
-	h, err := ParseHistory(3, history3)
+	h, err := parseHistory(3, history3)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,16 +147,16 @@ func TestParseHistory(t *testing.T) {
 		t.Fatalf("history %+v", h)
 	}
 	for seg, tl := range map[uint64]uint32{1: 1, 4: 1, 5: 2, 6: 2, 7: 3, 100: 3} {
-		if got := h.TimelineOf(seg); got != tl {
+		if got := h.timelineOf(seg); got != tl {
 			t.Errorf("segment %d read from timeline %d; want %d", seg, got, tl)
 		}
 	}
 	for _, bad := range []string{"x 0/1 r", "1 nolsn r", "2\t0/1\tr\n1\t0/2\tr\n", "3\t0/1\tr\n"} {
-		if _, err := ParseHistory(3, bad); err == nil {
+		if _, err := parseHistory(3, bad); err == nil {
 			t.Errorf("ParseHistory(%q) accepted", bad)
 		}
 	}
-	if h, err := ParseHistory(1, ""); err != nil || len(h) != 1 || h.TimelineOf(9) != 1 {
+	if h, err := parseHistory(1, ""); err != nil || len(h) != 1 || h.timelineOf(9) != 1 {
 		t.Fatalf("timeline 1 without a history: %v %v", h, err)
 	}
 }
@@ -166,11 +167,11 @@ func archive(names ...string) Archive {
 	for i, n := range names {
 		at := time.Unix(int64(1000+i), 0).UTC()
 		if tl, ok := strings.CutSuffix(n, ".history"); ok {
-			s, _ := ParseSegment(tl + "0000000000000000")
+			s, _ := parseSegment(tl + "0000000000000000")
 			a.Histories[s.Timeline] = at
 			continue
 		}
-		s, _ := ParseSegment(strings.TrimSuffix(n, ".partial"))
+		s, _ := parseSegment(strings.TrimSuffix(n, ".partial"))
 		if strings.HasSuffix(n, ".partial") {
 			a.Partial[s] = true
 		} else {
@@ -181,7 +182,7 @@ func archive(names ...string) Archive {
 }
 
 func TestWalk(t *testing.T) {
-	h, _ := ParseHistory(3, history3)
+	h, _ := parseHistory(3, history3)
 	full := []string{"000000010000000000000003", "000000010000000000000004", "000000010000000000000005.partial",
 		"00000002.history", "000000020000000000000005", "000000020000000000000006", "000000020000000000000007.partial",
 		"00000003.history", "000000030000000000000007", "000000030000000000000008"}
@@ -217,8 +218,8 @@ func TestWalk(t *testing.T) {
 			if w.Last.String() != c.wantLast || missing != c.wantMissing || !equalU32(w.MissingHistories, c.wantHist) || !w.Reached {
 				t.Fatalf("walk: last %s missing %q histories %v; want %s, %q, %v", w.Last, missing, w.MissingHistories, c.wantLast, c.wantMissing, c.wantHist)
 			}
-			if w.OK() != (c.wantMissing == "" && c.wantHist == nil) {
-				t.Fatalf("OK() = %v", w.OK())
+			if w.ok() != (c.wantMissing == "" && c.wantHist == nil) {
+				t.Fatalf("OK() = %v", w.ok())
 			}
 		})
 	}
@@ -256,15 +257,38 @@ func TestParseArchive(t *testing.T) {
  "0000000100000000/000000010000000000000003.partial-3ff33e9791eace2160c16ddb7fbb7b46f1f9b56e.lz4":{"type":"file","size":9,"time":1796117225},
  "00000002.history":{"type":"file","size":42,"time":1796117226},
  "0000000200000000/000000020000000000000003-50cd5164c1bce7dd0a06875c0552caf2818d2f43":{"type":"file","size":16777216,"time":1796117227}}`
-	a, err := ParseArchive([]byte(js), "15-1")
+	a, err := parseArchive([]byte(js), "15-1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s1, _ := ParseSegment("000000010000000000000001")
-	s3, _ := ParseSegment("000000010000000000000003")
-	t3, _ := ParseSegment("000000020000000000000003")
+	s1, _ := parseSegment("000000010000000000000001")
+	s3, _ := parseSegment("000000010000000000000003")
+	t3, _ := parseSegment("000000020000000000000003")
 	if len(a.Segments) != 2 || a.Segments[s1].Unix() != 1796117222 || a.Segments[t3].IsZero() || !a.Partial[s3] ||
-		a.Histories[2].Unix() != 1796117226 || a.NewestTimeline() != 2 {
+		a.Histories[2].Unix() != 1796117226 || a.newestTimeline() != 2 {
 		t.Fatalf("archive %+v", a)
+	}
+}
+
+// TestSource: a dump reaches a member where its conn_url says, read as
+// dcs.HostPort reads it, with PostgreSQL's port when none is given.
+func TestSource(t *testing.T) {
+	cases := []struct {
+		url  string
+		ok   bool
+		host string
+		port int
+	}{
+		{"postgres://replicator@10.0.0.2:5433/postgres", true, "10.0.0.2", 5433},
+		{"postgres://db.example/postgres", true, "db.example", 5432},
+		{"postgres://[::1]:6543/postgres", true, "::1", 6543},
+		{"127.0.0.1:5434", true, "127.0.0.1", 5434},
+		{"", false, "", 0},
+	}
+	for _, c := range cases {
+		s, ok := source(dcs.Member{Name: "n", ConnURL: c.url}, true)
+		if ok != c.ok || (ok && (s.Host != c.host || s.Port != c.port || s.Member != "n" || !s.Replica)) {
+			t.Errorf("source(%q) = %+v, %v; want %s:%d, %v", c.url, s, ok, c.host, c.port, c.ok)
+		}
 	}
 }

@@ -45,21 +45,21 @@ type S3 struct {
 	VerifyTLS bool
 }
 
-// ConfigPath is where Render's output is written.
-func (o Options) ConfigPath() string { return filepath.Join(o.Dir, "pgbackrest.conf") }
+// configPath is where render's output is written.
+func (o Options) configPath() string { return filepath.Join(o.Dir, "pgbackrest.conf") }
 
-// LogPath, LockPath and SpoolPath are this node's own directories.
-func (o Options) LogPath() string   { return filepath.Join(o.Dir, "log") }
-func (o Options) LockPath() string  { return filepath.Join(o.Dir, "lock") }
-func (o Options) SpoolPath() string { return filepath.Join(o.Dir, "spool") }
+// logPath, lockPath and spoolPath are this node's own directories.
+func (o Options) logPath() string   { return filepath.Join(o.Dir, "log") }
+func (o Options) lockPath() string  { return filepath.Join(o.Dir, "lock") }
+func (o Options) spoolPath() string { return filepath.Join(o.Dir, "spool") }
 
 // neverExpire is repo1-retention-full: pgBackRest expires after every
 // backup by itself; retention is pgwarden's, so its own never applies.
 const neverExpire = 9999999
 
-// Render is the pgBackRest configuration file of this node. It holds the
+// render is the pgBackRest configuration file of this node. It holds the
 // S3 secret when there is one: write it mode 0600.
-func Render(o Options) (string, error) {
+func render(o Options) (string, error) {
 	var b strings.Builder
 	set := func(k string, v any) {
 		fmt.Fprintf(&b, "%s=%v\n", k, v)
@@ -73,9 +73,9 @@ func Render(o Options) (string, error) {
 		return "", fmt.Errorf("pgbackrest configuration: stanza, directory and data directory are required")
 	}
 	b.WriteString("# Written by pgwarden at every start: change pgwarden's configuration instead.\n[global]\n")
-	set("log-path", o.LogPath())
-	set("lock-path", o.LockPath())
-	set("spool-path", o.SpoolPath())
+	set("log-path", o.logPath())
+	set("lock-path", o.lockPath())
+	set("spool-path", o.spoolPath())
 	set("log-level-console", "warn")
 	set("log-level-file", "info")
 	set("compress-type", orDefault(o.Compress, "lz4"))
@@ -162,19 +162,19 @@ func shellQuote(s string) string {
 // already holds with other content (pgBackRest 2.45 would overwrite it).
 func (o Options) ArchiveCommand(pgwarden string) string {
 	return fmt.Sprintf("%s archive-push --pgbackrest-config %s --stanza %s %%p",
-		shellQuote(pgwarden), shellQuote(o.ConfigPath()), shellQuote(o.Stanza))
+		shellQuote(pgwarden), shellQuote(o.configPath()), shellQuote(o.Stanza))
 }
 
 // RestoreCommand is restore_command: pgBackRest's archive-get.
 func (o Options) RestoreCommand() string {
 	return fmt.Sprintf(`%s --config=%s --stanza=%s archive-get %%f "%%p"`,
-		shellQuote(o.binary()), shellQuote(o.ConfigPath()), shellQuote(o.Stanza))
+		shellQuote(o.binary()), shellQuote(o.configPath()), shellQuote(o.Stanza))
 }
 
 func (o Options) binary() string { return orDefault(o.Binary, "pgbackrest") }
 
-// RepositoryName says where the repository is, for people.
-func (o Options) RepositoryName() string {
+// repositoryName says where the repository is, for people.
+func (o Options) repositoryName() string {
 	if s := o.S3; s != nil {
 		return fmt.Sprintf("s3://%s%s (%s)", s.Bucket, orDefault(s.Path, "/pgwarden"), s.Endpoint)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +13,7 @@ import (
 	"github.com/hashicorp/go-hclog"
 	"github.com/jackc/pgx/v5"
 
+	"github.com/pgwarden/pgwarden/internal/freeport"
 	"github.com/pgwarden/pgwarden/postgres"
 )
 
@@ -67,8 +67,8 @@ type DrillResult struct {
 	DumpFiles   int           `json:"dump_files,omitempty"`
 }
 
-// Summary is the result in one line.
-func (r DrillResult) Summary() string {
+// summary is the result in one line.
+func (r DrillResult) summary() string {
 	s := ""
 	if r.Member != "" {
 		s = fmt.Sprintf("on %s in %s (removed): ", r.Member, r.Scratch)
@@ -112,9 +112,9 @@ func (d *Driller) Drill(ctx context.Context) (DrillResult, error) {
 		return res, fmt.Errorf("drill: restore backup %s: %w", plan.Backup.Label, err)
 	}
 	res.RestoreTook = time.Since(rb)
-	port, err := freeLoopbackPort()
+	port, err := freeport.Pick()
 	if err != nil {
-		return res, fmt.Errorf("drill: %w", err)
+		return res, fmt.Errorf("drill: find a port for the restored copy: %w", err)
 	}
 	if err := postgres.WriteStandaloneConf(d.standalone(data, port)); err != nil {
 		return res, fmt.Errorf("drill: set up the restored copy: %w", err)
@@ -138,7 +138,7 @@ func (d *Driller) Drill(ctx context.Context) (DrillResult, error) {
 		}
 		if n := len(dumps); n > 0 {
 			newest := dumps[n-1]
-			if _, err := VerifyDump(ctx, d.BinDir, filepath.Join(d.Dumps, newest.Stamp), d.Log); err != nil {
+			if _, err := verifyDump(ctx, d.BinDir, filepath.Join(d.Dumps, newest.Stamp), d.Log); err != nil {
 				return res, fmt.Errorf("drill: logical %w", err)
 			}
 			res.Dump, res.DumpFiles = newest.Stamp, len(newest.Files)
@@ -199,7 +199,7 @@ func (d *Driller) check(ctx context.Context, port int, logFile string, res *Dril
 		conn, lastErr = pgx.ConnectConfig(ctx, cc)
 		if lastErr == nil {
 			var inRecovery bool
-			if lastErr = conn.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&inRecovery); lastErr == nil && !inRecovery {
+			if inRecovery, lastErr = postgres.InRecovery(ctx, conn); lastErr == nil && !inRecovery {
 				break
 			}
 			conn.Close(ctx)
@@ -215,14 +215,10 @@ func (d *Driller) check(ctx context.Context, port int, logFile string, res *Dril
 	defer conn.Close(context.WithoutCancel(ctx))
 	// The end of recovery: where replay stopped, from the new timeline's
 	// start (checkpoint's redo) as the server reports it.
-	if err := conn.QueryRow(ctx, "SELECT pg_current_wal_lsn()::text").Scan(&res.RecoveredTo); err != nil {
+	if res.RecoveredTo, err = postgres.CurrentLSN(ctx, conn); err != nil {
 		return fmt.Errorf("drill: read the restored copy's position: %w", err)
 	}
-	rows, err := conn.Query(ctx, "SELECT datname FROM pg_database WHERE NOT datistemplate AND datallowconn ORDER BY datname")
-	if err != nil {
-		return fmt.Errorf("drill: list databases: %w", err)
-	}
-	dbs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	dbs, err := postgres.Databases(ctx, conn)
 	if err != nil {
 		return fmt.Errorf("drill: list databases: %w", err)
 	}
@@ -254,12 +250,10 @@ func (d *Driller) readTables(ctx context.Context, base *pgx.ConnConfig, db strin
 		return fmt.Errorf("drill: connect to database %s: %w", db, err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, "SET enable_indexscan = off; SET enable_indexonlyscan = off; SET enable_bitmapscan = off"); err != nil {
+	if _, err := conn.Exec(ctx, sqlSeqScanOnly); err != nil {
 		return fmt.Errorf("drill: database %s: %w", db, err)
 	}
-	rows, err := conn.Query(ctx, `SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-		WHERE c.relkind IN ('r', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%'
-		ORDER BY 1`)
+	rows, err := conn.Query(ctx, sqlUserTables)
 	if err != nil {
 		return fmt.Errorf("drill: database %s: list tables: %w", db, err)
 	}
@@ -269,23 +263,13 @@ func (d *Driller) readTables(ctx context.Context, base *pgx.ConnConfig, db strin
 	}
 	for _, t := range tables {
 		var n int64
-		// length(t::text) detoasts every value, so TOAST is read too.
-		if err := conn.QueryRow(ctx, "SELECT count(*), coalesce(sum(length(x::text)), 0) FROM ONLY "+t+" x").Scan(&n, new(int64)); err != nil {
+		if err := conn.QueryRow(ctx, sqlReadTable(t)).Scan(&n, new(int64)); err != nil {
 			return fmt.Errorf("drill: database %s: table %s cannot be read: %w", db, t, err)
 		}
 		res.Tables++
 		res.Rows += n
 	}
 	return nil
-}
-
-func freeLoopbackPort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("find a free loopback port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func fileExists(p string) bool {
@@ -301,5 +285,5 @@ func tailFile(p string, n int) string {
 	return lastLines(string(b), n)
 }
 
-// ErrNoDrill: drills need the PostgreSQL binaries on this host.
-var ErrNoDrill = errors.New("no restore drill configured")
+// errNoDrill: drills need the PostgreSQL binaries on this host.
+var errNoDrill = errors.New("no restore drill configured")

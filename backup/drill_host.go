@@ -79,7 +79,7 @@ func (m *Manager) drill(ctx context.Context, r *run) (DrillResult, error) {
 
 // drillHosts are the members a drill may run on, best first: streaming
 // replicas that run and take backups, least behind first (the order of
-// Sources), each with an API to ask. The leader's own host is the
+// sources), each with an API to ask. The leader's own host is the
 // fallback, not listed.
 func (m *Manager) drillHosts(ctx context.Context) ([]dcs.Member, error) {
 	c, err := m.c.Lock.Cluster(ctx)

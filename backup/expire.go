@@ -36,8 +36,8 @@ func PlanExpiry(repo Repository, dumps []Manifest, p Policy, loc *time.Location)
 	for _, d := range dumps {
 		ditems = append(ditems, Item{ID: d.Stamp, Time: d.Started})
 	}
-	plan := ExpiryPlan{Policy: p, Backups: Retain(items, p, loc), Dumps: Retain(ditems, p, loc)}
-	if from, ok := PITRFrom(plan.Backups); ok && !p.KeepsAll() {
+	plan := ExpiryPlan{Policy: p, Backups: retain(items, p, loc), Dumps: retain(ditems, p, loc)}
+	if from, ok := pitrFrom(plan.Backups); ok && !p.KeepsAll() {
 		plan.PITRFrom = from.ID
 		for _, d := range plan.Backups {
 			if d.Keep() && !d.Time.Before(from.Time) {

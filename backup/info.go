@@ -18,8 +18,8 @@ type Info struct {
 	// backup in its backup.info only once every file and its checksum are
 	// in the repository, so a stopped or failed run is never among them.
 	Backups  []BackupSet
-	Archives []ArchiveRange
-	DBs      []DB
+	Archives []archiveRange
+	DBs      []db
 	// Running: a backup of this stanza holds its lock on this node.
 	Running bool
 }
@@ -44,28 +44,28 @@ type BackupSet struct {
 	DBID int `json:"-"`
 }
 
-// Timeline is the timeline the backup started on.
-func (b BackupSet) Timeline() uint32 {
-	s, ok := ParseSegment(b.WALStart)
+// timeline is the timeline the backup started on.
+func (b BackupSet) timeline() uint32 {
+	s, ok := parseSegment(b.WALStart)
 	if !ok {
 		return 0
 	}
 	return s.Timeline
 }
 
-// Duration is how long the backup took.
-func (b BackupSet) Duration() time.Duration { return b.Stop.Sub(b.Start) }
+// duration is how long the backup took.
+func (b BackupSet) duration() time.Duration { return b.Stop.Sub(b.Start) }
 
-// ArchiveRange is one archive id (e.g. "15-1") and its oldest and newest
+// archiveRange is one archive id (e.g. "15-1") and its oldest and newest
 // segment, over all timelines.
-type ArchiveRange struct {
+type archiveRange struct {
 	ID       string
 	DBID     int
 	Min, Max string
 }
 
-// DB is one database system the stanza has held.
-type DB struct {
+// db is one database system the stanza has held.
+type db struct {
 	ID       int
 	SystemID uint64
 	Version  string
@@ -125,9 +125,9 @@ type infoJSON struct {
 	} `json:"status"`
 }
 
-// ParseInfo reads `pgbackrest info --output=json` and returns the named
+// parseInfo reads `pgbackrest info --output=json` and returns the named
 // stanza.
-func ParseInfo(b []byte, stanza string) (Info, error) {
+func parseInfo(b []byte, stanza string) (Info, error) {
 	var all []infoJSON
 	if err := decodeJSON(b, &all, "info"); err != nil {
 		return Info{}, err
@@ -138,10 +138,10 @@ func ParseInfo(b []byte, stanza string) (Info, error) {
 		}
 		in := Info{Stanza: s.Name, StatusCode: s.Status.Code, StatusMessage: s.Status.Message, Running: s.Status.Lock.Backup.Held}
 		for _, a := range s.Archive {
-			in.Archives = append(in.Archives, ArchiveRange{ID: a.ID, DBID: a.Database.ID, Min: a.Min, Max: a.Max})
+			in.Archives = append(in.Archives, archiveRange{ID: a.ID, DBID: a.Database.ID, Min: a.Min, Max: a.Max})
 		}
 		for _, d := range s.DB {
-			in.DBs = append(in.DBs, DB{ID: d.ID, SystemID: d.SystemID, Version: d.Version})
+			in.DBs = append(in.DBs, db{ID: d.ID, SystemID: d.SystemID, Version: d.Version})
 		}
 		for _, j := range s.Backup {
 			bs := BackupSet{Label: j.Label, Type: j.Type, Start: time.Unix(j.Timestamp.Start, 0).UTC(), Stop: time.Unix(j.Timestamp.Stop, 0).UTC(),
@@ -163,9 +163,9 @@ func ParseInfo(b []byte, stanza string) (Info, error) {
 	return Info{}, fmt.Errorf("pgbackrest info: no stanza %q in the repository", stanza)
 }
 
-// ArchiveID is the archive id of the database the newest backup (else the
+// archiveID is the archive id of the database the newest backup (else the
 // newest database) belongs to.
-func (in Info) ArchiveID() string {
+func (in Info) archiveID() string {
 	db := 0
 	if n := len(in.Backups); n > 0 {
 		db = in.Backups[n-1].DBID

@@ -20,12 +20,13 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/pgwarden/pgwarden/dcs"
+	"github.com/pgwarden/pgwarden/postgres"
 
 	"github.com/pgwarden/pgwarden/internal/atomicfile"
 )
 
-// Source is a PostgreSQL server a logical dump can be taken from.
-type Source struct {
+// dumpSource is a PostgreSQL server a logical dump can be taken from.
+type dumpSource struct {
 	Member  string
 	Host    string
 	Port    int
@@ -75,11 +76,11 @@ func (m Manifest) Size() int64 {
 	return n
 }
 
-// ManifestName is the manifest's file name in a dump's directory.
-const ManifestName = "manifest.json"
+// manifestName is the manifest's file name in a dump's directory.
+const manifestName = "manifest.json"
 
-// StampFormat names a dump's directory: its start, in UTC.
-const StampFormat = "20060102T150405Z"
+// stampFormat names a dump's directory: its start, in UTC.
+const stampFormat = "20060102T150405Z"
 
 // Dumper takes logical dumps of a cluster into Root
 // (<repository>/logical/<scope>) with pg_dump and pg_dumpall from BinDir.
@@ -91,18 +92,18 @@ type Dumper struct {
 	Log    hclog.Logger
 }
 
-// ErrRecoveryConflict: the replica cancelled the dump to replay WAL.
-var ErrRecoveryConflict = errors.New("cancelled by a recovery conflict on the replica")
+// errRecoveryConflict: the replica cancelled the dump to replay WAL.
+var errRecoveryConflict = errors.New("cancelled by a recovery conflict on the replica")
 
-// Dump takes a dump from the first source (a healthy replica, best first;
+// dump takes a dump from the first source (a healthy replica, best first;
 // the primary last) and, if a replica cancels it for a recovery conflict,
 // once more from the last source, the primary.
-func (d *Dumper) Dump(ctx context.Context, sources []Source, now time.Time) (Manifest, error) {
+func (d *Dumper) dump(ctx context.Context, sources []dumpSource, now time.Time) (Manifest, error) {
 	if len(sources) == 0 {
 		return Manifest{}, errors.New("logical dump: no running member to dump from")
 	}
 	m, err := d.dumpFrom(ctx, sources[0], now, "")
-	if errors.Is(err, ErrRecoveryConflict) && len(sources) > 1 && !sources[len(sources)-1].Replica {
+	if errors.Is(err, errRecoveryConflict) && len(sources) > 1 && !sources[len(sources)-1].Replica {
 		primary := sources[len(sources)-1]
 		d.Log.Warn("logical dump cancelled on the replica by a recovery conflict: retrying on the primary",
 			"source", sources[0].Member, "primary", primary.Member, "error", err)
@@ -112,8 +113,8 @@ func (d *Dumper) Dump(ctx context.Context, sources []Source, now time.Time) (Man
 	return m, err
 }
 
-func (d *Dumper) dumpFrom(ctx context.Context, src Source, now time.Time, retried string) (Manifest, error) {
-	m := Manifest{Stamp: now.UTC().Format(StampFormat), Scope: d.Scope, Started: now.UTC(), Member: src.Member, FromReplica: src.Replica, Retried: retried}
+func (d *Dumper) dumpFrom(ctx context.Context, src dumpSource, now time.Time, retried string) (Manifest, error) {
+	m := Manifest{Stamp: now.UTC().Format(stampFormat), Scope: d.Scope, Started: now.UTC(), Member: src.Member, FromReplica: src.Replica, Retried: retried}
 	if err := os.MkdirAll(d.Root, 0o700); err != nil {
 		return m, fmt.Errorf("logical dump: %w", err)
 	}
@@ -164,7 +165,7 @@ func (d *Dumper) dumpFrom(ctx context.Context, src Source, now time.Time, retrie
 
 // describe lists the databases to dump (all but templates) and fills the
 // server's version and WAL position into m.
-func (d *Dumper) describe(ctx context.Context, src Source, m *Manifest) ([]string, error) {
+func (d *Dumper) describe(ctx context.Context, src dumpSource, m *Manifest) ([]string, error) {
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	cc, err := pgx.ParseConfig(fmt.Sprintf("host=%s port=%d dbname=postgres sslmode=prefer connect_timeout=5", src.Host, src.Port))
@@ -177,16 +178,15 @@ func (d *Dumper) describe(ctx context.Context, src Source, m *Manifest) ([]strin
 		return nil, fmt.Errorf("logical dump: connect to %s: %w", src.Member, err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	err = conn.QueryRow(cctx, `SELECT current_setting('server_version'),
-		CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END::text`).Scan(&m.ServerVersion, &m.LSN)
+	m.ServerVersion, m.LSN, err = postgres.VersionAndPosition(cctx, conn)
 	if err != nil {
 		return nil, fmt.Errorf("logical dump: read %s's version and position: %w", src.Member, err)
 	}
-	rows, err := conn.Query(cctx, "SELECT datname FROM pg_database WHERE NOT datistemplate AND datallowconn ORDER BY datname")
+	dbs, err := postgres.Databases(cctx, conn)
 	if err != nil {
 		return nil, fmt.Errorf("logical dump: list %s's databases: %w", src.Member, err)
 	}
-	return pgx.CollectRows(rows, pgx.RowTo[string])
+	return dbs, nil
 }
 
 // recoveryConflict is what a replica says when it cancels a query to
@@ -196,11 +196,11 @@ var recoveryConflict = regexp.MustCompile(`conflict with recovery|canceling stat
 // tool runs pg_dump or pg_dumpall against src. What it writes is in a
 // 0700 directory until sealFile makes it 0600: the globals hold password
 // hashes.
-func (d *Dumper) tool(ctx context.Context, src Source, name string, args ...string) error {
+func (d *Dumper) tool(ctx context.Context, src dumpSource, name string, args ...string) error {
 	args = append([]string{fmt.Sprintf("--host=%s", src.Host), fmt.Sprintf("--port=%d", src.Port), "--username=" + d.Login.User, "--no-password"}, args...)
 	out, err := runTool(ctx, filepath.Join(d.BinDir, name), args, loginEnv(d.Login), d.Log)
 	if err != nil && recoveryConflict.MatchString(out) {
-		return fmt.Errorf("%w: %s", ErrRecoveryConflict, lastLines(out, 3))
+		return fmt.Errorf("%w: %s", errRecoveryConflict, lastLines(out, 3))
 	}
 	return err
 }
@@ -266,7 +266,7 @@ func writeManifest(dir string, m Manifest) error {
 	if err != nil {
 		return err
 	}
-	if err := atomicfile.Write(filepath.Join(dir, ManifestName), append(b, '\n'), 0o600); err != nil {
+	if err := atomicfile.Write(filepath.Join(dir, manifestName), append(b, '\n'), 0o600); err != nil {
 		return fmt.Errorf("write the dump's manifest: %w", err)
 	}
 	return nil
@@ -301,7 +301,7 @@ func Dumps(root string) ([]Manifest, error) {
 // ReadManifest reads the manifest of the dump in dir.
 func ReadManifest(dir string) (Manifest, error) {
 	var m Manifest
-	b, err := os.ReadFile(filepath.Join(dir, ManifestName))
+	b, err := os.ReadFile(filepath.Join(dir, manifestName))
 	if err != nil {
 		return m, fmt.Errorf("dump %s: %w", filepath.Base(dir), err)
 	}
@@ -311,10 +311,10 @@ func ReadManifest(dir string) (Manifest, error) {
 	return m, nil
 }
 
-// Sources orders the members a dump can be taken from: streaming replicas
+// sources orders the members a dump can be taken from: streaming replicas
 // that run, least behind first, then the leader's primary.
-func Sources(c *dcs.Cluster) []Source {
-	var out []Source
+func sources(c *dcs.Cluster) []dumpSource {
+	var out []dumpSource
 	for _, m := range healthyReplicas(c) {
 		if s, ok := source(m, true); ok {
 			out = append(out, s)
@@ -343,16 +343,15 @@ func healthyReplicas(c *dcs.Cluster) []dcs.Member {
 	return replicas
 }
 
-func source(m dcs.Member, replica bool) (Source, bool) {
-	u, err := url.Parse(m.ConnURL)
-	if err != nil || u.Hostname() == "" {
-		return Source{}, false
+// source is where pg_dump reaches m: its conn_url's host and port, read as
+// everyone reads a conn_url (dcs.HostPort); without a port, PostgreSQL's.
+func source(m dcs.Member, replica bool) (dumpSource, bool) {
+	host, port := dcs.HostPort(m.ConnURL)
+	if host == "" {
+		return dumpSource{}, false
 	}
-	port := 5432
-	if p := u.Port(); p != "" {
-		if _, err := fmt.Sscanf(p, "%d", &port); err != nil {
-			return Source{}, false
-		}
+	if port == 0 {
+		port = 5432
 	}
-	return Source{Member: m.Name, Host: u.Hostname(), Port: port, Replica: replica}, true
+	return dumpSource{Member: m.Name, Host: host, Port: port, Replica: replica}, true
 }

@@ -13,12 +13,14 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/jackc/pgx/v5"
+
+	"github.com/pgwarden/pgwarden/postgres"
 )
 
-// VerifyDump checks every file of the dump in dir against its manifest
+// verifyDump checks every file of the dump in dir against its manifest
 // (size and SHA-256) and has pg_restore --list read each database's
 // archive: a dump that fails here would fail at a restore.
-func VerifyDump(ctx context.Context, binDir, dir string, log hclog.Logger) (Manifest, error) {
+func verifyDump(ctx context.Context, binDir, dir string, log hclog.Logger) (Manifest, error) {
 	m, err := ReadManifest(dir)
 	if err != nil {
 		return m, err
@@ -62,7 +64,7 @@ func sha256File(p string) (string, int64, error) {
 // then each database, created when it does not exist there. The dump is
 // checked against its manifest before anything is written.
 func RestoreDump(ctx context.Context, binDir, dir, dsn string, log hclog.Logger) (Manifest, error) {
-	m, err := VerifyDump(ctx, binDir, dir, log)
+	m, err := verifyDump(ctx, binDir, dir, log)
 	if err != nil {
 		return m, err
 	}
@@ -96,8 +98,8 @@ func RestoreDump(ctx context.Context, binDir, dir, dsn string, log hclog.Logger)
 		if f.Globals {
 			continue
 		}
-		var exists bool
-		if err := conn.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", f.Database).Scan(&exists); err != nil {
+		exists, err := postgres.DatabaseExists(ctx, conn, f.Database)
+		if err != nil {
 			return m, fmt.Errorf("restore database %s: %w", f.Database, err)
 		}
 		args := []string{"--exit-on-error", "--no-password", "--dbname=" + f.Database}

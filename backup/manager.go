@@ -19,10 +19,12 @@ import (
 	"github.com/pgwarden/pgwarden/postgres"
 )
 
+// errNotLeading: base backups run on the leader's primary only (the
+// scheduler skips a slot on it; rest answers it 503, as any other refusal).
+var errNotLeading = errors.New("this member does not lead the cluster")
+
 // Errors that cross into rest and cmd.
 var (
-	// ErrNotLeading: base backups run on the leader's primary only.
-	ErrNotLeading = errors.New("this member does not lead the cluster")
 	// ErrRunning: a backup runs already (one at a time in the cluster).
 	ErrRunning = errors.New("a backup is already running")
 	// ErrBadKind: not full, diff, incr, logical or drill.
@@ -252,9 +254,9 @@ func (m *Manager) schedule(ctx context.Context, ready <-chan struct{}, sc map[st
 	if clock == nil {
 		clock = wallClock{}
 	}
-	s := &Scheduler{Member: m.c.Member, Schedules: sc, Location: m.c.Location, Clock: clock,
+	s := &scheduler{Member: m.c.Member, Schedules: sc, Location: m.c.Location, Clock: clock,
 		Store: m.c.Lock, Jobs: m, Log: m.log.Named("schedule"), Reload: reload}
-	s.Run(ctx)
+	s.run(ctx)
 }
 
 type wallClock struct{}
@@ -262,7 +264,7 @@ type wallClock struct{}
 func (wallClock) Now() time.Time                         { return time.Now() }
 func (wallClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
 
-// RunJob runs one scheduled job to its end (Scheduler's Jobs).
+// RunJob runs one scheduled job to its end (the scheduler's jobs).
 func (m *Manager) RunJob(ctx context.Context, kind string, slot time.Time) error {
 	r, err := m.start(kind)
 	if err != nil {
@@ -329,8 +331,8 @@ func (m *Manager) kick() {
 	}
 }
 
-// Kinds are the base backup types.
-var Kinds = []string{"full", "diff", "incr"}
+// kinds are the base backup types.
+var kinds = []string{"full", "diff", "incr"}
 
 // JobKinds are the jobs a leader runs, one at a time in the cluster.
 var JobKinds = []string{"full", "diff", "incr", "logical", "drill"}
@@ -360,7 +362,7 @@ func (m *Manager) start(kind string) (*run, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !m.leading || m.leadCtx == nil {
-		return nil, ErrNotLeading
+		return nil, errNotLeading
 	}
 	if r := m.run; r != nil {
 		return nil, fmt.Errorf("%w: %s backup %s on %s since %s", ErrRunning, r.lock.Type, r.lock.ID, r.lock.Member, r.lock.Started.Format(time.RFC3339))
@@ -501,7 +503,7 @@ func (m *Manager) work(ctx context.Context, r *run) (label string, size int64, d
 		if err != nil {
 			return "", 0, "", fmt.Errorf("logical dump: read the members: %w", err)
 		}
-		man, err := m.c.Dumper.Dump(ctx, Sources(c), time.Now())
+		man, err := m.c.Dumper.dump(ctx, sources(c), time.Now())
 		if err != nil {
 			return "", 0, "", err
 		}
@@ -512,7 +514,7 @@ func (m *Manager) work(ctx context.Context, r *run) (label string, size int64, d
 		return man.Stamp, man.Size(), d, nil
 	case "drill":
 		res, err := m.drill(ctx, r)
-		return res.Backup, 0, res.Summary(), err
+		return res.Backup, 0, res.summary(), err
 	}
 	label, err = m.c.Engine.Backup(ctx, r.lock.Type, func(p Progress) {
 		m.mu.Lock()
@@ -528,7 +530,7 @@ func (m *Manager) expire(ctx context.Context) {
 	if m.c.Expirer == nil || m.c.Policy.KeepsAll() {
 		return
 	}
-	plan, err := m.PlanExpiry(ctx)
+	plan, err := m.planExpiry(ctx)
 	if err == nil {
 		err = ApplyExpiry(ctx, m.c.Expirer, plan, m.dumpsRoot(), m.log)
 	}
@@ -539,9 +541,9 @@ func (m *Manager) expire(ctx context.Context) {
 	m.readRepository(ctx)
 }
 
-// PlanExpiry reads the repository and the dumps afresh and applies the
+// planExpiry reads the repository and the dumps afresh and applies the
 // policy to them.
-func (m *Manager) PlanExpiry(ctx context.Context) (ExpiryPlan, error) {
+func (m *Manager) planExpiry(ctx context.Context) (ExpiryPlan, error) {
 	repo, err := m.c.Engine.ReadRepository(ctx, "")
 	if err != nil {
 		return ExpiryPlan{}, fmt.Errorf("read the repository: %w", err)
@@ -676,7 +678,7 @@ func (m *Manager) watchArchiver(ctx context.Context) {
 // failureReason is the last error line that names segment in this node's
 // archive log (see PushWAL).
 func (m *Manager) failureReason(segment string) string {
-	dir := m.c.Engine.Options().LogPath()
+	dir := m.c.Engine.Options().logPath()
 	files, _ := filepath.Glob(filepath.Join(dir, "*archive-push*.log"))
 	var best string
 	var bestAt time.Time

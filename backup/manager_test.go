@@ -126,7 +126,7 @@ func TestBackupOnlyOnTheLeaderAndOneAtATime(t *testing.T) {
 	e, h := newFakeEngine(), &fakeHooks{}
 	m := newManager(t, e, s, h)
 	ctx := t.Context()
-	if _, err := m.Start(ctx, "full"); !errors.Is(err, ErrNotLeading) {
+	if _, err := m.Start(ctx, "full"); !errors.Is(err, errNotLeading) {
 		t.Fatalf("start on a replica = %v; want ErrNotLeading", err)
 	}
 	m.SetLeading(true)

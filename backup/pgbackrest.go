@@ -39,32 +39,32 @@ func (p *PgBackRest) Options() Options { return p.o }
 // WriteConfig writes the configuration file (mode 0600: it may hold an S3
 // secret) and creates the log, lock and spool directories.
 func (p *PgBackRest) WriteConfig() error {
-	text, err := Render(p.o)
+	text, err := render(p.o)
 	if err != nil {
 		return err
 	}
-	for _, d := range []string{p.o.Dir, p.o.LogPath(), p.o.LockPath(), p.o.SpoolPath()} {
+	for _, d := range []string{p.o.Dir, p.o.logPath(), p.o.lockPath(), p.o.spoolPath()} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return fmt.Errorf("pgbackrest directories: %w", err)
 		}
 	}
-	if err := atomicfile.Write(p.o.ConfigPath(), []byte(text), 0o600); err != nil {
+	if err := atomicfile.Write(p.o.configPath(), []byte(text), 0o600); err != nil {
 		return fmt.Errorf("write pgbackrest configuration: %w", err)
 	}
 	return nil
 }
 
-// CommandError is a pgBackRest command that failed: its exit code (pgBackRest's
+// commandError is a pgBackRest command that failed: its exit code (pgBackRest's
 // error code, e.g. 45 for a WAL segment that exists with other content) and
 // its last lines.
-type CommandError struct {
+type commandError struct {
 	Command string
 	Code    int
 	Output  string
 	Err     error
 }
 
-func (e *CommandError) Error() string {
+func (e *commandError) Error() string {
 	msg := e.Output
 	if msg == "" && e.Err != nil {
 		msg = e.Err.Error()
@@ -72,7 +72,7 @@ func (e *CommandError) Error() string {
 	return fmt.Sprintf("pgbackrest %s: exit %d: %s", e.Command, e.Code, msg)
 }
 
-func (e *CommandError) Unwrap() error { return e.Err }
+func (e *commandError) Unwrap() error { return e.Err }
 
 // run runs one command for stanza (the node's own when ""), with extra
 // options before the command and its parameters (paths) after it; line,
@@ -81,7 +81,7 @@ func (p *PgBackRest) run(ctx context.Context, stanza, command string, opts []str
 	if stanza == "" {
 		stanza = p.o.Stanza
 	}
-	args := append([]string{"--config=" + p.o.ConfigPath(), "--stanza=" + stanza}, opts...)
+	args := append([]string{"--config=" + p.o.configPath(), "--stanza=" + stanza}, opts...)
 	args = append(append(args, command), params...)
 	cmd := exec.CommandContext(ctx, p.o.binary(), args...)
 	// SIGTERM first: pgBackRest then stops its workers and frees its lock.
@@ -128,7 +128,7 @@ func (p *PgBackRest) run(ctx context.Context, stanza, command string, opts []str
 		if ctx.Err() != nil {
 			err = fmt.Errorf("%w (%v)", ctx.Err(), err)
 		}
-		return out.String(), &CommandError{Command: command, Code: code, Output: errorLines(out.String()), Err: err}
+		return out.String(), &commandError{Command: command, Code: code, Output: errorLines(out.String()), Err: err}
 	}
 	return out.String(), nil
 }
@@ -209,13 +209,13 @@ func (p *PgBackRest) Backup(ctx context.Context, kind string, progress func(Prog
 	return label, err
 }
 
-// Info reads the repository's view of a stanza (this node's when "").
-func (p *PgBackRest) Info(ctx context.Context, stanza string) (Info, error) {
+// info reads the repository's view of a stanza (this node's when "").
+func (p *PgBackRest) info(ctx context.Context, stanza string) (Info, error) {
 	out, err := p.run(ctx, stanza, "info", []string{"--output=json", "--log-level-console=error"}, nil)
 	if err != nil {
 		return Info{}, err
 	}
-	return ParseInfo([]byte(jsonPart(out)), orDefault(stanza, p.o.Stanza))
+	return parseInfo([]byte(jsonPart(out)), orDefault(stanza, p.o.Stanza))
 }
 
 // jsonPart drops anything pgBackRest printed before its JSON document.
@@ -226,33 +226,33 @@ func jsonPart(out string) string {
 	return out
 }
 
-// ArchiveFiles lists the WAL archive of one archive id of a stanza.
-func (p *PgBackRest) ArchiveFiles(ctx context.Context, stanza, archiveID string) (Archive, error) {
+// archiveFiles lists the WAL archive of one archive id of a stanza.
+func (p *PgBackRest) archiveFiles(ctx context.Context, stanza, archiveID string) (Archive, error) {
 	stanza = orDefault(stanza, p.o.Stanza)
 	out, err := p.run(ctx, stanza, "repo-ls", []string{"--output=json", "--recurse", "--log-level-console=error"}, nil,
 		"archive/"+stanza+"/"+archiveID)
 	if err != nil {
 		return Archive{}, err
 	}
-	return ParseArchive([]byte(jsonPart(out)), archiveID)
+	return parseArchive([]byte(jsonPart(out)), archiveID)
 }
 
-// RepoGet reads one file of the repository (path relative to its root).
-func (p *PgBackRest) RepoGet(ctx context.Context, stanza, path string) ([]byte, error) {
+// repoGet reads one file of the repository (path relative to its root).
+func (p *PgBackRest) repoGet(ctx context.Context, stanza, path string) ([]byte, error) {
 	var b strings.Builder
 	_, err := p.run(ctx, stanza, "repo-get", []string{"--log-level-console=error"}, func(l string) { b.WriteString(l + "\n") }, path)
 	return []byte(b.String()), err
 }
 
-// ErrNotInArchive: archive-get found no such file.
-var ErrNotInArchive = errors.New("not in the archive")
+// errNotInArchive: archive-get found no such file.
+var errNotInArchive = errors.New("not in the archive")
 
-// ArchiveGet copies one archived file (a segment or a history file) to dst.
-func (p *PgBackRest) ArchiveGet(ctx context.Context, name, dst string) error {
+// archiveGet copies one archived file (a segment or a history file) to dst.
+func (p *PgBackRest) archiveGet(ctx context.Context, name, dst string) error {
 	_, err := p.run(ctx, "", "archive-get", []string{"--log-level-console=error"}, nil, name, dst)
-	var ce *CommandError
+	var ce *commandError
 	if errors.As(err, &ce) && ce.Code == 1 {
-		return fmt.Errorf("%s: %w", name, ErrNotInArchive)
+		return fmt.Errorf("%s: %w", name, errNotInArchive)
 	}
 	return err
 }

@@ -16,8 +16,8 @@ type Target struct {
 	HasLSN bool
 }
 
-// ErrOutOfReach: the repository cannot recover to the target.
-var ErrOutOfReach = errors.New("out of the repository's reach")
+// errOutOfReach: the repository cannot recover to the target.
+var errOutOfReach = errors.New("out of the repository's reach")
 
 // RestorePlan is the backup to restore for a target and how far its WAL goes.
 type RestorePlan struct {
@@ -29,10 +29,10 @@ type RestorePlan struct {
 // Plan picks the newest backup that ended at or before the target, and
 // checks that the archive reaches the target from it, before anything is
 // written: a target before the oldest backup's end or after the newest
-// archived WAL is refused (ErrOutOfReach).
+// archived WAL is refused (errOutOfReach).
 func (r Repository) Plan(t Target) (RestorePlan, error) {
 	if len(r.Info.Backups) == 0 {
-		return RestorePlan{}, fmt.Errorf("%w: no backup in the repository of stanza %s", ErrOutOfReach, r.Info.Stanza)
+		return RestorePlan{}, fmt.Errorf("%w: no backup in the repository of stanza %s", errOutOfReach, r.Info.Stanza)
 	}
 	oldest := r.Info.Backups[0]
 	var chosen *BackupSet
@@ -47,21 +47,21 @@ func (r Repository) Plan(t Target) (RestorePlan, error) {
 	}
 	if chosen == nil {
 		if t.HasLSN {
-			return RestorePlan{}, fmt.Errorf("%w: target LSN %s is before the end of the oldest backup %s (%s)", ErrOutOfReach, t.LSN, oldest.Label, oldest.LSNStop)
+			return RestorePlan{}, fmt.Errorf("%w: target LSN %s is before the end of the oldest backup %s (%s)", errOutOfReach, t.LSN, oldest.Label, oldest.LSNStop)
 		}
-		return RestorePlan{}, fmt.Errorf("%w: target time %s is before the end of the oldest backup %s (%s)", ErrOutOfReach,
+		return RestorePlan{}, fmt.Errorf("%w: target time %s is before the end of the oldest backup %s (%s)", errOutOfReach,
 			t.Time.UTC().Format(time.RFC3339Nano), oldest.Label, oldest.Stop.Format(time.RFC3339))
 	}
-	p, err := r.RestorableTo(*chosen)
+	p, err := r.restorableTo(*chosen)
 	if err != nil {
-		return RestorePlan{}, fmt.Errorf("%w: %v", ErrOutOfReach, err)
+		return RestorePlan{}, fmt.Errorf("%w: %v", errOutOfReach, err)
 	}
 	end, _ := wal.ParseLSN(p.LSN)
 	switch {
 	case t.HasLSN && t.LSN > end:
-		return RestorePlan{}, fmt.Errorf("%w: target LSN %s is after the newest archived WAL (%s, the end of %s)%s", ErrOutOfReach, t.LSN, p.LSN, p.Segment, gapNote(p))
+		return RestorePlan{}, fmt.Errorf("%w: target LSN %s is after the newest archived WAL (%s, the end of %s)%s", errOutOfReach, t.LSN, p.LSN, p.Segment, gapNote(p))
 	case !t.Time.IsZero() && t.Time.After(p.ArchivedAt):
-		return RestorePlan{}, fmt.Errorf("%w: target time %s is after the newest archived WAL (%s, archived %s)%s", ErrOutOfReach,
+		return RestorePlan{}, fmt.Errorf("%w: target time %s is after the newest archived WAL (%s, archived %s)%s", errOutOfReach,
 			t.Time.UTC().Format(time.RFC3339Nano), p.Segment, p.ArchivedAt.Format(time.RFC3339), gapNote(p))
 	}
 	return RestorePlan{Target: t, Backup: *chosen, Reachable: p}, nil

@@ -25,28 +25,28 @@ type Repository struct {
 // newest timeline's history.
 func (p *PgBackRest) ReadRepository(ctx context.Context, stanza string) (Repository, error) {
 	stanza = orDefault(stanza, p.o.Stanza)
-	in, err := p.Info(ctx, stanza)
+	in, err := p.info(ctx, stanza)
 	if err != nil {
 		return Repository{}, err
 	}
 	r := Repository{Info: in, ReadAt: time.Now()}
-	id := in.ArchiveID()
+	id := in.archiveID()
 	if id == "" {
 		r.History = History{{Timeline: 1}}
 		return r, nil
 	}
-	if r.Archive, err = p.ArchiveFiles(ctx, stanza, id); err != nil {
+	if r.Archive, err = p.archiveFiles(ctx, stanza, id); err != nil {
 		return r, err
 	}
-	tl := r.Archive.NewestTimeline()
+	tl := r.Archive.newestTimeline()
 	r.History = History{{Timeline: 1}}
 	if tl > 1 {
 		if _, ok := r.Archive.Histories[tl]; ok {
-			b, err := p.RepoGet(ctx, stanza, fmt.Sprintf("archive/%s/%s/%08X.history", stanza, id, tl))
+			b, err := p.repoGet(ctx, stanza, fmt.Sprintf("archive/%s/%s/%08X.history", stanza, id, tl))
 			if err != nil {
 				return r, fmt.Errorf("read the history of timeline %d: %w", tl, err)
 			}
-			if r.History, err = ParseHistory(tl, string(b)); err != nil {
+			if r.History, err = parseHistory(tl, string(b)); err != nil {
 				return r, err
 			}
 		} else {
@@ -75,8 +75,8 @@ type Point struct {
 	Missing string `json:"missing,omitempty"`
 }
 
-// RestorableTo is the point recovery from b can reach.
-func (r Repository) RestorableTo(b BackupSet) (Point, error) {
+// restorableTo is the point recovery from b can reach.
+func (r Repository) restorableTo(b BackupSet) (Point, error) {
 	w, err := r.Archive.WalkFrom(b.WALStart, r.History)
 	if err != nil {
 		return Point{}, err
@@ -95,17 +95,17 @@ func (r Repository) RestorableTo(b BackupSet) (Point, error) {
 	return p, nil
 }
 
-// ErrHistoryConflict: a timeline history file is in the repository with
+// errHistoryConflict: a timeline history file is in the repository with
 // other content: two primaries were promoted to the same timeline.
-var ErrHistoryConflict = errors.New("a different history file of this timeline is in the repository")
+var errHistoryConflict = errors.New("a different history file of this timeline is in the repository")
 
-// PushHistory archives a timeline history file unless the repository
+// pushHistory archives a timeline history file unless the repository
 // already has it. pgBackRest 2.45 checks WAL segments against what is
 // archived but overwrites a history file: a diverged primary promoted to a
 // timeline that the cluster's primary already took would replace the
 // cluster's history and break every restore across it. Identical content
 // is success (a retry, or a standby archiving what it received).
-func (p *PgBackRest) PushHistory(ctx context.Context, path string) error {
+func (p *PgBackRest) pushHistory(ctx context.Context, path string) error {
 	name := filepath.Base(path)
 	mine, err := os.ReadFile(path)
 	if err != nil {
@@ -118,9 +118,9 @@ func (p *PgBackRest) PushHistory(ctx context.Context, path string) error {
 	tmp.Close()
 	defer os.Remove(tmp.Name())
 	os.Remove(tmp.Name()) // archive-get refuses to overwrite
-	err = p.ArchiveGet(ctx, name, tmp.Name())
+	err = p.archiveGet(ctx, name, tmp.Name())
 	switch {
-	case errors.Is(err, ErrNotInArchive):
+	case errors.Is(err, errNotInArchive):
 		_, err = p.run(ctx, "", "archive-push", nil, nil, path)
 		return err
 	case err != nil:
@@ -131,7 +131,7 @@ func (p *PgBackRest) PushHistory(ctx context.Context, path string) error {
 		return err
 	}
 	if !bytes.Equal(mine, theirs) {
-		err := fmt.Errorf("%s: %w (two primaries promoted to that timeline: split brain?); refusing to overwrite it", name, ErrHistoryConflict)
+		err := fmt.Errorf("%s: %w (two primaries promoted to that timeline: split brain?); refusing to overwrite it", name, errHistoryConflict)
 		p.logFailure(err)
 		return err
 	}
@@ -139,13 +139,13 @@ func (p *PgBackRest) PushHistory(ctx context.Context, path string) error {
 }
 
 // PushWAL is archive_command: pgBackRest's archive-push of one WAL file, a
-// history file checked first (PushHistory). pgBackRest 2.45 writes no log
+// history file checked first (pushHistory). pgBackRest 2.45 writes no log
 // file for archive-push, so each failure is also written, with pgBackRest's
-// own words, to ArchiveLog in this node's log path, where the agent finds
+// own words, to archiveLog in this node's log path, where the agent finds
 // the reason it reports.
 func (p *PgBackRest) PushWAL(ctx context.Context, path string) error {
 	if strings.HasSuffix(path, ".history") {
-		return p.PushHistory(ctx, path)
+		return p.pushHistory(ctx, path)
 	}
 	_, err := p.run(ctx, "", "archive-push", nil, nil, path)
 	if err != nil {
@@ -154,12 +154,12 @@ func (p *PgBackRest) PushWAL(ctx context.Context, path string) error {
 	return err
 }
 
-// ArchiveLog is the file, in this node's log path, where failed archive
+// archiveLog is the file, in this node's log path, where failed archive
 // pushes are written.
-const ArchiveLog = "pgwarden-archive-push.log"
+const archiveLog = "pgwarden-archive-push.log"
 
 func (p *PgBackRest) logFailure(err error) {
-	f, ferr := os.OpenFile(filepath.Join(p.o.LogPath(), ArchiveLog), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
+	f, ferr := os.OpenFile(filepath.Join(p.o.logPath(), archiveLog), os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
 	if ferr != nil {
 		return
 	}
@@ -182,12 +182,12 @@ func (p *PgBackRest) PushMissing(ctx context.Context) ([]string, error) {
 	var local []Segment
 	var current uint32
 	for _, e := range entries {
-		s, ok := ParseSegment(e.Name())
+		s, ok := parseSegment(e.Name())
 		if !ok {
 			continue
 		}
 		current = max(current, s.Timeline)
-		if info, err := e.Info(); err == nil && info.Size() == SegmentSize {
+		if info, err := e.Info(); err == nil && info.Size() == segmentSize {
 			local = append(local, s)
 		}
 	}
@@ -199,26 +199,26 @@ func (p *PgBackRest) PushMissing(ctx context.Context) ([]string, error) {
 		if err != nil {
 			return nil, err
 		}
-		if h, err = ParseHistory(current, string(b)); err != nil {
+		if h, err = parseHistory(current, string(b)); err != nil {
 			return nil, err
 		}
 	}
-	in, err := p.Info(ctx, "")
+	in, err := p.info(ctx, "")
 	if err != nil {
 		return nil, err
 	}
-	id := in.ArchiveID()
+	id := in.archiveID()
 	if id == "" {
 		return nil, nil
 	}
-	a, err := p.ArchiveFiles(ctx, "", id)
+	a, err := p.archiveFiles(ctx, "", id)
 	if err != nil {
 		return nil, err
 	}
 	var pushed []string
 	for _, s := range local {
 		// The current timeline's segments are the archiver's own.
-		if _, ok := a.Segments[s]; ok || s.Timeline >= current || h.TimelineOf(s.No) != s.Timeline {
+		if _, ok := a.Segments[s]; ok || s.Timeline >= current || h.timelineOf(s.No) != s.Timeline {
 			continue
 		}
 		if _, err := p.run(ctx, "", "archive-push", nil, nil, filepath.Join(walDir, s.String())); err != nil {

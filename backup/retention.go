@@ -64,14 +64,14 @@ func (p Policy) tiers() []tier {
 	}
 }
 
-// Retain decides, for every item, whether it is kept and why. Semantics
+// retain decides, for every item, whether it is kept and why. Semantics
 // are restic's and borg's --keep-daily N: walking from the newest, the
 // first N calendar days (in loc) that have an item each keep their newest
 // one, so a day without a backup does not use up a slot; likewise weeks
 // (ISO), months and years. The newest item is always kept, and a kept diff
 // or incr keeps every backup it is restored on top of. The result is
-// oldest first. Retain is pure: items is not modified.
-func Retain(items []Item, p Policy, loc *time.Location) []Decision {
+// oldest first. retain is pure: items is not modified.
+func retain(items []Item, p Policy, loc *time.Location) []Decision {
 	out := make([]Decision, len(items))
 	for i, it := range items {
 		out[i] = Decision{Item: it}
@@ -126,11 +126,11 @@ func Retain(items []Item, p Policy, loc *time.Location) []Decision {
 	return out
 }
 
-// PITRFrom is the oldest item of the daily tier (the newest when the daily
+// pitrFrom is the oldest item of the daily tier (the newest when the daily
 // tier is zero): the archive keeps continuous WAL from it, so every backup
 // from it on restores to any point in time, and older kept backups restore
 // to their end only. ok is false when nothing is kept.
-func PITRFrom(ds []Decision) (Item, bool) {
+func pitrFrom(ds []Decision) (Item, bool) {
 	var from *Decision
 	for i := len(ds) - 1; i >= 0; i-- {
 		for _, r := range ds[i].Reasons {

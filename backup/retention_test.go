@@ -115,7 +115,7 @@ func TestRetainTable(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			in := slices.Clone(c.items)
-			got := kept(Retain(c.items, c.policy, c.loc))
+			got := kept(retain(c.items, c.policy, c.loc))
 			if !slices.Equal(got, c.want) {
 				t.Fatalf("kept:\n  %s\nwant:\n  %s", strings.Join(got, "\n  "), strings.Join(c.want, "\n  "))
 			}
@@ -132,11 +132,11 @@ func TestPITRFrom(t *testing.T) {
 		{ID: "d1", Time: at(t, "2026-11-29T01:00:00Z")},
 		{ID: "d2", Time: at(t, "2026-11-30T01:00:00Z")},
 	}
-	from, ok := PITRFrom(Retain(items, Policy{Daily: 2, Monthly: 3}, time.UTC))
+	from, ok := pitrFrom(retain(items, Policy{Daily: 2, Monthly: 3}, time.UTC))
 	if !ok || from.ID != "d1" {
 		t.Fatalf("PITR from %v %v; want d1, the oldest daily", from, ok)
 	}
-	from, ok = PITRFrom(Retain(items, Policy{Monthly: 3}, time.UTC))
+	from, ok = pitrFrom(retain(items, Policy{Monthly: 3}, time.UTC))
 	if !ok || from.ID != "d2" {
 		t.Fatalf("PITR without a daily tier from %v %v; want d2, the newest", from, ok)
 	}
@@ -215,7 +215,7 @@ func TestRetainThirtyYears(t *testing.T) {
 					prev = it.ID
 					h.add(it, p, ny)
 					left = append(left, it)
-					ds := Retain(left, p, ny)
+					ds := retain(left, p, ny)
 					checkKept(t, ds, h, p)
 					left = left[:0]
 					for _, d := range ds {
@@ -223,7 +223,7 @@ func TestRetainThirtyYears(t *testing.T) {
 							left = append(left, d.Item)
 						}
 					}
-					if again := Retain(left, p, ny); len(kept(again)) != len(left) {
+					if again := retain(left, p, ny); len(kept(again)) != len(left) {
 						t.Fatalf("step %d: applying retention twice removed more: %d of %d kept", steps, len(kept(again)), len(left))
 					}
 					steps++
@@ -231,7 +231,7 @@ func TestRetainThirtyYears(t *testing.T) {
 				}
 				if day.YearDay() == 1 {
 					var whole []string
-					for _, d := range Retain(h.items, p, ny) {
+					for _, d := range retain(h.items, p, ny) {
 						if d.Keep() {
 							whole = append(whole, d.ID)
 						}

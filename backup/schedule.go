@@ -10,10 +10,10 @@ import (
 	"github.com/pgwarden/pgwarden/dcs"
 )
 
-// ScheduleKinds are the kinds a schedule may name, in the order a Tick
+// scheduleKinds are the kinds a schedule may name, in the order a tick
 // runs those due at once: base backups first, so a dump or drill that is
 // due with them sees the newest one.
-var ScheduleKinds = []string{"full", "diff", "incr", "logical", "drill"}
+var scheduleKinds = []string{"full", "diff", "incr", "logical", "drill"}
 
 // Cron is a parsed schedule (config.Cron): the first due time strictly
 // after t, in t's location; zero when there is none.
@@ -27,34 +27,34 @@ type Clock interface {
 	After(d time.Duration) <-chan time.Time
 }
 
-// SlotStore is where the schedule's progress lives (the durable key
+// slotStore is where the schedule's progress lives (the durable key
 // backup/schedule), shared by every leader the cluster has.
-type SlotStore interface {
+type slotStore interface {
 	Cluster(ctx context.Context) (*dcs.Cluster, error)
 	UpdateBackupSlot(ctx context.Context, kind string, prev *dcs.BackupSlot, next dcs.BackupSlot) error
 }
 
-// Jobs runs one scheduled job to its end. ErrRunning (another job holds
+// jobs runs one scheduled job to its end. ErrRunning (another job holds
 // the backup lock) and an ended ctx (leadership lost) leave the slot owed;
 // any other error is the job's failure, recorded as its outcome.
-type Jobs interface {
+type jobs interface {
 	RunJob(ctx context.Context, kind string, slot time.Time) error
 }
 
-// Scheduler runs the configured schedules on the leader. Each kind's
+// scheduler runs the configured schedules on the leader. Each kind's
 // progress is a slot in the DCS, claimed with a compare-and-swap before its
 // job starts and marked done when it ends, so a leader change neither runs
 // a slot twice nor skips it: a slot whose run was stopped is owed, and the
 // next leader runs it. Slots missed while there was no leader collapse into
 // one run, of the newest of them.
-type Scheduler struct {
+type scheduler struct {
 	Member    string
 	Schedules map[string]Cron
 	// Location is the time zone schedules are read in.
 	Location *time.Location
 	Clock    Clock
-	Store    SlotStore
-	Jobs     Jobs
+	Store    slotStore
+	Jobs     jobs
 	Log      hclog.Logger
 	// RetryEvery is how soon an owed slot is tried again after the job
 	// could not start (another held the lock, the DCS was unreachable).
@@ -68,11 +68,11 @@ type Scheduler struct {
 // two years of outage).
 const maxSlotsWalked = 1 << 20
 
-// Run ticks until ctx ends (leadership lost).
-func (s *Scheduler) Run(ctx context.Context) {
+// run ticks until ctx ends (leadership lost).
+func (s *scheduler) run(ctx context.Context) {
 	for {
 		now := s.Clock.Now()
-		wake := s.Tick(ctx, now)
+		wake := s.tick(ctx, now)
 		d := wake.Sub(now)
 		if wake.IsZero() || d > time.Hour {
 			d = time.Hour // schedules without a next slot, and a clock that jumps
@@ -87,10 +87,10 @@ func (s *Scheduler) Run(ctx context.Context) {
 	}
 }
 
-// Tick runs every job that is due at now (in ScheduleKinds order, one
+// tick runs every job that is due at now (in scheduleKinds order, one
 // after the other: each ends before the next starts) and returns when the
 // next one is due.
-func (s *Scheduler) Tick(ctx context.Context, now time.Time) time.Time {
+func (s *scheduler) tick(ctx context.Context, now time.Time) time.Time {
 	c, err := s.Store.Cluster(ctx)
 	if err != nil {
 		s.Log.Warn("cannot read the schedule's progress: retrying", "error", err)
@@ -102,12 +102,12 @@ func (s *Scheduler) Tick(ctx context.Context, now time.Time) time.Time {
 			wake = t
 		}
 	}
-	for _, kind := range ScheduleKinds {
+	for _, kind := range scheduleKinds {
 		cr, ok := s.Schedules[kind]
 		if !ok || ctx.Err() != nil {
 			continue
 		}
-		if kind != ScheduleKinds[0] {
+		if kind != scheduleKinds[0] {
 			now = s.Clock.Now() // the jobs before took time
 		}
 		st := c.BackupRuns[kind].Schedule
@@ -121,11 +121,11 @@ func (s *Scheduler) Tick(ctx context.Context, now time.Time) time.Time {
 	return wake
 }
 
-// Due is what a kind's schedule owes at now, given its stored state:
+// due is what a kind's schedule owes at now, given its stored state:
 // the slot to run (zero: none) and, when none, when the next one is due.
 // A first sight of a schedule owes nothing: it starts from now, so a new
 // schedule does not run at once for a slot in the past.
-func Due(cr Cron, st *dcs.BackupSlot, now time.Time) (slot, next time.Time) {
+func due(cr Cron, st *dcs.BackupSlot, now time.Time) (slot, next time.Time) {
 	if st == nil {
 		return time.Time{}, cr.Next(now)
 	}
@@ -145,7 +145,7 @@ func Due(cr Cron, st *dcs.BackupSlot, now time.Time) (slot, next time.Time) {
 
 // step does what one kind owes. ok is false when the stored state moved
 // under it (another leader claimed the slot).
-func (s *Scheduler) step(ctx context.Context, kind string, cr Cron, st *dcs.BackupSlot, now time.Time) (wake time.Time, ok bool) {
+func (s *scheduler) step(ctx context.Context, kind string, cr Cron, st *dcs.BackupSlot, now time.Time) (wake time.Time, ok bool) {
 	now = now.In(s.location())
 	if st == nil {
 		// Start the schedule from now: a baseline, done, never run.
@@ -156,7 +156,7 @@ func (s *Scheduler) step(ctx context.Context, kind string, cr Cron, st *dcs.Back
 		s.Log.Info("schedule started", "kind", kind, "next", cr.Next(now).Format(time.RFC3339))
 		return cr.Next(now), true
 	}
-	slot, next := Due(cr, st, now)
+	slot, next := due(cr, st, now)
 	if slot.IsZero() {
 		return next, true
 	}
@@ -179,7 +179,7 @@ func (s *Scheduler) step(ctx context.Context, kind string, cr Cron, st *dcs.Back
 	case errors.Is(err, ErrRunning):
 		s.Log.Info("scheduled job waits: another backup job runs", "kind", kind, "error", err)
 		return now.Add(s.retry()), true
-	case ctx.Err() != nil || errors.Is(err, ErrNotLeading):
+	case ctx.Err() != nil || errors.Is(err, errNotLeading):
 		s.Log.Warn("scheduled job stopped: the slot is owed to the next leader", "kind", kind, "slot", slot.Format(time.RFC3339))
 		return time.Time{}, true
 	}
@@ -201,14 +201,14 @@ func (s *Scheduler) step(ctx context.Context, kind string, cr Cron, st *dcs.Back
 	return cr.Next(slot), true
 }
 
-func (s *Scheduler) retry() time.Duration {
+func (s *scheduler) retry() time.Duration {
 	if s.RetryEvery > 0 {
 		return s.RetryEvery
 	}
 	return 30 * time.Second
 }
 
-func (s *Scheduler) location() *time.Location {
+func (s *scheduler) location() *time.Location {
 	if s.Location == nil {
 		return time.Local
 	}

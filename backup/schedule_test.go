@@ -80,9 +80,9 @@ func TestSchedulerLeaderChanges(t *testing.T) {
 		jobs.done[k] = map[time.Time]int{}
 	}
 	members := []string{"node1", "node2", "node3"}
-	schedulers := map[string]*Scheduler{}
+	schedulers := map[string]*scheduler{}
 	for _, m := range members {
-		schedulers[m] = &Scheduler{Member: m, Schedules: scheds, Location: loc, Clock: clock, Store: mem.Client(m, 10*time.Second),
+		schedulers[m] = &scheduler{Member: m, Schedules: scheds, Location: loc, Clock: clock, Store: mem.Client(m, 10*time.Second),
 			Jobs: jobs, Log: testlog.New(t), RetryEvery: time.Minute}
 	}
 	rng := rand.New(rand.NewPCG(60, 1))
@@ -93,12 +93,12 @@ func TestSchedulerLeaderChanges(t *testing.T) {
 		termEnd := clock.now.Add(time.Duration(60+rng.IntN(241)) * time.Minute)
 		jobs.cutAt, jobs.cut = termEnd, cancel
 		for steps := 0; clock.now.Before(termEnd) && ctx.Err() == nil && steps < 10000; steps++ {
-			wake := leader.Tick(ctx, clock.now)
+			wake := leader.tick(ctx, clock.now)
 			if ctx.Err() != nil {
 				interrupted++
 				break
 			}
-			// As Run waits: until the next slot, a second at least, an hour
+			// As run waits: until the next slot, a second at least, an hour
 			// at most.
 			clock.now = clock.now.Add(min(max(wake.Sub(clock.now), time.Second), time.Hour))
 		}
@@ -139,25 +139,25 @@ func TestSchedulerOutage(t *testing.T) {
 	clock := &simClock{now: start}
 	mem := dcs.NewMemoryCluster(clock.Now)
 	jobs := &simJobs{clock: clock, done: map[string]map[time.Time]int{"incr": {}}, dur: map[string]time.Duration{"incr": time.Minute}}
-	s := &Scheduler{Member: "node1", Schedules: map[string]Cron{"incr": mustCron(t, "0 * * * *")}, Location: time.UTC, Clock: clock,
+	s := &scheduler{Member: "node1", Schedules: map[string]Cron{"incr": mustCron(t, "0 * * * *")}, Location: time.UTC, Clock: clock,
 		Store: mem.Client("node1", 10*time.Second), Jobs: jobs, Log: testlog.New(t), RetryEvery: time.Minute}
 	ctx := context.Background()
-	if wake := s.Tick(ctx, clock.now); !wake.Equal(start.Add(time.Hour)) {
+	if wake := s.tick(ctx, clock.now); !wake.Equal(start.Add(time.Hour)) {
 		t.Fatalf("first sight: next wake %s; want the first slot 01:00", wake)
 	}
 	clock.now = start.Add(30*time.Hour + 20*time.Minute) // no leader for a day and more
-	s.Tick(ctx, clock.now)
+	s.tick(ctx, clock.now)
 	if len(jobs.done["incr"]) != 1 || jobs.done["incr"][start.Add(30*time.Hour)] != 1 {
 		t.Fatalf("after the outage ran %v; want only the newest missed slot, 06:00 the next day", jobs.done["incr"])
 	}
 	jobs.busy = true
 	clock.now = start.Add(31 * time.Hour)
-	if wake := s.Tick(ctx, clock.now); !wake.Equal(clock.now.Add(time.Minute)) {
+	if wake := s.tick(ctx, clock.now); !wake.Equal(clock.now.Add(time.Minute)) {
 		t.Fatalf("lock taken: wake %s; want a retry a minute later", wake)
 	}
 	jobs.busy = false
 	clock.now = clock.now.Add(time.Minute)
-	s.Tick(ctx, clock.now)
+	s.tick(ctx, clock.now)
 	if jobs.done["incr"][start.Add(31*time.Hour)] != 1 {
 		t.Fatalf("the slot owed while the lock was taken did not run: %v", jobs.done["incr"])
 	}
@@ -171,17 +171,17 @@ func TestSchedulerOutage(t *testing.T) {
 }
 
 // TestSchedulerReload: schedules sent on Reload (SIGHUP) replace the ones
-// Run started with at once, without waiting for its next wake-up: a kind
+// run started with at once, without waiting for its next wake-up: a kind
 // added starts from now (its baseline slot is written).
 func TestSchedulerReload(t *testing.T) {
 	clock := &simClock{now: time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)}
 	mem := dcs.NewMemoryCluster(clock.Now)
 	reload := make(chan map[string]Cron, 1)
-	s := &Scheduler{Member: "node1", Schedules: map[string]Cron{}, Location: time.UTC, Clock: clock, Store: mem.Client("node1", 10*time.Second),
+	s := &scheduler{Member: "node1", Schedules: map[string]Cron{}, Location: time.UTC, Clock: clock, Store: mem.Client("node1", 10*time.Second),
 		Jobs: &simJobs{clock: clock}, Log: testlog.New(t), Reload: reload}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
-	go func() { defer close(done); s.Run(ctx) }()
+	go func() { defer close(done); s.run(ctx) }()
 	defer func() { cancel(); <-done }()
 	reload <- map[string]Cron{"logical": mustCron(t, "15 3 * * *")}
 	reader := mem.Client("reader", 10*time.Second)

@@ -65,12 +65,12 @@ type ArchiverView struct {
 	FailureReason    string    `json:"failure_reason,omitempty"`
 }
 
-// Describe turns a repository read into the backups' view.
-func Describe(r Repository) []BackupView {
+// describe turns a repository read into the backups' view.
+func describe(r Repository) []BackupView {
 	out := make([]BackupView, 0, len(r.Info.Backups))
 	for _, b := range r.Info.Backups {
-		v := BackupView{BackupSet: b, Timeline: b.Timeline(), LSNStartText: b.LSNStart.String(), LSNStopText: b.LSNStop.String()}
-		p, err := r.RestorableTo(b)
+		v := BackupView{BackupSet: b, Timeline: b.timeline(), LSNStartText: b.LSNStart.String(), LSNStopText: b.LSNStop.String()}
+		p, err := r.restorableTo(b)
 		if err != nil {
 			v.Problem = err.Error()
 		} else {
@@ -85,7 +85,7 @@ func Describe(r Repository) []BackupView {
 // last read (every InfoEvery, and after each backup).
 func (m *Manager) View(ctx context.Context) (View, error) {
 	o := m.c.Engine.Options()
-	v := View{Stanza: o.Stanza, Repository: o.RepositoryName(), Backups: []BackupView{}}
+	v := View{Stanza: o.Stanza, Repository: o.repositoryName(), Backups: []BackupView{}}
 	m.mu.Lock()
 	repo, repoErr := m.repo, m.repoErr
 	v.Archiver = m.archiverView()
@@ -103,7 +103,7 @@ func (m *Manager) View(ctx context.Context) (View, error) {
 	m.mu.Unlock()
 	v.Dumps = []DumpView{}
 	if repo != nil {
-		v.Backups = Describe(*repo)
+		v.Backups = describe(*repo)
 		v.Timelines = repo.History.Timelines()
 		v.ReadAt = repo.ReadAt
 		plan := PlanExpiry(*repo, dumps, m.c.Policy, m.location())
@@ -182,7 +182,7 @@ func (m *Manager) Metrics() Metrics {
 			}
 		}
 		if n, ok := m.repo.Info.Newest(); ok {
-			out.LastDuration = n.Duration()
+			out.LastDuration = n.duration()
 		}
 	}
 	if n := len(m.dumps); n > 0 {

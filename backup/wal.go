@@ -11,12 +11,12 @@ import (
 	"github.com/pgwarden/pgwarden/wal"
 )
 
-// SegmentSize is the WAL segment size of clusters made by pgwarden
+// segmentSize is the WAL segment size of clusters made by pgwarden
 // (initdb's default).
-const SegmentSize = 16 << 20
+const segmentSize = 16 << 20
 
 // segmentsPerXLogID is how many segments one "log" of the name holds.
-const segmentsPerXLogID = 0x100000000 / SegmentSize
+const segmentsPerXLogID = 0x100000000 / segmentSize
 
 // Segment is one WAL segment file: timeline and segment number.
 type Segment struct {
@@ -24,8 +24,8 @@ type Segment struct {
 	No       uint64
 }
 
-// ParseSegment reads a 24-hex-digit segment name.
-func ParseSegment(name string) (Segment, bool) {
+// parseSegment reads a 24-hex-digit segment name.
+func parseSegment(name string) (Segment, bool) {
 	if len(name) != 24 {
 		return Segment{}, false
 	}
@@ -44,26 +44,26 @@ func (s Segment) String() string {
 }
 
 // End is the position just past the segment.
-func (s Segment) End() wal.LSN { return wal.LSN((s.No + 1) * SegmentSize) }
+func (s Segment) End() wal.LSN { return wal.LSN((s.No + 1) * segmentSize) }
 
 // segmentNo is the number of the segment holding lsn.
-func segmentNo(lsn wal.LSN) uint64 { return uint64(lsn) / SegmentSize }
+func segmentNo(lsn wal.LSN) uint64 { return uint64(lsn) / segmentSize }
 
-// Span is one timeline's stretch of a history: from Begin (where its
+// span is one timeline's stretch of a history: from Begin (where its
 // parent switched to it) to End (where it switched to its child; 0 for the
 // newest, which goes on).
-type Span struct {
+type span struct {
 	Timeline   uint32
 	Begin, End wal.LSN
 }
 
 // History is the line of timelines leading to one timeline, oldest first,
 // as its timeline history file (0000000N.history) records it.
-type History []Span
+type History []span
 
-// ParseHistory reads the history file of timeline tl: one line per
+// parseHistory reads the history file of timeline tl: one line per
 // ancestor, "parentTLI switchpoint reason", comments with #.
-func ParseHistory(tl uint32, text string) (History, error) {
+func parseHistory(tl uint32, text string) (History, error) {
 	forks, err := postgres.ParseHistory(text)
 	if err != nil {
 		return nil, fmt.Errorf("history of timeline %d: %w", tl, err)
@@ -74,13 +74,13 @@ func ParseHistory(tl uint32, text string) (History, error) {
 		if len(h) > 0 && (f.Timeline <= h[len(h)-1].Timeline || f.LSN < begin) {
 			return nil, fmt.Errorf("history of timeline %d: timeline %d at %s: out of order", tl, f.Timeline, f.LSN)
 		}
-		h = append(h, Span{Timeline: f.Timeline, Begin: begin, End: f.LSN})
+		h = append(h, span{Timeline: f.Timeline, Begin: begin, End: f.LSN})
 		begin = f.LSN
 	}
 	if len(h) > 0 && h[len(h)-1].Timeline >= tl {
 		return nil, fmt.Errorf("history of timeline %d names timeline %d as an ancestor", tl, h[len(h)-1].Timeline)
 	}
-	return append(h, Span{Timeline: tl, Begin: begin}), nil
+	return append(h, span{Timeline: tl, Begin: begin}), nil
 }
 
 // Timelines are the history's timelines, oldest first.
@@ -92,11 +92,11 @@ func (h History) Timelines() []uint32 {
 	return out
 }
 
-// TimelineOf is the timeline whose file PostgreSQL reads for segment no
+// timelineOf is the timeline whose file PostgreSQL reads for segment no
 // when it recovers along h: the newest one that began at or before the
 // segment's end. The segment in which a timeline began is read from the
 // new timeline's file, which holds the old one's records up to the switch.
-func (h History) TimelineOf(no uint64) uint32 {
+func (h History) timelineOf(no uint64) uint32 {
 	tl := h[0].Timeline
 	for _, s := range h {
 		if segmentNo(s.Begin) <= no {
@@ -106,8 +106,8 @@ func (h History) TimelineOf(no uint64) uint32 {
 	return tl
 }
 
-// Contains says whether tl is on h.
-func (h History) Contains(tl uint32) bool { return slices.Contains(h.Timelines(), tl) }
+// contains says whether tl is on h.
+func (h History) contains(tl uint32) bool { return slices.Contains(h.Timelines(), tl) }
 
 // Archive is the WAL archive of one archive id, as repo-ls lists it.
 type Archive struct {
@@ -125,9 +125,9 @@ type Archive struct {
 // archiveFile matches a path in the archive id's listing.
 var archiveFile = regexp.MustCompile(`^(?:[0-9A-F]{16}/)?([0-9A-F]{24})(\.partial)?-[0-9a-f]{40}(?:\.[a-z0-9]+)?$|^([0-9A-F]{8})\.history$`)
 
-// ParseArchive reads `pgbackrest repo-ls --recurse --output=json` of an
+// parseArchive reads `pgbackrest repo-ls --recurse --output=json` of an
 // archive id.
-func ParseArchive(b []byte, id string) (Archive, error) {
+func parseArchive(b []byte, id string) (Archive, error) {
 	var ls map[string]struct {
 		Type string `json:"type"`
 		Time int64  `json:"time"`
@@ -147,7 +147,7 @@ func ParseArchive(b []byte, id string) (Archive, error) {
 			tl, _ := strconv.ParseUint(m[3], 16, 32)
 			a.Histories[uint32(tl)] = time.Unix(e.Time, 0).UTC()
 		default:
-			s, ok := ParseSegment(m[1])
+			s, ok := parseSegment(m[1])
 			if !ok {
 				continue
 			}
@@ -161,8 +161,8 @@ func ParseArchive(b []byte, id string) (Archive, error) {
 	return a, nil
 }
 
-// NewestTimeline is the highest timeline with a history file or a segment.
-func (a Archive) NewestTimeline() uint32 {
+// newestTimeline is the highest timeline with a history file or a segment.
+func (a Archive) newestTimeline() uint32 {
 	var tl uint32 = 1
 	for t := range a.Histories {
 		tl = max(tl, t)
@@ -190,29 +190,29 @@ type Walk struct {
 	Segments int
 }
 
-// OK says whether the run reaches the newest segment with nothing missing.
-func (w Walk) OK() bool { return w.Missing == nil && len(w.MissingHistories) == 0 }
+// ok says whether the run reaches the newest segment with nothing missing.
+func (w Walk) ok() bool { return w.Missing == nil && len(w.MissingHistories) == 0 }
 
 // WalkFrom follows the archive from the segment named from (a backup's WAL
 // start) to the newest archived segment along h, segment by segment, as
 // recovery would read them.
 func (a Archive) WalkFrom(from string, h History) (Walk, error) {
-	start, ok := ParseSegment(from)
+	start, ok := parseSegment(from)
 	if !ok {
 		return Walk{}, fmt.Errorf("walk the archive: %q is not a WAL segment name", from)
 	}
-	if !h.Contains(start.Timeline) {
+	if !h.contains(start.Timeline) {
 		return Walk{}, fmt.Errorf("walk the archive: %s is on timeline %d, not on the history of timeline %d (%v)",
 			from, start.Timeline, h[len(h)-1].Timeline, h.Timelines())
 	}
 	w := Walk{From: start, Newest: start}
 	for s := range a.Segments {
-		if s.No >= start.No && s.No > w.Newest.No && h.TimelineOf(s.No) == s.Timeline {
+		if s.No >= start.No && s.No > w.Newest.No && h.timelineOf(s.No) == s.Timeline {
 			w.Newest = s
 		}
 	}
 	for no := start.No; no <= w.Newest.No; no++ {
-		s := Segment{Timeline: h.TimelineOf(no), No: no}
+		s := Segment{Timeline: h.timelineOf(no), No: no}
 		w.Segments++
 		if _, ok := a.Segments[s]; !ok {
 			w.Missing = &s

@@ -68,22 +68,14 @@ func (m *Memory) UpdateBackupSlot(ctx context.Context, kind string, prev *Backup
 }
 
 func (m *Memory) updateBackupRuns(op string, change func(map[string]BackupRun) error) error {
-	unlock, err := m.begin(op)
-	if err != nil {
-		return err
-	}
-	defer unlock()
-	runs := map[string]BackupRun{}
-	if k := m.mc.keys[KeyBackupRuns]; k != nil {
-		_ = json.Unmarshal(k.value, &runs)
-	}
-	if err := change(runs); err != nil {
-		return fmt.Errorf("%s: %w", op, err)
-	}
-	b, err := json.Marshal(runs)
-	if err != nil {
-		return err
-	}
-	m.mc.putLocked(KeyBackupRuns, b, 0)
-	return nil
+	return m.rewrite(op, KeyBackupRuns, func(cur []byte) ([]byte, error) {
+		runs := map[string]BackupRun{}
+		if cur != nil {
+			_ = json.Unmarshal(cur, &runs)
+		}
+		if err := change(runs); err != nil {
+			return nil, fmt.Errorf("%s: %w", op, err)
+		}
+		return json.Marshal(runs)
+	})
 }

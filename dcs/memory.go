@@ -427,20 +427,34 @@ func (m *Memory) SetSync(ctx context.Context, s Sync, prev int64) error {
 
 // AppendHistory implements Store.
 func (m *Memory) AppendHistory(ctx context.Context, e HistoryEntry) error {
-	unlock, err := m.begin("append history")
+	return m.rewrite("append history", KeyHistory, func(cur []byte) ([]byte, error) {
+		var h []HistoryEntry
+		if cur != nil {
+			_ = json.Unmarshal(cur, &h)
+		}
+		return json.Marshal(RecordHistory(h, e))
+	})
+}
+
+// rewrite replaces key's value by what change makes of the current one (nil
+// when the key is absent), in one step under the cluster's lock: the memory
+// store's read-modify-write needs no compare-and-swap. An error from change
+// ends it as it is.
+func (m *Memory) rewrite(op, key string, change func(cur []byte) ([]byte, error)) error {
+	unlock, err := m.begin(op)
 	if err != nil {
 		return err
 	}
 	defer unlock()
-	var h []HistoryEntry
-	if k := m.mc.keys[KeyHistory]; k != nil {
-		_ = json.Unmarshal(k.value, &h)
+	var cur []byte
+	if k := m.mc.keys[key]; k != nil {
+		cur = k.value
 	}
-	b, err := json.Marshal(RecordHistory(h, e))
+	b, err := change(cur)
 	if err != nil {
 		return err
 	}
-	m.mc.putLocked(KeyHistory, b, 0)
+	m.mc.putLocked(key, b, 0)
 	return nil
 }
 

@@ -21,10 +21,10 @@ import (
 	"github.com/pgwarden/pgwarden/internal/atomicfile"
 )
 
-// NoLeaderHost is where "primary" entries point while there is no leader:
+// noLeaderHost is where "primary" entries point while there is no leader:
 // a Unix socket directory that does not exist, so no write reaches a
 // demoted node, and SHOW DATABASES says plainly why.
-const NoLeaderHost = "/pgwarden-no-leader"
+const noLeaderHost = "/pgwarden-no-leader"
 
 // PgBouncer is the local PgBouncer as pgwarden drives it.
 type PgBouncer struct {
@@ -127,7 +127,7 @@ func (p *PgBouncer) target(db config.PoolerDB, leader string) (string, string) {
 	addr := p.local
 	if db.Target == "primary" {
 		if leader == "" {
-			return NoLeaderHost, "5432"
+			return noLeaderHost, "5432"
 		}
 		addr = leader
 	}
@@ -177,8 +177,8 @@ func (p *PgBouncer) State() string {
 	return p.state
 }
 
-// Paused reports whether this agent has the primary databases paused.
-func (p *PgBouncer) Paused() bool {
+// isPaused reports whether this agent has the primary databases paused.
+func (p *PgBouncer) isPaused() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.paused
@@ -223,15 +223,15 @@ func alreadyDone(err error) bool {
 	return false
 }
 
-// DBInfo is one SHOW DATABASES row.
-type DBInfo struct {
-	Host, Port string
-	Paused     bool
+// dbInfo is one SHOW DATABASES row.
+type dbInfo struct {
+	host, port string
+	paused     bool
 }
 
 // parseShowDatabases reads SHOW DATABASES by column name (the columns
 // differ between PgBouncer versions).
-func parseShowDatabases(res []*pgconn.Result) (map[string]DBInfo, error) {
+func parseShowDatabases(res []*pgconn.Result) (map[string]dbInfo, error) {
 	if len(res) == 0 {
 		return nil, errors.New("SHOW DATABASES: no result")
 	}
@@ -245,19 +245,19 @@ func parseShowDatabases(res []*pgconn.Result) (map[string]DBInfo, error) {
 			return nil, fmt.Errorf("SHOW DATABASES: no %q column", need)
 		}
 	}
-	out := map[string]DBInfo{}
+	out := map[string]dbInfo{}
 	for _, row := range r.Rows {
-		info := DBInfo{Host: string(row[col["host"]]), Port: string(row[col["port"]])}
+		info := dbInfo{host: string(row[col["host"]]), port: string(row[col["port"]])}
 		if i, ok := col["paused"]; ok {
-			info.Paused = string(row[i]) == "1"
+			info.paused = string(row[i]) == "1"
 		}
 		out[string(row[col["name"]])] = info
 	}
 	return out, nil
 }
 
-// Databases is SHOW DATABASES as name -> host, port, paused.
-func (p *PgBouncer) Databases(ctx context.Context) (map[string]DBInfo, error) {
+// showDatabases is SHOW DATABASES as name -> host, port, paused.
+func (p *PgBouncer) showDatabases(ctx context.Context) (map[string]dbInfo, error) {
 	res, err := p.admin(ctx, "SHOW DATABASES")
 	if err != nil {
 		return nil, err
@@ -267,7 +267,7 @@ func (p *PgBouncer) Databases(ctx context.Context) (map[string]DBInfo, error) {
 
 // verify checks that every managed database has the host and port written
 // for leader: PgBouncer's RELOAD says success even when loading failed.
-func (p *PgBouncer) verify(dbs map[string]DBInfo, leader string) error {
+func (p *PgBouncer) verify(dbs map[string]dbInfo, leader string) error {
 	var bad []string
 	want := p.databases()
 	for _, name := range namesOf(want, "") {
@@ -276,8 +276,8 @@ func (p *PgBouncer) verify(dbs map[string]DBInfo, leader string) error {
 		switch {
 		case !ok:
 			bad = append(bad, name+" missing")
-		case got.Host != h || got.Port != port:
-			bad = append(bad, fmt.Sprintf("%s points at %s:%s, want %s:%s", name, got.Host, got.Port, h, port))
+		case got.host != h || got.port != port:
+			bad = append(bad, fmt.Sprintf("%s points at %s:%s, want %s:%s", name, got.host, got.port, h, port))
 		}
 	}
 	if len(bad) > 0 {
@@ -314,7 +314,7 @@ func (p *PgBouncer) repoint(ctx context.Context, leader string) error {
 	written := p.written
 	p.mu.Unlock()
 	if content == written {
-		if dbs, err := p.Databases(ctx); err == nil && p.verify(dbs, leader) == nil {
+		if dbs, err := p.showDatabases(ctx); err == nil && p.verify(dbs, leader) == nil {
 			p.noteServerTLS(p.checkServerTLS(ctx))
 			return nil
 		}
@@ -328,7 +328,7 @@ func (p *PgBouncer) repoint(ctx context.Context, leader string) error {
 	if _, err := p.admin(ctx, "RELOAD"); err != nil {
 		return err
 	}
-	dbs, err := p.Databases(ctx)
+	dbs, err := p.showDatabases(ctx)
 	if err != nil {
 		return err
 	}

@@ -65,7 +65,7 @@ func startBouncer(t *testing.T, local string, pause time.Duration) *bouncer {
 		t.Fatal(err)
 	}
 	harness.WaitFor(t, 10*time.Second, "pgbouncer admin console", func() (bool, error) {
-		_, err := p.Databases(context.Background())
+		_, err := p.showDatabases(context.Background())
 		return err == nil, err
 	})
 	return &bouncer{port: port, p: p}
@@ -169,8 +169,8 @@ func TestRepointPauseResume(t *testing.T) {
 		t.Fatalf("%d client errors across pause/repoint/resume, first: %s", len(errs), errs[0])
 	}
 	t.Logf("pause+repoint+resume cycle %s; longest client gap %s", cycle.Round(time.Millisecond), maxGap.Round(time.Millisecond))
-	dbs, err := bn.p.Databases(ctx)
-	if err != nil || dbs["app"].Paused || dbs["app"].Port != fmt.Sprint(portOf(b)) {
+	dbs, err := bn.p.showDatabases(ctx)
+	if err != nil || dbs["app"].paused || dbs["app"].port != fmt.Sprint(portOf(b)) {
 		t.Fatalf("after cycle: %+v %v", dbs, err)
 	}
 
@@ -178,8 +178,8 @@ func TestRepointPauseResume(t *testing.T) {
 	if err := bn.p.SetLeader(ctx, ""); err != nil {
 		t.Fatal(err)
 	}
-	dbs, _ = bn.p.Databases(ctx)
-	if dbs["app"].Host != NoLeaderHost || dbs["mine"].Port != fmt.Sprint(portOf(b)) {
+	dbs, _ = bn.p.showDatabases(ctx)
+	if dbs["app"].host != noLeaderHost || dbs["mine"].port != fmt.Sprint(portOf(b)) {
 		t.Fatalf("without a leader: %+v", dbs)
 	}
 	if bn.p.State() != "ok" {
@@ -213,8 +213,8 @@ func TestPauseDeadline(t *testing.T) {
 	if took > 5*time.Second {
 		t.Fatalf("pause took %s; deadline 2s", took)
 	}
-	dbs, err := bn.p.Databases(ctx)
-	if err != nil || dbs["app"].Paused {
+	dbs, err := bn.p.showDatabases(ctx)
+	if err != nil || dbs["app"].paused {
 		t.Fatalf("database left paused: %+v %v", dbs, err)
 	}
 	c, err := pgx.Connect(ctx, bn.dsn("app"))
@@ -243,8 +243,8 @@ func TestResumeAllAfterCrash(t *testing.T) {
 	if _, err := bn.p.admin(ctx, "PAUSE app"); err != nil {
 		t.Fatal(err)
 	}
-	dbs, _ := bn.p.Databases(ctx)
-	if !dbs["app"].Paused {
+	dbs, _ := bn.p.showDatabases(ctx)
+	if !dbs["app"].paused {
 		t.Fatal("PAUSE did not pause")
 	}
 	fresh, err := New(bn.p.cfg, a, nil, testlog.New(t))
@@ -254,8 +254,8 @@ func TestResumeAllAfterCrash(t *testing.T) {
 	if err := fresh.ResumeAll(ctx); err != nil {
 		t.Fatal(err)
 	}
-	dbs, _ = fresh.Databases(ctx)
-	if dbs["app"].Paused {
+	dbs, _ = fresh.showDatabases(ctx)
+	if dbs["app"].paused {
 		t.Fatal("ResumeAll left app paused")
 	}
 }
@@ -274,11 +274,11 @@ func TestSetDatabasesReloads(t *testing.T) {
 	if err := bn.p.SetDatabases(ctx, dbs); err != nil {
 		t.Fatal(err)
 	}
-	got, err := bn.p.Databases(ctx)
+	got, err := bn.p.showDatabases(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r, ok := got["reports"]; !ok || r.Port != fmt.Sprint(portOf(a)) {
+	if r, ok := got["reports"]; !ok || r.port != fmt.Sprint(portOf(a)) {
 		t.Fatalf("pgbouncer databases after SetDatabases: %v; want reports at %s", got, a)
 	}
 	conn, err := pgx.Connect(ctx, bn.dsn("reports"))

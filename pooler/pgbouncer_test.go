@@ -33,7 +33,7 @@ func TestRender(t *testing.T) {
 	if got := p.render("10.0.0.1:5432"); got != want {
 		t.Fatalf("render:\n%s\nwant:\n%s", got, want)
 	}
-	if got := p.render(""); !strings.Contains(got, "app = host="+NoLeaderHost+" port=5432") || !strings.Contains(got, "zeta = host=127.0.0.1 port=5433") {
+	if got := p.render(""); !strings.Contains(got, "app = host="+noLeaderHost+" port=5432") || !strings.Contains(got, "zeta = host=127.0.0.1 port=5433") {
 		t.Fatalf("render without leader:\n%s", got)
 	}
 }
@@ -79,7 +79,7 @@ func TestVerifyReadsColumnsByName(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !dbs["zeta"].Paused || dbs["app"].Paused {
+	if !dbs["zeta"].paused || dbs["app"].paused {
 		t.Fatalf("paused column misread: %+v", dbs)
 	}
 	if err := p.verify(dbs, "10.0.0.1:5432"); err != nil {

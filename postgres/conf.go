@@ -107,7 +107,7 @@ func (s *Server) conninfo(up Upstream) string {
 		"host=" + conninfoQuote(up.Host),
 		"port=" + strconv.Itoa(up.Port),
 		"user=" + conninfoQuote(s.cfg.ReplUser),
-		"passfile=" + conninfoQuote(s.PassFile()),
+		"passfile=" + conninfoQuote(s.passFile()),
 		"application_name=" + conninfoQuote(s.cfg.AppName),
 		"connect_timeout=3",
 		"sslmode=prefer",
@@ -143,10 +143,10 @@ func (s *Server) renderHBA() string {
 	return "# Managed by pgwarden.\n" + strings.Join(lines, "\n") + "\n"
 }
 
-// PassFile is the replication password's pgpass file: beside the data
+// passFile is the replication password's pgpass file: beside the data
 // directory, not in it, so the password is neither in primary_conninfo
 // (which pg_settings shows, and every base backup copies) nor in a backup.
-func (s *Server) PassFile() string { return filepath.Clean(s.cfg.DataDir) + ".pgpass" }
+func (s *Server) passFile() string { return filepath.Clean(s.cfg.DataDir) + ".pgpass" }
 
 // pgpassLine is the pgpass entry for user's password, for any server.
 func pgpassLine(user, password string) string {
@@ -163,7 +163,7 @@ func (s *Server) writeConfig(up *Upstream) error {
 		return err
 	}
 	if up != nil {
-		if err := atomicfile.Write(s.PassFile(), []byte(pgpassLine(s.cfg.ReplUser, s.cfg.ReplPassword)), 0o600); err != nil {
+		if err := atomicfile.Write(s.passFile(), []byte(pgpassLine(s.cfg.ReplUser, s.cfg.ReplPassword)), 0o600); err != nil {
 			return fmt.Errorf("write the replication pgpass file: %w", err)
 		}
 	}
@@ -313,10 +313,10 @@ func syncConfText(value string) string {
 	return "# Managed by pgwarden: the leader's synchronous standbys.\nsynchronous_standby_names = " + confQuote(value) + "\n"
 }
 
-// SyncStandbyNames renders synchronous_standby_names for names: none is
+// syncStandbyNames renders synchronous_standby_names for names: none is
 // "" (commits wait for no one), ["*"] is any one standby, otherwise all of
 // them, in order (FIRST n).
-func SyncStandbyNames(names []string) string {
+func syncStandbyNames(names []string) string {
 	switch {
 	case len(names) == 0:
 		return ""

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -16,6 +17,8 @@ import (
 
 	"github.com/pgwarden/pgwarden/integration/harness"
 	"github.com/pgwarden/pgwarden/internal/testlog"
+	"github.com/pgwarden/pgwarden/postgres/pgstate"
+	"github.com/pgwarden/pgwarden/wal"
 )
 
 func TestMain(m *testing.M) { os.Exit(harness.Main(m)) }
@@ -65,7 +68,7 @@ func (n *tnode) count(t *testing.T) int64 {
 	return c
 }
 
-func status(t *testing.T, n *tnode) State {
+func status(t *testing.T, n *tnode) pgstate.Server {
 	t.Helper()
 	st, err := n.Status(ctxT(t, 10*time.Second))
 	if err != nil {
@@ -89,14 +92,14 @@ func TestReplicationLifecycle(t *testing.T) {
 	}
 	_, _, err := a.SyncSlots(ctxT(t, 10*time.Second), []string{"b", "c"}, nil)
 	must(t, err)
-	must(t, a.Exec(ctxT(t, 5*time.Second), "CREATE TABLE t (id int)"))
+	must(t, a.execSQL(ctxT(t, 5*time.Second), "CREATE TABLE t (id int)"))
 
 	for _, n := range []*tnode{b, c} {
 		must(t, n.Clone(ctxT(t, 60*time.Second), a.up(n.cfg.AppName)))
 		up := a.up(n.cfg.AppName)
 		must(t, n.Start(ctxT(t, 60*time.Second), &up))
 	}
-	must(t, a.Exec(ctxT(t, 5*time.Second), "INSERT INTO t VALUES (1)"))
+	must(t, a.execSQL(ctxT(t, 5*time.Second), "INSERT INTO t VALUES (1)"))
 	start := time.Now()
 	harness.WaitFor(t, 2*time.Second, "row streamed to b", func() (bool, error) { return b.count(t) == 1, nil })
 	t.Logf("row visible on the standby after %s", time.Since(start).Round(time.Millisecond))
@@ -110,7 +113,7 @@ func TestReplicationLifecycle(t *testing.T) {
 	if sb.Upstream != fmt.Sprintf("127.0.0.1:%d", a.port) || !sb.InRecovery || sb.SystemID != primary.SystemID {
 		t.Fatalf("standby status %+v", sb)
 	}
-	slots, err := a.Slots(ctxT(t, 5*time.Second))
+	slots, err := a.slots(ctxT(t, 5*time.Second))
 	if err != nil || !slots["b"] || !slots["c"] {
 		t.Fatalf("slots on primary %v %v; want b and c active", slots, err)
 	}
@@ -141,7 +144,7 @@ func TestReplicationLifecycle(t *testing.T) {
 	if sb.InRecovery || sb.Timeline != 2 {
 		t.Fatalf("promoted status %+v; want primary on timeline 2", sb)
 	}
-	must(t, b.Exec(ctxT(t, 5*time.Second), "INSERT INTO t VALUES (2)"))
+	must(t, b.execSQL(ctxT(t, 5*time.Second), "INSERT INTO t VALUES (2)"))
 	if _, _, err := b.SyncSlots(ctxT(t, 10*time.Second), []string{"a", "c"}, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -159,7 +162,7 @@ func TestReplicationLifecycle(t *testing.T) {
 
 	// a diverges (written as a primary after b's promotion), then is rewound.
 	must(t, a.Start(ctxT(t, 60*time.Second), nil))
-	must(t, a.Exec(ctxT(t, 5*time.Second), "INSERT INTO t VALUES (99)"))
+	must(t, a.execSQL(ctxT(t, 5*time.Second), "INSERT INTO t VALUES (99)"))
 	pf, _ := a.postmaster()
 	pid := pf.PID
 	must(t, syscall.Kill(pid, syscall.SIGKILL)) // crashed, not cleanly stopped
@@ -170,7 +173,7 @@ func TestReplicationLifecycle(t *testing.T) {
 	must(t, a.Rewind(ctxT(t, 120*time.Second), b.up("a")))
 	up := b.up("a")
 	must(t, a.Start(ctxT(t, 60*time.Second), &up))
-	must(t, b.Exec(ctxT(t, 5*time.Second), "INSERT INTO t VALUES (3)"))
+	must(t, b.execSQL(ctxT(t, 5*time.Second), "INSERT INTO t VALUES (3)"))
 	harness.WaitFor(t, 20*time.Second, "rewound a streams from b", func() (bool, error) {
 		return status(t, a).Streaming && a.count(t) == 3, fmt.Errorf("a has %d rows", a.count(t))
 	})
@@ -231,14 +234,14 @@ func must(t *testing.T, err error) {
 func TestStandbyLeftToStart(t *testing.T) {
 	a, b := newNode(t, "upstream"), newNode(t, "late")
 	must(t, a.Bootstrap(ctxT(t, 60*time.Second)))
-	must(t, a.Exec(ctxT(t, 5*time.Second), "CREATE TABLE t (id int)"))
+	must(t, a.execSQL(ctxT(t, 5*time.Second), "CREATE TABLE t (id int)"))
 	// A base backup without its WAL: consistency needs the upstream.
 	env := []string{"PGPASSWORD=" + a.cfg.ReplPassword}
 	_, err := b.run(ctxT(t, 60*time.Second), env, "pg_basebackup", "-D", b.cfg.DataDir, "-h", "127.0.0.1",
 		"-p", strconv.Itoa(a.port), "-U", a.cfg.ReplUser, "-X", "none", "-c", "fast", "--no-sync")
 	must(t, err)
 	must(t, os.Chmod(b.cfg.DataDir, 0o700))
-	must(t, a.Exec(ctxT(t, 5*time.Second), "INSERT INTO t VALUES (1)"))
+	must(t, a.execSQL(ctxT(t, 5*time.Second), "INSERT INTO t VALUES (1)"))
 
 	up := a.up("late")
 	start := time.Now()
@@ -262,4 +265,72 @@ func TestStandbyLeftToStart(t *testing.T) {
 	harness.WaitFor(t, 30*time.Second, "the standby streams from its new slot and is consistent", func() (bool, error) {
 		return b.count(t) == 1, fmt.Errorf("standby has %d rows", b.count(t))
 	})
+}
+
+// TestCatalogReads: the reads backup and the CLI make on a server they
+// connected to themselves, on a primary and on a standby whose replay is
+// paused, then resumed.
+func TestCatalogReads(t *testing.T) {
+	a, b := newNode(t, "cat-primary"), newNode(t, "cat-standby")
+	must(t, a.Bootstrap(ctxT(t, 60*time.Second)))
+	must(t, a.execSQL(ctxT(t, 5*time.Second), "CREATE DATABASE app"))
+	must(t, b.Clone(ctxT(t, 60*time.Second), a.up("")))
+	up := a.up("")
+	must(t, b.Start(ctxT(t, 60*time.Second), &up))
+
+	ctx := ctxT(t, 30*time.Second)
+	must(t, a.withConn(ctx, func(c *pgx.Conn) error {
+		dbs, err := Databases(ctx, c)
+		if err != nil || fmt.Sprint(dbs) != "[app postgres]" {
+			t.Fatalf("databases = %v, %v; want [app postgres] (templates left out)", dbs, err)
+		}
+		for name, want := range map[string]bool{"app": true, "template1": true, "nope": false} {
+			if ok, err := DatabaseExists(ctx, c, name); err != nil || ok != want {
+				t.Fatalf("database %s exists = %v, %v; want %v", name, ok, err, want)
+			}
+		}
+		if rec, err := InRecovery(ctx, c); err != nil || rec {
+			t.Fatalf("primary in recovery = %v, %v", rec, err)
+		}
+		if rec, paused, err := ReplayPaused(ctx, c); err != nil || rec || paused {
+			t.Fatalf("primary replay paused = %v %v, %v", rec, paused, err)
+		}
+		lsn, err := CurrentLSN(ctx, c)
+		if _, perr := wal.ParseLSN(lsn); err != nil || perr != nil {
+			t.Fatalf("current lsn = %q, %v, %v", lsn, err, perr)
+		}
+		version, pos, err := VersionAndPosition(ctx, c)
+		if _, perr := wal.ParseLSN(pos); err != nil || perr != nil || !strings.HasPrefix(version, "15") {
+			t.Fatalf("version and position = %q %q, %v, %v", version, pos, err, perr)
+		}
+		return nil
+	}))
+
+	harness.WaitFor(t, 30*time.Second, "standby accepts connections", func() (bool, error) {
+		return b.withConn(ctx, func(c *pgx.Conn) error { return nil }) == nil, nil
+	})
+	must(t, b.withConn(ctx, func(c *pgx.Conn) error {
+		if rec, err := InRecovery(ctx, c); err != nil || !rec {
+			t.Fatalf("standby in recovery = %v, %v", rec, err)
+		}
+		if _, err := c.Exec(ctx, "SELECT pg_wal_replay_pause()"); err != nil {
+			return err
+		}
+		// A pause is requested first and takes effect at the next record.
+		harness.WaitFor(t, 10*time.Second, "replay paused", func() (bool, error) {
+			rec, paused, err := ReplayPaused(ctx, c)
+			return err == nil && rec && paused, fmt.Errorf("in recovery %v, paused %v, %v", rec, paused, err)
+		})
+		if _, err := c.Exec(ctx, "SELECT pg_wal_replay_resume()"); err != nil {
+			return err
+		}
+		if rec, paused, err := ReplayPaused(ctx, c); err != nil || !rec || paused {
+			t.Fatalf("resumed standby replay paused = %v %v, %v", rec, paused, err)
+		}
+		_, pos, err := VersionAndPosition(ctx, c)
+		if _, perr := wal.ParseLSN(pos); err != nil || perr != nil {
+			t.Fatalf("standby position = %q, %v, %v", pos, err, perr)
+		}
+		return nil
+	}))
 }

@@ -46,8 +46,8 @@ func TestRenderConfQuotesAndOrder(t *testing.T) {
 			passfile = v
 		}
 	}
-	if passfile != s.PassFile() || strings.HasPrefix(passfile, filepath.Clean(s.cfg.DataDir)+"/") {
-		t.Fatalf("passfile %q; want %q, outside the data directory", passfile, s.PassFile())
+	if passfile != s.passFile() || strings.HasPrefix(passfile, filepath.Clean(s.cfg.DataDir)+"/") {
+		t.Fatalf("passfile %q; want %q, outside the data directory", passfile, s.passFile())
 	}
 	if got := pgpassLine(`rep:x`, `it's\x:y`); got != `*:*:*:rep\:x:it's\\x\:y`+"\n" {
 		t.Fatalf("pgpass line %q", got)
@@ -105,7 +105,7 @@ func TestSyncStandbyNames(t *testing.T) {
 		{[]string{"a", `we"ird`}, `FIRST 2 ("a", "we""ird")`},
 	}
 	for _, c := range cases {
-		if got := SyncStandbyNames(c.in); got != c.want {
+		if got := syncStandbyNames(c.in); got != c.want {
 			t.Errorf("SyncStandbyNames(%q) = %q, want %q", c.in, got, c.want)
 		}
 	}

@@ -54,12 +54,6 @@ type Upstream struct {
 	Slot string
 }
 
-// State is the local server at one moment.
-type State = pgstate.Server
-
-// WALSender is one row of pg_stat_replication.
-type WALSender = pgstate.Sender
-
 // ErrRewindImpossible: pg_rewind could not make the data directory fit to
 // follow; the caller re-clones.
 var ErrRewindImpossible = errors.New("pg_rewind impossible")
@@ -73,7 +67,7 @@ type Server struct {
 	conn *pgx.Conn
 	// histories caches parsed timeline history files by timeline: a
 	// timeline's history never changes.
-	histories map[uint32][]Fork
+	histories map[uint32][]wal.Fork
 }
 
 // New makes a Server; nothing is touched until a method is called.
@@ -83,9 +77,9 @@ func New(cfg Config, log hclog.Logger) *Server {
 
 func (s *Server) bin(name string) string { return filepath.Join(s.cfg.BinDir, name) }
 
-// LogFile is where the server's own log goes: beside, not inside, the data
+// logFile is where the server's own log goes: beside, not inside, the data
 // directory, so pg_basebackup does not copy it.
-func (s *Server) LogFile() string { return filepath.Clean(s.cfg.DataDir) + ".log" }
+func (s *Server) logFile() string { return filepath.Clean(s.cfg.DataDir) + ".log" }
 
 // run runs an outside command, its output streamed to the logger, and
 // returns the combined output too (for error classification).
@@ -222,8 +216,8 @@ func (s *Server) dropConn() {
 	}
 }
 
-// Exec runs one statement as the superuser.
-func (s *Server) Exec(ctx context.Context, sql string) error {
+// execSQL runs one statement as the superuser.
+func (s *Server) execSQL(ctx context.Context, sql string) error {
 	return s.withConn(ctx, func(c *pgx.Conn) error {
 		_, err := c.Exec(ctx, sql)
 		return err
@@ -253,8 +247,8 @@ func (s *Server) controlData(ctx context.Context) (controlData, error) {
 
 // Status reads the server's state: files when it is down, one query when
 // it is up.
-func (s *Server) Status(ctx context.Context) (State, error) {
-	st := State{DataEmpty: s.dataEmpty(), State: "stopped"}
+func (s *Server) Status(ctx context.Context) (pgstate.Server, error) {
+	st := pgstate.Server{DataEmpty: s.dataEmpty(), State: "stopped"}
 	if st.DataEmpty {
 		return st, nil
 	}
@@ -433,7 +427,7 @@ func (s *Server) CreateRoles(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := s.Exec(ctx, sqlCreateReplicationRole(s.cfg.ReplUser, verifier)); err != nil {
+	if err := s.execSQL(ctx, sqlCreateReplicationRole(s.cfg.ReplUser, verifier)); err != nil {
 		return fmt.Errorf("create replication role %s: %w", s.cfg.ReplUser, err)
 	}
 	return nil
@@ -469,7 +463,7 @@ func (s *Server) Start(ctx context.Context, up *Upstream) error {
 		if up != nil {
 			t = strconv.Itoa(int(standbyStartBound.Seconds()))
 		}
-		out, err := s.run(ctx, nil, "pg_ctl", "start", "-D", s.cfg.DataDir, "-l", s.LogFile(), "-w", "-t", t, "-s")
+		out, err := s.run(ctx, nil, "pg_ctl", "start", "-D", s.cfg.DataDir, "-l", s.logFile(), "-w", "-t", t, "-s")
 		if err == nil {
 			return nil
 		}
@@ -493,7 +487,7 @@ func (s *Server) Start(ctx context.Context, up *Upstream) error {
 // logTail is the reason PostgreSQL gave: the last FATAL or PANIC lines of
 // its log, else its last lines.
 func (s *Server) logTail() string {
-	b, err := os.ReadFile(s.LogFile())
+	b, err := os.ReadFile(s.logFile())
 	if err != nil {
 		return "unavailable"
 	}
@@ -562,7 +556,7 @@ func (s *Server) Fence(ctx context.Context) error {
 // Restart restarts the server in its current role.
 func (s *Server) Restart(ctx context.Context) error {
 	s.dropConn()
-	_, err := s.run(ctx, nil, "pg_ctl", "restart", "-D", s.cfg.DataDir, "-m", "fast", "-l", s.LogFile(), "-w", "-t", secondsLeft(ctx, 60*time.Second), "-s")
+	_, err := s.run(ctx, nil, "pg_ctl", "restart", "-D", s.cfg.DataDir, "-m", "fast", "-l", s.logFile(), "-w", "-t", secondsLeft(ctx, 60*time.Second), "-s")
 	if err != nil {
 		return fmt.Errorf("restart postgres: %w", err)
 	}
@@ -774,7 +768,7 @@ func (s *Server) Wipe(ctx context.Context) error {
 
 // Checkpoint runs CHECKPOINT (a later clean shutdown is then quick).
 func (s *Server) Checkpoint(ctx context.Context) error {
-	if err := s.Exec(ctx, sqlCheckpoint); err != nil {
+	if err := s.execSQL(ctx, sqlCheckpoint); err != nil {
 		return fmt.Errorf("checkpoint: %w", err)
 	}
 	return nil
@@ -806,8 +800,8 @@ func (s *Server) HandoverLSN(ctx context.Context) (wal.LSN, error) {
 	return l + 1, nil
 }
 
-// Slots lists the physical replication slots.
-func (s *Server) Slots(ctx context.Context) (map[string]bool, error) {
+// slots lists the physical replication slots.
+func (s *Server) slots(ctx context.Context) (map[string]bool, error) {
 	out := map[string]bool{}
 	err := s.withConn(ctx, func(c *pgx.Conn) error {
 		rows, err := c.Query(ctx, sqlPhysicalSlots)
@@ -836,7 +830,7 @@ func (s *Server) Slots(ctx context.Context) (map[string]bool, error) {
 // and drops the inactive ones in neither names nor keep; it returns those
 // dropped, and those left that should go but are still in use.
 func (s *Server) SyncSlots(ctx context.Context, names, keep []string) (dropped, busy []string, err error) {
-	have, err := s.Slots(ctx)
+	have, err := s.slots(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -880,10 +874,10 @@ func (s *Server) SyncSlots(ctx context.Context, names, keep []string) (dropped, 
 }
 
 // SetSyncStandbys makes commits wait for the named standbys (see
-// SyncStandbyNames) and reloads; it returns once the running server uses
+// syncStandbyNames) and reloads; it returns once the running server uses
 // the new value.
 func (s *Server) SetSyncStandbys(ctx context.Context, names []string) error {
-	want := SyncStandbyNames(names)
+	want := syncStandbyNames(names)
 	if b, err := os.ReadFile(filepath.Join(s.cfg.DataDir, syncConf)); err == nil && string(b) == syncConfText(want) {
 		return nil // unchanged: no reload
 	}

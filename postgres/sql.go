@@ -9,8 +9,11 @@ import (
 
 // Every statement the agent sends to PostgreSQL is here, so a reviewer
 // reads the agent's whole footprint on the server in one file, and an
-// expression used twice (the primary's timeline) is written once. An
-// operator's own SQL (`pgwarden query`, query.go) is not the agent's.
+// expression used twice (the primary's timeline) is written once. The
+// catalog reads backup and the CLI make on a server they connected to
+// themselves (catalog.go) are here too; a drill's read of every table is
+// backup's own (backup/sql.go). An operator's own SQL (`pgwarden query`,
+// query.go) is not the agent's.
 
 // sqlPrimaryTimeline is a primary's current timeline: the first 8 hex
 // digits of the WAL file it writes (pg_control_checkpoint() lags until the
@@ -52,6 +55,17 @@ const (
 	sqlSyncStatus = `SELECT pg_current_wal_lsn()::text, coalesce(application_name, ''), coalesce(flush_lsn::text, ''),
  coalesce(r.state, ''), coalesce(r.sync_state, '')
  FROM (SELECT 1) one LEFT JOIN pg_stat_replication r ON true`
+)
+
+// The catalog reads of catalog.go.
+const (
+	sqlCurrentLSN     = "SELECT pg_current_wal_lsn()::text"
+	sqlDatabases      = "SELECT datname FROM pg_database WHERE NOT datistemplate AND datallowconn ORDER BY datname"
+	sqlDatabaseExists = "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)"
+	sqlReplayPause    = "SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() ELSE '' END"
+	// sqlVersionPosition: a replica's position is what it replayed.
+	sqlVersionPosition = `SELECT current_setting('server_version'),
+		CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() ELSE pg_current_wal_lsn() END::text`
 )
 
 func sqlCreateSlot(name string) string {

@@ -18,15 +18,12 @@ import (
 	"github.com/pgwarden/pgwarden/wal"
 )
 
-// Fork is one line of a timeline history file (wal.Fork).
-type Fork = wal.Fork
-
 func historyFileName(tli uint32) string { return fmt.Sprintf("%08X.history", tli) }
 
 // ParseHistory reads a timeline history file: one "parentTLI switchpoint
 // reason" line per ancestor; blank and '#' lines are skipped.
-func ParseHistory(text string) ([]Fork, error) {
-	var out []Fork
+func ParseHistory(text string) ([]wal.Fork, error) {
+	var out []wal.Fork
 	for _, l := range strings.Split(text, "\n") {
 		l = strings.TrimSpace(l)
 		if l == "" || strings.HasPrefix(l, "#") {
@@ -44,14 +41,14 @@ func ParseHistory(text string) ([]Fork, error) {
 		if err != nil {
 			return nil, fmt.Errorf("timeline history: %w", err)
 		}
-		out = append(out, Fork{Timeline: uint32(tli), LSN: lsn})
+		out = append(out, wal.Fork{Timeline: uint32(tli), LSN: lsn})
 	}
 	return out, nil
 }
 
 // history is timeline tli's history, read through the server (which may
 // have streamed the file from its upstream), cached.
-func (s *Server) history(ctx context.Context, tli uint32) []Fork {
+func (s *Server) history(ctx context.Context, tli uint32) []wal.Fork {
 	if tli <= 1 {
 		return nil
 	}
@@ -70,7 +67,7 @@ func (s *Server) history(ctx context.Context, tli uint32) []Fork {
 }
 
 // historyFromFile reads it from the data directory of a stopped server.
-func (s *Server) historyFromFile(tli uint32) []Fork {
+func (s *Server) historyFromFile(tli uint32) []wal.Fork {
 	if tli <= 1 {
 		return nil
 	}
@@ -84,14 +81,14 @@ func (s *Server) historyFromFile(tli uint32) []Fork {
 	return s.cacheHistory(tli, string(b))
 }
 
-func (s *Server) cachedHistory(tli uint32) ([]Fork, bool) {
+func (s *Server) cachedHistory(tli uint32) ([]wal.Fork, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	h, ok := s.histories[tli]
 	return h, ok
 }
 
-func (s *Server) cacheHistory(tli uint32, text string) []Fork {
+func (s *Server) cacheHistory(tli uint32, text string) []wal.Fork {
 	h, err := ParseHistory(text)
 	if err != nil {
 		s.log.Warn("unreadable timeline history", "timeline", tli, "error", err)
@@ -100,7 +97,7 @@ func (s *Server) cacheHistory(tli uint32, text string) []Fork {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.histories == nil {
-		s.histories = map[uint32][]Fork{}
+		s.histories = map[uint32][]wal.Fork{}
 	}
 	s.histories[tli] = h
 	return h

@@ -477,15 +477,13 @@ func recoveryState(ctx context.Context, cc *pgx.ConnConfig) (string, error) {
 		return "", err
 	}
 	defer c.Close(context.Background())
-	var inRecovery bool
-	var pause string
-	err = c.QueryRow(ctx, "SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN pg_get_wal_replay_pause_state() ELSE '' END").Scan(&inRecovery, &pause)
+	inRecovery, paused, err := postgres.ReplayPaused(ctx, c)
 	switch {
 	case err != nil:
 		return "", err
 	case !inRecovery:
 		return "primary", nil
-	case pause == "paused":
+	case paused:
 		return "paused", nil
 	}
 	return "recovering", nil

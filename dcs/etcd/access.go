@@ -20,19 +20,19 @@ import (
 // call's deadline and report a timeout, far from the cause; it is a
 // mistake in the file, not an outage, and the agent must not start on it.
 type AccessError struct {
-	// Key is the key of the configuration's etcd section to fix
+	// key is the key of the configuration's etcd section to fix
 	// (etcd.tls.ca, etcd.tls.cert, etcd.username/etcd.password).
-	Key string
-	// Endpoint is the etcd that refused.
-	Endpoint string
-	Err      error
+	key string
+	// endpoint is the etcd that refused.
+	endpoint string
+	err      error
 }
 
 func (e *AccessError) Error() string {
-	return fmt.Sprintf("%s: etcd at %s: %v", e.Key, e.Endpoint, e.Err)
+	return fmt.Sprintf("%s: etcd at %s: %v", e.key, e.endpoint, e.err)
 }
 
-func (e *AccessError) Unwrap() error { return e.Err }
+func (e *AccessError) Unwrap() error { return e.err }
 
 // CheckAccess asks etcd once whether this configuration may use it: the
 // TLS handshake both ways (does etcd's certificate verify against
@@ -94,15 +94,15 @@ func (e *Store) accessError(ep string, write bool, err error) error {
 	user := e.cfg.Username
 	switch {
 	case errors.Is(err, rpctypes.ErrAuthFailed):
-		return &AccessError{Key: "etcd.username/etcd.password", Endpoint: ep,
-			Err: fmt.Errorf("user %q was refused: authentication failed, invalid user name or password", user)}
+		return &AccessError{key: "etcd.username/etcd.password", endpoint: ep,
+			err: fmt.Errorf("user %q was refused: authentication failed, invalid user name or password", user)}
 	case user == "" && (errors.Is(err, rpctypes.ErrUserEmpty) || errors.Is(err, rpctypes.ErrUserNotFound) ||
 		errors.Is(err, rpctypes.ErrPermissionDenied)):
-		return &AccessError{Key: "etcd.username/etcd.password", Endpoint: ep,
-			Err: fmt.Errorf("etcd requires authentication (%v): set etcd.username and etcd.password (or password_file)", err)}
+		return &AccessError{key: "etcd.username/etcd.password", endpoint: ep,
+			err: fmt.Errorf("etcd requires authentication (%v): set etcd.username and etcd.password (or password_file)", err)}
 	case errors.Is(err, rpctypes.ErrPermissionDenied), errors.Is(err, rpctypes.ErrUserNotFound):
-		return &AccessError{Key: "etcd.username", Endpoint: ep,
-			Err: fmt.Errorf("user %q may not %s %s: grant its role readwrite on that prefix", user, what, e.cfg.Prefix)}
+		return &AccessError{key: "etcd.username", endpoint: ep,
+			err: fmt.Errorf("user %q may not %s %s: grant its role readwrite on that prefix", user, what, e.cfg.Prefix)}
 	}
 	return nil // an outage or a slow etcd: not the configuration's fault
 }
@@ -161,18 +161,18 @@ func tlsRefusal(ep string, files *TLSFiles, err error) error {
 	}
 	switch {
 	case errors.As(err, &hostname):
-		return &AccessError{Key: "etcd.tls.ca", Endpoint: ep, Err: fmt.Errorf("its certificate does not name the host of the endpoint: %v", hostname)}
+		return &AccessError{key: "etcd.tls.ca", endpoint: ep, err: fmt.Errorf("its certificate does not name the host of the endpoint: %v", hostname)}
 	case errors.As(err, &unknown), errors.As(err, &invalid), errors.As(err, &verify):
-		return &AccessError{Key: "etcd.tls.ca", Endpoint: ep, Err: fmt.Errorf("its certificate is not trusted by %s: %v", ca, err)}
+		return &AccessError{key: "etcd.tls.ca", endpoint: ep, err: fmt.Errorf("its certificate is not trusted by %s: %v", ca, err)}
 	case errors.As(err, &record):
-		return &AccessError{Key: "etcd.tls", Endpoint: ep, Err: errors.New("it does not speak TLS: remove etcd.tls and use http:// endpoints, or start etcd with TLS")}
+		return &AccessError{key: "etcd.tls", endpoint: ep, err: errors.New("it does not speak TLS: remove etcd.tls and use http:// endpoints, or start etcd with TLS")}
 	case errors.As(err, &op) && op.Op == "remote error":
 		if files == nil || files.Cert == "" {
-			return &AccessError{Key: "etcd.tls.cert", Endpoint: ep, Err: fmt.Errorf("it requires a client certificate (%v): set etcd.tls.cert and etcd.tls.key", op.Err)}
+			return &AccessError{key: "etcd.tls.cert", endpoint: ep, err: fmt.Errorf("it requires a client certificate (%v): set etcd.tls.cert and etcd.tls.key", op.Err)}
 		}
-		return &AccessError{Key: "etcd.tls.cert", Endpoint: ep, Err: fmt.Errorf("it refused the client certificate %s (%v): issue it from etcd's --trusted-ca-file, for clientAuth", files.Cert, op.Err)}
+		return &AccessError{key: "etcd.tls.cert", endpoint: ep, err: fmt.Errorf("it refused the client certificate %s (%v): issue it from etcd's --trusted-ca-file, for clientAuth", files.Cert, op.Err)}
 	case strings.Contains(err.Error(), "tls: "):
-		return &AccessError{Key: "etcd.tls", Endpoint: ep, Err: err}
+		return &AccessError{key: "etcd.tls", endpoint: ep, err: err}
 	}
 	return nil
 }

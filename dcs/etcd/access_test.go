@@ -79,7 +79,7 @@ func TestProbeTLSNamesTheKey(t *testing.T) {
 			switch {
 			case tc.key == "" && err != nil:
 				t.Fatalf("probe: %v", err)
-			case tc.key != "" && (!errors.As(err, &ae) || ae.Key != tc.key):
+			case tc.key != "" && (!errors.As(err, &ae) || ae.key != tc.key):
 				t.Fatalf("probe: %v, want an AccessError naming %s", err, tc.key)
 			case reached != tc.reached:
 				t.Fatalf("reached %v, want %v", reached, tc.reached)

@@ -3,7 +3,6 @@ package etcd
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -85,30 +84,18 @@ func (e *Store) UpdateBackupSlot(ctx context.Context, kind string, prev *dcs.Bac
 // back with a compare-and-swap, retried against concurrent writers (of
 // other kinds: change's own refusal ends it).
 func (e *Store) updateBackupRuns(ctx context.Context, op string, change func(map[string]dcs.BackupRun) error) error {
-	for range 5 {
-		cctx, cancel := e.call(ctx)
-		r, err := e.cli.Get(cctx, e.key(dcs.KeyBackupRuns))
-		cancel()
-		if err != nil {
-			return e.mapErr("read backup runs", err)
-		}
+	return e.rewrite(ctx, op, "backup runs", dcs.KeyBackupRuns, func(cur []byte) ([]byte, error) {
 		runs := map[string]dcs.BackupRun{}
-		var rev int64
-		if len(r.Kvs) > 0 {
-			rev = r.Kvs[0].ModRevision
-			_ = json.Unmarshal(r.Kvs[0].Value, &runs)
+		if cur != nil {
+			_ = json.Unmarshal(cur, &runs)
 		}
 		if err := change(runs); err != nil {
-			return fmt.Errorf("%s: %w", op, err)
+			return nil, fmt.Errorf("%s: %w", op, err)
 		}
 		b, err := json.Marshal(runs)
 		if err != nil {
-			return fmt.Errorf("encode backup runs: %w", err)
+			return nil, fmt.Errorf("encode backup runs: %w", err)
 		}
-		err = e.cas(ctx, op, dcs.KeyBackupRuns, b, rev)
-		if !errors.Is(err, dcs.ErrKeyModified) {
-			return err
-		}
-	}
-	return fmt.Errorf("%s: %w", op, dcs.ErrKeyModified)
+		return b, nil
+	})
 }

@@ -165,9 +165,6 @@ func normalizeEndpoints(in []string) ([]string, bool, error) {
 	return out, secure, nil
 }
 
-// Client is the underlying etcd client (for tools such as the CLI).
-func (e *Store) Client() *clientv3.Client { return e.cli }
-
 func (e *Store) key(k string) string { return e.cfg.Prefix + k }
 
 // RemoveCluster deletes every key under this cluster's prefix (`pgwarden
@@ -527,32 +524,54 @@ func (e *Store) SetSync(ctx context.Context, s dcs.Sync, prev int64) error {
 // AppendHistory implements dcs.Store: read, append, compare-and-swap, retried a
 // few times against concurrent writers.
 func (e *Store) AppendHistory(ctx context.Context, h dcs.HistoryEntry) error {
-	for range 5 {
-		cctx, cancel := e.call(ctx)
-		r, err := e.cli.Get(cctx, e.key(dcs.KeyHistory))
-		cancel()
-		if err != nil {
-			return e.mapErr("read history", err)
-		}
+	return e.rewrite(ctx, "append history", "history", dcs.KeyHistory, func(cur []byte) ([]byte, error) {
 		var hist []dcs.HistoryEntry
-		var rev int64
-		if len(r.Kvs) > 0 {
-			rev = r.Kvs[0].ModRevision
-			if err := json.Unmarshal(r.Kvs[0].Value, &hist); err != nil {
+		if cur != nil {
+			if err := json.Unmarshal(cur, &hist); err != nil {
 				e.log.Warn("history key is not valid JSON: starting it afresh", "error", err)
 				hist = nil
 			}
 		}
 		b, err := json.Marshal(dcs.RecordHistory(hist, h))
 		if err != nil {
-			return fmt.Errorf("encode history: %w", err)
+			return nil, fmt.Errorf("encode history: %w", err)
 		}
-		err = e.cas(ctx, "append history", dcs.KeyHistory, b, rev)
+		return b, nil
+	})
+}
+
+// rewrite reads key (what names it in errors), lets change make its new value
+// from the current one (nil when the key is absent), and writes it with a
+// compare-and-swap on the revision read: a concurrent writer in between makes
+// it read and change again, a few times at most. An error from change ends it
+// as it is.
+func (e *Store) rewrite(ctx context.Context, op, what, key string, change func(cur []byte) ([]byte, error)) error {
+	for range 5 {
+		cctx, cancel := e.call(ctx)
+		r, err := e.cli.Get(cctx, e.key(key))
+		cancel()
+		if err != nil {
+			return e.mapErr("read "+what, err)
+		}
+		var cur []byte
+		var rev int64
+		if len(r.Kvs) > 0 {
+			rev = r.Kvs[0].ModRevision
+			cur = r.Kvs[0].Value
+			if cur == nil {
+				cur = []byte{}
+			}
+		}
+		b, err := change(cur)
+		if err != nil {
+			return err
+		}
+		err = e.cas(ctx, op, key, b, rev)
 		if !errors.Is(err, dcs.ErrKeyModified) {
 			return err
 		}
 	}
-	return fmt.Errorf("append history: %w", dcs.ErrKeyModified)
+	return fmt.Errorf("%s: %w", op, dcs.ErrKeyModified)
 }
 
 // SetStatus implements dcs.Store.

@@ -1,4 +1,5 @@
-// Package freeport picks loopback TCP ports for the demo and the tests.
+// Package freeport picks loopback TCP ports for the demo, the tests and a
+// restore drill's scratch copy.
 package freeport
 
 import (

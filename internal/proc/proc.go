@@ -14,7 +14,7 @@ import (
 
 // Proc is a started child process.
 type Proc struct {
-	Name string
+	name string
 	Cmd  *exec.Cmd
 	done chan struct{}
 	err  error
@@ -32,7 +32,7 @@ func Start(name string, cmd *exec.Cmd, afterExit func()) (*Proc, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	p := &Proc{Name: name, Cmd: cmd, done: make(chan struct{})}
+	p := &Proc{name: name, Cmd: cmd, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
 		if afterExit != nil {
@@ -85,7 +85,7 @@ func (p *Proc) Pause() error {
 		}
 		time.Sleep(time.Millisecond)
 	}
-	return fmt.Errorf("%s (pid %d) not stopped 5s after SIGSTOP", p.Name, p.PID())
+	return fmt.Errorf("%s (pid %d) not stopped 5s after SIGSTOP", p.name, p.PID())
 }
 
 // allStopped: whether every thread of pid is in state T (stopped) or gone.
@@ -125,7 +125,7 @@ func (p *Proc) Stop(sig syscall.Signal, timeout time.Duration) error {
 	if !p.Wait(timeout) {
 		p.Kill()
 		p.Wait(5 * time.Second)
-		return fmt.Errorf("%s did not exit within %s of %s", p.Name, timeout, sig)
+		return fmt.Errorf("%s did not exit within %s of %s", p.name, timeout, sig)
 	}
 	return p.err
 }
