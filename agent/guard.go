@@ -266,9 +266,17 @@ func (a *Agent) startKeeper() {
 				if stopRounds == nil {
 					stopRounds = a.startFailsafeRounds()
 				}
-				if err := a.keepLease(ctx); err == nil && stopRounds != nil {
+				err := a.keepLease(ctx)
+				if err == nil && stopRounds != nil {
 					stopRounds()
 					stopRounds = nil
+				}
+				if err == nil {
+					// The loop steps right after the renewal rather than
+					// at a phase of its own: both then share one wake-up
+					// of this process a loop_wait (an idle agent's main
+					// cost), and the step sees the deadline just renewed.
+					a.Wake()
 				}
 			}
 			wait := sent.Add(a.renewEvery()).Sub(a.d.Clock.Now())

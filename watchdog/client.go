@@ -254,7 +254,11 @@ func (c *Client) write(line string) error {
 		c.ackMu.Unlock()
 	}
 	_ = c.stdin.SetWriteDeadline(time.Now().Add(writeBound))
-	if _, err := c.stdin.WriteString(line + "\n"); err != nil {
+	_, err := c.stdin.WriteString(line + "\n")
+	// Cleared once written: a deadline left set fires later for nothing,
+	// one more wake-up of the agent for each command.
+	_ = c.stdin.SetWriteDeadline(time.Time{})
+	if err != nil {
 		if line != "exit" {
 			// Not (wholly) written, so not answered. A partial line is
 			// completed by the next one into a bad command, which the
