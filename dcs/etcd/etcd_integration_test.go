@@ -175,6 +175,34 @@ func TestRenewalsShareOneStream(t *testing.T) {
 	}
 }
 
+// TestRenewalsAuthenticateOnce: with etcd's authentication on, a stream
+// opened by the client first authenticates (a password check on etcd's
+// side); the renewals' kept stream does so once, not once per renewal.
+func TestRenewalsAuthenticateOnce(t *testing.T) {
+	e := harness.StartEtcdAuth(t, harness.EtcdSecure{User: "pgwarden", Password: "renew-pw", RootPassword: "root-pw", Prefix: "/pgwarden/"})
+	ctx := t.Context()
+	s, err := New(ctx, Config{
+		Endpoints: []string{"http://" + e.Endpoint}, Prefix: "/pgwarden/auth/", Name: "a",
+		TTL: 5 * time.Second, RetryTimeout: 2 * time.Second, Username: "pgwarden", Password: "renew-pw",
+	}, testlog.New(t))
+	if err != nil {
+		t.Fatalf("new etcd store with credentials: %v", err)
+	}
+	defer func() { _ = s.Close(context.Background()) }()
+	if _, err := s.Renew(ctx); err != nil { // the grant
+		t.Fatal(err)
+	}
+	auth0 := grpcCalls(t, e.Endpoint, "Authenticate")
+	for range 10 {
+		if _, err := s.Renew(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := grpcCalls(t, e.Endpoint, "Authenticate") - auth0; n > 1 {
+		t.Fatalf("10 renewals authenticated %d times; want at most once (the stream's opening)", n)
+	}
+}
+
 // TestReleaseLeaderOfLease: the hand-back of a dead agent's watchdog
 // deletes the key only while it is bound to that agent's lease. A
 // restarted agent of the same member that has bound the key to its own

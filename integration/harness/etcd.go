@@ -65,6 +65,16 @@ func StartEtcdSecure(t testing.TB, s EtcdSecure) *Etcd {
 	return e
 }
 
+// StartEtcdAuth is StartEtcd with authentication on and no TLS (s's
+// certificate fields are not used).
+func StartEtcdAuth(t testing.TB, s EtcdSecure) *Etcd {
+	t.Helper()
+	e := startEtcd(t, nil)
+	e.secure = &s
+	e.enableAuth(t)
+	return e
+}
+
 func startEtcd(t testing.TB, s *EtcdSecure) *Etcd {
 	bin := LookPath(t, "etcd", "etcd-server")
 	dir := Dir(t, "etcd")
