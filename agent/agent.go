@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -561,27 +559,15 @@ func (a *Agent) upstream(c *dcs.Cluster, name string) (Upstream, error) {
 	if m == nil {
 		return Upstream{}, fmt.Errorf("member %s not found", name)
 	}
-	host, port, err := splitHostPort(dcs.Addr(m.ConnURL))
-	if err != nil {
-		return Upstream{}, fmt.Errorf("member %s conn_url %q: %w", name, m.ConnURL, err)
+	host, port := dcs.HostPort(m.ConnURL)
+	if port == 0 {
+		return Upstream{}, fmt.Errorf("member %s conn_url %q: no host:port", name, m.ConnURL)
 	}
 	up := Upstream{Name: name, Host: host, Port: port}
 	if a.s.UseSlots {
 		up.Slot = slotName(a.s.Name)
 	}
 	return up, nil
-}
-
-func splitHostPort(hp string) (string, int, error) {
-	h, p, err := net.SplitHostPort(hp)
-	if err != nil {
-		return "", 0, err
-	}
-	port, err := strconv.Atoi(p)
-	if err != nil {
-		return "", 0, fmt.Errorf("port %q: %w", p, err)
-	}
-	return h, port, nil
 }
 
 // slotName is the physical replication slot name of a member: lowercase
