@@ -110,7 +110,8 @@ type Postgres interface {
 	// standby still reads them.
 	SyncSlots(ctx context.Context, want, keep []string) (dropped, busy []string, err error)
 	// SetSyncStandbys makes commits wait for the named standbys (none: for
-	// no one; "*": for any one) and returns once PostgreSQL uses it.
+	// no one; AnyStandby alone: for any one) and returns once PostgreSQL
+	// uses it.
 	SetSyncStandbys(ctx context.Context, names []string) error
 	// SyncStatus reads which standbys commits wait for now.
 	SyncStatus(ctx context.Context) (SyncStatus, error)

@@ -63,10 +63,10 @@ func TestAdvance(t *testing.T) {
 		{"a promotion that waits for replay", Decision{Action: ActAcquire}, false, Outcome{Did: effects{Replay: true, ReplayWait: 9}},
 			func(s *loopState) { s.last, s.replayWait = Decision{Action: ActAcquire}, 9 }},
 		{"a promotion that no longer waits", Decision{Action: ActAcquire}, false,
-			Outcome{Did: effects{Replay: true, Promoted: true, Sync: syncRun{Planned: true, Set: true, Names: []string{"*"}}}},
+			Outcome{Did: effects{Replay: true, Promoted: true, Sync: syncRun{Planned: true, Set: true, Names: []string{AnyStandby}}}},
 			func(s *loopState) {
 				s.last, s.replayWait, s.failovers = Decision{Action: ActAcquire}, 0, 2
-				s.sync = syncState{applied: true, names: []string{"*"}}
+				s.sync = syncState{applied: true, names: []string{AnyStandby}}
 			}},
 		{"an acquire that did not reach replay leaves the wait", Decision{Action: ActAcquire}, false, Outcome{Err: boom},
 			func(s *loopState) {
@@ -229,7 +229,7 @@ func TestSyncStateNext(t *testing.T) {
 		{"planned and set: no position seen counts", syncRun{Planned: true, Pending: map[string]wal.LSN{}, Set: true, Names: []string{"b"}},
 			syncState{applied: true, names: []string{"b"}, pending: map[string]wal.LSN{}}},
 		{"set outside synchronous mode", syncRun{Set: true}, syncState{applied: true, pending: map[string]wal.LSN{"b": 100}}},
-		{"after a promotion", syncRun{Planned: true, Set: true, Names: []string{"*"}}, syncState{applied: true, names: []string{"*"}}},
+		{"after a promotion", syncRun{Planned: true, Set: true, Names: []string{AnyStandby}}, syncState{applied: true, names: []string{AnyStandby}}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -125,7 +125,7 @@ func sameMember(a, b dcs.Member) bool {
 func (a *Agent) memberRecord(pg PGState) dcs.Member {
 	m := dcs.Member{
 		Name:         a.s.Name,
-		ConnURL:      "postgres://" + a.s.ConnectAddress + "/postgres",
+		ConnURL:      dcs.ConnURL(a.s.ConnectAddress),
 		APIURL:       a.s.APIURL,
 		Role:         role(pg),
 		State:        stateName(pg),

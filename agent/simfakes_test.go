@@ -619,14 +619,14 @@ func (p *fakePG) SyncStatus(ctx context.Context) (SyncStatus, error) {
 }
 
 // syncStandbys are the standbys a commit on this primary waits for now:
-// the named ones streaming from it ("*": the first streaming one).
+// the named ones streaming from it (AnyStandby: the first streaming one).
 func (p *fakePG) syncStandbys() []*simNode {
 	var out []*simNode
 	for _, o := range p.w.nodes {
 		if !o.pg.streaming() || o.pg.upstream != p.n.name {
 			continue
 		}
-		if slices.Contains(p.syncNames, o.name) || (slices.Equal(p.syncNames, []string{"*"}) && len(out) == 0) {
+		if slices.Contains(p.syncNames, o.name) || (slices.Equal(p.syncNames, []string{AnyStandby}) && len(out) == 0) {
 			out = append(out, o)
 		}
 	}

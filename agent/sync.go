@@ -20,6 +20,11 @@ import (
 // that. In between, the key may name fewer members than wait: that only
 // narrows who may be promoted.
 
+// AnyStandby, alone in the names given to SetSyncStandbys, has commits
+// wait for any one standby (PostgreSQL's syntax for it is the postgres
+// side's). Not a valid member name.
+const AnyStandby = "(any)"
+
 // SyncStatus is what the primary reports of its synchronous standbys.
 type SyncStatus struct {
 	// Current is the primary's current WAL position.
@@ -101,7 +106,7 @@ func planSync(key, want, applied []string, strict bool, st SyncStatus, before ma
 	}
 	names := want
 	if len(names) == 0 && strict {
-		names = []string{"*"} // no acknowledged commit without a standby
+		names = []string{AnyStandby} // no acknowledged commit without a standby
 	}
 	if !slices.Equal(names, applied) {
 		// What commits wait for changes: no position seen so far counts.
@@ -250,7 +255,7 @@ func (a *Agent) afterSyncPromotion(ctx context.Context) (syncRun, error) {
 	if !a.st.dynamic.SynchronousMode {
 		return syncRun{}, nil
 	}
-	names := []string{"*"}
+	names := []string{AnyStandby}
 	if !a.st.dynamic.SynchronousModeStrict {
 		names = nil // as after the first heartbeat with no standby yet
 	}

@@ -77,7 +77,7 @@ func TestPlanSync(t *testing.T) {
 		{"no standby, not strict: commits wait for no one", []string{}, nil, []string{"a"}, false,
 			st(100, nil), nil, syncStep{Apply: true}},
 		{"no standby, strict: commits wait for any one", []string{}, nil, nil, true,
-			st(100, nil), nil, syncStep{Names: []string{"*"}, Apply: true}},
+			st(100, nil), nil, syncStep{Names: []string{AnyStandby}, Apply: true}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -34,6 +34,10 @@ func (c *Cluster) ReplayLag(m Member) uint64 {
 	return Behind(c.Status.LSN, pos)
 }
 
+// ConnURL is the conn_url a member publishes for its PostgreSQL at
+// host:port (Patroni's format).
+func ConnURL(hostPort string) string { return "postgres://" + hostPort + "/postgres" }
+
 // Addr is host:port of a member's conn_url (postgres://[user@]host:port/db);
 // a bare host:port is returned as is.
 func Addr(connURL string) string {

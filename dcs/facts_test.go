@@ -40,3 +40,14 @@ func TestMemberFacts(t *testing.T) {
 		t.Errorf("HostPort of a bare host = %q %d", h, p)
 	}
 }
+
+// A conn_url a member publishes reads back as the address it was made of.
+func TestConnURLRoundTrip(t *testing.T) {
+	for _, hp := range []string{"10.0.0.5:5432", "db-1.example:6432", "[::1]:5433"} {
+		u := dcs.ConnURL(hp)
+		h, p := dcs.HostPort(u)
+		if dcs.Addr(u) != hp || p == 0 || h == "" {
+			t.Errorf("ConnURL(%q) = %q reads back as %q (host %q port %d)", hp, u, dcs.Addr(u), h, p)
+		}
+	}
+}

@@ -313,14 +313,17 @@ func syncConfText(value string) string {
 	return "# Managed by pgwarden: the leader's synchronous standbys.\nsynchronous_standby_names = " + confQuote(value) + "\n"
 }
 
+// AnyStandby, alone in SetSyncStandbys' names, is any one standby.
+const AnyStandby = "*"
+
 // syncStandbyNames renders synchronous_standby_names for names: none is
-// "" (commits wait for no one), ["*"] is any one standby, otherwise all of
-// them, in order (FIRST n).
+// "" (commits wait for no one), [AnyStandby] is any one standby, otherwise
+// all of them, in order (FIRST n).
 func syncStandbyNames(names []string) string {
 	switch {
 	case len(names) == 0:
 		return ""
-	case len(names) == 1 && names[0] == "*":
+	case len(names) == 1 && names[0] == AnyStandby:
 		return "*"
 	}
 	q := make([]string, len(names))

@@ -132,6 +132,9 @@ func (p pgAdapter) SyncSlots(ctx context.Context, want, keep []string) ([]string
 }
 
 func (p pgAdapter) SetSyncStandbys(ctx context.Context, names []string) error {
+	if len(names) == 1 && names[0] == agent.AnyStandby {
+		names = []string{postgres.AnyStandby}
+	}
 	return p.s.SetSyncStandbys(ctx, names)
 }
 
