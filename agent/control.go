@@ -116,7 +116,7 @@ func (a *Agent) Failover(ctx context.Context, r FailoverRequest) error {
 		return fmt.Errorf("%w: candidate %s is not running (state %q)", ErrPrecondition, r.Candidate, m.State)
 	}
 	// Never, forced or not: --force skips the prompt and the lag check.
-	if m.Priority <= 0 || m.NoFailover || m.Tags["nofailover"] == "true" {
+	if m.Priority <= 0 || m.RefusesFailover() {
 		return fmt.Errorf("%w: candidate %s has priority 0 or nofailover: it is never promoted", ErrPrecondition, r.Candidate)
 	}
 	if !r.Force {

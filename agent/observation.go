@@ -43,6 +43,44 @@ type Peer struct {
 	Stale bool
 }
 
+// PeerReport is what a peer's agent says of itself (its /patroni answer),
+// as the REST client decoded it; Observe reads it into a Peer.
+type PeerReport struct {
+	Role, State     string
+	Timeline        uint32
+	Unguarded       bool
+	ClusterUnlocked bool
+	// The three WAL positions it reports (written, received, replayed).
+	Location, Received, Replayed wal.LSN
+}
+
+// Observe records that the peer answered with r: how the election reads a
+// peer's word.
+func (p *Peer) Observe(r PeerReport) {
+	p.Reachable = true
+	p.Unguarded = r.Unguarded
+	p.Mute = r.State == "starting" || r.State == "unresponsive"
+	p.Stale = !r.ClusterUnlocked
+	p.Running = r.State == "running"
+	// A primary that runs but does not answer its agent (state
+	// "unresponsive", "starting" or "stopping") may still accept writes:
+	// it holds the race back like a running one.
+	p.Primary = (r.Role == "primary" || r.Role == "master") && mayRun(r.State)
+	if p.Running {
+		p.Timeline = r.Timeline
+		p.WAL = max(r.Location, r.Received, r.Replayed)
+	}
+}
+
+// mayRun: in this state the peer's PostgreSQL may be running.
+func mayRun(state string) bool {
+	switch state {
+	case "running", "unresponsive", "starting", "stopping":
+		return true
+	}
+	return false
+}
+
 // Node is this member's static facts from its configuration file.
 type Node struct {
 	Name          string

@@ -34,6 +34,10 @@ func (c *Cluster) ReplayLag(m Member) uint64 {
 	return Behind(c.Status.LSN, pos)
 }
 
+// RefusesFailover: the member is never promoted (nofailover set, in its
+// record or as a Patroni-style tag).
+func (m Member) RefusesFailover() bool { return m.NoFailover || m.Tags["nofailover"] == "true" }
+
 // ConnURL is the conn_url a member publishes for its PostgreSQL at
 // host:port (Patroni's format).
 func ConnURL(hostPort string) string { return "postgres://" + hostPort + "/postgres" }

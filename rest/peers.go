@@ -102,7 +102,7 @@ func (pc *PeerClient) Fetch(ctx context.Context, ms []dcs.Member) []agent.Peer {
 	out := make([]agent.Peer, len(ms))
 	var wg sync.WaitGroup
 	for i, m := range ms {
-		out[i] = agent.Peer{Name: m.Name, Priority: m.Priority, NoFailover: m.NoFailover || m.Tags["nofailover"] == "true"}
+		out[i] = agent.Peer{Name: m.Name, Priority: m.Priority, NoFailover: m.RefusesFailover()}
 		if m.Name == pc.Self || m.APIURL == "" {
 			continue
 		}
@@ -114,21 +114,11 @@ func (pc *PeerClient) Fetch(ctx context.Context, ms []dcs.Member) []agent.Peer {
 			if err != nil {
 				return
 			}
-			p := &out[i]
-			p.Reachable = true
-			p.Unguarded = st.Unguarded != ""
-			p.Mute = st.State == "starting" || st.State == "unresponsive"
-			p.Stale = !st.ClusterUnlocked
-			running := st.State == "running"
-			p.Running = running
-			// A primary that runs but does not answer its agent (state
-			// "unresponsive", "starting" or "stopping") may still accept
-			// writes: it holds the race back like a running one.
-			p.Primary = (st.Role == "primary" || st.Role == "master") && mayRun(st.State)
-			if running {
-				p.Timeline = st.Timeline
-				p.WAL = max(st.XLog.Location, st.XLog.ReceivedLocation, st.XLog.ReplayedLocation)
-			}
+			out[i].Observe(agent.PeerReport{
+				Role: st.Role, State: st.State, Timeline: st.Timeline,
+				Unguarded: st.Unguarded != "", ClusterUnlocked: st.ClusterUnlocked,
+				Location: st.XLog.Location, Received: st.XLog.ReceivedLocation, Replayed: st.XLog.ReplayedLocation,
+			})
 		}()
 	}
 	wg.Wait()
@@ -272,13 +262,4 @@ func (pc *PeerClient) note(member string, err error) {
 	case wasDown:
 		pc.log.Info("peer reachable again", "peer", member)
 	}
-}
-
-// mayRun: a peer's reported PostgreSQL state in which its server may run.
-func mayRun(state string) bool {
-	switch state {
-	case "running", "unresponsive", "starting", "stopping":
-		return true
-	}
-	return false
 }
