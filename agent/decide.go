@@ -355,7 +355,7 @@ func replicaIneligible(c *dcs.Cluster, m dcs.Member, syncMode bool) string {
 		return fmt.Sprintf("is not a running replica (role %q, state %q)", m.Role, m.State)
 	case !m.Streaming:
 		return "is not streaming"
-	case m.Priority <= 0 || m.NoFailover:
+	case m.Priority <= 0 || m.RefusesFailover():
 		return "has priority 0 or nofailover"
 	case syncMode && !isSync(c, m.Name):
 		return "is not a synchronous standby"

@@ -164,6 +164,7 @@ func TestFailoverRequestRefusesNoFailoverMembers(t *testing.T) {
 		for _, m := range []dcs.Member{
 			{Name: "zero", Role: "replica", State: "running", Streaming: true, Priority: 0},
 			{Name: "nofail", Role: "replica", State: "running", Streaming: true, Priority: 100, NoFailover: true},
+			{Name: "tagged", Role: "replica", State: "running", Streaming: true, Priority: 100, Tags: map[string]string{"nofailover": "true"}},
 		} {
 			mc := dcs.NewMemoryCluster(time.Now)
 			if withLeader {

@@ -3,6 +3,7 @@ package agent
 import (
 	"testing"
 
+	"github.com/pgwarden/pgwarden/dcs"
 	"github.com/pgwarden/pgwarden/wal"
 )
 
@@ -38,5 +39,23 @@ func TestPeerObserve(t *testing.T) {
 				t.Errorf("Observe(%+v) = %+v; want %+v", tc.r, p, tc.want)
 			}
 		})
+	}
+}
+
+// A member refusing failover by its record or only by a Patroni-style tag
+// is never a switchover target.
+func TestReplicaIneligibleNoFailover(t *testing.T) {
+	base := dcs.Member{Name: "r", Role: "replica", State: "running", Streaming: true, Priority: 100}
+	c := &dcs.Cluster{}
+	if why := replicaIneligible(c, base, false); why != "" {
+		t.Fatalf("a healthy replica is ineligible: %s", why)
+	}
+	flagged, tagged := base, base
+	flagged.NoFailover = true
+	tagged.Tags = map[string]string{"nofailover": "true"}
+	for _, m := range []dcs.Member{flagged, tagged} {
+		if why := replicaIneligible(c, m, false); why != "has priority 0 or nofailover" {
+			t.Errorf("replicaIneligible(%+v) = %q; want nofailover", m, why)
+		}
 	}
 }

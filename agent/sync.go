@@ -46,7 +46,7 @@ type SyncStatus struct {
 func wantSync(c *dcs.Cluster, self string, cur []string, n int, direct map[string]bool) []string {
 	eligible := map[string]contender{}
 	for _, m := range c.Members {
-		if m.Name == self || m.Role != "replica" || m.State != "running" || !m.Streaming || m.Priority <= 0 || m.NoFailover || !direct[m.Name] {
+		if m.Name == self || m.Role != "replica" || m.State != "running" || !m.Streaming || m.Priority <= 0 || m.RefusesFailover() || !direct[m.Name] {
 			continue
 		}
 		eligible[m.Name] = contender{Name: m.Name, WAL: m.WALPosition, Priority: m.Priority}

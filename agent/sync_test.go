@@ -19,10 +19,12 @@ func TestWantSync(t *testing.T) {
 		{Name: "lagging", Role: "replica", State: "running", Streaming: false, Priority: 300, WALPosition: 30},
 		{Name: "zero", Role: "replica", State: "running", Streaming: true, Priority: 0, WALPosition: 30},
 		{Name: "nofail", Role: "replica", State: "running", Streaming: true, Priority: 100, NoFailover: true, WALPosition: 30},
+		// nofailover as a Patroni member's tag only.
+		{Name: "tagged", Role: "replica", State: "running", Streaming: true, Priority: 100, Tags: map[string]string{"nofailover": "true"}, WALPosition: 30},
 		// Streams, but from another replica (tags.replicatefrom).
 		{Name: "cascaded", Role: "replica", State: "running", Streaming: true, Priority: 500, WALPosition: 40},
 	}}
-	direct := map[string]bool{"a": true, "b": true, "c": true, "lagging": true, "zero": true, "nofail": true}
+	direct := map[string]bool{"a": true, "b": true, "c": true, "lagging": true, "zero": true, "nofail": true, "tagged": true}
 	cases := []struct {
 		name string
 		cur  []string

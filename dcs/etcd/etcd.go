@@ -275,11 +275,13 @@ func (e *Store) Renew(ctx context.Context) (time.Duration, error) {
 		e.log.Debug("lease granted", "lease", fmt.Sprintf("%x", int64(g.ID)), "ttl", g.TTL)
 		return time.Duration(g.TTL) * time.Second, nil
 	}
+	// The progress request first: the loop steps right after the
+	// renewal and reads the view, which its answer keeps fresh.
+	e.requestProgress()
 	r, err := e.keep.keepAlive(ctx, lease)
 	if err != nil {
 		return 0, e.mapErr("renew lease", err)
 	}
-	e.requestProgress()
 	if r.TTL <= 0 {
 		e.mu.Lock()
 		e.lease = 0

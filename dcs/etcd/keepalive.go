@@ -89,9 +89,14 @@ func (k *keeper) keepAlive(ctx context.Context, id clientv3.LeaseID) (*clientv3.
 func (k *keeper) once(ctx context.Context, id clientv3.LeaseID) (*clientv3.LeaseKeepAliveResponse, error) {
 	if k.stream == nil {
 		// The stream outlives this call's context: it has its own,
-		// ended by drop.
+		// ended by drop. Opening it waits for a connection (and, with
+		// etcd auth, a token), so ctx ending cancels that too.
 		sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+		stopOpen := context.AfterFunc(ctx, cancel)
 		s, err := k.open(sctx)
+		if !stopOpen() {
+			err = errors.Join(ctx.Err(), err)
+		}
 		if err != nil {
 			cancel()
 			return nil, err

@@ -128,3 +128,25 @@ func TestKeeperRefusesAnotherLeasesAnswer(t *testing.T) {
 		t.Fatalf("stream kept %v, %d opened; want it dropped and retried", k.stream != nil, opens)
 	}
 }
+
+// Opening a stream waits for a connection (and, with etcd auth, a token):
+// the renewal's deadline bounds that too. (It did not: a black-holed
+// endpoint held the keeper past retry_timeout, up to gRPC's connect
+// timeout.)
+func TestKeeperOpenHonoursTheDeadline(t *testing.T) {
+	k := &keeper{open: func(ctx context.Context) (pb.Lease_LeaseKeepAliveClient, error) {
+		select {
+		case <-ctx.Done():
+			return nil, status.Error(codes.Canceled, "context canceled")
+		case <-time.After(10 * time.Second):
+			return nil, errors.New("open was not cancelled")
+		}
+	}}
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := k.keepAlive(ctx, 7)
+	if took := time.Since(start); !errors.Is(err, context.DeadlineExceeded) || took > 2*time.Second {
+		t.Fatalf("renewal whose stream cannot open: %v after %s; want the deadline within 2 s", err, took)
+	}
+}
