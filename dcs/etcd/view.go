@@ -89,13 +89,6 @@ func (v *view) fresh(t time.Time) {
 	v.freshAt = t
 }
 
-// age is how long ago the watch last delivered anything.
-func (v *view) age() time.Duration {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	return time.Since(v.freshAt)
-}
-
 // stopped drops the view: the watch ended, changes may be missed.
 func (v *view) stopped() {
 	if v == nil {
