@@ -15,6 +15,9 @@ import (
 	"google.golang.org/grpc/status"
 )
 
+// keepRetryPause is the pause between two failed keep-alive attempts.
+const keepRetryPause = 50 * time.Millisecond
+
 // keeper sends the HA loop's keep-alives on one LeaseKeepAlive stream
 // that stays open between renewals. It is KeepAliveOnce without a new
 // gRPC stream per call: opening one and closing it each loop_wait was
@@ -28,9 +31,6 @@ import (
 // caller's deadline) closes the stream: an answer arriving late on it
 // would otherwise be taken for the next request's, and the lease deadline
 // is computed from that request's send time.
-// keepRetryPause is the pause between two failed keep-alive attempts.
-const keepRetryPause = 50 * time.Millisecond
-
 type keeper struct {
 	mu     sync.Mutex
 	open   func(context.Context) (pb.Lease_LeaseKeepAliveClient, error)
